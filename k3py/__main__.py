@@ -1,0 +1,3 @@
+from k3py.cli.app import main
+
+main()
