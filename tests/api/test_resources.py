@@ -1,0 +1,136 @@
+"""The built-in resource table says what a real 1.32 cluster's discovery says."""
+
+from __future__ import annotations
+
+from k3py.api.resources import ResourceInfo, ResourceTable, builtin_resources, version_priority_key
+
+
+def _short_names(table: ResourceTable) -> dict[str, str]:
+    return {s: f"{i.group}/{i.plural}" for i in table.all() for s in i.short_names}
+
+
+def test_short_names_match_upstream() -> None:
+    short = _short_names(builtin_resources())
+    expected = {
+        "po": "/pods", "svc": "/services", "deploy": "apps/deployments", "rs": "apps/replicasets",
+        "ds": "apps/daemonsets", "sts": "apps/statefulsets", "cm": "/configmaps",
+        "ns": "/namespaces", "no": "/nodes", "pv": "/persistentvolumes",
+        "pvc": "/persistentvolumeclaims", "sa": "/serviceaccounts", "ep": "/endpoints",
+        "cj": "batch/cronjobs", "hpa": "autoscaling/horizontalpodautoscalers",
+        "ing": "networking.k8s.io/ingresses", "netpol": "networking.k8s.io/networkpolicies",
+        "pdb": "policy/poddisruptionbudgets", "pc": "scheduling.k8s.io/priorityclasses",
+        "sc": "storage.k8s.io/storageclasses", "crd": "apiextensions.k8s.io/customresourcedefinitions",
+        "crds": "apiextensions.k8s.io/customresourcedefinitions", "limits": "/limitranges",
+        "quota": "/resourcequotas", "rc": "/replicationcontrollers", "cs": "/componentstatuses",
+    }
+    for name, resource in expected.items():
+        assert short[name] == resource, name
+    # "ev" names both core and events.k8s.io events; kubectl resolves it to core first.
+    assert {i.group for i in builtin_resources().all() if "ev" in i.short_names} == {"", "events.k8s.io"}
+
+
+def test_all_category_is_upstreams() -> None:
+    in_all = sorted(
+        f"{i.group}/{i.plural}" for i in builtin_resources().all() if "all" in i.categories
+    )
+    # autoscaling appears once per served version (v2 and v1).
+    assert sorted(set(in_all)) == sorted([
+        "/pods", "/services", "/replicationcontrollers", "apps/deployments", "apps/replicasets",
+        "apps/statefulsets", "apps/daemonsets", "batch/jobs", "batch/cronjobs",
+        "autoscaling/horizontalpodautoscalers",
+    ])
+
+
+def test_groups_order_and_preferred_versions() -> None:
+    groups = builtin_resources().groups()
+    names = [g for g, _ in groups]
+    assert names[0] == ""
+    assert names[:3] == ["", "apps", "events.k8s.io"]
+    assert dict(groups)["autoscaling"] == ["v2", "v1"]
+    assert set(names) == {
+        "", "apps", "events.k8s.io", "autoscaling", "batch", "networking.k8s.io", "policy",
+        "rbac.authorization.k8s.io", "storage.k8s.io", "apiextensions.k8s.io",
+        "scheduling.k8s.io", "coordination.k8s.io", "discovery.k8s.io",
+    }
+
+
+def test_subresources_verbs_and_kinds() -> None:
+    t = builtin_resources()
+    pods = t.lookup("", "v1", "pods")
+    assert pods is not None and pods.namespaced and pods.singular == "pod"
+    assert [s.name for s in pods.subresources] == [
+        "attach", "binding", "ephemeralcontainers", "eviction", "exec", "log", "portforward",
+        "proxy", "status",
+    ]
+    eviction = pods.subresource("eviction")
+    assert eviction is not None and (eviction.group, eviction.kind) == ("policy", "Eviction")
+    for plural, group in (("deployments", "apps"), ("replicasets", "apps"),
+                          ("statefulsets", "apps"), ("replicationcontrollers", "")):
+        info = t.lookup(group, "v1", plural)
+        assert info is not None
+        scale = info.subresource("scale")
+        assert scale is not None
+        assert (scale.group, scale.version, scale.kind, scale.verbs) == (
+            "autoscaling", "v1", "Scale", ("get", "patch", "update"))
+        status = info.subresource("status")
+        assert status is not None and status.kind == info.kind
+    ds = t.lookup("apps", "v1", "daemonsets")
+    assert ds is not None and ds.subresource("scale") is None
+    ns = t.lookup("", "v1", "namespaces")
+    assert ns is not None and "deletecollection" not in ns.verbs and not ns.namespaced
+    fin = ns.subresource("finalize")
+    assert fin is not None and fin.verbs == ("update",)
+    binding = t.lookup("", "v1", "bindings")
+    assert binding is not None and binding.verbs == ("create",)
+    cs = t.lookup("", "v1", "componentstatuses")
+    assert cs is not None and cs.verbs == ("get", "list")
+    sa = t.lookup("", "v1", "serviceaccounts")
+    assert sa is not None
+    token = sa.subresource("token")
+    assert token is not None and (token.group, token.kind) == ("authentication.k8s.io", "TokenRequest")
+    for plural in ("services", "nodes"):
+        info = t.lookup("", "v1", plural)
+        assert info is not None and info.subresource("proxy") is not None
+
+
+def test_properties_and_shared_storage() -> None:
+    t = builtin_resources()
+    deploy = t.by_kind("apps", "v1", "Deployment")
+    assert deploy is not None
+    assert (deploy.api_version, deploy.group_version, deploy.list_kind) == (
+        "apps/v1", "apps/v1", "DeploymentList")
+    cm = t.by_kind("", "v1", "ConfigMap")
+    assert cm is not None and cm.api_version == "v1"
+    assert (cm.storage_group, cm.storage_plural) == ("", "configmaps")
+    hpa1 = t.lookup("autoscaling", "v1", "horizontalpodautoscalers")
+    hpa2 = t.lookup("autoscaling", "v2", "horizontalpodautoscalers")
+    assert hpa1 is not None and hpa2 is not None
+    assert (hpa1.storage_group, hpa1.storage_plural) == (hpa2.storage_group, hpa2.storage_plural)
+    ev = t.lookup("events.k8s.io", "v1", "events")
+    assert ev is not None and (ev.storage_group, ev.storage_plural) == ("", "events")
+    assert t.preferred("autoscaling", "horizontalpodautoscalers") is hpa2
+
+
+def test_crds_come_and_go() -> None:
+    t = builtin_resources()
+    gen = t.generation
+    crd = ResourceInfo("example.com", "v1beta1", "Widget", "widgets", "widget", True,
+                       ("get", "list"), short_names=("wd",))
+    t.add(crd)
+    t.add(ResourceInfo("example.com", "v1", "Widget", "widgets", "widget", True, ("get",)))
+    assert t.generation > gen
+    assert t.lookup("example.com", "v1beta1", "widgets") == crd
+    assert t.by_kind("example.com", "v1beta1", "Widget") == crd
+    assert t.groups()[-1] == ("example.com", ["v1", "v1beta1"])
+    t.remove("example.com", "v1beta1", "widgets")
+    t.remove("example.com", "v1", "widgets")
+    t.remove("example.com", "v1", "widgets")  # removing twice is harmless
+    assert t.lookup("example.com", "v1beta1", "widgets") is None
+    assert t.by_kind("example.com", "v1beta1", "Widget") is None
+    assert "example.com" not in dict(t.groups())
+
+
+def test_version_priority() -> None:
+    versions = ["v1alpha1", "v1", "v2beta1", "v1beta2", "v2", "foo", "v1beta1", "v10"]
+    assert sorted(versions, key=version_priority_key) == [
+        "v10", "v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1", "foo"]
