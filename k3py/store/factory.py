@@ -1,11 +1,34 @@
-"""Choose a store backend from a datastore endpoint string."""
+"""Choose a store backend from a datastore endpoint string.
+
+``""`` → SQLite at ``<data_dir>/db/state.db`` (k3s's layout); ``sqlite://<path>`` → SQLite at
+that path (relative paths are under data_dir; query parameters are ignored);
+``postgres://`` / ``postgresql://`` → the PostgreSQL backend (several servers, one database).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from k3py.store.interface import Store
 
 
 def open_store(endpoint: str, data_dir: Path, synchronous: str = "FULL") -> Store:
-    raise NotImplementedError("no store backend yet")
+    endpoint = (endpoint or "").strip()
+    if not endpoint or endpoint.startswith("sqlite:"):
+        from k3py.store.sqlite import SqliteStore
+
+        rest = endpoint[len("sqlite:") :] if endpoint else ""
+        rest = rest.removeprefix("//").split("?", 1)[0]
+        path = Path(rest) if rest else Path("db") / "state.db"
+        if not path.is_absolute():
+            path = Path(data_dir) / path
+        return SqliteStore(path, synchronous)
+    scheme = urlsplit(endpoint).scheme.lower()
+    if scheme in ("postgres", "postgresql"):
+        from k3py.store.postgres import PostgresStore
+
+        return PostgresStore(endpoint)
+    raise ValueError(
+        f"unsupported datastore endpoint {endpoint!r}: use sqlite://<path> or postgres://..."
+    )

@@ -121,5 +121,9 @@ class CorruptDatabaseError(StoreError):
     """The database file is damaged or is not a k3py store. Never silently re-initialised."""
 
 
+class InvalidContinueTokenError(StoreError, ValueError):
+    """A ``list`` continue token that this store did not issue (or was damaged)."""
+
+
 class StoreClosedError(StoreError):
     """The store was closed while the operation was pending."""

@@ -1,0 +1,91 @@
+"""In-process fan-out of committed events to watchers (kine's tiny broadcaster).
+
+The writer publishes each committed batch exactly once, in commit order, on the event loop.
+Subscribers are grouped by prefix, so a batch is filtered once per distinct prefix rather
+than once per watcher: 1,000 watchers of one prefix cost one filter and 1,000 list appends.
+A subscription buffers without bound; the watch layer drains it as fast as the consumer reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from k3py.store.types import Event, StoreClosedError
+
+
+class Subscription:
+    """One watcher's queue of event batches, in publish order."""
+
+    __slots__ = ("_batches", "_closed", "_wakeup", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._batches: deque[list[Event]] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    def push(self, events: list[Event]) -> None:
+        self._batches.append(events)
+        self._wakeup.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+    async def next_events(self) -> list[Event]:
+        """Every event published since the last call (waits for at least one)."""
+        while not self._batches:
+            if self._closed:
+                raise StoreClosedError("the store was closed; the watch has ended")
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if len(self._batches) == 1:
+            return self._batches.popleft()
+        merged: list[Event] = []
+        while self._batches:
+            merged.extend(self._batches.popleft())
+        return merged
+
+
+class Broadcaster:
+    """Prefix-grouped subscribers; ``publish`` must be called on the event loop thread."""
+
+    def __init__(self) -> None:
+        self._by_prefix: dict[str, set[Subscription]] = {}
+        self._closed = False
+
+    def subscribe(self, prefix: str) -> Subscription:
+        sub = Subscription(prefix)
+        if self._closed:
+            sub.close()
+        else:
+            self._by_prefix.setdefault(prefix, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._by_prefix.get(sub.prefix)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_prefix[sub.prefix]
+
+    def publish(self, events: list[Event]) -> None:
+        if not events:
+            return
+        for prefix, subs in self._by_prefix.items():
+            matched = events if not prefix else [e for e in events if e.kv.key.startswith(prefix)]
+            if matched:
+                for sub in subs:
+                    sub.push(matched)
+
+    @property
+    def watcher_count(self) -> int:
+        return sum(len(s) for s in self._by_prefix.values())
+
+    def close(self) -> None:
+        self._closed = True
+        for subs in self._by_prefix.values():
+            for sub in subs:
+                sub.close()
+        self._by_prefix.clear()

@@ -1,0 +1,5 @@
+"""The embedded SQLite backend (the default)."""
+
+from k3py.store.sqlite.backend import SqliteStore
+
+__all__ = ["SqliteStore"]
