@@ -1,0 +1,284 @@
+"""The ReplicaSet controller: keep ``spec.replicas`` active pods matching the selector.
+
+Each reconcile of a ReplicaSet:
+
+1. *claims* pods (upstream's ControllerRefManager): pods it controls that still match its
+   selector are kept, controlled pods that no longer match are *released* (the ownerReference
+   is removed), orphans that match and are not being deleted are *adopted*;
+2. creates or deletes pods to reach ``spec.replicas`` — new pods get the template, a
+   ``<name>-`` generateName and a controller ownerReference; surplus pods are deleted least
+   valuable first (unscheduled before scheduled, pending before running, not-ready before
+   ready, ready for less time first, more restarts first, newest first);
+3. writes status: replicas, fullyLabeledReplicas, readyReplicas, availableReplicas (ready for
+   minReadySeconds) and observedGeneration, then asks to be called again when a ready pod
+   will become available.
+
+Expectations keep it from acting twice on the same change before its pod cache catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable
+from typing import Any
+
+from k3py.api.errors import ApiError
+from k3py.client.controller import Controller
+from k3py.client.informer import OWNER_UID_INDEX, InformerFactory, index_by_owner_uid, object_key
+from k3py.client.interface import PODS, REPLICASETS, Client, Resource
+from k3py.server.controllers.common import (
+    Expectations,
+    Obj,
+    available_in,
+    controller_ref,
+    is_deleting,
+    is_pod_active,
+    is_pod_ready,
+    meta,
+    name_of,
+    owner_reference,
+    pod_phase,
+    ready_since,
+    selector_of,
+    uid_of,
+    utcnow,
+)
+
+log = logging.getLogger("k3py.controllers.replicaset")
+
+# Creates per reconcile grow 1, 2, 4... (upstream's slow start) so a failing template
+# does not produce a burst of doomed requests.
+SLOW_START_INITIAL = 1
+MAX_BURST = 500
+
+
+def _restart_count(pod: Obj) -> int:
+    return sum(int(cs.get("restartCount") or 0) for cs in (pod.get("status") or {}).get("containerStatuses") or ())
+
+
+def deletion_rank(pod: Obj) -> tuple[Any, ...]:
+    """Sort key: the pod to delete first sorts first (upstream's ActivePods ordering)."""
+    phase_order = {"Pending": 0, "Unknown": 1, "Running": 2}
+    since = ready_since(pod)
+    return (
+        1 if (pod.get("spec") or {}).get("nodeName") else 0,
+        phase_order.get(pod_phase(pod), 1),
+        1 if is_pod_ready(pod) else 0,
+        # Ready more recently (a later timestamp) goes first: negate via reverse string order.
+        "" if since is None else _invert(since.isoformat()),
+        -_restart_count(pod),
+        _invert(str(meta(pod).get("creationTimestamp") or "")),
+    )
+
+
+def _invert(text: str) -> str:
+    """A string that sorts in the reverse order of ``text`` (for mixed-direction sort keys)."""
+    return "".join(chr(0x10FFFF - ord(c)) for c in text)
+
+
+def pod_from_template(owner: Obj, api_version: str, kind: str) -> Obj:
+    """A new pod for ``owner`` (ReplicaSet, Job...) from its ``spec.template``."""
+    template = (owner.get("spec") or {}).get("template") or {}
+    tmeta = template.get("metadata") or {}
+    pod_meta: Obj = {
+        "generateName": f"{name_of(owner)}-",
+        "namespace": meta(owner).get("namespace"),
+        "labels": dict(tmeta.get("labels") or {}),
+        "ownerReferences": [owner_reference(owner, api_version, kind)],
+    }
+    if tmeta.get("annotations"):
+        pod_meta["annotations"] = dict(tmeta["annotations"])
+    if tmeta.get("finalizers"):
+        pod_meta["finalizers"] = list(tmeta["finalizers"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": dict(template.get("spec") or {})}
+
+
+class PodOwnerController(Controller):
+    """Shared claim/adopt/release logic for controllers that own pods by selector."""
+
+    owner_resource: Resource = REPLICASETS
+    owner_kind = "ReplicaSet"
+
+    def __init__(self, client: Client, informers: InformerFactory) -> None:
+        super().__init__(client, informers)
+        self.expectations = Expectations()
+        self.owners = informers.informer(self.owner_resource)
+        self.pods = informers.informer(PODS, {OWNER_UID_INDEX: index_by_owner_uid})
+        self.owners.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self._owner_deleted)
+        self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
+
+    def _owner_deleted(self, obj: Obj) -> None:
+        self.expectations.forget(object_key(obj))
+        self.enqueue(obj)
+
+    def _owner_key(self, pod: Obj) -> str | None:
+        ref = controller_ref(pod)
+        if ref is None or ref.get("kind") != self.owner_kind:
+            return None
+        return f"{meta(pod).get('namespace')}/{ref.get('name')}"
+
+    def _enqueue_matching_owners(self, pod: Obj) -> None:
+        labels = meta(pod).get("labels") or {}
+        for owner in self.owners.cache.list(meta(pod).get("namespace", "")):
+            sel = selector_of(owner)
+            if sel is not None and not sel.empty and sel.matches(labels):
+                self.enqueue(owner)
+
+    def _pod_added(self, pod: Obj) -> None:
+        key = self._owner_key(pod)
+        if key is not None:
+            self.expectations.observed_add(key)
+            self.queue.add(key)
+        elif not is_deleting(pod):
+            self._enqueue_matching_owners(pod)
+
+    def _pod_updated(self, old: Obj, new: Obj) -> None:
+        key, old_key = self._owner_key(new), self._owner_key(old)
+        if old_key is not None and old_key != key:
+            self.queue.add(old_key)
+        if key is not None:
+            self.queue.add(key)
+        elif (meta(old).get("labels") != meta(new).get("labels")) and not is_deleting(new):
+            self._enqueue_matching_owners(new)
+
+    def _pod_deleted(self, pod: Obj) -> None:
+        key = self._owner_key(pod)
+        if key is not None:
+            self.expectations.observed_delete(key)
+            self.queue.add(key)
+
+    async def claim_pods(self, owner: Obj) -> list[Obj]:
+        """The pods ``owner`` controls after adopting matching orphans and releasing strays."""
+        sel = selector_of(owner)
+        owner_uid = uid_of(owner)
+        namespace = meta(owner).get("namespace", "")
+        claimed: list[Obj] = []
+        for pod in self.pods.cache.list(namespace):
+            ref = controller_ref(pod)
+            labels = meta(pod).get("labels") or {}
+            matches = sel is not None and not sel.empty and sel.matches(labels)
+            if ref is not None:
+                if ref.get("uid") != owner_uid:
+                    continue
+                if matches:
+                    claimed.append(pod)
+                elif not is_deleting(owner):
+                    await self._patch_owner_refs(pod, [r for r in meta(pod).get("ownerReferences") or () if r.get("uid") != owner_uid])
+                continue
+            if matches and not is_deleting(pod) and not is_deleting(owner):
+                refs = [*(meta(pod).get("ownerReferences") or ()),
+                        owner_reference(owner, self.owner_resource.api_version, self.owner_kind)]
+                adopted = await self._patch_owner_refs(pod, refs)
+                if adopted is not None:
+                    claimed.append(adopted)
+        return claimed
+
+    async def _patch_owner_refs(self, pod: Obj, refs: list[Obj]) -> Obj | None:
+        patch = {"metadata": {"ownerReferences": refs or None, "uid": uid_of(pod),
+                              "resourceVersion": meta(pod).get("resourceVersion")}}
+        try:
+            return await self.client.patch(PODS, meta(pod)["name"], patch, meta(pod).get("namespace", ""))
+        except ApiError as e:
+            if e.code in (404, 409, 422):
+                return None  # gone or changed: the next reconcile sees the new state
+            raise
+
+    async def create_pods(self, key: str, owner: Obj, count: int) -> None:
+        """Create ``count`` pods in slow-start batches, recording expectations first."""
+        namespace = meta(owner).get("namespace", "")
+        self.expectations.expect(key, adds=count)
+        created = 0
+        batch = SLOW_START_INITIAL
+        while created < count:
+            size = min(batch, count - created)
+            results = await asyncio.gather(
+                *(self.client.create(PODS, pod_from_template(owner, self.owner_resource.api_version, self.owner_kind), namespace)
+                  for _ in range(size)),
+                return_exceptions=True,
+            )
+            errors = [r for r in results if isinstance(r, BaseException)]
+            created += size
+            if errors:
+                # Those pods will never be observed; lower the expectation for them and the rest.
+                for _ in range(len(errors) + count - created):
+                    self.expectations.observed_add(key)
+                raise errors[0]
+            batch = min(batch * 2, MAX_BURST)
+
+    async def delete_pods(self, key: str, pods: list[Obj]) -> None:
+        self.expectations.expect(key, deletes=len(pods))
+        results = await asyncio.gather(
+            *(self.client.delete(PODS, name_of(p), meta(p).get("namespace", ""),
+                                 preconditions={"uid": uid_of(p)}) for p in pods),
+            return_exceptions=True,
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                self.expectations.observed_delete(key)
+                if not (isinstance(r, ApiError) and r.code in (404, 409)):
+                    raise r
+
+
+class ReplicaSetController(PodOwnerController):
+    """See the module docstring."""
+
+    name = "replicaset"
+    workers = 4
+
+    async def reconcile(self, key: Hashable) -> float | None:
+        key = str(key)
+        rs = self.owners.cache.get(key)
+        if rs is None:
+            self.expectations.forget(key)
+            return None
+        pods = [p for p in await self.claim_pods(rs) if is_pod_active(p)]
+        needs_sync = self.expectations.satisfied(key) and not is_deleting(rs)
+        if needs_sync:
+            await self.manage_replicas(key, rs, pods)
+        return await self.sync_status(rs, pods)
+
+    async def manage_replicas(self, key: str, rs: Obj, pods: list[Obj]) -> None:
+        desired = int((rs.get("spec") or {}).get("replicas", 1))
+        diff = len(pods) - desired
+        if diff < 0:
+            await self.create_pods(key, rs, -diff)
+        elif diff > 0:
+            victims = sorted(pods, key=deletion_rank)[:diff]
+            await self.delete_pods(key, victims)
+
+    async def sync_status(self, rs: Obj, pods: list[Obj]) -> float | None:
+        spec = rs.get("spec") or {}
+        min_ready = int(spec.get("minReadySeconds") or 0)
+        now = utcnow()
+        template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        ready = available = 0
+        next_check: float | None = None
+        fully_labeled = 0
+        for pod in pods:
+            labels = meta(pod).get("labels") or {}
+            if all(labels.get(k) == v for k, v in template_labels.items()):
+                fully_labeled += 1
+            if is_pod_ready(pod):
+                ready += 1
+                wait = available_in(pod, min_ready, now)
+                if wait == 0:
+                    available += 1
+                elif wait is not None:
+                    next_check = wait if next_check is None else min(next_check, wait)
+        old_status = rs.get("status") or {}
+        status = dict(old_status)
+        status.update({
+            "replicas": len(pods),
+            "fullyLabeledReplicas": fully_labeled,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "observedGeneration": meta(rs).get("generation", 1),
+        })
+        if status != old_status:
+            try:
+                await self.client.update_status(REPLICASETS, {**rs, "status": status})
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+        return None if next_check is None else next_check + 0.05

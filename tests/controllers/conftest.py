@@ -1,0 +1,84 @@
+"""Fixtures for controller tests.
+
+``plane`` runs chosen controllers against the in-memory transport (k3py.client.memory) —
+fast, pure asyncio — for reconcile logic the real server cannot serve yet or that needs
+precise control (readiness timing, stale caches). Tests against a real server and kubectl
+use ``tests/cluster.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from k3py.client.controller import Controller
+from k3py.client.informer import InformerFactory
+from k3py.client.interface import PODS, Client
+from k3py.client.memory import MemoryTransport
+
+
+class Plane:
+    """Controllers + informers over a MemoryTransport, torn down by the fixture."""
+
+    def __init__(self) -> None:
+        self.transport = MemoryTransport()
+        self.client = Client(self.transport)
+        self.informers = InformerFactory(self.client)
+        self.controllers: list[Controller] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self, *classes: Callable[[Client, InformerFactory], Controller]) -> list[Controller]:
+        made = [cls(self.client, self.informers) for cls in classes]
+        self.controllers.extend(made)
+        self.informers.start()
+        await asyncio.wait_for(self.informers.wait_synced(), 5)
+        for c in made:
+            self.tasks.append(asyncio.create_task(c.run()))
+        return made
+
+    async def until(self, cond: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+        """Poll ``cond`` until it is truthy (returning its value) or fail after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            value = cond()
+            if value:
+                return value
+            if loop.time() > deadline:
+                raise AssertionError(f"timed out waiting for {what or cond}")
+            await asyncio.sleep(0.005)
+
+    def pods(self, namespace: str = "default") -> list[dict[str, Any]]:
+        return [p for p in self.transport.all(PODS, namespace)]
+
+    async def mark_ready(self, pod: dict[str, Any], ready: bool = True, since: str = "") -> None:
+        """Play kubelet: Running with the Ready condition (what controllers count)."""
+        from k3py.api.meta import now_rfc3339
+
+        stamp = since or now_rfc3339()
+        pod = self.transport.peek(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+        assert pod is not None
+        pod["status"] = {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": stamp}],
+        }
+        await self.client.update_status(PODS, pod)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.informers.stop()
+        await self.transport.close()
+
+
+@pytest.fixture
+async def plane() -> AsyncIterator[Plane]:
+    p = Plane()
+    try:
+        yield p
+    finally:
+        await p.stop()
