@@ -67,6 +67,20 @@ class Plane:
         }
         await self.client.update_status(PODS, pod)
 
+    def auto_ready(self, ready: bool = True) -> None:
+        """Play a kubelet for every pod: mark it Running+Ready (or never ready)."""
+
+        async def loop() -> None:
+            client = self.client
+            async for event in client.watch(PODS, resource_version="0", bookmarks=False):
+                pod = event["object"]
+                if event["type"] == "DELETED" or pod["metadata"].get("deletionTimestamp"):
+                    continue
+                if pod.get("status", {}).get("phase") == "Pending":
+                    await self.mark_ready(pod, ready)
+
+        self.tasks.append(asyncio.create_task(loop()))
+
     async def stop(self) -> None:
         for t in self.tasks:
             t.cancel()
