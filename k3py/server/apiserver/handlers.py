@@ -1,0 +1,777 @@
+"""The one generic REST handler: every verb of every resource, built-in or CRD.
+
+A request path is parsed the way upstream's RequestInfoFactory does (``/api/v1/...`` or
+``/apis/<group>/<version>/...``, then an optional ``namespaces/<ns>``, then
+``<plural>[/<name>[/<subresource>]]``; ``namespaces/<name>/status|finalize`` is the namespace's
+own subresource), the resource is looked up in the resource table, and the verb follows from
+method and shape: GET → get/list/watch, POST → create (or a subresource action), PUT → update,
+PATCH → patch, DELETE → delete/deletecollection.
+
+Responses are JSON or YAML; lists and watches may be Tables (``kubectl get``) with rows carrying
+PartialObjectMetadata. Watches stream newline-delimited JSON events over chunked HTTP from the
+watch cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from k3py.api import errors
+from k3py.api.resources import ResourceInfo, ResourceTable
+from k3py.api.selectors import (
+    SelectorError,
+    label_selector_from_dict,
+    object_fields,
+    parse_field_selector,
+    parse_label_selector,
+    supported_field_labels,
+)
+from k3py.server.apiserver import codec
+from k3py.server.apiserver.registry import (
+    DeleteOptions,
+    ListOptions,
+    Registry,
+    WriteOptions,
+    namespace_prefix,
+    storage_prefix,
+)
+from k3py.server.apiserver.semantics import table_columns, table_row_cells
+from k3py.server.apiserver.watchcache import CacheEvent, Watcher
+
+log = logging.getLogger("k3py.apiserver.http")
+
+NAMESPACE_SUBRESOURCES = ("status", "finalize")
+STREAMING_SUBRESOURCES = ("log", "exec", "attach", "portforward", "proxy")
+SCALABLE = {("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"), ("", "ReplicationController")}
+BOOKMARK_INTERVAL = 30.0
+DEFAULT_WATCH_TIMEOUT = 1800
+
+
+@dataclass
+class ResourceRequest:
+    """What a resource URL names."""
+
+    group: str
+    version: str
+    namespace: str
+    plural: str
+    name: str
+    subresource: str
+    namespace_in_path: bool
+
+
+def parse_resource_path(segments: list[str]) -> ResourceRequest | None:
+    """``segments`` after the api prefix: ["api","v1",...] or ["apis","g","v",...]."""
+    if segments[0] == "api":
+        group, version, rest = "", segments[1], segments[2:]
+    else:
+        group, version, rest = segments[1], segments[2], segments[3:]
+    if not rest or not rest[0]:
+        return None
+    namespace = ""
+    in_path = False
+    if rest[0] == "namespaces" and len(rest) > 2 and rest[2] not in NAMESPACE_SUBRESOURCES:
+        namespace = rest[1]
+        in_path = True
+        rest = rest[2:]
+    plural = rest[0]
+    name = rest[1] if len(rest) > 1 else ""
+    sub = rest[2] if len(rest) > 2 else ""
+    if len(rest) > 3 and sub != "proxy":
+        return None
+    return ResourceRequest(group, version, namespace, plural, name, sub, in_path)
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "1")
+
+
+def _int(query: Any, name: str, default: int = 0) -> int:
+    raw = query.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.bad_request(f"invalid {name}: {raw!r}: must be an integer") from None
+    if value < 0:
+        raise errors.bad_request(f"invalid {name}: {raw!r}: must not be negative")
+    return value
+
+
+def _dry_run(query: Any) -> bool:
+    values = query.getall("dryRun", [])
+    for v in values:
+        if v not in ("All", ""):
+            raise errors.bad_request(f'dryRun: Unsupported value: "{v}": supported values: "All"')
+    return "All" in values
+
+
+def json_response(body: bytes, status: int = 200, media: str = codec.JSON, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=body, status=status, content_type=media, headers=headers)
+
+
+class RestHandler:
+    """Serves /api/v1/... and /apis/<g>/<v>/... for every resource in the table."""
+
+    def __init__(self, registry: Registry, table: ResourceTable) -> None:
+        self.registry = registry
+        self.table = table
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    # -- entry ------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
+        rr = parse_resource_path(segments)
+        if rr is None:
+            raise errors.not_found_path(request.path)
+        info = self.table.lookup(rr.group, rr.version, rr.plural)
+        if info is None:
+            raise errors.not_found_path(request.path)
+        if rr.namespace_in_path and not info.namespaced:
+            raise errors.not_found_path(request.path)
+        if info.namespaced and rr.name and not rr.namespace and not (info.kind == "Namespace"):
+            raise errors.not_found_path(request.path)
+        if rr.subresource and info.subresource(rr.subresource) is None:
+            raise errors.not_found_path(request.path)
+        method = request.method
+        if rr.subresource in STREAMING_SUBRESOURCES:
+            return await self._streaming(info, rr)
+        if method == "GET":
+            if _bool(request.query.get("watch")):
+                return await self.watch(request, info, rr)
+            if rr.name:
+                return await self.get(request, info, rr)
+            return await self.list(request, info, rr)
+        if method == "POST":
+            if rr.subresource in ("binding", "eviction"):
+                return await self._pod_action(request, info, rr)
+            if rr.name:
+                raise errors.method_not_allowed()
+            if info.kind == "Binding" and info.group == "":
+                return await self._binding_resource(request, info, rr)
+            return await self.create(request, info, rr)
+        if method == "PUT" and rr.name:
+            return await self.update(request, info, rr)
+        if method == "PATCH" and rr.name:
+            return await self.patch(request, info, rr)
+        if method == "DELETE":
+            if rr.name:
+                return await self.delete(request, info, rr)
+            return await self.delete_collection(request, info, rr)
+        raise errors.method_not_allowed()
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _object_response(
+        self, request: web.Request, info: ResourceInfo, obj: dict[str, Any], status: int = 200
+    ) -> web.Response:
+        neg = codec.negotiate(request.headers.get("Accept"))
+        if neg.as_kind == "Table":
+            body = self._table(info, [obj], neg, request.query, obj["metadata"].get("resourceVersion", ""))
+        elif neg.as_kind == "PartialObjectMetadata":
+            body = {"kind": "PartialObjectMetadata", "apiVersion": f"meta.k8s.io/{neg.as_version}", "metadata": obj.get("metadata", {})}
+        elif neg.as_kind:
+            raise errors.not_acceptable(request.headers.get("Accept", ""))
+        else:
+            body = obj
+        return json_response(codec.encode(body, neg.media), status, neg.media)
+
+    def _table(
+        self,
+        info: ResourceInfo,
+        objs: list[dict[str, Any]],
+        neg: codec.Negotiated,
+        query: Any,
+        rv: str,
+        cont: str | None = None,
+        remaining: int | None = None,
+        columns: bool = True,
+    ) -> dict[str, Any]:
+        include = query.get("includeObject", "Metadata")
+        if include not in ("Metadata", "Object", "None"):
+            raise errors.bad_request(f'includeObject: Unsupported value: "{include}": supported values: "Metadata", "Object", "None"')
+        now = datetime.now(UTC)
+        rows = []
+        for obj in objs:
+            row: dict[str, Any] = {"cells": table_row_cells(info, obj, now)}
+            if include == "Object":
+                row["object"] = obj
+            elif include == "Metadata":
+                row["object"] = {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": f"meta.k8s.io/{neg.as_version}",
+                    "metadata": obj.get("metadata", {}),
+                }
+            rows.append(row)
+        list_meta: dict[str, Any] = {"resourceVersion": rv}
+        if cont:
+            list_meta["continue"] = cont
+        if remaining:
+            list_meta["remainingItemCount"] = remaining
+        return {
+            "kind": "Table",
+            "apiVersion": f"meta.k8s.io/{neg.as_version}",
+            "metadata": list_meta,
+            "columnDefinitions": table_columns(info) if columns else [],
+            "rows": rows,
+        }
+
+    # -- selectors --------------------------------------------------------------------------
+
+    def _predicate(self, info: ResourceInfo, query: Any) -> Callable[[dict[str, Any]], bool] | None:
+        label_text = query.get("labelSelector", "")
+        field_text = query.get("fieldSelector", "")
+        try:
+            labels = parse_label_selector(label_text) if label_text else None
+            fields = parse_field_selector(field_text) if field_text else None
+        except SelectorError as e:
+            raise errors.bad_request(f"unable to parse requirement: {e}") from None
+        if labels is not None and labels.empty:
+            labels = None
+        if fields is not None:
+            if fields.empty:
+                fields = None
+            else:
+                allowed = supported_field_labels(info.group, info.kind, info.namespaced)
+                for name, _op, _value in fields.requirements:
+                    if name not in allowed:
+                        raise errors.bad_request(f'field label not supported: {name}')
+        if labels is None and fields is None:
+            return None
+        group, kind, namespaced = info.group, info.kind, info.namespaced
+
+        def predicate(obj: dict[str, Any]) -> bool:
+            if labels is not None and not labels.matches(obj.get("metadata", {}).get("labels") or {}):
+                return False
+            if fields is not None and not fields.matches(object_fields(group, kind, obj, namespaced)):
+                return False
+            return True
+
+        return predicate
+
+    def _list_options(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> ListOptions:
+        q = request.query
+        return ListOptions(
+            namespace=rr.namespace,
+            predicate=self._predicate(info, q),
+            limit=_int(q, "limit"),
+            continue_token=q.get("continue") or None,
+            resource_version=q.get("resourceVersion", ""),
+            resource_version_match=q.get("resourceVersionMatch", ""),
+        )
+
+    # -- verbs ------------------------------------------------------------------------------
+
+    async def get(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        obj = await self.registry.get(info, rr.namespace, rr.name)
+        if rr.subresource == "scale":
+            return self._plain(request, self._scale_of(info, obj))
+        return self._object_response(request, info, obj)
+
+    def _plain(self, request: web.Request, body: dict[str, Any], status: int = 200) -> web.Response:
+        neg = codec.negotiate(request.headers.get("Accept"))
+        return json_response(codec.encode(body, neg.media), status, neg.media)
+
+    async def list(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        neg = codec.negotiate(request.headers.get("Accept"))
+        opts = self._list_options(request, info, rr)
+        result = await self.registry.list(info, opts)
+        if neg.as_kind == "Table":
+            body = self._table(info, result.items, neg, request.query, result.resource_version, result.continue_token, result.remaining)
+            return json_response(codec.encode(body, neg.media), 200, neg.media)
+        list_meta: dict[str, Any] = {"resourceVersion": result.resource_version}
+        if result.continue_token:
+            list_meta["continue"] = result.continue_token
+        if result.remaining:
+            list_meta["remainingItemCount"] = result.remaining
+        if neg.as_kind == "PartialObjectMetadataList":
+            body = {
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": f"meta.k8s.io/{neg.as_version}",
+                "metadata": list_meta,
+                "items": [
+                    {"kind": "PartialObjectMetadata", "apiVersion": f"meta.k8s.io/{neg.as_version}", "metadata": o.get("metadata", {})}
+                    for o in result.items
+                ],
+            }
+        elif neg.as_kind:
+            raise errors.not_acceptable(request.headers.get("Accept", ""))
+        else:
+            body = {"kind": info.list_kind, "apiVersion": info.api_version, "metadata": list_meta, "items": result.items}
+        return json_response(codec.encode(body, neg.media), 200, neg.media)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > codec.MAX_BODY_BYTES:
+            raise errors.request_entity_too_large()
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise errors.request_entity_too_large() from None
+
+    def _write_options(self, request: web.Request) -> WriteOptions:
+        q = request.query
+        validation = q.get("fieldValidation", "")
+        if validation not in ("", "Ignore", "Warn", "Strict"):
+            raise errors.bad_request(f'fieldValidation: Unsupported value: "{validation}": supported values: "Ignore", "Warn", "Strict"')
+        manager = q.get("fieldManager", "")
+        if len(manager) > 128:
+            raise errors.invalid("", "", [{"field": "fieldManager", "reason": "FieldValueTooLong", "message": "Too long: may not be more than 128 bytes"}])
+        return WriteOptions(dry_run=_dry_run(q), field_manager=manager)
+
+    async def create(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        body = await self._read_body(request)
+        obj = codec.decode_body(body, request.headers.get("Content-Type"))
+        opts = self._write_options(request)
+        obj = self._strip_protobuf_zero_meta(obj)
+        created = await self.registry.create(info, rr.namespace, obj, opts)
+        return self._object_response(request, info, created, 201)
+
+    @staticmethod
+    def _strip_protobuf_zero_meta(obj: Any) -> Any:
+        """Protobuf decoding yields zero values ("" and the 1970 timestamp) for unset metadata."""
+        if isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):
+            meta = obj["metadata"]
+            for k in ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion"):
+                if meta.get(k) == "":
+                    del meta[k]
+            if meta.get("creationTimestamp") in ("1970-01-01T00:00:00Z", None) and "creationTimestamp" in meta:
+                del meta["creationTimestamp"]
+            if meta.get("generation") == 0:
+                del meta["generation"]
+        return obj
+
+    async def update(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        body = await self._read_body(request)
+        obj = self._strip_protobuf_zero_meta(codec.decode_body(body, request.headers.get("Content-Type")))
+        opts = self._write_options(request)
+        if rr.subresource == "scale":
+            return await self._update_scale(request, info, rr, lambda _scale: obj, opts)
+        if rr.subresource not in ("", "status", "finalize"):
+            raise errors.method_not_allowed()
+        updated = await self.registry.update(info, rr.namespace, rr.name, obj, opts, rr.subresource)
+        return self._object_response(request, info, updated)
+
+    # -- patch ------------------------------------------------------------------------------
+
+    async def patch(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        content_type = codec.media_type(request.headers.get("Content-Type"))
+        if content_type not in codec.PATCH_TYPES:
+            raise errors.ApiError(
+                415, "UnsupportedMediaType",
+                f'the body of the request was in an unknown format - accepted media types include: {", ".join(codec.PATCH_TYPES)}',
+            )  # fmt: skip
+        body = await self._read_body(request)
+        if content_type == codec.APPLY_PATCH_YAML:
+            patch_doc = codec.decode_yaml(body)
+        else:
+            patch_doc = codec.decode_json(body)
+        opts = self._write_options(request)
+        patch_module = importlib.import_module("k3py.api.patch")
+        apply_fn = self._patch_function(info, content_type, patch_doc, patch_module)
+        if rr.subresource == "scale":
+            return await self._update_scale(request, info, rr, apply_fn, opts)
+        if rr.subresource not in ("", "status"):
+            raise errors.method_not_allowed()
+
+        def mutate(current: dict[str, Any]) -> dict[str, Any]:
+            result = apply_fn(current)
+            if content_type == codec.APPLY_PATCH_YAML:
+                self._record_apply_manager(result, opts.field_manager or "unknown")
+            return result
+
+        try:
+            updated = await self.registry.guaranteed_update(info, rr.namespace, rr.name, mutate, opts, rr.subresource)
+        except errors.ApiError as e:
+            if e.code == 404 and content_type == codec.APPLY_PATCH_YAML and not rr.subresource:
+                if not isinstance(patch_doc, dict):
+                    raise errors.bad_request("apply patch must be an object") from None
+                obj = copy.deepcopy(patch_doc)
+                obj.setdefault("metadata", {})["name"] = rr.name
+                self._record_apply_manager(obj, opts.field_manager or "unknown")
+                created = await self.registry.create(info, rr.namespace, obj, opts)
+                return self._object_response(request, info, created, 201)
+            raise
+        return self._object_response(request, info, updated)
+
+    @staticmethod
+    def _record_apply_manager(obj: dict[str, Any], manager: str) -> None:
+        meta = obj.setdefault("metadata", {})
+        entries = [e for e in meta.get("managedFields") or () if not (e.get("manager") == manager and e.get("operation") == "Apply")]
+        entries.append(
+            {
+                "manager": manager,
+                "operation": "Apply",
+                "apiVersion": obj.get("apiVersion", ""),
+                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": _fields_v1(obj),
+            }
+        )
+        meta["managedFields"] = entries
+
+    def _patch_function(
+        self, info: ResourceInfo, content_type: str, patch_doc: Any, patch_module: Any
+    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        PatchError = patch_module.PatchError
+
+        def guarded(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+            def run(current: dict[str, Any]) -> dict[str, Any]:
+                try:
+                    result = fn(current)
+                except PatchError as e:
+                    raise errors.ApiError(422, "Invalid", str(e)) from None
+                if not isinstance(result, dict):
+                    raise errors.bad_request("the patch did not produce an object")
+                return result
+
+            return run
+
+        if content_type == codec.JSON_PATCH:
+            if not isinstance(patch_doc, list):
+                raise errors.bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+            return guarded(lambda cur: patch_module.apply_json_patch(cur, patch_doc))
+        if not isinstance(patch_doc, dict):
+            raise errors.bad_request("the patch must be a JSON object")
+        if content_type == codec.MERGE_PATCH:
+            return guarded(lambda cur: patch_module.apply_merge_patch(cur, patch_doc))
+        if content_type == codec.STRATEGIC_MERGE_PATCH:
+            schema = patch_module.patch_schema_for(info.group, info.version, info.kind)
+            if schema is None:
+                raise errors.ApiError(
+                    415, "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted media types include: {codec.JSON_PATCH}, {codec.MERGE_PATCH}, {codec.APPLY_PATCH_YAML}",
+                )  # fmt: skip
+            return guarded(lambda cur: patch_module.apply_strategic_merge_patch(cur, patch_doc, schema))
+        # Server-side apply, approximated: the applied configuration is merged into the object.
+        schema = patch_module.patch_schema_for(info.group, info.version, info.kind)
+
+        def apply(cur: dict[str, Any]) -> dict[str, Any]:
+            doc = {k: v for k, v in patch_doc.items() if k not in ("status",)}
+            if schema is not None:
+                return patch_module.apply_strategic_merge_patch(cur, doc, schema)
+            return patch_module.apply_merge_patch(cur, doc)
+
+        return guarded(apply)
+
+    # -- scale ------------------------------------------------------------------------------
+
+    def _scale_of(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        selector = spec.get("selector") or {}
+        if isinstance(selector, dict) and ("matchLabels" in selector or "matchExpressions" in selector):
+            selector_text = str(label_selector_from_dict(selector))
+        elif isinstance(selector, dict):
+            selector_text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        else:
+            selector_text = ""
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
+            },
+            "spec": {"replicas": spec.get("replicas", 1)},
+            "status": {"replicas": status.get("replicas", 0), "selector": selector_text},
+        }
+
+    async def _update_scale(
+        self,
+        request: web.Request,
+        info: ResourceInfo,
+        rr: ResourceRequest,
+        new_scale: Callable[[dict[str, Any]], Any],
+        opts: WriteOptions,
+    ) -> web.StreamResponse:
+        def mutate(current: dict[str, Any]) -> dict[str, Any]:
+            scale = new_scale(self._scale_of(info, current))
+            if not isinstance(scale, dict):
+                raise errors.bad_request("the body must be a Scale object")
+            replicas = (scale.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise errors.invalid(
+                    "Scale", rr.name,
+                    [{"field": "spec.replicas", "reason": "FieldValueInvalid", "message": f"Invalid value: {replicas}: must be greater than or equal to 0"}],
+                    "autoscaling",
+                )  # fmt: skip
+            rv = (scale.get("metadata") or {}).get("resourceVersion")
+            if rv and rv != current["metadata"].get("resourceVersion"):
+                raise errors.conflict(info.plural, rr.name, info.group)
+            current.setdefault("spec", {})["replicas"] = replicas
+            return current
+
+        updated = await self.registry.guaranteed_update(info, rr.namespace, rr.name, mutate, opts)
+        return self._plain(request, self._scale_of(info, updated))
+
+    # -- pod actions ------------------------------------------------------------------------
+
+    async def _bind(self, info: ResourceInfo, namespace: str, pod_name: str, binding: Any, opts: WriteOptions) -> None:
+        if not isinstance(binding, dict):
+            raise errors.bad_request("the body must be a Binding")
+        target = binding.get("target") or {}
+        node = target.get("name")
+        if not node:
+            raise errors.invalid("Binding", pod_name, [{"field": "target.name", "reason": "FieldValueRequired", "message": "Required value"}])
+
+        def mutate(pod: dict[str, Any]) -> dict[str, Any]:
+            spec = pod.setdefault("spec", {})
+            if pod["metadata"].get("deletionTimestamp"):
+                raise errors.conflict("pods/binding", pod_name, "", f"pod {pod_name} is being deleted, cannot be assigned to a host")
+            if spec.get("nodeName"):
+                raise errors.conflict("pods/binding", pod_name, "", f'pod {pod_name} is already assigned to node "{spec["nodeName"]}"')
+            spec["nodeName"] = node
+            status = pod.setdefault("status", {})
+            conditions = [c for c in status.get("conditions") or () if c.get("type") != "PodScheduled"]
+            conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
+            status["conditions"] = conditions
+            return pod
+
+        pods = self.table.lookup("", "v1", "pods")
+        assert pods is not None
+        # Binding writes spec.nodeName and the PodScheduled condition together, as upstream.
+        await self.registry.guaranteed_update(pods, namespace, pod_name, mutate, opts, subresource="bind")
+
+    async def _pod_action(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        body = codec.decode_body(await self._read_body(request), request.headers.get("Content-Type"))
+        opts = self._write_options(request)
+        if rr.subresource == "binding":
+            await self._bind(info, rr.namespace, rr.name, body, opts)
+        else:
+            delete_opts = DeleteOptions.from_dict((body or {}).get("deleteOptions") if isinstance(body, dict) else None)
+            delete_opts.dry_run = delete_opts.dry_run or opts.dry_run
+            await self.registry.delete(info, rr.namespace, rr.name, delete_opts)
+        return self._plain(request, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+
+    async def _binding_resource(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        body = codec.decode_body(await self._read_body(request), request.headers.get("Content-Type"))
+        name = ((body or {}).get("metadata") or {}).get("name", "") if isinstance(body, dict) else ""
+        pods = self.table.lookup("", "v1", "pods")
+        assert pods is not None
+        await self._bind(pods, rr.namespace, name, body, self._write_options(request))
+        return self._plain(request, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+
+    async def _streaming(self, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        await self.registry.get(info, rr.namespace, rr.name)
+        raise errors.ApiError(
+            503,
+            "ServiceUnavailable",
+            f"{info.plural}/{rr.subresource} is not available yet: this k3py server has no kubelet streaming for {info.plural} \"{rr.name}\"",
+        )
+
+    # -- delete -----------------------------------------------------------------------------
+
+    async def _delete_options(self, request: web.Request) -> DeleteOptions:
+        body = await self._read_body(request)
+        parsed = None
+        if body.strip():
+            parsed = codec.decode_body(body, request.headers.get("Content-Type"))
+        opts = DeleteOptions.from_dict(parsed)
+        q = request.query
+        if "gracePeriodSeconds" in q:
+            try:
+                opts.grace_period_seconds = int(q["gracePeriodSeconds"])
+            except ValueError:
+                raise errors.bad_request("invalid gracePeriodSeconds") from None
+        if "propagationPolicy" in q:
+            opts.propagation_policy = q["propagationPolicy"]
+        if "orphanDependents" in q:
+            opts.orphan_dependents = _bool(q["orphanDependents"])
+        opts.dry_run = opts.dry_run or _dry_run(q)
+        return opts
+
+    async def delete(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        if rr.subresource:
+            raise errors.method_not_allowed()
+        opts = await self._delete_options(request)
+        obj, gone_now = await self.registry.delete(info, rr.namespace, rr.name, opts)
+        return self._object_response(request, info, obj, 200 if gone_now else 202)
+
+    async def delete_collection(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        if "deletecollection" not in info.verbs:
+            raise errors.method_not_allowed()
+        opts = await self._delete_options(request)
+        list_opts = ListOptions(namespace=rr.namespace, predicate=self._predicate(info, request.query))
+        deleted = await self.registry.delete_collection(info, list_opts, opts)
+        body = {"kind": info.list_kind, "apiVersion": info.api_version, "metadata": {"resourceVersion": str(self.registry.cache.revision)}, "items": deleted}
+        return self._plain(request, body)
+
+    # -- watch ------------------------------------------------------------------------------
+
+    async def watch(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        q = request.query
+        neg = codec.negotiate(request.headers.get("Accept"))
+        predicate = self._predicate(info, q)
+        if rr.name:
+            name = rr.name
+            inner = predicate
+
+            def predicate(obj: dict[str, Any]) -> bool:
+                return obj["metadata"].get("name") == name and (inner is None or inner(obj))
+
+        namespace = rr.namespace
+        if namespace and info.namespaced:
+            ns_inner = predicate
+
+            def predicate(obj: dict[str, Any]) -> bool:
+                return obj["metadata"].get("namespace") == namespace and (ns_inner is None or ns_inner(obj))
+
+        final_predicate = predicate or (lambda _obj: True)
+        timeout = _int(q, "timeoutSeconds", DEFAULT_WATCH_TIMEOUT) or DEFAULT_WATCH_TIMEOUT
+        bookmarks = _bool(q.get("allowWatchBookmarks"))
+        send_initial = q.get("sendInitialEvents")
+        rv = q.get("resourceVersion", "")
+        cache = self.registry.cache
+
+        if rv not in ("", "0"):
+            try:
+                wanted = int(rv)
+            except ValueError:
+                raise errors.bad_request(f"invalid resourceVersion: {rv!r}") from None
+            if not await cache.wait_for(wanted, 3.0):
+                raise errors.ApiError(504, "Timeout", f"Too large resource version: {wanted}, current: {cache.revision}")
+        elif rv == "":
+            current = await self.registry.store.current_revision()
+            await cache.wait_for(max(current, self.registry.last_write_revision), 3.0)
+
+        # From here to add_watcher there is no await: the snapshot and the subscription are
+        # taken at the same cache revision, so no event is lost or seen twice.
+        rcache = cache.cache(storage_prefix(info))
+        initial: list[CacheEvent] = []
+        too_old = False
+        want_initial = rv in ("", "0") if send_initial is None else _bool(send_initial)
+        if want_initial:
+            prefix = namespace_prefix(info, namespace)
+            for key in sorted(rcache.objects):
+                if key.startswith(prefix):
+                    obj = rcache.objects[key]
+                    if final_predicate(obj):
+                        initial.append(CacheEvent("ADDED", key, obj, None, cache.revision))
+        if rv not in ("", "0"):
+            events = rcache.events_after(int(rv))
+            if events is None:
+                too_old = True
+            else:
+                probe = Watcher(storage_prefix(info), final_predicate, asyncio.Queue())
+                for event in events:
+                    probe.offer(event)
+                while not probe.queue.empty():
+                    item = probe.queue.get_nowait()
+                    if item is not None:
+                        initial.append(item)
+        watcher = Watcher(storage_prefix(info), final_predicate)
+        start_revision = cache.revision
+        if not too_old:
+            cache.add_watcher(watcher)
+
+        response = web.StreamResponse(status=200, headers={"Content-Type": f"{codec.JSON}", "Cache-Control": "no-cache, private"})
+        response.enable_chunked_encoding()
+        try:
+            await response.prepare(request)
+            encoder = _EventEncoder(self, info, neg, q)
+            if too_old:
+                status = errors.gone(f"too old resource version: {rv} ({rcache.ring_floor})").to_status()
+                await response.write(orjson.dumps({"type": "ERROR", "object": status}) + b"\n")
+                return response
+            out = bytearray()
+            for event in initial:
+                out += encoder.line(event.type, event)
+            if send_initial is not None and _bool(send_initial) and bookmarks:
+                out += encoder.bookmark(str(start_revision), initial_end=True)
+            if out:
+                await response.write(bytes(out))
+            deadline = asyncio.get_running_loop().time() + timeout
+            while True:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(min(remaining, BOOKMARK_INTERVAL)):
+                        event = await watcher.queue.get()
+                except TimeoutError:
+                    if bookmarks and remaining > BOOKMARK_INTERVAL:
+                        await response.write(encoder.bookmark(str(cache.revision)))
+                    continue
+                if event is None:
+                    break  # the watcher fell behind; the client re-lists
+                chunk = bytearray(encoder.line(event.type, event))
+                while not watcher.queue.empty():
+                    more = watcher.queue.get_nowait()
+                    if more is None:
+                        break
+                    chunk += encoder.line(more.type, more)
+                await response.write(bytes(chunk))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            cache.remove_watcher(watcher)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write_eof()
+        return response
+
+
+class _EventEncoder:
+    """Encodes watch events for one watch's negotiated format."""
+
+    def __init__(self, handler: RestHandler, info: ResourceInfo, neg: codec.Negotiated, query: Any) -> None:
+        self.handler = handler
+        self.info = info
+        self.neg = neg
+        self.query = query
+        self.first = True
+
+    def _object(self, event: CacheEvent) -> dict[str, Any]:
+        obj = self.handler.registry._out(self.info, event.obj)
+        if self.neg.as_kind == "Table":
+            table = self.handler._table(
+                self.info, [obj], self.neg, self.query, obj["metadata"].get("resourceVersion", ""), columns=self.first
+            )
+            self.first = False
+            return table
+        if self.neg.as_kind.startswith("PartialObjectMetadata"):
+            return {"kind": "PartialObjectMetadata", "apiVersion": f"meta.k8s.io/{self.neg.as_version}", "metadata": obj.get("metadata", {})}
+        return obj
+
+    def line(self, kind: str, event: CacheEvent) -> bytes:
+        if not self.neg.as_kind and event.obj.get("apiVersion") == self.info.api_version and kind == event.type:
+            return b'{"type":"' + kind.encode() + b'","object":' + event.json() + b"}\n"
+        return orjson.dumps({"type": kind, "object": self._object(event)}) + b"\n"
+
+    def bookmark(self, rv: str, initial_end: bool = False) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": rv}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": self.info.kind, "apiVersion": self.info.api_version, "metadata": meta}
+        return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+
+def _fields_v1(obj: dict[str, Any]) -> dict[str, Any]:
+    """A FieldsV1 set naming the fields present in an applied configuration (maps only)."""
+
+    def walk(value: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if isinstance(value, dict):
+            for k, v in value.items():
+                out[f"f:{k}"] = walk(v) if isinstance(v, dict) else {}
+        return out
+
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
+    meta = dict(body.get("metadata") or {})
+    for k in ("name", "namespace", "managedFields", "resourceVersion", "uid", "creationTimestamp"):
+        meta.pop(k, None)
+    body["metadata"] = meta
+    if not meta:
+        body.pop("metadata")
+    return walk(body)

@@ -1,0 +1,65 @@
+"""The OpenAPI endpoints: ``/openapi/v2`` and ``/openapi/v3[/<gv>]``, from ``k3py.api.openapi``.
+
+Documents are built once per resource-table generation (CRDs change them) and served with an
+ETag; kubectl and Helm fetch them before every apply/install. Until the schema module is
+available the endpoints answer 404, which kubectl reports as "failed to download openapi".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from k3py.api import errors
+from k3py.api.resources import ResourceTable
+
+log = logging.getLogger("k3py.apiserver.openapi")
+
+
+class OpenAPIRoutes:
+    def __init__(self, table: ResourceTable) -> None:
+        self.table = table
+        self._generation = -1
+        self._cache: dict[str, bytes | None] = {}
+        try:
+            self._module: Any = importlib.import_module("k3py.api.openapi")
+        except ImportError:
+            self._module = None
+            log.warning("k3py.api.openapi is not available yet; /openapi answers 404")
+
+    def _cached(self, key: str, build: Any) -> bytes | None:
+        if self._generation != self.table.generation:
+            self._cache = {}
+            self._generation = self.table.generation
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def serve(self, request: web.Request, segments: list[str]) -> web.Response:
+        if self._module is None:
+            raise errors.not_found_path(request.path)
+        module = self._module
+        if segments == ["openapi", "v2"]:
+            body = self._cached("v2", lambda: module.openapi_v2(self.table))
+        elif segments == ["openapi", "v3"]:
+            body = self._cached("v3", lambda: orjson.dumps(module.openapi_v3_index(self.table)))
+        elif len(segments) > 2 and segments[:2] == ["openapi", "v3"]:
+            gv_path = "/".join(segments[2:])
+            body = self._cached(f"v3/{gv_path}", lambda: module.openapi_v3_document(self.table, gv_path))
+        else:
+            body = None
+        if body is None:
+            raise errors.not_found_path(request.path)
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(
+            body=body,
+            content_type="application/json",
+            headers={"ETag": etag, "Cache-Control": "no-cache, private"},
+        )

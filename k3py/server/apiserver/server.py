@@ -1,0 +1,229 @@
+"""The API server: aiohttp over TLS, authentication, routing and the error boundary.
+
+Routing is done by hand on the path's segments (one catch-all aiohttp route) rather than with
+aiohttp's router: resource paths are dynamic (CRDs come and go) and one dispatch function is
+both faster and closer to upstream's RequestInfo parsing.
+
+Authentication: a client certificate signed by the cluster CA (TLS verifies the chain; the
+subject's CN is the user, O the groups) or ``Authorization: Bearer <server token>``. Anything
+else gets a 401 Status. There is no authorization yet: every authenticated user is an admin.
+
+Errors: an ``ApiError`` becomes its Status; any other exception is logged with its traceback
+and answered with a 500 Status — a client never sees a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import platform
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from k3py import KUBERNETES_VERSION
+from k3py.api import errors
+from k3py.api.resources import ResourceTable
+from k3py.server.apiserver import codec
+from k3py.server.apiserver.discovery import Discovery, aggregated_version
+from k3py.server.apiserver.handlers import RestHandler, json_response
+from k3py.server.apiserver.openapi_routes import OpenAPIRoutes
+from k3py.server.apiserver.registry import Registry
+
+log = logging.getLogger("k3py.apiserver")
+
+GIT_VERSION = f"{KUBERNETES_VERSION}+k3py"
+_PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
+
+
+def version_info() -> dict[str, str]:
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+    return {
+        "major": major,
+        "minor": minor,
+        "gitVersion": GIT_VERSION,
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2025-01-01T00:00:00Z",
+        "goVersion": "go1.23.8",
+        "compiler": "gc",
+        "platform": f"linux/{arch}",
+    }
+
+
+def _status_response(error: errors.ApiError) -> web.Response:
+    headers = None
+    if error.code == 401:
+        headers = {"WWW-Authenticate": 'Basic realm="kubernetes-master"'}
+    return json_response(orjson.dumps(error.to_status()), error.code, headers=headers)
+
+
+class ApiServer:
+    """The HTTP face of the registry."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        table: ResourceTable,
+        token: str,
+        advertise_address: str,
+    ) -> None:
+        self.registry = registry
+        self.table = table
+        self.token = token
+        self.advertise_address = advertise_address
+        self.discovery = Discovery(table)
+        self.rest = RestHandler(registry, table)
+        self.openapi = OpenAPIRoutes(table)
+        self.ready = False
+        self._version_body = orjson.dumps(version_info())
+        self.app = web.Application(
+            client_max_size=codec.MAX_BODY_BYTES + 1024, middlewares=[self._boundary]
+        )
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner: web.AppRunner | None = None
+
+    # -- middleware -------------------------------------------------------------------------
+
+    def _authenticated(self, request: web.Request) -> bool:
+        transport = request.transport
+        if transport is not None:
+            peercert = transport.get_extra_info("peercert")
+            if peercert:
+                return True  # the TLS layer has verified it against the cluster CA
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer ") and self.token:
+            return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
+        return False
+
+    @web.middleware
+    async def _boundary(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            if request.path not in _PUBLIC_PATHS and not self._authenticated(request):
+                raise errors.unauthorized()
+            return await handler(request)
+        except errors.ApiError as e:
+            return _status_response(e)
+        except web.HTTPRequestEntityTooLarge:
+            return _status_response(errors.request_entity_too_large())
+        except web.HTTPException:
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as e:
+            log.exception("internal error serving %s %s", request.method, request.path_qs)
+            return _status_response(errors.internal(f"{type(e).__name__}: {e}"))
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        segments = [s for s in path.split("/") if s]
+        if not segments:
+            return self._root()
+        head = segments[0]
+        if head in ("api", "apis"):
+            return await self._api(request, segments)
+        if head in ("healthz", "livez", "readyz"):
+            if head == "readyz" and not self.ready:
+                return web.Response(status=500, text="[-]informer-sync failed: not ready yet\nreadyz check failed\n")
+            return web.Response(text="ok", content_type="text/plain")
+        if head == "version" and len(segments) == 1:
+            return json_response(self._version_body)
+        if head == "openapi":
+            return self.openapi.serve(request, segments)
+        raise errors.not_found_path(path)
+
+    def _root(self) -> web.Response:
+        paths = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]
+        for group, versions in self.table.groups():
+            if group:
+                paths.append(f"/apis/{group}")
+                paths.extend(f"/apis/{group}/{v}" for v in versions)
+        return json_response(orjson.dumps({"paths": sorted(paths)}))
+
+    async def _api(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
+        head = segments[0]
+        if request.method == "GET":
+            if len(segments) == 1:
+                version = aggregated_version(request.headers.get("Accept"))
+                if version is not None:
+                    body = self.discovery.aggregated(head == "api", version)
+                    content_type = f"application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
+                    return web.Response(body=body, headers={"Content-Type": content_type, "Vary": "Accept"})
+                if head == "api":
+                    return json_response(self.discovery.api_versions(self.advertise_address))
+                return json_response(self.discovery.api_group_list())
+            if head == "api" and len(segments) == 2:
+                doc = self.discovery.resource_list("", segments[1])
+                if doc is None:
+                    raise errors.not_found_path(request.path)
+                return json_response(doc)
+            if head == "apis" and len(segments) == 2:
+                doc = self.discovery.api_group(segments[1])
+                if doc is None:
+                    raise errors.not_found_path(request.path)
+                return json_response(doc)
+            if head == "apis" and len(segments) == 3:
+                doc = self.discovery.resource_list(segments[1], segments[2])
+                if doc is None:
+                    raise errors.not_found_path(request.path)
+                return json_response(doc)
+        if (head == "api" and len(segments) < 3) or (head == "apis" and len(segments) < 4):
+            raise errors.method_not_allowed()
+        return await self.rest.handle(request, segments)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True)
+        await site.start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def server_ssl_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
+    """TLS for the API: our serving certificate, and optional client certificates from our CA."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    context.load_verify_locations(cafile=str(client_ca))
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def elapsed_ms(start: float) -> float:
+    return (time.monotonic() - start) * 1000
+
+
+def user_of(request: web.Request) -> dict[str, Any]:
+    """The authenticated user from the client certificate (CN user, O groups)."""
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport else None
+    if not cert:
+        return {"username": "system:admin", "groups": ["system:masters"]}
+    name = ""
+    groups = []
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                name = value
+            elif key == "organizationName":
+                groups.append(value)
+    return {"username": name, "groups": groups}
