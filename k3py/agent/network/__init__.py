@@ -1,0 +1,41 @@
+"""The pod network of one node: every pod its own network namespace and address.
+
+A node owns one /24 of the cluster CIDR (Node.spec.podCIDR, e.g. 10.42.0.0/24 of
+10.42.0.0/16). Pods of the node hang off one Linux bridge (``k3py0``) by a veth pair each and
+get addresses from host-local IPAM persisted under the data dir; the node routes between its
+bridge and the rest of the world, masquerades pod egress and DNATs hostPorts with nftables.
+
+    config      NodeNetworkConfig: the address plan, checked; PodIP; the error types
+    ipam        HostLocalIPAM: one file per reserved address, exclusive create
+    hostports   HostPort mappings from pod specs, conflict checks
+    nftables    the node's NAT table, always rewritten whole in one transaction
+    commands    running ip / nft / nsenter and sysctls, in the caller's network namespace
+    node        NodeNetwork: bridge, unreachable safety routes, forwarding, NAT, pod records
+    pod         PodNetwork: setup(pod_uid, netns_path, host_ports) -> PodIP, teardown(pod_uid)
+
+Designed to grow: routes to other nodes' /24s (or VXLAN) are more routes under the same
+``unreachable`` safety net; the service proxy keeps its own nftables table; cluster DNS is
+just another pod or a listener on the bridge address.
+"""
+
+from k3py.agent.network.config import NetworkConfigError, NetworkError, NodeNetworkConfig, PodIP
+from k3py.agent.network.hostports import HostPort, HostPortConflict, host_ports_of_pod
+from k3py.agent.network.ipam import AddressesExhausted, HostLocalIPAM
+from k3py.agent.network.node import NodeNetwork
+from k3py.agent.network.pod import PodNetwork, host_veth_name, uses_pod_network
+
+__all__ = [
+    "AddressesExhausted",
+    "HostLocalIPAM",
+    "HostPort",
+    "HostPortConflict",
+    "NetworkConfigError",
+    "NetworkError",
+    "NodeNetwork",
+    "NodeNetworkConfig",
+    "PodIP",
+    "PodNetwork",
+    "host_ports_of_pod",
+    "host_veth_name",
+    "uses_pod_network",
+]

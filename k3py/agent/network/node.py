@@ -1,0 +1,173 @@
+"""The node side of the pod network: bridge, safety routes, forwarding, NAT table, IPAM.
+
+``NodeNetwork.start()`` brings the node to this state, idempotently (it runs at every agent
+start and repairs whatever is missing):
+
+- ``net.ipv4.ip_forward = 1``: pods reach the outside, and hostPorts the pods, through the
+  node's routing;
+- the bridge (``k3py0``, k3s calls its own ``cni0``) with a fixed MAC and the gateway address
+  (first address of the node's pod CIDR), up; its connected route is how the node reaches its
+  own pods by IP. ``route_localnet`` on it lets a hostPort reached on 127.0.0.1 be forwarded;
+- ``unreachable`` routes for the whole cluster CIDR and service CIDR with a high metric:
+  the more specific routes (this node's /24 on the bridge, later one /24 per other node) win,
+  and a packet for any other address of those ranges is refused at once (EHOSTUNREACH)
+  instead of following the default route off the host;
+- the NAT table (see ``nftables``), rebuilt from the pod records on disk.
+
+Pod records (``<data_dir>/pods/<uid>.json``: IP, host veth, netns, hostPorts) are written by
+``PodNetwork`` and are what makes state survive a restart of k3py: NAT rules are rebuilt from
+them and a teardown after a restart still knows what to remove.
+
+Everything runs in the calling thread's network namespace (see ``commands``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from k3py.agent.network import commands, nftables
+from k3py.agent.network.config import NetworkError, NodeNetworkConfig
+from k3py.agent.network.hostports import HostPort
+from k3py.agent.network.ipam import HostLocalIPAM, check_owner
+
+
+@dataclass(frozen=True)
+class PodRecord:
+    """What this node set up for one pod."""
+
+    uid: str
+    ip: str
+    veth: str
+    netns: str
+    host_ports: tuple[HostPort, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "uid": self.uid,
+                "ip": self.ip,
+                "veth": self.veth,
+                "netns": self.netns,
+                "hostPorts": [mapping.to_dict() for mapping in self.host_ports],
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PodRecord:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            uid=data["uid"],
+            ip=data["ip"],
+            veth=data["veth"],
+            netns=data["netns"],
+            host_ports=tuple(HostPort.from_dict(entry) for entry in data.get("hostPorts", ())),
+        )
+
+
+class NodeNetwork:
+    """One node's bridge, IPAM, routes and NAT rules."""
+
+    def __init__(self, config: NodeNetworkConfig) -> None:
+        self.config = config
+        self.ipam = HostLocalIPAM.for_subnet(config.data_dir, config.pod_network)
+        self.records_dir = config.data_dir / "pods"
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        # Pod setups and teardowns of one node are serialised: each rewrites the NAT table
+        # from the full set of records, and hostPort conflict checks need a stable view.
+        self.lock = threading.RLock()
+
+    # -- node life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Creates or repairs the node's network (see the module docstring)."""
+        config = self.config
+        bridge = config.bridge
+        with self.lock:
+            commands.write_sysctl(("net", "ipv4", "ip_forward"), "1")
+            if not commands.link_exists(bridge):
+                commands.ip("link", "add", "name", bridge, "type", "bridge")
+            commands.ip_batch(
+                [
+                    f"link set dev {bridge} address {config.bridge_mac}",
+                    f"addr replace {config.gateway}/{config.pod_network.prefixlen} dev {bridge}",
+                    f"link set dev {bridge} up",
+                    f"route replace unreachable {config.cluster_network}"
+                    f" metric {config.unreachable_metric}",
+                    f"route replace unreachable {config.service_network}"
+                    f" metric {config.unreachable_metric}",
+                ]
+            )
+            commands.write_sysctl(("net", "ipv4", "conf", bridge, "route_localnet"), "1")
+            self.sync_nat()
+
+    def destroy(self) -> None:
+        """Removes bridge, routes and NAT table (``k3py-killall``); keeps IPAM and records,
+        so pods still running can be torn down later."""
+        config = self.config
+        with self.lock:
+            nftables.delete_table(config)
+            for network in (config.cluster_network, config.service_network):
+                commands.ip(
+                    "route", "del", "unreachable", str(network),
+                    "metric", str(config.unreachable_metric), check=False,
+                )
+            if commands.link_exists(config.bridge):
+                commands.ip("link", "del", "dev", config.bridge)
+
+    def sync_nat(self) -> None:
+        """Rewrites the NAT table from the pod records."""
+        with self.lock:
+            host_ports = {
+                record.uid: (record.ip, record.host_ports)
+                for record in self.records().values()
+                if record.host_ports
+            }
+            nftables.apply_ruleset(self.config, host_ports)
+
+    # -- pod records ------------------------------------------------------------------------
+
+    def _record_path(self, uid: str) -> Path:
+        return self.records_dir / f"{check_owner(uid)}.json"
+
+    def records(self) -> dict[str, PodRecord]:
+        found: dict[str, PodRecord] = {}
+        for path in self.records_dir.glob("*.json"):
+            try:
+                record = PodRecord.from_json(path.read_text())
+            except FileNotFoundError:
+                continue
+            except (ValueError, KeyError, TypeError) as exc:
+                raise NetworkError(f"pod network record {path} is corrupt: {exc}") from None
+            found[record.uid] = record
+        return found
+
+    def record(self, uid: str) -> PodRecord | None:
+        try:
+            return PodRecord.from_json(self._record_path(uid).read_text())
+        except FileNotFoundError:
+            return None
+
+    def save_record(self, record: PodRecord) -> None:
+        path = self._record_path(record.uid)
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        try:
+            with open(temporary, "w") as out:
+                out.write(record.to_json())
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+
+    def delete_record(self, uid: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._record_path(uid).unlink()
