@@ -1,0 +1,228 @@
+"""Object semantics over raw HTTPS: what any client sees, checked request by request."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.cluster import TestCluster
+
+CM = "/api/v1/namespaces/{ns}/configmaps"
+
+
+def _ns(cluster: TestCluster, name: str) -> str:
+    status, _ = cluster.request_json("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    assert status == 201
+    return name
+
+
+def _cm(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def test_create_sets_server_metadata_and_conflict_on_stale_update(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-meta")
+    status, created = cluster.request_json("POST", CM.format(ns=ns), _cm("a", k="v"))
+    assert status == 201
+    meta = created["metadata"]
+    assert len(meta["uid"]) == 36 and meta["creationTimestamp"].endswith("Z")
+    assert int(meta["resourceVersion"]) > 0
+    path = f"{CM.format(ns=ns)}/a"
+    created["data"] = {"k": "v2"}
+    status, updated = cluster.request_json("PUT", path, created)
+    assert status == 200 and int(updated["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
+    status, stale = cluster.request_json("PUT", path, created)  # still the old resourceVersion
+    assert status == 409 and stale["reason"] == "Conflict"
+    assert stale["message"] == (
+        'Operation cannot be fulfilled on configmaps "a": the object has been modified; '
+        "please apply your changes to the latest version and try again"
+    )
+
+
+def test_generate_name_dry_run_and_name_mismatch(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-gen")
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "job-"}}
+    status, created = cluster.request_json("POST", CM.format(ns=ns), body)
+    assert status == 201 and created["metadata"]["name"].startswith("job-")
+    assert len(created["metadata"]["name"]) == len("job-") + 5
+    status, dry = cluster.request_json("POST", CM.format(ns=ns) + "?dryRun=All", _cm("dry"))
+    assert status == 201 and dry["metadata"]["name"] == "dry"
+    status, _ = cluster.request_json("GET", CM.format(ns=ns) + "/dry")
+    assert status == 404
+    status, err = cluster.request_json("PUT", CM.format(ns=ns) + "/other", _cm("dry"))
+    assert status == 400 and "does not match the name on the URL" in err["message"]
+
+
+def test_kind_mismatch_invalid_and_oversized_bodies(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-bad")
+    status, err = cluster.request_json("POST", CM.format(ns=ns), {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}})
+    assert status == 400 and err["kind"] == "Status"
+    status, err = cluster.request_json("POST", CM.format(ns=ns), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})
+    assert status == 422 and err["details"]["causes"][0]["field"] == "metadata.name"
+    big = json.dumps(_cm("big", blob="x" * (3 * 1024 * 1024 + 10)))
+    status, body, _ = cluster.request("POST", CM.format(ns=ns), big, {"Content-Type": "application/json"})
+    assert status == 413 and json.loads(body)["reason"] == "RequestEntityTooLarge"
+    status, body, _ = cluster.request("POST", CM.format(ns=ns), "a: [", {"Content-Type": "application/yaml"})
+    assert status == 400 and json.loads(body)["kind"] == "Status"
+
+
+def test_secret_string_data_is_folded_into_data(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-secret")
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"user": "admin"}}
+    status, created = cluster.request_json("POST", f"/api/v1/namespaces/{ns}/secrets", body)
+    assert status == 201
+    assert created["data"] == {"user": "YWRtaW4="} and "stringData" not in created
+
+
+def test_finalizers_hold_deletion_until_removed(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-final")
+    body = _cm("f")
+    body["metadata"]["finalizers"] = ["example.com/hold"]
+    cluster.request_json("POST", CM.format(ns=ns), body)
+    path = CM.format(ns=ns) + "/f"
+    status, deleting = cluster.request_json("DELETE", path)
+    assert status in (200, 202) and deleting["metadata"]["deletionTimestamp"]
+    status, still = cluster.request_json("GET", path)
+    assert status == 200 and still["metadata"]["finalizers"] == ["example.com/hold"]
+    still["metadata"]["finalizers"] = []
+    status, _ = cluster.request_json("PUT", path, still)
+    assert status == 200
+    status, _ = cluster.request_json("GET", path)
+    assert status == 404
+
+
+def test_delete_preconditions_and_status_subresource(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-pre")
+    _, created = cluster.request_json("POST", CM.format(ns=ns), _cm("p"))
+    status, err = cluster.request_json("DELETE", CM.format(ns=ns) + "/p", {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "not-the-uid"}})
+    assert status == 409 and "Precondition failed: UID in precondition" in err["message"]
+    dep = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        "status": {"replicas": 7},
+    }  # fmt: skip
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments"
+    status, created = cluster.request_json("POST", path, dep)
+    assert status == 201 and "replicas" not in (created.get("status") or {})
+    created["status"] = {"replicas": 3}
+    created["spec"]["replicas"] = 9
+    status, after = cluster.request_json("PUT", path + "/d/status", created)
+    assert status == 200 and after["status"]["replicas"] == 3 and after["spec"].get("replicas") != 9
+    assert after["metadata"]["generation"] == 1
+
+
+def test_services_get_unique_cluster_ips_and_node_ports(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-svc")
+    ips, ports = set(), set()
+    for i in range(5):
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}"}, "spec": {"type": "NodePort", "selector": {"a": "b"}, "ports": [{"port": 80}]}}
+        status, created = cluster.request_json("POST", f"/api/v1/namespaces/{ns}/services", svc)
+        assert status == 201, created
+        ips.add(created["spec"]["clusterIP"])
+        ports.add(created["spec"]["ports"][0]["nodePort"])
+    assert len(ips) == 5 and all(ip.startswith("10.43.") and ip != "10.43.0.1" for ip in ips)
+    assert len(ports) == 5 and all(30000 <= p <= 32767 for p in ports)
+    clash = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "clash"}, "spec": {"clusterIP": "10.43.0.1", "ports": [{"port": 80}]}}
+    status, err = cluster.request_json("POST", f"/api/v1/namespaces/{ns}/services", clash)
+    assert status == 422 and "provided IP is already allocated" in err["message"]
+
+
+def _watch_lines(cluster: TestCluster, path: str, until: int, timeout: float = 10) -> list[dict[str, Any]]:
+    """Read watch events from a raw HTTPS stream until `until` events arrived."""
+    import http.client
+
+    context = cluster.ssl_context()
+
+    def run() -> list[dict[str, Any]]:
+        conn = http.client.HTTPSConnection("127.0.0.1", cluster.port, context=context, timeout=timeout)
+        conn.request("GET", path, headers={"Accept": "application/json"})
+        response = conn.getresponse()
+        events = []
+        while len(events) < until:
+            line = response.readline()
+            if not line:
+                break
+            events.append(json.loads(line))
+        conn.close()
+        return events
+
+    return cluster.in_netns(run)
+
+
+def test_watch_resumes_exactly_after_a_resource_version(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-watch")
+    _, first = cluster.request_json("POST", CM.format(ns=ns), _cm("w1"))
+    cluster.request_json("POST", CM.format(ns=ns), _cm("w2"))
+    cluster.request_json("DELETE", CM.format(ns=ns) + "/w1")
+    rv = first["metadata"]["resourceVersion"]
+    events = _watch_lines(cluster, CM.format(ns=ns) + f"?watch=true&resourceVersion={rv}", 2)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "w2"), ("DELETED", "w1")]
+    listed = _watch_lines(cluster, CM.format(ns=ns) + "?watch=true&resourceVersion=0", 1)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in listed] == [("ADDED", "w2")]
+
+
+def test_list_limit_and_continue(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-page")
+    for i in range(5):
+        cluster.request_json("POST", CM.format(ns=ns), _cm(f"c{i}"))
+    names: list[str] = []
+    path = CM.format(ns=ns) + "?limit=2"
+    while True:
+        status, page = cluster.request_json("GET", path)
+        assert status == 200
+        names += [i["metadata"]["name"] for i in page["items"]]
+        token = page["metadata"].get("continue")
+        if not token:
+            break
+        path = CM.format(ns=ns) + f"?limit=2&continue={token}"
+    assert names == [f"c{i}" for i in range(5)]
+
+
+def test_crd_serves_its_resource_with_crud_and_status(cluster: TestCluster) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+        },
+    }  # fmt: skip
+    status, _ = cluster.request_json("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert status == 201
+    established = cluster.wait_for(
+        lambda: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in (cluster.request_json("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")[1].get("status") or {}).get("conditions", [])
+        ),
+        what="CRD Established",
+    )
+    assert established
+    out = cluster.kubectl("api-resources", "--api-group=example.com", "--no-headers").stdout
+    assert out.split() == ["widgets", "wd", "example.com/v1", "true", "Widget"]
+    _ns(cluster, "sem-crd")
+    body = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}, "status": {"ok": True}}
+    path = "/apis/example.com/v1/namespaces/sem-crd/widgets"
+    status, created = cluster.request_json("POST", path, body)
+    assert status == 201 and created["spec"] == {"size": 3} and "status" not in created
+    got = cluster.kubectl_json("get", "widget", "w", "-n", "sem-crd")
+    assert got["spec"]["size"] == 3
+    created["status"] = {"ok": True}
+    status, after = cluster.request_json("PUT", path + "/w/status", created)
+    assert status == 200 and after["status"] == {"ok": True}
+
+
+def test_never_a_traceback_for_garbage(cluster: TestCluster) -> None:
+    for method, path, body, ctype in (
+        ("POST", "/api/v1/namespaces/default/configmaps", b"\x00\xff\xfe", "application/json"),
+        ("POST", "/api/v1/namespaces/default/configmaps", b"k8s\x00garbage", "application/vnd.kubernetes.protobuf"),
+        ("PATCH", "/api/v1/namespaces/default/configmaps/x", b"{}", "text/plain"),
+        ("GET", "/api/v1/namespaces/default/configmaps?limit=abc", None, "application/json"),
+        ("GET", "/api/v1/namespaces/default/configmaps?labelSelector=%3D%3D%3D", None, "application/json"),
+        ("GET", "/apis/nope/v1/things", None, "application/json"),
+        ("DELETE", "/api/v1/namespaces/default/configmaps/x", b"[1,2", "application/json"),
+    ):
+        status, data, _ = cluster.request(method, path, body, {"Content-Type": ctype})
+        assert 400 <= status < 500, (method, path, status, data)
+        assert json.loads(data)["kind"] == "Status"
