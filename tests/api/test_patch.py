@@ -1,0 +1,306 @@
+"""JSON, merge and strategic merge patches, checked against kubectl's own patch code.
+
+`kubectl patch --local` applies a patch with the same Go libraries the API server uses
+(evanphx/json-patch, apimachinery's strategicpatch) without talking to a cluster, so every
+case here is compared with what it prints — besides the explicit expectations that document
+the semantics. kubectl must be installed: these tests fail without it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k3py.api.patch import (
+    PatchError,
+    apply_json_patch,
+    apply_merge_patch,
+    apply_strategic_merge_patch,
+    patch_schema_for,
+)
+
+
+def kubectl_patch(obj: dict, patch_type: str, patch: Any) -> dict | None:
+    """What `kubectl patch --local` makes of `obj`; None when kubectl refuses the patch."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl is not None, "kubectl is required for the patch tests"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "obj.json"
+        path.write_text(json.dumps(obj))
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        env["KUBECONFIG"] = str(Path(tmp) / "none")
+        env["KUBECACHEDIR"] = str(Path(tmp) / "cache")
+        proc = subprocess.run(
+            [kubectl, "patch", "-f", str(path), "--local", "--type", patch_type,
+             "-p", json.dumps(patch), "-o", "json"],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout)
+
+
+def deployment() -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web", "tier": "fe"},
+                     "finalizers": ["a.example/x", "b.example/y"],
+                     "annotations": {"deployment.kubernetes.io/revision": "2"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [
+                        {"name": "app", "image": "nginx:1.25", "args": ["-a", "-b"],
+                         "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
+                         "ports": [{"containerPort": 80, "protocol": "TCP"}]},
+                        {"name": "log", "image": "busybox:1", "command": ["tail", "-f"]},
+                    ],
+                    "volumes": [{"name": "data", "emptyDir": {"medium": "Memory"}}],
+                },
+            },
+        },
+    }
+
+
+DEPLOY_SMP = patch_schema_for("apps", "v1", "Deployment")
+
+
+def containers(obj: dict) -> list[dict]:
+    return obj["spec"]["template"]["spec"]["containers"]
+
+
+SMP_CASES: dict[str, dict] = {
+    "set image keeps order via $setElementOrder": {
+        "spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "app"}, {"name": "log"}],
+            "containers": [{"name": "log", "image": "busybox:2"}]}}}},
+    "set element order reorders containers": {
+        "spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "log"}, {"name": "app"}],
+            "containers": [{"name": "app", "image": "nginx:2"}]}}}},
+    "rollout restart annotation": {
+        "spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"}}}}},
+    "apply removes a container": {
+        "spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "app"}],
+            "containers": [{"$patch": "delete", "name": "log"}]}}}},
+    "apply adds a container in the middle": {
+        "spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "app"}, {"name": "side"}, {"name": "log"}],
+            "containers": [{"name": "side", "image": "envoy"}]}}}},
+    "apply removes and changes env vars": {
+        "spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "app"}, {"name": "log"}],
+            "containers": [{"name": "app",
+                            "$setElementOrder/env": [{"name": "Y"}, {"name": "Z"}],
+                            "env": [{"$patch": "delete", "name": "X"}, {"name": "Z", "value": "3"}]}]}}}},
+    "null deletes fields": {"spec": {"replicas": None, "template": {"metadata": {"labels": {"app": None}}}}},
+    "lists without a strategy are replaced": {
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "args": ["-c"]}]}}}},
+    "ports merge by containerPort": {
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "app", "ports": [{"containerPort": 443, "protocol": "TCP"}]}]}}}},
+    "retainKeys switches the strategy": {
+        "spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": None}}},
+    "retainKeys swaps a volume source": {
+        "spec": {"template": {"spec": {"volumes": [
+            {"name": "data", "$retainKeys": ["configMap", "name"], "configMap": {"name": "cfg"}}]}}}},
+    "deleteFromPrimitiveList on finalizers": {
+        "metadata": {"$deleteFromPrimitiveList/finalizers": ["a.example/x"]}},
+    "primitive merge list adds finalizers as a set": {
+        "metadata": {"finalizers": ["c.example/z", "a.example/x"]}},
+    "set element order on a primitive list": {
+        "metadata": {"$setElementOrder/finalizers": ["b.example/y", "a.example/x"]}},
+    "$patch replace on a map": {"spec": {"selector": {"$patch": "replace", "matchLabels": {"app": "web2"}}}},
+    "$patch delete on a map": {"spec": {"strategy": {"$patch": "delete"}}},
+    "$patch replace inside a merge list": {
+        "spec": {"template": {"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "x"}]}}}},
+    "new field with nested directives": {
+        "spec": {"template": {"spec": {"initContainers": [{"name": "init", "image": "busybox"}]}}}},
+    "map replaced by scalar type change": {"spec": {"template": {"metadata": {"labels": {"app": "x", "new": "y"}}}}},
+}
+
+
+@pytest.mark.parametrize("name", list(SMP_CASES))
+def test_strategic_merge_matches_kubectl(name: str) -> None:
+    assert DEPLOY_SMP is not None
+    doc = deployment()
+    before = copy.deepcopy(doc)
+    patch = SMP_CASES[name]
+    patch_before = copy.deepcopy(patch)
+    ours = apply_strategic_merge_patch(doc, patch, DEPLOY_SMP)
+    assert doc == before and patch == patch_before, "inputs must not be mutated"
+    assert ours == kubectl_patch(doc, "strategic", patch)
+
+
+def test_strategic_merge_semantics_spelled_out() -> None:
+    assert DEPLOY_SMP is not None
+    out = apply_strategic_merge_patch(deployment(), SMP_CASES["set image keeps order via $setElementOrder"], DEPLOY_SMP)
+    assert [(c["name"], c["image"]) for c in containers(out)] == [("app", "nginx:1.25"), ("log", "busybox:2")]
+    assert containers(out)[0]["env"] == deployment()["spec"]["template"]["spec"]["containers"][0]["env"]
+    out = apply_strategic_merge_patch(deployment(), SMP_CASES["apply removes a container"], DEPLOY_SMP)
+    assert [c["name"] for c in containers(out)] == ["app"]
+    out = apply_strategic_merge_patch(deployment(), SMP_CASES["apply adds a container in the middle"], DEPLOY_SMP)
+    assert [c["name"] for c in containers(out)] == ["app", "side", "log"]
+    out = apply_strategic_merge_patch(deployment(), SMP_CASES["retainKeys switches the strategy"], DEPLOY_SMP)
+    assert out["spec"]["strategy"] == {"type": "Recreate"}
+    out = apply_strategic_merge_patch(deployment(), SMP_CASES["retainKeys swaps a volume source"], DEPLOY_SMP)
+    assert out["spec"]["template"]["spec"]["volumes"] == [{"name": "data", "configMap": {"name": "cfg"}}]
+    out = apply_strategic_merge_patch(deployment(), SMP_CASES["deleteFromPrimitiveList on finalizers"], DEPLOY_SMP)
+    assert out["metadata"]["finalizers"] == ["b.example/y"]
+    out = apply_strategic_merge_patch(deployment(), SMP_CASES["lists without a strategy are replaced"], DEPLOY_SMP)
+    assert containers(out)[0]["args"] == ["-c"]
+
+
+def test_three_way_apply_patch_of_a_service() -> None:
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+           "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
+                              {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 8443}],
+                    "selector": {"app": "web"}, "clusterIP": "10.43.0.5", "type": "ClusterIP"}}
+    patch = {"spec": {"$setElementOrder/ports": [{"port": 443}, {"port": 8443}],
+                      "ports": [{"port": 80, "$patch": "delete"},
+                                {"name": "alt", "port": 8443, "protocol": "TCP", "targetPort": 9443}]}}
+    schema = patch_schema_for("", "v1", "Service")
+    assert schema is not None
+    ours = apply_strategic_merge_patch(svc, patch, schema)
+    assert [p["port"] for p in ours["spec"]["ports"]] == [443, 8443]
+    assert ours == kubectl_patch(svc, "strategic", patch)
+
+
+def test_strategic_merge_errors() -> None:
+    assert DEPLOY_SMP is not None
+    bad = [
+        {"spec": {"template": {"spec": {"containers": [{"image": "no-name"}]}}}},
+        {"spec": {"strategy": {"$patch": "explode"}}},
+        {"spec": {"template": {"spec": {"containers": [{"$patch": "merge"}]}}}},
+        {"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {"maxSurge": 2}}}},
+    ]
+    for patch in bad:
+        with pytest.raises(PatchError):
+            apply_strategic_merge_patch(deployment(), patch, DEPLOY_SMP)
+        assert kubectl_patch(deployment(), "strategic", patch) is None, patch
+
+
+def test_patch_schema_lookup() -> None:
+    assert patch_schema_for("example.com", "v1", "Widget") is None
+    pod = patch_schema_for("", "v1", "Pod")
+    assert pod is not None
+    spec, _ = pod.field("spec")
+    _, meta = spec.field("containers")
+    assert (meta.strategy, meta.merge_key, meta.list_map_keys) == ("merge", "name", ("name",))
+    _, meta = spec.field("volumes")
+    assert meta.strategies == ("merge", "retainKeys")
+    _, meta = spec.field("nonexistent")
+    assert meta.strategy == ""
+
+
+def test_smp_on_configmap_behaves_as_merge_patch() -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}}
+    schema = patch_schema_for("", "v1", "ConfigMap")
+    assert schema is not None
+    patch = {"data": {"a": None, "c": "3"}}
+    assert apply_strategic_merge_patch(cm, patch, schema) == apply_merge_patch(cm, patch) == {
+        **cm, "data": {"b": "2", "c": "3"}}
+
+
+# --- merge patch ----------------------------------------------------------------------------
+
+MERGE_CASES: list[Any] = [
+    {"spec": {"replicas": 5}},
+    {"metadata": {"labels": {"tier": None, "new": "x"}}},
+    {"spec": {"template": {"spec": {"containers": [{"name": "only", "image": "x"}]}}}},
+    {"spec": {"strategy": None}},
+]
+
+
+@pytest.mark.parametrize("patch", MERGE_CASES)
+def test_merge_patch_matches_kubectl(patch: Any) -> None:
+    doc = deployment()
+    ours = apply_merge_patch(doc, patch)
+    assert doc == deployment()
+    assert ours == kubectl_patch(doc, "merge", patch)
+
+
+def test_merge_patch_rfc7386_examples() -> None:
+    doc = {"title": "Goodbye!", "author": {"givenName": "John", "familyName": "Doe"},
+           "tags": ["example", "sample"], "content": "This will be unchanged"}
+    patch = {"title": "Hello!", "phoneNumber": "+01-123-456-7890",
+             "author": {"familyName": None}, "tags": ["example"]}
+    assert apply_merge_patch(doc, patch) == {
+        "title": "Hello!", "author": {"givenName": "John"}, "tags": ["example"],
+        "content": "This will be unchanged", "phoneNumber": "+01-123-456-7890"}
+    assert apply_merge_patch({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}) == {"a": {"b": "d"}}
+    assert apply_merge_patch({"a": [1]}, {"a": {"b": None}}) == {"a": {}}
+    with pytest.raises(PatchError):
+        apply_merge_patch({}, ["not", "an", "object"])  # type: ignore[arg-type]
+
+
+# --- JSON patch -----------------------------------------------------------------------------
+
+JSON_CASES: list[list[dict]] = [
+    [{"op": "replace", "path": "/spec/replicas", "value": 7}],
+    [{"op": "add", "path": "/metadata/labels/new~1key", "value": "v"}],
+    [{"op": "remove", "path": "/metadata/labels/tier"}],
+    [{"op": "add", "path": "/spec/template/spec/containers/-", "value": {"name": "c", "image": "i"}}],
+    [{"op": "add", "path": "/spec/template/spec/containers/0", "value": {"name": "c", "image": "i"}}],
+    [{"op": "remove", "path": "/spec/template/spec/containers/-1"}],
+    [{"op": "test", "path": "/spec/replicas", "value": 2},
+     {"op": "copy", "from": "/metadata/labels", "path": "/spec/template/metadata/labels"}],
+    [{"op": "move", "from": "/metadata/labels/tier", "path": "/metadata/labels/level"}],
+    # rollout undo: replace the template and the annotations
+    [{"op": "replace", "path": "/spec/template",
+      "value": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "nginx:1.24"}]}}},
+     {"op": "replace", "path": "/metadata/annotations",
+      "value": {"deployment.kubernetes.io/revision": "3"}}],
+    # failures
+    [{"op": "test", "path": "/spec/replicas", "value": 3}],
+    [{"op": "remove", "path": "/metadata/nope"}],
+    [{"op": "replace", "path": "/spec/paused", "value": True}],
+    [{"op": "add", "path": "/spec/template/spec/containers/-3", "value": {"name": "z", "image": "z"}}],
+    [{"op": "add", "path": "/spec/template/spec/containers/-4", "value": {"name": "z", "image": "z"}}],
+    [{"op": "remove", "path": "/spec/paused"}],
+    [{"op": "add", "path": "/no/such/parent", "value": 1}],
+    [{"op": "add", "path": "/spec/template/spec/containers/5", "value": {}}],
+    [{"op": "frobnicate", "path": "/spec"}],
+]
+
+
+@pytest.mark.parametrize("ops", JSON_CASES)
+def test_json_patch_matches_kubectl(ops: list[dict]) -> None:
+    doc = deployment()
+    expected = kubectl_patch(doc, "json", ops)
+    if expected is None:
+        with pytest.raises(PatchError):
+            apply_json_patch(doc, ops)
+    else:
+        assert apply_json_patch(doc, ops) == expected
+    assert doc == deployment()
+
+
+def test_json_patch_errors_are_clear() -> None:
+    with pytest.raises(PatchError, match="missing path"):
+        apply_json_patch({"a": 1}, [{"op": "remove", "path": "/b"}])
+    with pytest.raises(PatchError, match="test failed"):
+        apply_json_patch({"a": 1}, [{"op": "test", "path": "/a", "value": 2}])
+    with pytest.raises(PatchError) as err:
+        apply_json_patch({"a": 1}, {"op": "add"})  # type: ignore[arg-type]
+    assert err.value.code == 400
+    with pytest.raises(PatchError) as err:
+        apply_json_patch({}, [{"op": "add", "path": "/a", "value": 1}] * 10001)
+    assert err.value.code == 413
+    assert apply_json_patch({"a": [1, 2]}, [{"op": "test", "path": "/a", "value": [1, 2.0]}]) == {"a": [1, 2]}
