@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from k3py.api.resources import ResourceInfo
+from k3py.api.resources import BUILTIN_GROUP_ORDER, ResourceInfo
 
 # Kinds whose objects carry metadata.generation (those with a spec, plus every CRD: the registry
 # decides for CRDs). ConfigMaps, Secrets, Events... have no generation upstream.
@@ -50,8 +50,10 @@ def prepare_for_create(info: ResourceInfo, obj: dict[str, Any]) -> None:
             obj["status"] = {"phase": "Active"}
         elif key in (("", "PersistentVolumeClaim"), ("", "PersistentVolume")):
             obj["status"] = {"phase": "Pending"}
+        elif info.group in BUILTIN_GROUP_ORDER:
+            obj["status"] = {}  # built-in status structs always print, even empty
         else:
-            obj.pop("status", None)
+            obj.pop("status", None)  # custom resources start without a status
     if key == ("", "Namespace"):
         spec = obj.setdefault("spec", {})
         if not spec.get("finalizers"):
