@@ -25,6 +25,7 @@ from k3py.agent.network import (
     HostPort,
     HostPortConflict,
     NetworkConfigError,
+    NetworkError,
     NodeNetwork,
     NodeNetworkConfig,
     PodIP,
@@ -42,11 +43,17 @@ IO_TIMEOUT = 5.0
 class Node:
     """A test node: its namespace, its network objects, and pods."""
 
-    def __init__(self, host: NetnsHost, data_dir: Path, make_pod_ns: Callable[[], NetnsHost]) -> None:
+    def __init__(
+        self,
+        host: NetnsHost,
+        data_dir: Path,
+        make_pod_ns: Callable[[], NetnsHost],
+        pod_cidr: str = "10.42.0.0/24",
+    ) -> None:
         self.host = host
         self.data_dir = data_dir
         self._make_pod_ns = make_pod_ns
-        self.config = NodeNetworkConfig(pod_cidr="10.42.0.0/24", data_dir=data_dir)
+        self.config = NodeNetworkConfig(pod_cidr=pod_cidr, data_dir=data_dir)
         self.network = NodeNetwork(self.config)
         self.pods = PodNetwork(self.network)
         self.host.in_netns(self.network.start)
@@ -57,7 +64,9 @@ class Node:
         self.pods = PodNetwork(self.network)
         self.host.in_netns(self.network.start)
 
-    def add_pod(self, uid: str, host_ports: list[HostPort] | None = None) -> tuple[NetnsHost, PodIP]:
+    def add_pod(
+        self, uid: str, host_ports: list[HostPort] | None = None
+    ) -> tuple[NetnsHost, PodIP]:
         pod_ns = self._make_pod_ns()
         pod_ip = self.host.in_netns(
             self.pods.setup, uid, f"/run/netns/{pod_ns.name}", host_ports or []
@@ -100,8 +109,19 @@ def internet(node: Node, make_ns: Callable[[], NetnsHost]) -> NetnsHost:
     """A namespace standing for the outside world, wired to the node's "uplink" interface;
     the node's default route points there, as a host's would to its router."""
     outside = make_ns()
-    node.sh("ip", "link", "add", "uplink", "type", "veth", "peer", "name", "wan",
-            "netns", f"/run/netns/{outside.name}")
+    node.sh(
+        "ip",
+        "link",
+        "add",
+        "uplink",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "wan",
+        "netns",
+        f"/run/netns/{outside.name}",
+    )
     node.sh("ip", "addr", "add", f"{NODE_UPLINK_IP}/24", "dev", "uplink")
     node.sh("ip", "link", "set", "uplink", "up")
     node.sh("ip", "route", "add", "default", "via", INTERNET_LINK_IP)
@@ -225,12 +245,20 @@ def test_unknown_cluster_and_service_addresses_are_refused_on_the_node(
     assert "unreachable 10.43.0.0/16 metric 4242" in routes
     assert "10.42.0.0/24 dev k3py0" in routes
     # Count what reaches the outside for the cluster ranges: it must stay zero.
-    _in(internet, "nft", "add table ip watch; add chain ip watch in "
+    _in(
+        internet,
+        "nft",
+        "add table ip watch; add chain ip watch in "
         "{ type filter hook prerouting priority 0; }; "
-        "add rule ip watch in ip daddr { 10.42.0.0/16, 10.43.0.0/16 } counter")
+        "add rule ip watch in ip daddr { 10.42.0.0/16, 10.43.0.0/16 } counter",
+    )
     pod, _ = node.add_pod("uid-a")
 
-    for client, target in ((node.host, "10.42.7.9"), (node.host, "10.43.0.10"), (pod, "10.42.200.3")):
+    for client, target in (
+        (node.host, "10.42.7.9"),
+        (node.host, "10.43.0.10"),
+        (pod, "10.42.200.3"),
+    ):
         code, took = _connect_error(client, target, 80)
         assert code in (errno.EHOSTUNREACH, errno.ENETUNREACH), (target, errno.errorcode.get(code))
         assert took < 1.0, f"connect to {target} took {took:.2f}s: it should be refused at once"
@@ -294,7 +322,9 @@ def test_a_taken_host_port_is_refused_without_leaking_anything(node: Node) -> No
     with pytest.raises(HostPortConflict, match=r"8080/TCP is already used by pod uid-a"):
         node.add_pod("uid-b", [HostPort(8080, 8081)])
     assert node.network.ipam.allocations() == before
-    assert node.sh("ip", "link", "show", "dev", host_veth_name("uid-b"), check=False).returncode != 0
+    assert (
+        node.sh("ip", "link", "show", "dev", host_veth_name("uid-b"), check=False).returncode != 0
+    )
     # Another protocol on the same port number is a different mapping.
     node.add_pod("uid-c", [HostPort(8080, 80, "UDP")])
 
@@ -313,7 +343,9 @@ def test_reconcile_tears_down_pods_that_are_gone(node: Node) -> None:
     node.restart()
     assert node.host.in_netns(node.pods.reconcile, {"uid-b"}) == ["uid-a"]
     assert set(node.network.ipam.allocations().values()) == {"uid-b"}
-    assert node.sh("ip", "link", "show", "dev", host_veth_name("uid-a"), check=False).returncode != 0
+    assert (
+        node.sh("ip", "link", "show", "dev", host_veth_name("uid-a"), check=False).returncode != 0
+    )
     assert f"dnat to {ip_a.ip}" not in node.sh("nft", "list", "ruleset").stdout
 
 
@@ -325,8 +357,9 @@ def test_destroy_removes_bridge_routes_and_table_and_nothing_leaks_to_the_host(
     try:
         network = NodeNetwork(NodeNetworkConfig(pod_cidr="10.42.0.0/24", data_dir=tmp_path))
         host.in_netns(network.start)
-        host.in_netns(PodNetwork(network).setup, "uid-a", f"/run/netns/{pod_ns.name}",
-                      [HostPort(8080, 80)])
+        host.in_netns(
+            PodNetwork(network).setup, "uid-a", f"/run/netns/{pod_ns.name}", [HostPort(8080, 80)]
+        )
         host.in_netns(network.destroy)
         left = _in(host, "ip", "-o", "link").stdout + _in(host, "ip", "route").stdout
         assert "k3py0" not in left and "unreachable" not in left
@@ -337,6 +370,118 @@ def test_destroy_removes_bridge_routes_and_table_and_nothing_leaks_to_the_host(
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert host.name not in namespaces and pod_ns.name not in namespaces
     # The real host never saw any of it (read-only checks).
-    assert subprocess.run(["ip", "link", "show", "dev", "k3py0"], capture_output=True).returncode != 0
+    assert (
+        subprocess.run(["ip", "link", "show", "dev", "k3py0"], capture_output=True).returncode != 0
+    )
     host_tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     assert "k3py-nat" not in host_tables
+
+
+def test_netns_bind_mounted_anywhere_as_the_runtime_keeps_it(node: Node, tmp_path: Path) -> None:
+    # The runtime's pod sandbox holds its namespace as a bind-mounted nsfs file in its own
+    # directory, not under /run/netns.
+    netns_file = tmp_path / "sandbox" / "ns" / "net"
+    netns_file.parent.mkdir(parents=True)
+    netns_file.touch()
+    subprocess.run(["unshare", f"--net={netns_file}", "true"], check=True, timeout=30)
+    try:
+        pod_ip = node.host.in_netns(node.pods.setup, "uid-sandbox", str(netns_file))
+        inside = subprocess.run(
+            ["nsenter", f"--net={netns_file}", "ip", "-4", "-o", "addr", "show", "dev", "eth0"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout
+        assert f"inet {pod_ip.cidr}" in inside
+        node.sh("busybox", "ping", "-c", "1", "-W", "2", pod_ip.ip)
+        node.host.in_netns(node.pods.teardown, "uid-sandbox")
+    finally:
+        subprocess.run(["umount", str(netns_file)], check=False, timeout=30)
+
+
+def test_teardown_after_the_pod_namespace_is_gone_still_frees_the_address(
+    node: Node, make_ns: Callable[[], NetnsHost]
+) -> None:
+    pod_ns = make_ns()
+    pod_ip = node.host.in_netns(node.pods.setup, "uid-a", f"/run/netns/{pod_ns.name}")
+    pod_ns.close()  # the sandbox went first: its end of the veth took the pair with it
+    node.host.in_netns(node.pods.teardown, "uid-a")
+    assert not (node.network.ipam.directory / pod_ip.ip).exists()
+    assert node.network.records() == {}
+
+
+def test_setup_before_the_node_network_started_is_a_clear_error(
+    tmp_path: Path, make_ns: Callable[[], NetnsHost]
+) -> None:
+    host, pod_ns = make_ns(), make_ns()
+    network = NodeNetwork(NodeNetworkConfig(pod_cidr="10.42.0.0/24", data_dir=tmp_path))
+    with pytest.raises(NetworkError, match="node network is not started"):
+        host.in_netns(PodNetwork(network).setup, "uid-a", f"/run/netns/{pod_ns.name}")
+    assert network.ipam.allocations() == {}
+
+
+def test_restart_with_another_pod_cidr_moves_the_gateway(node: Node) -> None:
+    moved = Node(node.host, node.data_dir, node._make_pod_ns, pod_cidr="10.42.9.0/24")
+    addresses = moved.sh("ip", "-4", "-o", "addr", "show", "dev", "k3py0").stdout
+    assert "10.42.9.1/24" in addresses and "10.42.0.1/24" not in addresses
+    _, pod_ip = moved.add_pod("uid-a")
+    assert pod_ip.ip.startswith("10.42.9.")
+
+
+def test_pods_on_two_nodes_reach_each_other_through_node_routes(
+    tmp_path: Path, make_ns: Callable[[], NetnsHost]
+) -> None:
+    node1 = Node(make_ns(), tmp_path / "node1", make_ns, pod_cidr="10.42.0.0/24")
+    node2 = Node(make_ns(), tmp_path / "node2", make_ns, pod_cidr="10.42.1.0/24")
+    # A shared link between the two "hosts", TEST-NET addresses.
+    node1.sh("ip", "link", "add", "lan", "type", "veth", "peer", "name", "lan",
+             "netns", f"/run/netns/{node2.host.name}")
+    node1.sh("ip", "addr", "add", "192.0.2.1/24", "dev", "lan")
+    node2.sh("ip", "addr", "add", "192.0.2.2/24", "dev", "lan")
+    node1.sh("ip", "link", "set", "lan", "up")
+    node2.sh("ip", "link", "set", "lan", "up")
+    node1.host.in_netns(node1.network.sync_node_routes, {"10.42.1.0/24": "192.0.2.2"})
+    node2.host.in_netns(node2.network.sync_node_routes, {"10.42.0.0/24": "192.0.2.1"})
+    assert "10.42.1.0/24 via 192.0.2.2 dev lan proto 242" in node1.sh("ip", "route").stdout
+
+    pod1, ip1 = node1.add_pod("uid-1")
+    pod2, ip2 = node2.add_pod("uid-2")
+    server = _listen(pod2, 8080)
+    # Pod addresses are kept end to end: no masquerade inside the cluster CIDR.
+    assert _round_trip(pod1, server, ip2.ip, 8080) == ip1.ip
+    _in(pod2, "busybox", "ping", "-c", "1", "-W", "2", ip1.ip)
+    server.close()
+
+    # Syncing again is a no-op; a peer that left loses its route and the safety net applies.
+    node1.host.in_netns(node1.network.sync_node_routes, {"10.42.1.0/24": "192.0.2.2"})
+    node1.host.in_netns(node1.network.sync_node_routes, {})
+    assert "proto 242" not in node1.sh("ip", "route").stdout
+    code, took = _connect_error(pod1, ip2.ip, 8080)
+    assert code == errno.EHOSTUNREACH and took < 1.0
+    with pytest.raises(NetworkConfigError, match="overlaps this node's pod CIDR"):
+        node1.host.in_netns(node1.network.sync_node_routes, {"10.42.0.0/23": "192.0.2.2"})
+    with pytest.raises(NetworkConfigError, match="not an IPv4 address"):
+        node1.host.in_netns(node1.network.sync_node_routes, {"10.42.1.0/24": "node-2"})
+
+
+def test_thirty_pods_set_up_and_torn_down_leave_nothing_behind(node: Node) -> None:
+    pods = [node.add_pod(f"uid-{i}", [HostPort(20000 + i, 80)]) for i in range(30)]
+    assert len({pod_ip.ip for _, pod_ip in pods}) == 30
+    assert len(node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout.splitlines()) == 30
+    last_ns, last_ip = pods[-1]
+    _in(pods[0][0], "busybox", "ping", "-c", "1", "-W", "2", last_ip.ip)
+    assert last_ns is not None
+    for i in range(30):
+        node.host.in_netns(node.pods.teardown, f"uid-{i}")
+    assert node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout.strip() == ""
+    assert node.network.ipam.allocations() == {}
+    assert "dnat to" not in node.sh("nft", "list", "ruleset").stdout
+
+
+def test_reconcile_also_removes_bridge_ports_nobody_owns(node: Node) -> None:
+    pod_ns, _ = node.add_pod("uid-a")
+    # A crash between creating a veth and saving its record leaves such a port.
+    node.sh("ip", "link", "add", "vethorphan", "type", "veth", "peer", "name", "eth1",
+            "netns", f"/run/netns/{pod_ns.name}")
+    node.sh("ip", "link", "set", "vethorphan", "master", "k3py0")
+    assert node.host.in_netns(node.pods.reconcile, {"uid-a"}) == []
+    ports = node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout
+    assert "vethorphan" not in ports and host_veth_name("uid-a") in ports

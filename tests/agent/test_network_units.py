@@ -130,12 +130,18 @@ def test_ipam_rejects_bad_owner_ids(tmp_path: Path, owner: str) -> None:
 def test_host_ports_of_pod_reads_container_ports() -> None:
     spec = {
         "containers": [
-            {"name": "web", "ports": [
-                {"containerPort": 80, "hostPort": 8080},
-                {"containerPort": 53, "hostPort": 5353, "protocol": "UDP", "hostIP": "0.0.0.0"},
-                {"containerPort": 9090},
-            ]},
-            {"name": "side", "ports": [{"containerPort": 81, "hostPort": 8081, "hostIP": "192.0.2.7"}]},
+            {
+                "name": "web",
+                "ports": [
+                    {"containerPort": 80, "hostPort": 8080},
+                    {"containerPort": 53, "hostPort": 5353, "protocol": "UDP", "hostIP": "0.0.0.0"},
+                    {"containerPort": 9090},
+                ],
+            },
+            {
+                "name": "side",
+                "ports": [{"containerPort": 81, "hostPort": 8081, "hostIP": "192.0.2.7"}],
+            },
         ]
     }
     assert host_ports_of_pod(spec) == [
@@ -165,10 +171,15 @@ def test_bad_host_ports_get_clear_errors(entry: dict[str, object], message: str)
 
 
 def test_host_port_conflicts_within_a_pod_are_refused() -> None:
-    spec = {"containers": [
-        {"name": "a", "ports": [{"containerPort": 80, "hostPort": 8080}]},
-        {"name": "b", "ports": [{"containerPort": 81, "hostPort": 8080, "hostIP": "192.0.2.1"}]},
-    ]}
+    spec = {
+        "containers": [
+            {"name": "a", "ports": [{"containerPort": 80, "hostPort": 8080}]},
+            {
+                "name": "b",
+                "ports": [{"containerPort": 81, "hostPort": 8080, "hostIP": "192.0.2.1"}],
+            },
+        ]
+    }
     with pytest.raises(HostPortConflict, match=r"8080/TCP is already used by another port"):
         host_ports_of_pod(spec)
     # Same port, other protocol: fine.
@@ -199,7 +210,7 @@ def test_ruleset_masquerades_pod_egress_and_dnats_host_ports(tmp_path: Path) -> 
     # Whole-table replacement in one transaction.
     assert lines[:3] == ["table ip k3py-nat", "delete table ip k3py-nat", "table ip k3py-nat {"]
     assert (
-        'ip saddr 10.42.5.0/24 ip daddr != { 10.42.0.0/16, 224.0.0.0/4 } masquerade '
+        "ip saddr 10.42.5.0/24 ip daddr != { 10.42.0.0/16, 224.0.0.0/4 } masquerade "
         'comment "pod egress"' in lines
     )
     hostport_rules = [line for line in lines if " dnat to " in line]

@@ -10,12 +10,16 @@ bridge and the rest of the world, masquerades pod egress and DNATs hostPorts wit
     hostports   HostPort mappings from pod specs, conflict checks
     nftables    the node's NAT table, always rewritten whole in one transaction
     commands    running ip / nft / nsenter and sysctls, in the caller's network namespace
+    routes      routes to other nodes' pod CIDRs (host-gw), tagged with their own protocol
     node        NodeNetwork: bridge, unreachable safety routes, forwarding, NAT, pod records
     pod         PodNetwork: setup(pod_uid, netns_path, host_ports) -> PodIP, teardown(pod_uid)
 
-Designed to grow: routes to other nodes' /24s (or VXLAN) are more routes under the same
-``unreachable`` safety net; the service proxy keeps its own nftables table; cluster DNS is
-just another pod or a listener on the bridge address.
+Designed to grow: routes to other nodes' /24s are more specific routes over the same
+``unreachable`` safety net (a VXLAN overlay would change only their next hop). The service
+proxy keeps its own nftables table; since the node's own connections are routed before the
+output hook's DNAT, it will need a route for the service CIDR (same prefix, a metric below the
+``unreachable`` one) for the node itself to reach ClusterIPs. Cluster DNS is just another pod
+or a listener on the bridge address.
 """
 
 from k3py.agent.network.config import NetworkConfigError, NetworkError, NodeNetworkConfig, PodIP

@@ -72,6 +72,31 @@ def link_exists(name: str) -> bool:
     return ip("link", "show", "dev", name, check=False).returncode == 0
 
 
+def delete_link(name: str) -> None:
+    """Deletes an interface if it exists. A veth also vanishes on its own when the namespace
+    of its peer is destroyed (asynchronously), so "already gone" counts as success."""
+    result = ip("link", "del", "dev", name, check=False)
+    if result.returncode != 0 and link_exists(name):
+        raise NetworkError(f"cannot delete interface {name}: {result.stderr.strip()}")
+
+
+def ipv4_addresses(device: str) -> list[str]:
+    """The IPv4 addresses (with prefix) on ``device``."""
+    output = ip("-4", "-o", "addr", "show", "dev", device).stdout
+    return [line.split()[3] for line in output.splitlines() if len(line.split()) > 3]
+
+
+def links_with_master(master: str) -> list[str]:
+    """Names of the interfaces enslaved to ``master`` (the bridge's ports)."""
+    output = ip("-o", "link", "show", "master", master, check=False).stdout
+    names = []
+    for line in output.splitlines():
+        fields = line.split(":", 2)
+        if len(fields) == 3:
+            names.append(fields[1].strip().split("@", 1)[0])
+    return names
+
+
 def nft_apply(script: str) -> None:
     """Applies an nftables script as one transaction: all of it or none."""
     run(["nft", "-f", "-"], stdin=script)

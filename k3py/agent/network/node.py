@@ -28,11 +28,12 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k3py.agent.network import commands, nftables
+from k3py.agent.network import commands, nftables, routes
 from k3py.agent.network.config import NetworkError, NodeNetworkConfig
 from k3py.agent.network.hostports import HostPort
 from k3py.agent.network.ipam import HostLocalIPAM, check_owner
@@ -94,10 +95,15 @@ class NodeNetwork:
             commands.write_sysctl(("net", "ipv4", "ip_forward"), "1")
             if not commands.link_exists(bridge):
                 commands.ip("link", "add", "name", bridge, "type", "bridge")
+            # A pod CIDR that changed since the last start leaves its old gateway address on
+            # the bridge; only the current one may stay.
+            wanted = f"{config.gateway}/{config.pod_network.prefixlen}"
+            stale = [a for a in commands.ipv4_addresses(bridge) if a != wanted]
             commands.ip_batch(
                 [
+                    *(f"addr del {address} dev {bridge}" for address in stale),
                     f"link set dev {bridge} address {config.bridge_mac}",
-                    f"addr replace {config.gateway}/{config.pod_network.prefixlen} dev {bridge}",
+                    f"addr replace {wanted} dev {bridge}",
                     f"link set dev {bridge} up",
                     f"route replace unreachable {config.cluster_network}"
                     f" metric {config.unreachable_metric}",
@@ -114,6 +120,7 @@ class NodeNetwork:
         config = self.config
         with self.lock:
             nftables.delete_table(config)
+            routes.sync_node_routes(config, {})
             for network in (config.cluster_network, config.service_network):
                 commands.ip(
                     "route", "del", "unreachable", str(network),
@@ -121,6 +128,11 @@ class NodeNetwork:
                 )
             if commands.link_exists(config.bridge):
                 commands.ip("link", "del", "dev", config.bridge)
+
+    def sync_node_routes(self, peers: Mapping[str, str]) -> None:
+        """Routes to other nodes' pods: ``{their pod CIDR: their address}`` (see ``routes``)."""
+        with self.lock:
+            routes.sync_node_routes(self.config, peers)
 
     def sync_nat(self) -> None:
         """Rewrites the NAT table from the pod records."""

@@ -24,6 +24,7 @@ hostNetwork pods are not set up at all: they share the node's namespace and addr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import os
@@ -31,7 +32,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from k3py.agent.network import commands
-from k3py.agent.network.config import NetworkConfigError, PodIP
+from k3py.agent.network.config import NetworkConfigError, NetworkError, PodIP
 from k3py.agent.network.hostports import HostPort, check_conflicts
 from k3py.agent.network.ipam import check_owner
 from k3py.agent.network.node import NodeNetwork, PodRecord
@@ -87,9 +88,13 @@ class PodNetwork:
                     self.node.sync_nat()
                 return config.pod_ip(ipaddress.IPv4Address(existing.ip))
 
+            if not commands.link_exists(config.bridge):
+                raise NetworkError(
+                    f"pod {pod_uid}: the node network is not started (no bridge {config.bridge})"
+                )
             # A half-done or stale setup (other netns, missing veth): start over from scratch,
             # keeping the address the pod already holds.
-            commands.ip("link", "del", "dev", veth, check=False)
+            commands.delete_link(veth)
             address = self.node.ipam.allocate(pod_uid)
             pod_ip = config.pod_ip(address)
             try:
@@ -97,10 +102,13 @@ class PodNetwork:
                 self.node.save_record(PodRecord(pod_uid, str(address), veth, netns_path, mappings))
                 self.node.sync_nat()
             except BaseException:
-                commands.ip("link", "del", "dev", veth, check=False)
+                # Undo, best effort: the original error is the one to report.
+                with contextlib.suppress(Exception):
+                    commands.delete_link(veth)
                 self.node.delete_record(pod_uid)
                 self.node.ipam.release(pod_uid)
-                self.node.sync_nat()
+                with contextlib.suppress(Exception):
+                    self.node.sync_nat()
                 raise
             return pod_ip
 
@@ -110,8 +118,7 @@ class PodNetwork:
         with self.node.lock:
             record = self.node.record(pod_uid)
             veth = record.veth if record is not None else host_veth_name(pod_uid)
-            if commands.link_exists(veth):
-                commands.ip("link", "del", "dev", veth)
+            commands.delete_link(veth)
             self.node.delete_record(pod_uid)
             self.node.ipam.release(pod_uid)
             if record is not None and record.host_ports:
@@ -133,6 +140,12 @@ class PodNetwork:
             gone = sorted(known - set(live_pod_uids))
             for uid in gone:
                 self.teardown(uid)
+            # Bridge ports nobody has a record for (a crash between creating the veth and
+            # saving the record) would otherwise stay until their namespace goes away.
+            wanted = {record.veth for record in self.node.records().values()}
+            for port in commands.links_with_master(self.node.config.bridge):
+                if port.startswith("veth") and port not in wanted:
+                    commands.delete_link(port)
             return gone
 
     def _connect(self, veth: str, netns_path: str, pod_ip: PodIP) -> None:
