@@ -1,0 +1,593 @@
+"""The container runtime's API: sandboxes and containers, CRI-like, over the supervisor.
+
+``ContainerRuntime(data_dir)`` is what the kubelet (and the CLI, tests and benchmarks) use. It
+never forks containers itself: it prepares a bundle directory per container (``config.json``
+with everything resolved: overlay layer dirs from the image store, the final argv and env, the
+capability mask, mounts, cgroup limits) and asks the lean supervisor process (started on first
+use, see ``supervisor.py``) to start, signal, wait for and exec into containers. Status comes
+from the bundle's files (``meta.json`` written here at create, ``state.json`` written by the
+supervisor), so a restarted k3py sees every container and every exit code without asking.
+
+Calls block for at most a few milliseconds except ``wait``/``stop``/``exec_sync``, which take a
+timeout; asyncio callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from k3py.runtime import supervisor as supervisor_module
+from k3py.runtime.cgroups import Cgroup
+from k3py.runtime.containerinit import DEFAULT_CAPABILITIES
+from k3py.runtime.images import ImageError, ImageStore
+from k3py.runtime.linux import capability_mask
+from k3py.runtime.spec import ContainerSpec, ContainerStatus, Sandbox, SandboxSpec
+
+
+class ContainerError(RuntimeError):
+    """A runtime operation failed; the message is meant for the user."""
+
+
+class ContainerNotFound(ContainerError):
+    pass
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class ExecSession:
+    """A process running inside a container: its stdio ends and its exit code.
+
+    For a tty session ``stdout`` is the pty master (read and write it; there is no ``stderr``);
+    otherwise ``stdin`` (when requested), ``stdout`` and ``stderr`` are pipe ends.
+    """
+
+    def __init__(
+        self,
+        conn: socket.socket,
+        pid: int,
+        stdin: int | None,
+        stdout: int,
+        stderr: int | None,
+        tty: bool,
+    ) -> None:
+        self._conn = conn
+        self._reader = conn.makefile("rb")
+        self.pid = pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.tty = tty
+        self.exit_code: int | None = None
+
+    def resize(self, rows: int, cols: int) -> None:
+        if not self.tty:
+            raise ContainerError("resize needs a tty exec session")
+        fcntl.ioctl(self.stdout, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def close_stdin(self) -> None:
+        if self.stdin is not None and self.stdin != self.stdout:
+            os.close(self.stdin)
+        self.stdin = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.exit_code is None:
+            self._conn.settimeout(timeout)
+            try:
+                line = self._reader.readline()
+            except TimeoutError:
+                raise ContainerError(
+                    f"exec process {self.pid} still running after {timeout}s"
+                ) from None
+            reply = json.loads(line) if line else {"exit_code": 255}
+            self.exit_code = int(reply.get("exit_code", 255))
+        return self.exit_code
+
+    def close(self) -> None:
+        self.close_stdin()
+        for fd in {self.stdout, self.stderr} - {None}:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # type: ignore[arg-type]
+        self._reader.close()
+        self._conn.close()
+
+
+def _new_id() -> str:
+    return secrets.token_hex(32)
+
+
+class ContainerRuntime:
+    """Sandboxes and containers under ``data_dir``; images in ``data_dir/images``."""
+
+    def __init__(
+        self, data_dir: Path, *, cgroup_parent: str = "k3py", isolate_mounts: bool = False
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.containers_dir = self.data_dir / "containers"
+        self.sandboxes_dir = self.data_dir / "sandboxes"
+        for directory in (self.containers_dir, self.sandboxes_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.images = ImageStore(self.data_dir / "images")
+        self.cgroup_parent = cgroup_parent
+        # Run the supervisor in a private mount namespace (tests): its mounts never reach the host.
+        self.isolate_mounts = isolate_mounts
+
+    # ---- supervisor --------------------------------------------------------------------------
+
+    @property
+    def socket_path(self) -> str:
+        return str(self.data_dir / supervisor_module.SOCKET_NAME)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _send(self, request: dict, fds: list[int] | None = None) -> socket.socket:
+        try:
+            sock = self._connect()
+        except (FileNotFoundError, ConnectionRefusedError):
+            self.ensure_supervisor()
+            sock = self._connect()
+        payload = json.dumps(request).encode() + b"\n"
+        if fds:
+            socket.send_fds(sock, [payload], fds)
+        else:
+            sock.sendall(payload)
+        return sock
+
+    def _request(
+        self, request: dict, fds: list[int] | None = None, timeout: float | None = 30.0
+    ) -> dict:
+        sock = self._send(request, fds)
+        try:
+            sock.settimeout(timeout)
+            with sock.makefile("rb") as reader:
+                line = reader.readline()
+        finally:
+            sock.close()
+        if not line:
+            raise ContainerError(f"supervisor closed the connection during {request.get('op')}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise ContainerError(reply["error"])
+        return reply
+
+    def supervisor_pid(self) -> int | None:
+        """The running supervisor's pid, or None (never starts one)."""
+        try:
+            sock = self._connect()
+        except (FileNotFoundError, ConnectionRefusedError):
+            return None
+        try:
+            sock.settimeout(10)
+            sock.sendall(b'{"op": "ping"}\n')
+            with sock.makefile("rb") as reader:
+                reply = json.loads(reader.readline() or b"{}")
+        except (OSError, ValueError):
+            return None  # it died while we asked
+        finally:
+            sock.close()
+        return reply.get("pid")
+
+    def ensure_supervisor(self) -> int:
+        with open(self.data_dir / "supervisor.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            pid = self.supervisor_pid()
+            if pid is not None:
+                return pid
+            command = [sys.executable, "-S", "-B", supervisor_module.__file__, str(self.data_dir)]
+            if self.isolate_mounts:
+                command = ["unshare", "--mount", "--propagation", "private", *command]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd="/")
+            if result.returncode != 0 or not result.stdout.startswith("ok "):
+                raise ContainerError(
+                    f"the supervisor did not start: {result.stdout}{result.stderr}".strip()
+                )
+            return int(result.stdout.split()[1])
+
+    def shutdown_supervisor(self, force: bool = False) -> None:
+        """Stop the supervisor (refused while containers run unless ``force``, which kills them)."""
+        pid = self.supervisor_pid()
+        if pid is None:
+            return
+        self._request({"op": "shutdown", "force": force})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            status = (
+                Path(f"/proc/{pid}/status").read_text()
+                if Path(f"/proc/{pid}/status").exists()
+                else ""
+            )
+            if "State:\tZ" in status:
+                break
+            time.sleep(0.005)
+
+    # ---- sandboxes ---------------------------------------------------------------------------
+
+    def create_sandbox(self, spec: SandboxSpec) -> Sandbox:
+        sandbox_id = _new_id()
+        directory = self.sandboxes_dir / sandbox_id
+        directory.mkdir()
+        hostname = spec.hostname or spec.name
+        try:
+            self._request(
+                {"op": "sandbox_create", "path": str(directory / "ns"), "hostname": hostname}
+            )
+        except ContainerError:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        ns = directory / "ns"
+        sandbox = Sandbox(
+            id=sandbox_id,
+            name=spec.name,
+            hostname=hostname,
+            netns_path=str(ns / "net"),
+            ipcns_path=str(ns / "ipc"),
+            utsns_path=str(ns / "uts"),
+            created_at=time.time_ns(),
+        )
+        (directory / "sandbox.json").write_text(
+            json.dumps({**asdict(sandbox), "labels": spec.labels})
+        )
+        return sandbox
+
+    def get_sandbox(self, sandbox_id: str) -> Sandbox:
+        try:
+            data = json.loads((self.sandboxes_dir / sandbox_id / "sandbox.json").read_text())
+        except (FileNotFoundError, ValueError):
+            raise ContainerNotFound(f"sandbox {sandbox_id} not found") from None
+        data.pop("labels", None)
+        return Sandbox(**data)
+
+    def list_sandboxes(self) -> list[Sandbox]:
+        result = []
+        for entry in sorted(self.sandboxes_dir.iterdir()):
+            with contextlib.suppress(ContainerNotFound):
+                result.append(self.get_sandbox(entry.name))
+        return result
+
+    def remove_sandbox(self, sandbox_id: str) -> None:
+        """Release the sandbox's namespaces; its containers must have been removed."""
+        self.get_sandbox(sandbox_id)
+        users = [s.id for s in self.list_containers() if s.sandbox_id == sandbox_id]
+        if users:
+            raise ContainerError(f"sandbox {sandbox_id} still has containers: {', '.join(users)}")
+        directory = self.sandboxes_dir / sandbox_id
+        self._request({"op": "sandbox_remove", "path": str(directory / "ns")})
+        shutil.rmtree(directory)
+
+    # ---- containers --------------------------------------------------------------------------
+
+    def _bundle(self, cid: str) -> Path:
+        bundle = self.containers_dir / cid
+        if not (bundle / "meta.json").exists():
+            raise ContainerNotFound(f"container {cid} not found")
+        return bundle
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        """Prepare a container from ``spec`` (its image must be in the store); returns its ID."""
+        try:
+            image, layer_dirs = self.images.rootfs_layers(spec.image)
+        except ImageError as exc:
+            raise ContainerError(str(exc)) from None
+        image_cfg = image.exec_config
+        entrypoint = list(image_cfg.get("Entrypoint") or [])
+        cmd = list(image_cfg.get("Cmd") or [])
+        if spec.command:
+            argv = list(spec.command) + list(spec.args or [])
+        else:
+            argv = entrypoint + (list(spec.args) if spec.args is not None else cmd)
+        if not argv:
+            raise ContainerError(
+                f"no command specified for container {spec.name!r} and its image has none"
+            )
+        env: dict[str, str] = {}
+        for item in image_cfg.get("Env") or []:
+            key, _, value = item.partition("=")
+            env[key] = value
+        env.update(spec.env)
+        if spec.privileged:
+            caps = capability_mask(["ALL"])
+        else:
+            try:
+                drop = capability_mask(spec.capabilities_drop)
+                caps = (capability_mask(DEFAULT_CAPABILITIES) & ~drop) | capability_mask(
+                    spec.capabilities_add
+                )
+            except ValueError as exc:
+                raise ContainerError(str(exc)) from None
+        if spec.sandbox_id:
+            sandbox = self.get_sandbox(spec.sandbox_id)
+            namespaces = {
+                "net": sandbox.netns_path,
+                "ipc": sandbox.ipcns_path,
+                "uts": sandbox.utsns_path,
+            }
+            hostname = sandbox.hostname
+        else:
+            if spec.network not in ("host", "none"):
+                raise ContainerError(
+                    f"network must be 'host' or 'none' without a sandbox, not {spec.network!r}"
+                )
+            namespaces = {
+                "net": "new" if spec.network == "none" else None,
+                "ipc": "new",
+                "uts": "new",
+            }
+            hostname = spec.hostname or spec.name
+        for mount in spec.mounts:
+            if mount.type not in ("bind", "tmpfs") or not mount.destination.startswith("/"):
+                raise ContainerError(
+                    f"invalid mount {mount.destination!r}: type bind|tmpfs, absolute destination"
+                )
+        cid = _new_id()
+        bundle = self.containers_dir / cid
+        for sub in ("upper", "work", "rootfs", "empty"):
+            (bundle / sub).mkdir(parents=True)
+        config: dict[str, Any] = {
+            "id": cid,
+            "rootfs": {
+                "layers": [str(d) for d in layer_dirs],
+                "upper": str(bundle / "upper"),
+                "work": str(bundle / "work"),
+                "merged": str(bundle / "rootfs"),
+                "empty": str(bundle / "empty"),
+            },
+            "process": {
+                "args": argv,
+                "env": [f"{k}={v}" for k, v in env.items()],
+                "cwd": spec.working_dir or image_cfg.get("WorkingDir") or "/",
+                "user": spec.user or image_cfg.get("User") or "0",
+                "supplemental_groups": list(spec.supplemental_groups),
+                "tty": spec.tty,
+                "stdin": spec.stdin,
+            },
+            "hostname": hostname,
+            "namespaces": namespaces,
+            "capabilities": caps,
+            "privileged": spec.privileged,
+            "no_new_privs": spec.no_new_privs,
+            "readonly_rootfs": spec.readonly_rootfs,
+            "mounts": [asdict(m) for m in spec.mounts],
+            "cgroup": {"parent": self.cgroup_parent, "name": cid},
+            "resources": asdict(spec.resources),
+            "log": {
+                "path": spec.log_path or str(bundle / "container.log"),
+                "max_size": spec.log_max_size,
+                "max_files": spec.log_max_files,
+            },
+        }
+        meta = {
+            "id": cid,
+            "name": spec.name,
+            "image": spec.image,
+            "image_id": image.id,
+            "layers": [d.name for d in layer_dirs],
+            "created_at": time.time_ns(),
+            "sandbox_id": spec.sandbox_id,
+            "labels": spec.labels,
+            "log_path": config["log"]["path"],
+        }
+        (bundle / "config.json").write_text(json.dumps(config))
+        (bundle / "meta.json").write_text(json.dumps(meta))
+        return cid
+
+    def start_container(self, cid: str) -> int:
+        """Start a created container; returns its pid. Set-up or exec failures raise ContainerError."""
+        self._bundle(cid)
+        reply = self._request({"op": "start", "id": cid})
+        return int(reply["pid"])
+
+    def run(self, spec: ContainerSpec) -> str:
+        cid = self.create_container(spec)
+        self.start_container(cid)
+        return cid
+
+    def kill_container(self, cid: str, sig: int = signal.SIGTERM) -> None:
+        self._bundle(cid)
+        if self.container_status(cid).state == "running":
+            self._request({"op": "kill", "id": cid, "signal": int(sig)})
+
+    def wait_container(self, cid: str, timeout: float | None = None) -> ContainerStatus:
+        """Block until the container has exited (ContainerError on timeout); returns its status."""
+        status = self.container_status(cid)
+        if status.state != "running":
+            return status
+        sock = self._send({"op": "wait", "id": cid})
+        try:
+            sock.settimeout(timeout)
+            with sock.makefile("rb") as reader:
+                reader.readline()
+        except TimeoutError:
+            raise ContainerError(f"container {cid} still running after {timeout}s") from None
+        finally:
+            sock.close()
+        return self.container_status(cid)
+
+    def stop_container(self, cid: str, timeout: float = 10.0) -> ContainerStatus:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds if the container still runs."""
+        if self.container_status(cid).state != "running":
+            return self.container_status(cid)
+        if timeout > 0:
+            self.kill_container(cid, signal.SIGTERM)
+            with contextlib.suppress(ContainerError):
+                return self.wait_container(cid, timeout)
+        self.kill_container(cid, signal.SIGKILL)
+        return self.wait_container(cid, 30)
+
+    def remove_container(self, cid: str, force: bool = False) -> None:
+        """Remove a container that is not running (``force`` kills it first): files, cgroups, logs."""
+        bundle = self._bundle(cid)
+        status = self.container_status(cid)
+        if status.state == "running":
+            if not force:
+                raise ContainerError(f"container {cid} is running; stop it first or force removal")
+            self.stop_container(cid, 0)
+        if self.supervisor_pid() is not None:
+            self._request({"op": "forget", "id": cid})
+        cgroup = Cgroup(self.cgroup_parent, cid)
+        if cgroup.exists():
+            cgroup.remove()
+        meta = json.loads((bundle / "meta.json").read_text())
+        shutil.rmtree(bundle)
+        log_path = Path(meta.get("log_path", ""))
+        if log_path.is_absolute() and not log_path.is_relative_to(bundle):
+            # The kubelet owns logs it placed elsewhere; it removes them with the pod.
+            pass
+
+    def container_status(self, cid: str) -> ContainerStatus:
+        bundle = self._bundle(cid)
+        meta = json.loads((bundle / "meta.json").read_text())
+        state: dict = {}
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            state = json.loads((bundle / "state.json").read_text())
+        return ContainerStatus(
+            id=cid,
+            name=meta["name"],
+            image=meta["image"],
+            image_id=meta["image_id"],
+            state=state.get("status", "created"),
+            pid=int(state.get("pid", 0)),
+            exit_code=state.get("exit_code"),
+            reason=state.get("reason", ""),
+            message=state.get("message", ""),
+            created_at=meta["created_at"],
+            started_at=int(state.get("started_at", 0)),
+            finished_at=int(state.get("finished_at", 0)),
+            oom_killed=bool(state.get("oom_killed")),
+            log_path=meta["log_path"],
+            sandbox_id=meta.get("sandbox_id", ""),
+            labels=meta.get("labels", {}),
+        )
+
+    def list_containers(self) -> list[ContainerStatus]:
+        result = []
+        for entry in sorted(self.containers_dir.iterdir()):
+            with contextlib.suppress(ContainerNotFound, FileNotFoundError):
+                result.append(self.container_status(entry.name))
+        return result
+
+    def container_stats(self, cid: str) -> dict:
+        """Memory bytes, cpu nanoseconds and pid count of a running container."""
+        self._bundle(cid)
+        return self._request({"op": "stats", "id": cid})["usage"]
+
+    def layers_in_use(self) -> set[str]:
+        used: set[str] = set()
+        for entry in self.containers_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                used.update(json.loads((entry / "meta.json").read_text()).get("layers", []))
+        return used
+
+    # ---- exec --------------------------------------------------------------------------------
+
+    def exec(
+        self,
+        cid: str,
+        command: list[str],
+        *,
+        tty: bool = False,
+        stdin: bool = False,
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        working_dir: str | None = None,
+    ) -> ExecSession:
+        """Start ``command`` inside a running container, in all its namespaces and cgroup."""
+        import pty
+
+        self._bundle(cid)
+        if not command:
+            raise ContainerError("exec needs a command")
+        config = json.loads((self.containers_dir / cid / "config.json").read_text())
+        process: dict[str, Any] = {"args": list(command), "tty": tty}
+        if env:
+            merged = dict(item.partition("=")[::2] for item in config["process"]["env"])
+            merged.update(env)
+            process["env"] = [f"{k}={v}" for k, v in merged.items()]
+        if user:
+            process["user"] = user
+        if working_dir:
+            process["cwd"] = working_dir
+        local: list[int] = []
+        if tty:
+            master, slave = pty.openpty()
+            child_fds = [slave, slave, slave]
+            ours = (master, master, None)
+        else:
+            in_r, in_w = os.pipe() if stdin else (os.open("/dev/null", os.O_RDONLY), -1)
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            child_fds = [in_r, out_w, err_w]
+            ours = (in_w if stdin else None, out_r, err_r)
+        local = [fd for fd in ours if fd is not None]
+        try:
+            sock = self._send({"op": "exec", "id": cid, "process": process}, child_fds)
+        except BaseException:
+            for fd in {*child_fds, *local}:
+                os.close(fd)
+            raise
+        for fd in set(child_fds):
+            os.close(fd)
+        session = ExecSession(sock, 0, ours[0] if (stdin or tty) else None, ours[1], ours[2], tty)
+        line = session._reader.readline()
+        reply = json.loads(line) if line else {"error": "supervisor closed the connection"}
+        if "error" in reply:
+            session.close()
+            raise ContainerError(reply["error"])
+        session.pid = int(reply["pid"])
+        return session
+
+    def exec_sync(
+        self, cid: str, command: list[str], *, timeout: float | None = 30.0, input: bytes = b""
+    ) -> ExecResult:
+        """Run ``command`` to completion; returns its exit code and output."""
+        session = self.exec(cid, command, stdin=bool(input))
+        try:
+            if session.stdin is not None:
+                os.write(session.stdin, input)
+                session.close_stdin()
+            out = {session.stdout: bytearray(), session.stderr: bytearray()}
+            deadline = None if timeout is None else time.monotonic() + timeout
+            with selectors.DefaultSelector() as sel:
+                for fd in out:
+                    sel.register(fd, selectors.EVENT_READ)  # type: ignore[arg-type]
+                while sel.get_map():
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise ContainerError(f"exec {command!r} timed out after {timeout}s")
+                    for key, _ in sel.select(remaining):
+                        chunk = os.read(key.fd, 65536)
+                        if chunk:
+                            out[key.fd].extend(chunk)  # type: ignore[index]
+                        else:
+                            sel.unregister(key.fd)
+            remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
+            code = session.wait(remaining)
+            return ExecResult(code, bytes(out[session.stdout]), bytes(out[session.stderr]))
+        finally:
+            session.close()

@@ -1,0 +1,711 @@
+"""The supervisor: one lean, detached process per data dir that owns every container.
+
+Why one process and not one shim per container: a Python process costs ~8 MB of private
+memory, far above the 2 MB-per-container budget, and forking from a small process is fast
+(fork cost grows with the parent's size, and k3py itself is large). So k3py starts this script
+once with ``python -S -B`` (no site, only the stdlib modules listed below plus three small k3py
+modules), it daemonises (double fork + setsid) and then:
+
+- listens on ``<data>/supervisor.sock``; each connection carries one JSON request line, file
+  descriptors ride along with SCM_RIGHTS (an exec's stdio), and gets JSON reply lines;
+- forks containers: around ``fork`` it unshares the pid namespace (so the child is pid 1 of a
+  new one and still our direct child, with no intermediate process) and then ``setns`` back;
+  the child runs ``containerinit.become_container``; a CLOEXEC error pipe tells us whether the
+  ``execve`` happened or why set-up failed;
+- reads the containers' stdout/stderr (pipes, or a pty master) and writes CRI log lines
+  ``<RFC3339Nano> stdout|stderr F|P <text>``, rotating by size;
+- reaps children on SIGCHLD and writes each container's ``state.json`` (pid, times, exit code,
+  OOM kill read from the cgroup) atomically, so k3py can restart, or be SIGKILLed, without
+  losing a container or its exit code: the state lives in files and this process;
+- on its own start, adopts containers a previous supervisor left running (watching them with
+  a pidfd; their exit code cannot be learnt, it is recorded as unknown).
+
+Protocol ops: ping, start, kill, wait, exec, stats, forget, sandbox_create, sandbox_remove,
+shutdown. The client side is ``k3py.runtime.client``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+SOCKET_NAME = "supervisor.sock"
+_PARTIAL_LIMIT = 16 * 1024  # a line longer than this is logged in P(artial) pieces
+_READ_SIZE = 65536
+
+
+def rfc3339nano(ns: int) -> str:
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
+
+
+def write_json_atomic(path: str, obj: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat: tells a live container from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+class CRILog:
+    """A container's log file in the CRI format, rotated when it grows past ``max_size``."""
+
+    def __init__(self, path: str, max_size: int, max_files: int) -> None:
+        self.path = path
+        self.max_size = max_size
+        self.max_files = max(1, max_files)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, stream: str, tag: str, data: bytes) -> None:
+        line = f"{rfc3339nano(time.time_ns())} {stream} {tag} ".encode() + data + b"\n"
+        os.write(self.fd, line)
+        self.size += len(line)
+        if self.max_size and self.size >= self.max_size:
+            self.rotate()
+
+    def rotate(self) -> None:
+        os.close(self.fd)
+        for n in range(self.max_files - 1, 0, -1):
+            older = f"{self.path}.{n}"
+            if os.path.exists(older):
+                if n + 1 >= self.max_files:
+                    os.unlink(older)
+                else:
+                    os.replace(older, f"{self.path}.{n + 1}")
+        if self.max_files > 1:
+            os.replace(self.path, f"{self.path}.1")
+        else:
+            os.unlink(self.path)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self.size = 0
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class OutputStream:
+    """One output fd of a container, split into lines for the log."""
+
+    def __init__(self, log: CRILog, name: str) -> None:
+        self.log = log
+        self.name = name
+        self.pending = b""
+
+    def feed(self, data: bytes) -> None:
+        self.pending += data
+        while True:
+            newline = self.pending.find(b"\n")
+            if newline < 0:
+                break
+            line, self.pending = self.pending[:newline], self.pending[newline + 1 :]
+            while len(line) > _PARTIAL_LIMIT:
+                self.log.write(self.name, "P", line[:_PARTIAL_LIMIT])
+                line = line[_PARTIAL_LIMIT:]
+            self.log.write(self.name, "F", line.removesuffix(b"\r"))
+        while len(self.pending) >= _PARTIAL_LIMIT:
+            self.log.write(self.name, "P", self.pending[:_PARTIAL_LIMIT])
+            self.pending = self.pending[_PARTIAL_LIMIT:]
+
+    def finish(self) -> None:
+        if self.pending:
+            self.log.write(self.name, "F", self.pending)
+            self.pending = b""
+
+
+class Container:
+    def __init__(self, cid: str, bundle: str, config: dict) -> None:
+        self.id = cid
+        self.bundle = bundle
+        self.config = config
+        self.pid = 0
+        self.running = False
+        self.adopted_pidfd = -1
+        self.streams: dict[int, OutputStream] = {}
+        self.stdin_fd = -1
+        self.log: CRILog | None = None
+        self.waiters: list[socket.socket] = []
+        self.state: dict = {}
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.bundle, "state.json")
+
+    def cgroup(self):  # -> Cgroup | None
+        from k3py.runtime.cgroups import Cgroup
+
+        cg = self.config.get("cgroup")
+        return Cgroup(cg["parent"], cg["name"]) if cg else None
+
+
+class Supervisor:
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self.containers_dir = os.path.join(data_dir, "containers")
+        os.makedirs(self.containers_dir, exist_ok=True)
+        self.epoll = select.epoll()
+        self.handlers: dict[int, object] = {}
+        self.containers: dict[str, Container] = {}
+        self.execs: dict[int, socket.socket] = {}
+        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+        self.stopping = False
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = os.path.join(data_dir, SOCKET_NAME)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self.listener.bind(path)
+        os.chmod(path, 0o600)
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self._register(self.listener.fileno(), self._accept)
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        for sig in (signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        self._register(self.wake_r, self._on_signal)
+        self._adopt_previous()
+
+    # ---- event loop --------------------------------------------------------------------------
+
+    def _register(self, fd: int, handler, events: int = select.EPOLLIN) -> None:
+        self.handlers[fd] = handler
+        self.epoll.register(fd, events)
+
+    def _unregister(self, fd: int) -> None:
+        self.handlers.pop(fd, None)
+        try:
+            self.epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+
+    def run(self) -> None:
+        while not self.stopping:
+            try:
+                events = self.epoll.poll(1.0)
+            except InterruptedError:
+                continue
+            for fd, mask in events:
+                handler = self.handlers.get(fd)
+                if handler is not None:
+                    handler(fd, mask)  # type: ignore[operator]
+            self._reap()
+
+    def _on_signal(self, fd: int, mask: int) -> None:
+        try:
+            while os.read(fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    def _accept(self, fd: int, mask: int) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(True)
+        conn.settimeout(5.0)
+        try:
+            request, fds = self._read_request(conn)
+        except (OSError, ValueError) as exc:
+            self._reply(conn, {"error": f"bad request: {exc}"}, close=True)
+            return
+        conn.settimeout(None)
+        op = request.get("op")
+        handler = getattr(self, f"op_{op}", None)
+        if handler is None:
+            for extra in fds:
+                os.close(extra)
+            self._reply(conn, {"error": f"unknown op {op!r}"}, close=True)
+            return
+        try:
+            handler(conn, request, fds)
+        except Exception as exc:
+            for extra in fds:
+                try:
+                    os.close(extra)
+                except OSError:
+                    pass
+            self._reply(conn, {"error": f"{type(exc).__name__}: {exc}"}, close=True)
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> tuple[dict, list[int]]:
+        data = b""
+        fds: list[int] = []
+        while not data.endswith(b"\n"):
+            chunk, new_fds, _flags, _addr = socket.recv_fds(conn, 65536, 8)
+            fds.extend(new_fds)
+            if not chunk:
+                raise ValueError("connection closed before a full request")
+            data += chunk
+        return json.loads(data), fds
+
+    @staticmethod
+    def _reply(conn: socket.socket, obj: dict, close: bool = True) -> None:
+        try:
+            conn.sendall(json.dumps(obj).encode() + b"\n")
+        except OSError:
+            close = True
+        if close:
+            conn.close()
+
+    def op_ping(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        running = sorted(c.id for c in self.containers.values() if c.running)
+        self._reply(conn, {"ok": True, "pid": os.getpid(), "running": running})
+
+    def op_shutdown(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        running = [c.id for c in self.containers.values() if c.running]
+        if running and not request.get("force"):
+            self._reply(conn, {"error": f"containers still running: {', '.join(running)}"})
+            return
+        for container in self.containers.values():
+            if container.running:
+                self._signal(container, signal.SIGKILL)
+        self.stopping = True
+        self._reply(conn, {"ok": True})
+
+    def _container(self, cid: str) -> Container:
+        container = self.containers.get(cid)
+        if container is None:
+            raise KeyError(f"container {cid} is not known to the supervisor")
+        return container
+
+    def op_start(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        cid = request["id"]
+        bundle = os.path.join(self.containers_dir, cid)
+        config = read_json(os.path.join(bundle, "config.json"))
+        if config is None:
+            raise KeyError(f"container {cid} has no config (was it created?)")
+        existing = self.containers.get(cid)
+        if existing is not None and (existing.running or existing.state.get("status") == "exited"):
+            raise ValueError(f"container {cid} was already started")
+        container = Container(cid, bundle, config)
+        self.containers[cid] = container
+        self._reply(conn, self._start(container))
+
+    def _start(self, container: Container) -> dict:
+        from k3py.runtime import containerinit, linux
+
+        config = container.config
+        process = config["process"]
+        log_cfg = config.get("log") or {}
+        container.log = CRILog(
+            log_cfg["path"],
+            int(log_cfg.get("max_size", 10 << 20)),
+            int(log_cfg.get("max_files", 5)),
+        )
+        cg = container.cgroup()
+        if cg is not None:
+            cg.create(config.get("resources") or {})
+        tty = bool(process.get("tty"))
+        parent_ends: list[int] = []
+        if tty:
+            import pty
+
+            master, slave = pty.openpty()
+            child_stdio = [slave, slave, slave]
+            outputs = {master: "stdout"}
+            container.stdin_fd = master if process.get("stdin") else -1
+        else:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            if process.get("stdin"):
+                in_r, in_w = os.pipe()
+                container.stdin_fd = in_w
+            else:
+                in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            child_stdio = [in_r, out_w, err_w]
+            outputs = {out_r: "stdout", err_r: "stderr"}
+        err_r_sync, err_w_sync = os.pipe()
+        linux.unshare(linux.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                containerinit.become_container(config, child_stdio, err_w_sync)
+                os._exit(127)  # not reached
+        finally:
+            linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+        started = time.time_ns()
+        os.close(err_w_sync)
+        for fd in set(child_stdio):
+            os.close(fd)
+        del parent_ends
+        error = b""
+        while True:
+            chunk = os.read(err_r_sync, 4096)
+            if not chunk:
+                break
+            error += chunk
+        os.close(err_r_sync)
+        container.pid = pid
+        container.running = True
+        for fd, name in outputs.items():
+            os.set_blocking(fd, False)
+            container.streams[fd] = OutputStream(container.log, name)
+            self._register(fd, self._on_output)
+        if error:
+            message = error.decode(errors="replace")
+            os.waitpid(pid, 0)
+            self._drain(container)
+            self._finish(container, 128, reason="StartError", message=message)
+            return {"error": message, "start_error": True}
+        container.state = {
+            "status": "running",
+            "pid": pid,
+            "started_at": started,
+            "pid_start_time": process_start_time(pid),
+        }
+        write_json_atomic(container.state_path, container.state)
+        return {"ok": True, "pid": pid, "started_at": started}
+
+    def _on_output(self, fd: int, mask: int) -> None:
+        for container in self.containers.values():
+            stream = container.streams.get(fd)
+            if stream is not None:
+                self._read_stream(container, fd, stream)
+                return
+        self._unregister(fd)
+
+    def _read_stream(self, container: Container, fd: int, stream: OutputStream) -> None:
+        while True:
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.EIO:  # EIO: the pty's last slave closed
+                    raise
+                data = b""
+            if not data:
+                stream.finish()
+                self._unregister(fd)
+                del container.streams[fd]
+                if fd == container.stdin_fd:
+                    container.stdin_fd = -1
+                os.close(fd)
+                return
+            stream.feed(data)
+
+    def _drain(self, container: Container) -> None:
+        for fd, stream in list(container.streams.items()):
+            self._read_stream(container, fd, stream)
+
+    def _signal(self, container: Container, sig: int) -> None:
+        try:
+            if container.adopted_pidfd >= 0:
+                signal.pidfd_send_signal(container.adopted_pidfd, sig)
+            else:
+                os.kill(container.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def op_kill(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        container = self._container(request["id"])
+        if container.running:
+            self._signal(container, int(request.get("signal", signal.SIGTERM)))
+        self._reply(conn, {"ok": True, "running": container.running})
+
+    def op_wait(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        container = self.containers.get(request["id"])
+        if container is None or not container.running:
+            state = read_json(os.path.join(self.containers_dir, request["id"], "state.json")) or {}
+            self._reply(conn, {"ok": True, "state": state})
+            return
+        container.waiters.append(conn)
+
+    def op_stats(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        container = self._container(request["id"])
+        cg = container.cgroup()
+        self._reply(conn, {"ok": True, "usage": cg.usage() if cg else {}})
+
+    def op_forget(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        """Drop a container that has exited (the client removes its files)."""
+        container = self.containers.get(request["id"])
+        if container is not None:
+            if container.running:
+                raise ValueError(f"container {container.id} is still running")
+            self._release(container)
+            del self.containers[container.id]
+        self._reply(conn, {"ok": True})
+
+    def op_write_stdin(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        container = self._container(request["id"])
+        if container.stdin_fd < 0:
+            raise ValueError(f"container {container.id} has no open stdin")
+        os.write(container.stdin_fd, request.get("data", "").encode())
+        if request.get("close") and container.stdin_fd not in container.streams:
+            os.close(container.stdin_fd)
+            container.stdin_fd = -1
+        self._reply(conn, {"ok": True})
+
+    def op_exec(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        from k3py.runtime import containerinit, linux
+
+        container = self._container(request["id"])
+        if not container.running:
+            raise ValueError(f"container {container.id} is not running")
+        if len(fds) != 3:
+            raise ValueError("exec needs three stdio descriptors")
+        process = dict(container.config["process"])
+        process.update(request.get("process") or {})
+        ns_fds = {
+            kind: os.open(f"/proc/{container.pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+            for kind in ("net", "ipc", "uts", "mnt", "pid")
+        }
+        err_r, err_w = os.pipe()
+        linux.setns(ns_fds["pid"], linux.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                containerinit.exec_in_container(container.config, ns_fds, process, fds, err_w)
+                os._exit(127)
+        finally:
+            linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+        for fd in (*ns_fds.values(), *fds, err_w):
+            os.close(fd)
+        error = b""
+        while chunk := os.read(err_r, 4096):
+            error += chunk
+        os.close(err_r)
+        if error:
+            os.waitpid(pid, 0)
+            self._reply(conn, {"error": error.decode(errors="replace")})
+            return
+        self._reply(conn, {"ok": True, "pid": pid}, close=False)
+        self.execs[pid] = conn
+
+    # ---- sandboxes ---------------------------------------------------------------------------
+
+    def op_sandbox_create(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        from k3py.runtime import linux
+
+        path = request["path"]
+        os.makedirs(path, exist_ok=True)
+        ready_r, ready_w = os.pipe()
+        hold_r, hold_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(ready_r)
+                os.close(hold_w)
+                linux.unshare(linux.CLONE_NEWNET | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS)
+                if request.get("hostname"):
+                    linux.sethostname(request["hostname"])
+                linux.bring_loopback_up()
+                os.write(ready_w, b"ok")
+                os.read(hold_r, 1)
+            except BaseException as exc:
+                os.write(ready_w, f"error {exc}".encode())
+            os._exit(0)
+        os.close(ready_w)
+        os.close(hold_r)
+        answer = os.read(ready_r, 4096)
+        os.close(ready_r)
+        try:
+            if answer != b"ok":
+                raise OSError(answer.decode(errors="replace"))
+            for kind in ("net", "ipc", "uts"):
+                target = os.path.join(path, kind)
+                with open(target, "a"):
+                    pass
+                linux.mount(f"/proc/{pid}/ns/{kind}", target, None, linux.MS_BIND)
+        finally:
+            os.close(hold_w)
+            os.waitpid(pid, 0)
+        self._reply(conn, {"ok": True})
+
+    def op_sandbox_remove(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        from k3py.runtime import linux
+
+        path = request["path"]
+        for kind in ("net", "ipc", "uts"):
+            target = os.path.join(path, kind)
+            try:
+                linux.umount2(target, linux.MNT_DETACH)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                    raise
+            try:
+                os.unlink(target)
+            except FileNotFoundError:
+                pass
+        self._reply(conn, {"ok": True})
+
+    # ---- exits -------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0:
+                code = 128 - code  # killed by signal N: 128+N, as shells and the CRI report it
+            conn = self.execs.pop(pid, None)
+            if conn is not None:
+                self._reply(conn, {"exit_code": code})
+                continue
+            for container in self.containers.values():
+                if container.running and container.pid == pid:
+                    self._drain(container)
+                    self._finish(container, code)
+                    break
+
+    def _finish(self, container: Container, code: int, reason: str = "", message: str = "") -> None:
+        cg = container.cgroup()
+        oom = bool(cg and cg.oom_killed())
+        if not reason:
+            reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+        container.running = False
+        container.state = dict(container.state)
+        container.state.update(
+            {
+                "status": "exited",
+                "exit_code": code,
+                "finished_at": time.time_ns(),
+                "reason": reason,
+                "message": message,
+                "oom_killed": oom,
+            }
+        )
+        container.state.setdefault("pid", container.pid)
+        write_json_atomic(container.state_path, container.state)
+        if cg is not None:
+            try:
+                cg.remove()
+            except OSError:
+                pass  # removed again (and reported) when the container is removed
+        for waiter in container.waiters:
+            self._reply(waiter, {"ok": True, "state": container.state})
+        container.waiters = []
+        if container.stdin_fd >= 0 and container.stdin_fd not in container.streams:
+            os.close(container.stdin_fd)
+            container.stdin_fd = -1
+        if container.adopted_pidfd >= 0:
+            self._unregister(container.adopted_pidfd)
+            os.close(container.adopted_pidfd)
+            container.adopted_pidfd = -1
+
+    def _release(self, container: Container) -> None:
+        for fd, stream in list(container.streams.items()):
+            stream.finish()
+            self._unregister(fd)
+            os.close(fd)
+        container.streams.clear()
+        if container.log is not None:
+            container.log.close()
+            container.log = None
+
+    def _adopt_previous(self) -> None:
+        """Containers a previous supervisor started: adopt the live ones, settle the dead ones."""
+        for cid in sorted(os.listdir(self.containers_dir)):
+            bundle = os.path.join(self.containers_dir, cid)
+            state = read_json(os.path.join(bundle, "state.json"))
+            config = read_json(os.path.join(bundle, "config.json"))
+            if not state or not config or state.get("status") != "running":
+                continue
+            container = Container(cid, bundle, config)
+            container.state = state
+            container.pid = int(state["pid"])
+            self.containers[cid] = container
+            alive = process_start_time(container.pid) == state.get("pid_start_time")
+            if alive:
+                try:
+                    container.adopted_pidfd = os.pidfd_open(container.pid)
+                except OSError:
+                    alive = False
+            if alive:
+                container.running = True
+                self._register(container.adopted_pidfd, self._on_adopted_exit)
+            else:
+                container.running = True
+                self._finish(
+                    container,
+                    255,
+                    reason="Unknown",
+                    message="exited while no supervisor was running",
+                )
+
+    def _on_adopted_exit(self, fd: int, mask: int) -> None:
+        for container in self.containers.values():
+            if container.adopted_pidfd == fd:
+                self._finish(
+                    container,
+                    255,
+                    reason="Unknown",
+                    message="exit code unknown: adopted from a previous supervisor",
+                )
+                return
+
+
+def main(argv: list[str]) -> int:
+    """``supervisor.py DATA_DIR`` — daemonise, then serve until shut down."""
+    data_dir = os.path.abspath(argv[1])
+    os.umask(0o022)
+    ready_r, ready_w = os.pipe()
+    if os.fork() > 0:
+        os.close(ready_w)
+        answer = os.read(ready_r, 4096)  # wait until the daemon listens, so callers can connect
+        sys.stdout.write(answer.decode(errors="replace"))
+        return 0 if answer.startswith(b"ok") else 1
+    os.close(ready_r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    log_fd = os.open(
+        os.path.join(data_dir, "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640
+    )
+    os.dup2(log_fd, 2)
+    try:
+        supervisor = Supervisor(data_dir)
+    except BaseException as exc:
+        os.write(ready_w, f"error {exc}".encode())
+        return 1
+    os.write(ready_w, f"ok {os.getpid()}".encode())
+    os.close(ready_w)
+    supervisor.run()
+    try:
+        os.unlink(os.path.join(data_dir, SOCKET_NAME))
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    sys.exit(main(sys.argv))
