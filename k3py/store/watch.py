@@ -38,10 +38,13 @@ class WatchStream:
         read_history: HistoryReader,
         prefix: str,
         start_revision: int,
+        now_revision: int = 0,
     ) -> None:
+        """``now_revision``: for a watch "from now" (start 0), the newest revision the caller
+        knows is committed; a commit whose publication is still in flight is not "new"."""
         self._broadcaster = broadcaster
         self._sub = broadcaster.subscribe(prefix)
-        self._events = self._stream(read_history, prefix, start_revision)
+        self._events = self._stream(read_history, prefix, start_revision, now_revision)
 
     def __aiter__(self) -> WatchStream:
         return self
@@ -54,11 +57,11 @@ class WatchStream:
         await self._events.aclose()
 
     async def _stream(
-        self, read_history: HistoryReader, prefix: str, start_revision: int
+        self, read_history: HistoryReader, prefix: str, start_revision: int, now_revision: int
     ) -> AsyncIterator[list[Event]]:
         sub = self._sub
         try:
-            seen = 0  # highest revision already yielded (or covered by history's head)
+            seen = now_revision  # highest revision already yielded (or covered by history)
             if start_revision > 0:
                 next_revision = start_revision
                 while True:

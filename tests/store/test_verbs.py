@@ -19,11 +19,6 @@ from k3py.store import (
 )
 
 
-@pytest.fixture
-async def store(sqlite_store: Store) -> Store:
-    return sqlite_store
-
-
 async def test_fresh_store_is_at_revision_one_and_first_write_is_two(store: Store) -> None:
     assert await store.current_revision() == 1
     kv = await store.create("/registry/pods/default/a", b"v1")

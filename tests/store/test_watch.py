@@ -11,11 +11,6 @@ import pytest
 from k3py.store import CompactedError, Event, EventType, Store
 
 
-@pytest.fixture
-async def store(sqlite_store: Store) -> Store:
-    return sqlite_store
-
-
 async def collect(
     watch: AsyncIterator[list[Event]], count: int, timeout: float = 10
 ) -> list[Event]:

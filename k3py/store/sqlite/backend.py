@@ -194,14 +194,16 @@ class SqliteStore:
         return await self._read(run)
 
     def watch(self, prefix: str, start_revision: int = 0) -> AsyncIterator[list[Event]]:
-        self._w()
+        writer = self._w()
         if start_revision < 0:
             raise ValueError(f"start_revision must be >= 0, got {start_revision}")
 
         async def read_history(p: str, start: int, limit: int) -> tuple[list[Event], int, bool]:
             return await self._read(lambda s: s.history(p, start, limit))
 
-        return WatchStream(self._broadcaster, read_history, prefix, start_revision)
+        return WatchStream(
+            self._broadcaster, read_history, prefix, start_revision, writer.committed_revision
+        )
 
     async def compact(self, revision: int) -> None:
         """Drop history below ``revision`` (no-op when already compacted that far)."""
