@@ -388,7 +388,10 @@ def test_netns_bind_mounted_anywhere_as_the_runtime_keeps_it(node: Node, tmp_pat
         pod_ip = node.host.in_netns(node.pods.setup, "uid-sandbox", str(netns_file))
         inside = subprocess.run(
             ["nsenter", f"--net={netns_file}", "ip", "-4", "-o", "addr", "show", "dev", "eth0"],
-            capture_output=True, text=True, check=True, timeout=30,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         ).stdout
         assert f"inet {pod_ip.cidr}" in inside
         node.sh("busybox", "ping", "-c", "1", "-W", "2", pod_ip.ip)
@@ -432,8 +435,19 @@ def test_pods_on_two_nodes_reach_each_other_through_node_routes(
     node1 = Node(make_ns(), tmp_path / "node1", make_ns, pod_cidr="10.42.0.0/24")
     node2 = Node(make_ns(), tmp_path / "node2", make_ns, pod_cidr="10.42.1.0/24")
     # A shared link between the two "hosts", TEST-NET addresses.
-    node1.sh("ip", "link", "add", "lan", "type", "veth", "peer", "name", "lan",
-             "netns", f"/run/netns/{node2.host.name}")
+    node1.sh(
+        "ip",
+        "link",
+        "add",
+        "lan",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "lan",
+        "netns",
+        f"/run/netns/{node2.host.name}",
+    )
     node1.sh("ip", "addr", "add", "192.0.2.1/24", "dev", "lan")
     node2.sh("ip", "addr", "add", "192.0.2.2/24", "dev", "lan")
     node1.sh("ip", "link", "set", "lan", "up")
@@ -479,8 +493,19 @@ def test_thirty_pods_set_up_and_torn_down_leave_nothing_behind(node: Node) -> No
 def test_reconcile_also_removes_bridge_ports_nobody_owns(node: Node) -> None:
     pod_ns, _ = node.add_pod("uid-a")
     # A crash between creating a veth and saving its record leaves such a port.
-    node.sh("ip", "link", "add", "vethorphan", "type", "veth", "peer", "name", "eth1",
-            "netns", f"/run/netns/{pod_ns.name}")
+    node.sh(
+        "ip",
+        "link",
+        "add",
+        "vethorphan",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth1",
+        "netns",
+        f"/run/netns/{pod_ns.name}",
+    )
     node.sh("ip", "link", "set", "vethorphan", "master", "k3py0")
     assert node.host.in_netns(node.pods.reconcile, {"uid-a"}) == []
     ports = node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout

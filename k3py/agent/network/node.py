@@ -134,15 +134,27 @@ class NodeNetwork:
         with self.lock:
             routes.sync_node_routes(self.config, peers)
 
+    def _host_ports(self) -> dict[str, tuple[str, tuple[HostPort, ...]]]:
+        return {
+            record.uid: (record.ip, record.host_ports)
+            for record in self.records().values()
+            if record.host_ports
+        }
+
     def sync_nat(self) -> None:
-        """Rewrites the NAT table from the pod records."""
+        """Rewrites the whole NAT table from the configuration and the pod records."""
         with self.lock:
-            host_ports = {
-                record.uid: (record.ip, record.host_ports)
-                for record in self.records().values()
-                if record.host_ports
-            }
-            nftables.apply_ruleset(self.config, host_ports)
+            nftables.apply_ruleset(self.config, self._host_ports())
+
+    def sync_host_ports(self) -> None:
+        """Rewrites only the hostPort chain from the pod records — what pods change. Several
+        times cheaper than the whole table, whose base chains must be re-registered in the
+        kernel; falls back to the whole table if someone removed it."""
+        with self.lock:
+            try:
+                nftables.apply_host_ports(self.config, self._host_ports())
+            except NetworkError:
+                nftables.apply_ruleset(self.config, self._host_ports())
 
     # -- pod records ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ runtime has made the pod sandbox's network namespace (any path to an nsfs file: 
    appears, even briefly, in the node's namespace;
 3. the host end joins the bridge (hairpin on, so a pod can reach itself through a hostPort or
    later a Service), the pod end gets the address, and the pod a default route via the bridge;
-4. the record is saved and the NAT table rewritten with the pod's hostPorts.
+4. the record is saved and, if it has hostPorts, the hostPort chain rewritten.
 
 Any failure undoes what was done and raises ``NetworkError``. ``setup`` is idempotent: called
 again for a pod that is set up it returns the same address (updating hostPorts if they
@@ -85,7 +85,7 @@ class PodNetwork:
                     self.node.save_record(
                         PodRecord(pod_uid, existing.ip, veth, netns_path, mappings)
                     )
-                    self.node.sync_nat()
+                    self.node.sync_host_ports()
                 return config.pod_ip(ipaddress.IPv4Address(existing.ip))
 
             if not commands.link_exists(config.bridge):
@@ -94,21 +94,24 @@ class PodNetwork:
                 )
             # A half-done or stale setup (other netns, missing veth): start over from scratch,
             # keeping the address the pod already holds.
-            commands.delete_link(veth)
+            if commands.link_exists(veth):
+                commands.delete_link(veth)
             address = self.node.ipam.allocate(pod_uid)
             pod_ip = config.pod_ip(address)
             try:
                 self._connect(veth, netns_path, pod_ip)
                 self.node.save_record(PodRecord(pod_uid, str(address), veth, netns_path, mappings))
-                self.node.sync_nat()
+                if mappings or (existing is not None and existing.host_ports):
+                    self.node.sync_host_ports()
             except BaseException:
                 # Undo, best effort: the original error is the one to report.
                 with contextlib.suppress(Exception):
                     commands.delete_link(veth)
                 self.node.delete_record(pod_uid)
                 self.node.ipam.release(pod_uid)
-                with contextlib.suppress(Exception):
-                    self.node.sync_nat()
+                if mappings:
+                    with contextlib.suppress(Exception):
+                        self.node.sync_host_ports()
                 raise
             return pod_ip
 
@@ -122,7 +125,7 @@ class PodNetwork:
             self.node.delete_record(pod_uid)
             self.node.ipam.release(pod_uid)
             if record is not None and record.host_ports:
-                self.node.sync_nat()
+                self.node.sync_host_ports()
 
     def address(self, pod_uid: str) -> PodIP | None:
         """The address of a pod that is set up."""
