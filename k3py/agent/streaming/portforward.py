@@ -1,0 +1,130 @@
+"""The port-forward protocol (`portforward.k8s.io`) over a SPDY session.
+
+For every local connection kubectl opens two SPDY streams carrying the same `port` and
+`requestid` headers: `streamtype: error` (kubectl half-closes it at once and only reads it) and
+`streamtype: data` (the bytes of the forwarded TCP connection, FIN = that direction is done).
+When both streams of a request are here the server connects to the port and pipes bytes; a
+failure is written as text to the error stream, which is then closed, as the kubelet does.
+
+The same session runs either over a plain `Upgrade: SPDY/3.1` connection or inside the binary
+messages of a WebSocket with subprotocol `SPDY/3.1+portforward.k8s.io` (see `transport.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from k3py.agent.streaming.backend import InputStream, OutputStream, StreamingError
+from k3py.agent.streaming.spdy_session import SpdySession, SpdyStream, StreamClosedError
+
+log = logging.getLogger(__name__)
+
+PORT_FORWARD_PROTOCOL = "portforward.k8s.io"
+WEBSOCKET_TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
+PAIR_CREATION_TIMEOUT = 30.0
+
+Forward = Callable[[int, InputStream, OutputStream], Awaitable[None]]
+
+
+def parse_port(value: str) -> int:
+    """A port header or query value; raises ValueError with a user-facing message."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"invalid port {value!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} must be between 1 and 65535")
+    return port
+
+
+@dataclass
+class _Pair:
+    request_id: str
+    error: SpdyStream | None = None
+    data: SpdyStream | None = None
+    timer: asyncio.TimerHandle | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+async def serve_port_forward(session: SpdySession, pod_description: str, forward: Forward) -> None:
+    """Serve every stream pair the client opens until it hangs up; closes the session."""
+    pairs: dict[str, _Pair] = {}
+    tasks: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+
+    def spawn(coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def expire(pair: _Pair) -> None:
+        # Only one stream of the pair arrived: tell the client on whichever stream we have.
+        if pairs.pop(pair.request_id, None) is not None:
+            spawn(_fail_incomplete(pair))
+
+    try:
+        while (stream := await session.accept()) is not None:
+            request_id = stream.header("requestid") or str(stream.stream_id)
+            kind = stream.header("streamtype")
+            if kind not in ("error", "data"):
+                log.info(
+                    "port-forward: resetting stream %d of unknown type %r", stream.stream_id, kind
+                )
+                await stream.reset()
+                continue
+            pair = pairs.get(request_id)
+            if pair is None:
+                pair = pairs[request_id] = _Pair(request_id)
+                pair.timer = loop.call_later(PAIR_CREATION_TIMEOUT, expire, pair)
+            if getattr(pair, kind) is not None:
+                await stream.reset()
+                continue
+            setattr(pair, kind, stream)
+            if pair.error is not None and pair.data is not None:
+                del pairs[request_id]
+                if pair.timer is not None:
+                    pair.timer.cancel()
+                spawn(_forward_pair(pair.error, pair.data, pod_description, forward))
+    finally:
+        for pair in pairs.values():
+            if pair.timer is not None:
+                pair.timer.cancel()
+        for task in list(tasks):
+            task.cancel()
+        for task in list(tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await session.close()
+
+
+async def _fail_incomplete(pair: _Pair) -> None:
+    message = f"timeout waiting for both streams of port-forward request {pair.request_id}"
+    for stream in (pair.error, pair.data):
+        if stream is not None:
+            with contextlib.suppress(StreamClosedError):
+                if stream is pair.error:
+                    await stream.write(message.encode())
+                await stream.close()
+
+
+async def _forward_pair(
+    error: SpdyStream, data: SpdyStream, pod_description: str, forward: Forward
+) -> None:
+    port_text = data.header("port")
+    try:
+        port = parse_port(port_text)
+        await forward(port, data, data)
+    except (ValueError, StreamingError, OSError) as exc:
+        message = f"error forwarding port {port_text} to pod {pod_description}: {exc}"
+        log.info("%s", message)
+        with contextlib.suppress(StreamClosedError):
+            await error.write(message.encode())
+    except StreamClosedError:
+        pass  # the client went away mid-transfer
+    finally:
+        await data.close()
+        await error.close()

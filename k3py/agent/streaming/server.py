@@ -1,0 +1,330 @@
+"""The kubelet's streaming server: logs, exec, attach and port-forward over HTTPS.
+
+Routes (the kubelet's own paths, which the API server proxies pods/log|exec|attach|portforward to):
+    GET        /containerLogs/{namespace}/{pod}/{container}
+    GET|POST   /exec/{namespace}/{pod}/{container}?command=..&stdin=..&stdout=..&stderr=..&tty=..
+    GET|POST   /attach/{namespace}/{pod}/{container}?stdin=..&stdout=..&stderr=..&tty=..
+    GET|POST   /portForward/{namespace}/{pod}
+Every streaming route accepts both a WebSocket upgrade and an `Upgrade: SPDY/3.1` upgrade, so a
+proxy in front of it is a plain byte pipe after the 101.
+
+`StreamingHandlers` holds the per-request logic and is usable from any aiohttp handler (the
+route table here is one user of it); `StreamingServer` adds TLS with client certificates: only
+clients whose certificate chains to the cluster CA *and* whose CN is in `allowed_common_names`
+get through (the API server's kubelet-client identity, in practice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+from aiohttp import web
+
+from k3py.agent.streaming.backend import (
+    ExecStreams,
+    InputStream,
+    LogOptions,
+    NotFoundError,
+    OutputStream,
+    PodRef,
+    StreamingBackend,
+)
+from k3py.agent.streaming.portforward import (
+    PORT_FORWARD_PROTOCOL,
+    WEBSOCKET_TUNNEL_PROTOCOL,
+    serve_port_forward,
+)
+from k3py.agent.streaming.remotecommand import (
+    SPDY_PROTOCOLS,
+    WEBSOCKET_PROTOCOLS,
+    BadRequestError,
+    ExecOptions,
+    RunCommand,
+    serve_spdy,
+    serve_websocket,
+)
+from k3py.agent.streaming.spdy_session import SpdySession
+from k3py.agent.streaming.transport import WebSocketTransport
+from k3py.agent.streaming.upgrade import (
+    UpgradeRefused,
+    accept_spdy,
+    accept_websocket,
+    check_websocket,
+    wants_spdy,
+    wants_websocket,
+)
+from k3py.api.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+def status_response(code: int, reason: str, message: str) -> web.Response:
+    return web.json_response(ApiError(code, reason, message).to_status(), status=code)
+
+
+class _ResponseOutput:
+    """OutputStream over a chunked HTTP response (container logs)."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self._response = response
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            await self._response.write(data)
+
+
+def _optional_int(query: dict[str, str], name: str) -> int | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequestError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise BadRequestError(f"{name} must not be negative")
+    return value
+
+
+class StreamingHandlers:
+    """exec/attach/portforward/logs for one request each, whatever route led there."""
+
+    def __init__(self, backend: StreamingBackend) -> None:
+        self.backend = backend
+
+    async def exec(
+        self, request: web.Request, pod: PodRef, container: str | None
+    ) -> web.StreamResponse:
+        commands = request.query.getall("command", [])
+        return await self._remote_command(request, pod, container, commands, require_command=True)
+
+    async def attach(
+        self, request: web.Request, pod: PodRef, container: str | None
+    ) -> web.StreamResponse:
+        return await self._remote_command(request, pod, container, [], require_command=False)
+
+    async def _remote_command(
+        self,
+        request: web.Request,
+        pod: PodRef,
+        container: str | None,
+        commands: list[str],
+        require_command: bool,
+    ) -> web.StreamResponse:
+        try:
+            options = ExecOptions.from_query(dict(request.query), commands, require_command)
+        except BadRequestError as exc:
+            return status_response(400, "BadRequest", str(exc))
+        target = container or options.container
+        if not target:
+            return status_response(400, "BadRequest", "a container name must be specified")
+        try:
+            await self.backend.resolve(pod, target)
+        except NotFoundError as exc:
+            return status_response(404, "NotFound", str(exc))
+
+        run: RunCommand
+        if require_command:
+
+            async def run(streams: ExecStreams) -> int | None:
+                return await self.backend.exec(pod, target, options.command, streams)
+
+        else:
+
+            async def run(streams: ExecStreams) -> int | None:
+                await self.backend.attach(pod, target, streams)
+                return 0
+
+        return await serve_remote_command(request, options, run)
+
+    async def port_forward(self, request: web.Request, pod: PodRef) -> web.StreamResponse:
+        try:
+            await self.backend.resolve(pod, None)
+        except NotFoundError as exc:
+            return status_response(404, "NotFound", str(exc))
+
+        async def forward(port: int, reader: InputStream, writer: OutputStream) -> None:
+            await self.backend.port_forward(pod, port, reader, writer)
+
+        return await serve_port_forward_request(request, str(pod), forward)
+
+    async def logs(
+        self, request: web.Request, pod: PodRef, container: str | None
+    ) -> web.StreamResponse:
+        query = dict(request.query)
+        target = container or query.get("container")
+        if not target:
+            return status_response(400, "BadRequest", "a container name must be specified")
+        try:
+            options = LogOptions(
+                follow=query.get("follow", "") in ("1", "true", "True"),
+                tail_lines=_optional_int(query, "tailLines"),
+                timestamps=query.get("timestamps", "") in ("1", "true", "True"),
+                previous=query.get("previous", "") in ("1", "true", "True"),
+                since_seconds=_optional_int(query, "sinceSeconds"),
+                limit_bytes=_optional_int(query, "limitBytes"),
+            )
+            await self.backend.resolve(pod, target)
+        except BadRequestError as exc:
+            return status_response(400, "BadRequest", str(exc))
+        except NotFoundError as exc:
+            return status_response(404, "NotFound", str(exc))
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            await self.backend.logs(pod, target, options, _ResponseOutput(response))
+            await response.write_eof()
+        return response
+
+
+async def serve_remote_command(
+    request: web.Request, options: ExecOptions, run: RunCommand
+) -> web.StreamResponse:
+    """Upgrade (WebSocket or SPDY) and run one exec/attach on the connection."""
+    try:
+        if wants_websocket(request):
+            protocol = check_websocket(request, WEBSOCKET_PROTOCOLS)
+            ws = await accept_websocket(request, protocol)
+            await serve_websocket(ws, options, run)
+            return ws
+        if wants_spdy(request):
+            protocol, transport, response = await accept_spdy(request, SPDY_PROTOCOLS)
+            session = SpdySession(transport)
+            session.start()
+            await serve_spdy(session, protocol, options, run)
+            return response
+    except UpgradeRefused as exc:
+        return status_response(exc.status, exc.reason, exc.message)
+    return status_response(400, "BadRequest", "Upgrade request required")
+
+
+async def serve_port_forward_request(
+    request: web.Request,
+    pod_description: str,
+    forward: Callable[[int, InputStream, OutputStream], Awaitable[None]],
+) -> web.StreamResponse:
+    """Upgrade (SPDY inside a WebSocket, or plain SPDY) and forward ports until the client leaves."""
+    try:
+        if wants_websocket(request):
+            check_websocket(request, (WEBSOCKET_TUNNEL_PROTOCOL,))
+            ws = await accept_websocket(request, WEBSOCKET_TUNNEL_PROTOCOL)
+            session = SpdySession(WebSocketTransport(ws))
+            session.start()
+            await serve_port_forward(session, pod_description, forward)
+            return ws
+        if wants_spdy(request):
+            _protocol, transport, response = await accept_spdy(request, (PORT_FORWARD_PROTOCOL,))
+            session = SpdySession(transport)
+            session.start()
+            await serve_port_forward(session, pod_description, forward)
+            return response
+    except UpgradeRefused as exc:
+        return status_response(exc.status, exc.reason, exc.message)
+    return status_response(400, "BadRequest", "Upgrade request required")
+
+
+def create_app(
+    backend: StreamingBackend, allowed_common_names: Iterable[str] | None = None
+) -> web.Application:
+    """The kubelet streaming routes; with `allowed_common_names`, TLS client CNs are checked."""
+    handlers = StreamingHandlers(backend)
+    allowed = frozenset(allowed_common_names) if allowed_common_names is not None else None
+
+    @web.middleware
+    async def authorize(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if allowed is not None:
+            name = client_common_name(request)
+            if name is None:
+                return status_response(401, "Unauthorized", "Unauthorized")
+            if name not in allowed:
+                return status_response(
+                    403, "Forbidden", f'User "{name}" cannot use the kubelet streaming API'
+                )
+        return await handler(request)
+
+    def pod_of(request: web.Request) -> PodRef:
+        return PodRef(request.match_info["namespace"], request.match_info["pod"])
+
+    async def exec_route(request: web.Request) -> web.StreamResponse:
+        return await handlers.exec(request, pod_of(request), request.match_info["container"])
+
+    async def attach_route(request: web.Request) -> web.StreamResponse:
+        return await handlers.attach(request, pod_of(request), request.match_info["container"])
+
+    async def port_forward_route(request: web.Request) -> web.StreamResponse:
+        return await handlers.port_forward(request, pod_of(request))
+
+    async def logs_route(request: web.Request) -> web.StreamResponse:
+        return await handlers.logs(request, pod_of(request), request.match_info["container"])
+
+    app = web.Application(middlewares=[authorize])
+    app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", logs_route)
+    for method in ("GET", "POST"):
+        app.router.add_route(method, "/exec/{namespace}/{pod}/{container}", exec_route)
+        app.router.add_route(method, "/attach/{namespace}/{pod}/{container}", attach_route)
+        app.router.add_route(method, "/portForward/{namespace}/{pod}", port_forward_route)
+    return app
+
+
+def client_common_name(request: web.BaseRequest) -> str | None:
+    """The CN of the verified TLS client certificate, if any."""
+    transport = request.transport
+    if transport is None:
+        return None
+    cert = transport.get_extra_info("peercert")
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+def server_ssl_context(cert_file: Path, key_file: Path, client_ca_file: Path) -> ssl.SSLContext:
+    """TLS that demands a client certificate signed by `client_ca_file`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    context.load_verify_locations(cafile=str(client_ca_file))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class StreamingServer:
+    """Runs the streaming app on host:port (port 0 = pick one) with client-certificate TLS."""
+
+    def __init__(
+        self,
+        backend: StreamingBackend,
+        *,
+        cert_file: Path,
+        key_file: Path,
+        client_ca_file: Path,
+        allowed_common_names: Iterable[str],
+    ) -> None:
+        self.app = create_app(backend, allowed_common_names)
+        self.ssl_context = server_ssl_context(cert_file, key_file, client_ca_file)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
