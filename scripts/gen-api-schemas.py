@@ -97,7 +97,7 @@ def refs_of(node: Any) -> set[str]:
         for key, value in node.items():
             if key == "$ref" and isinstance(value, str) and value.startswith(REF_PREFIX_OUT):
                 found.add(value[len(REF_PREFIX_OUT):])
-            else:
+            elif not (key == "$ref" and isinstance(value, str)):
                 found |= refs_of(value)
     elif isinstance(node, list):
         for value in node:

@@ -1,0 +1,309 @@
+"""OpenAPI v2/v3 documents: shape, PATCH operations kubectl looks for, and real kubectl.
+
+The kubectl tests serve the documents (plus the plain discovery documents kubectl needs to
+find a kind) from a throw-away HTTP server on loopback, then run stock kubectl against it:
+`kubectl explain` must render fields with their descriptions, and `kubectl apply
+--validate=strict --dry-run=client` must leave validation to the server (it does so only when
+the kind's PATCH operation advertises `fieldValidation`). kubectl must be installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from k3py.api import openapi
+from k3py.api.resources import ResourceInfo, ResourceTable, builtin_resources
+
+
+def _v3(table: ResourceTable, path: str) -> dict:
+    raw = openapi.openapi_v3_document(table, path)
+    assert raw is not None, path
+    return json.loads(raw)
+
+
+def _resolve(doc: dict, ref: str) -> dict:
+    prefix = "#/components/schemas/" if "components" in doc else "#/definitions/"
+    assert ref.startswith(prefix), ref
+    name = ref[len(prefix):]
+    schemas = doc["components"]["schemas"] if "components" in doc else doc["definitions"]
+    assert name in schemas, f"dangling reference {ref}"
+    return schemas[name]
+
+
+def _all_refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _all_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _all_refs(value)
+
+
+def test_every_group_version_document_is_complete() -> None:
+    table = builtin_resources()
+    index = openapi.openapi_v3_index(table)
+    expected_paths = {openapi.gv_path(g, v) for g, vs in table.groups() for v in vs}
+    assert set(index["paths"]) == expected_paths
+    for path, entry in index["paths"].items():
+        url = entry["serverRelativeURL"]
+        assert url.startswith(f"/openapi/v3/{path}?hash=") and len(url.split("hash=")[1]) == 128
+        doc = _v3(table, path)
+        assert doc["openapi"].startswith("3.")
+        for ref in set(_all_refs(doc)):
+            _resolve(doc, ref)  # every reference resolves inside the document
+        group, version = (("", path.split("/")[1]) if path.startswith("api/")
+                          else tuple(path.split("/")[1:]))
+        for info in table.resources(group, version):
+            patches = [
+                op["patch"] for p, op in doc["paths"].items()
+                if "patch" in op and p.endswith(f"/{info.plural}/{{name}}")
+            ]
+            if "patch" not in info.verbs:
+                assert not patches, info.plural
+                continue
+            assert len(patches) == 1, info.plural
+            patch = patches[0]
+            assert patch["x-kubernetes-group-version-kind"] == {
+                "group": info.group, "version": info.version, "kind": info.kind}
+            assert {"name": "fieldValidation", "in": "query"}.items() <= next(
+                p for p in patch["parameters"] if p["name"] == "fieldValidation").items()
+            assert "application/strategic-merge-patch+json" in patch["requestBody"]["content"]
+            # the kind's schema: found by GVK, with descriptions for explain
+            kinds = [s for s in doc["components"]["schemas"].values()
+                     if {"group": info.group, "version": info.version, "kind": info.kind}
+                     in s.get("x-kubernetes-group-version-kind", [])]
+            assert len(kinds) == 1, info.kind
+            assert kinds[0]["description"] and "metadata" in kinds[0]["properties"]
+
+
+def test_explain_relevant_refs_and_patch_extensions() -> None:
+    doc = _v3(builtin_resources(), "apis/apps/v1")
+    schemas = doc["components"]["schemas"]
+    spec = schemas["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"]
+    # a $ref with a description sits in an allOf, as upstream writes v3
+    assert spec["description"] and spec["allOf"] == [{"$ref": "#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec"}]
+    pod_spec = schemas["io.k8s.api.core.v1.PodSpec"]["properties"]
+    assert pod_spec["containers"]["x-kubernetes-patch-merge-key"] == "name"
+    assert pod_spec["containers"]["x-kubernetes-patch-strategy"] == "merge"
+    assert schemas["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] == {
+        **schemas["io.k8s.apimachinery.pkg.util.intstr.IntOrString"], "type": "string", "format": "int-or-string"}
+    scale = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]["patch"]
+    assert scale["x-kubernetes-group-version-kind"] == {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+    assert "io.k8s.api.autoscaling.v1.Scale" in schemas
+
+
+def test_core_paths_subresources_and_unknown_paths() -> None:
+    table = builtin_resources()
+    doc = _v3(table, "api/v1")
+    paths = doc["paths"]
+    assert set(paths["/api/v1/namespaces/{namespace}/pods"]) >= {"get", "post", "delete", "parameters"}
+    assert "get" in paths["/api/v1/pods"]
+    assert set(paths["/api/v1/namespaces/{namespace}/pods/{name}/exec"]) >= {"get", "post"}
+    assert "get" in paths["/api/v1/namespaces/{namespace}/pods/{name}/log"]
+    assert "post" in paths["/api/v1/namespaces/{namespace}/pods/{name}/eviction"]
+    assert set(paths["/api/v1/namespaces/{namespace}/bindings"]) == {"post", "parameters"}
+    assert "put" in paths["/api/v1/namespaces/{name}/finalize"]
+    assert "/api/v1/nodes/{name}" in paths and "/api/v1/namespaces/{namespace}/nodes" not in paths
+    ops = [op["operationId"] for p in paths.values() for k, op in p.items() if k != "parameters"]
+    assert len(ops) == len(set(ops)), "operation ids must be unique"
+    assert "listCoreV1NamespacedPod" in ops and "patchCoreV1NamespacedPodStatus" in ops
+    for bad in ("apis/nope/v1", "api/v9", "bogus", "apis/apps", ""):
+        assert openapi.openapi_v3_document(table, bad) is None
+
+
+def test_v2_document() -> None:
+    table = builtin_resources()
+    doc = json.loads(openapi.openapi_v2(table))
+    assert doc["swagger"] == "2.0"
+    for ref in set(_all_refs(doc)):
+        _resolve(doc, ref)
+    patch = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
+    assert patch["x-kubernetes-group-version-kind"]["kind"] == "Deployment"
+    assert any(p["name"] == "fieldValidation" and p["in"] == "query" for p in patch["parameters"])
+    assert any(p["in"] == "body" for p in patch["parameters"])
+    assert "application/strategic-merge-patch+json" in patch["consumes"]
+
+
+def test_crds_appear_and_caches_follow_the_table() -> None:
+    table = builtin_resources()
+    before = openapi.openapi_v3_index(table)
+    assert openapi.openapi_v3_document(table, "apis/example.com/v1") is None
+    table.add(ResourceInfo("example.com", "v1", "Widget", "widgets", "widget", True,
+                           ("create", "delete", "get", "list", "patch", "update", "watch")))
+    after = openapi.openapi_v3_index(table)
+    assert after["paths"]["api/v1"] == before["paths"]["api/v1"]  # unchanged GVs keep their hash
+    assert "apis/example.com/v1" in after["paths"]
+    doc = _v3(table, "apis/example.com/v1")
+    patch = doc["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == {"group": "example.com", "version": "v1", "kind": "Widget"}
+    widget = doc["components"]["schemas"]["com.example.v1.Widget"]
+    assert widget["x-kubernetes-preserve-unknown-fields"] is True
+    assert "com.example.v1.Widget" in json.loads(openapi.openapi_v2(table))["definitions"]
+    table.remove("example.com", "v1", "widgets")
+    assert openapi.openapi_v3_document(table, "apis/example.com/v1") is None
+    assert openapi.openapi_v3_index(table) == before
+
+
+def test_documents_are_cached() -> None:
+    table = builtin_resources()
+    first = openapi.openapi_v3_document(table, "api/v1")
+    assert openapi.openapi_v3_document(table, "api/v1") is first
+    assert openapi.openapi_v2(table) is openapi.openapi_v2(table)
+
+
+# --- stock kubectl against the documents -----------------------------------------------------
+
+
+def _discovery(table: ResourceTable, path: str) -> dict | None:
+    """Plain (non-aggregated) discovery, just enough for kubectl to map kinds to resources."""
+    if path == "/version":
+        return {"major": "1", "minor": "32", "gitVersion": "v1.32.4"}
+    if path == "/api":
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+    if path == "/apis":
+        groups = []
+        for group, versions in table.groups():
+            if group:
+                gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+                groups.append({"name": group, "versions": gvs, "preferredVersion": gvs[0]})
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+    parts = path.strip("/").split("/")
+    if len(parts) == 2 and parts[0] == "api":
+        group, version = "", parts[1]
+    elif len(parts) == 3 and parts[0] == "apis":
+        group, version = parts[1], parts[2]
+    else:
+        return None
+    infos = table.resources(group, version)
+    if not infos:
+        return None
+    return {
+        "kind": "APIResourceList", "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": [{"name": i.plural, "singularName": i.singular, "namespaced": i.namespaced,
+                       "kind": i.kind, "verbs": list(i.verbs), "shortNames": list(i.short_names),
+                       "categories": list(i.categories)} for i in infos],
+    }
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[[Callable[[str, bytes], bytes] | None], str]]:
+    """Start a loopback server for the documents; an optional filter rewrites v3 documents."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(rewrite: Callable[[str, bytes], bytes] | None = None) -> str:
+        table = builtin_resources()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = urlsplit(self.path).path
+                body: bytes | None
+                if path == "/openapi/v3":
+                    body = json.dumps(openapi.openapi_v3_index(table)).encode()
+                elif path.startswith("/openapi/v3/"):
+                    gv = path[len("/openapi/v3/"):]
+                    body = openapi.openapi_v3_document(table, gv)
+                    if body is not None and rewrite is not None:
+                        body = rewrite(gv, body)
+                else:
+                    found = _discovery(table, path)
+                    body = json.dumps(found).encode() if found is not None else None
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                payload = body if body is not None else b"{}"
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _kubectl(tmp_path: Path, server: str, *args: str) -> subprocess.CompletedProcess[str]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl is not None, "kubectl is required for the OpenAPI tests"
+    cache = tmp_path / f"cache-{server.rsplit(':', 1)[1]}"
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "none"), "KUBECACHEDIR": str(cache)}
+    return subprocess.run([kubectl, "--server", server, *args], capture_output=True, text=True,
+                          env=env, timeout=120, check=False, cwd=tmp_path)
+
+
+def test_kubectl_explain_renders_fields(serve: Any, tmp_path: Path) -> None:
+    server = serve()
+    out = _kubectl(tmp_path, server, "explain", "deployment.spec.template.spec.containers")
+    assert out.returncode == 0, out.stderr
+    assert "KIND:       Deployment" in out.stdout
+    assert "FIELD: containers <[]Container>" in out.stdout
+    assert "imagePullPolicy\t<string>" in out.stdout
+    out = _kubectl(tmp_path, server, "explain", "cronjobs.spec.jobTemplate.spec.template.spec.volumes.configMap")
+    assert out.returncode == 0, out.stderr
+    assert "FIELD: configMap <ConfigMapVolumeSource>" in out.stdout
+    out = _kubectl(tmp_path, server, "explain", "hpa.spec.metrics")
+    assert out.returncode == 0 and "VERSION:    v2" in out.stdout, out.stdout + out.stderr
+
+
+MANIFEST = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {a: b}
+bogusField: 1
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  bogusSpecField: 2
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+"""
+
+
+def test_kubectl_leaves_validation_to_the_server(serve: Any, tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    server = serve()
+    out = _kubectl(tmp_path, server, "apply", "--dry-run=client", "--validate=strict", "-f", "m.yaml")
+    assert out.returncode == 0, out.stderr
+    assert "configmap/cfg created (dry run)" in out.stdout
+    assert "deployment.apps/web created (dry run)" in out.stdout
+
+    # Control: without fieldValidation on PATCH, kubectl validates by itself (and, finding no
+    # /openapi/v2 here, fails).
+    def drop_field_validation(_gv: str, body: bytes) -> bytes:
+        doc = json.loads(body)
+        for item in doc["paths"].values():
+            if "patch" in item:
+                item["patch"]["parameters"] = [
+                    p for p in item["patch"]["parameters"] if p["name"] != "fieldValidation"]
+        return json.dumps(doc).encode()
+
+    server = serve(drop_field_validation)
+    out = _kubectl(tmp_path, server, "apply", "--dry-run=client", "--validate=strict", "-f", "m.yaml")
+    assert out.returncode != 0
+    assert "error validating" in out.stderr
