@@ -510,3 +510,17 @@ def test_reconcile_also_removes_bridge_ports_nobody_owns(node: Node) -> None:
     assert node.host.in_netns(node.pods.reconcile, {"uid-a"}) == []
     ports = node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout
     assert "vethorphan" not in ports and host_veth_name("uid-a") in ports
+
+
+def test_start_and_host_port_changes_repair_what_others_removed(node: Node) -> None:
+    _, pod_ip = node.add_pod("uid-a", [HostPort(8080, 80)])
+    node.sh("nft", "delete", "table", "ip", "k3py-nat")
+    node.sh("ip", "route", "del", "unreachable", "10.42.0.0/16", "metric", "4242")
+    # A hostPort change finds its chain gone and writes the whole table back.
+    node.add_pod("uid-b", [HostPort(9090, 90)])
+    ruleset = node.sh("nft", "list", "ruleset").stdout
+    assert f"dnat to {pod_ip.ip}:80" in ruleset and "masquerade" in ruleset
+    # A restart of the agent puts the safety route back, and keeps the pods' rules.
+    node.restart()
+    assert "unreachable 10.42.0.0/16 metric 4242" in node.sh("ip", "route").stdout
+    assert f"dnat to {pod_ip.ip}:80" in node.sh("nft", "list", "ruleset").stdout

@@ -22,7 +22,7 @@ from k3py.agent.network import (
     host_veth_name,
     uses_pod_network,
 )
-from k3py.agent.network.nftables import render_ruleset
+from k3py.agent.network.nftables import render_host_ports, render_ruleset
 
 A = ipaddress.IPv4Address
 
@@ -218,3 +218,12 @@ def test_ruleset_masquerades_pod_egress_and_dnats_host_ports(tmp_path: Path) -> 
         'tcp dport 8080 dnat to 10.42.5.2:80 comment "pod uid-a"',
         'ip daddr 192.0.2.1 udp dport 5353 dnat to 10.42.5.3:53 comment "pod uid-b"',
     ]
+
+
+def test_host_port_updates_replace_only_the_hostport_chain(tmp_path: Path) -> None:
+    config = NodeNetworkConfig(pod_cidr="10.42.5.0/24", data_dir=tmp_path)
+    assert render_host_ports(config, {"uid-a": ("10.42.5.2", [HostPort(8080, 80)])}) == (
+        "flush chain ip k3py-nat hostports\n"
+        'add rule ip k3py-nat hostports tcp dport 8080 dnat to 10.42.5.2:80 comment "pod uid-a"\n'
+    )
+    assert render_host_ports(config, {}) == "flush chain ip k3py-nat hostports\n"
