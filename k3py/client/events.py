@@ -1,0 +1,120 @@
+"""Recording core/v1 Events (what ``kubectl describe`` and ``kubectl get events`` show).
+
+Components report things like ``Scheduled`` or ``FailedScheduling`` without waiting for the
+write: :meth:`EventRecorder.record` queues the event and one background task posts them, so a
+hot loop (the scheduler binding hundreds of pods a second) never blocks on event writes. A
+bounded queue drops events rather than growing without limit when the API server is slow —
+events are best-effort in Kubernetes too. Repeats of the same (object, reason, message) within
+the recorder's lifetime are folded into one Event whose ``count`` grows, as upstream's
+correlator does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from k3py.api.errors import ApiError
+from k3py.api.meta import now_rfc3339
+from k3py.client.interface import EVENTS, Client
+
+log = logging.getLogger("k3py.client.events")
+
+
+def object_reference(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    ref = {
+        "kind": obj.get("kind", ""),
+        "namespace": meta.get("namespace", ""),
+        "name": meta.get("name", ""),
+        "uid": meta.get("uid", ""),
+        "apiVersion": obj.get("apiVersion", ""),
+        "resourceVersion": meta.get("resourceVersion", ""),
+    }
+    return {k: v for k, v in ref.items() if v}
+
+
+class EventRecorder:
+    """Queue-and-post recorder for one component (``source.component``)."""
+
+    def __init__(self, client: Client, component: str, host: str = "", max_pending: int = 10_000) -> None:
+        self.client = client
+        self.component = component
+        self.host = host
+        self._queue: asyncio.Queue[tuple[dict[str, Any], str, str, str]] = asyncio.Queue(max_pending)
+        self._seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"events-{self.component}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        """Report ``reason``/``message`` about ``obj`` ("Normal" or "Warning"); never blocks."""
+        try:
+            self._queue.put_nowait((obj, event_type, reason, message))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def flush(self) -> None:
+        """Wait until every queued event has been posted (tests and shutdown)."""
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            obj, event_type, reason, message = await self._queue.get()
+            try:
+                await self._post(obj, event_type, reason, message)
+            except ApiError as e:
+                log.debug("event %s for %s not recorded: %s", reason, (obj.get("metadata") or {}).get("name"), e.message)
+            except Exception:
+                log.exception("event recording failed")
+            finally:
+                self._queue.task_done()
+
+    async def _post(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        ref = object_reference(obj)
+        namespace = ref.get("namespace") or "default"
+        key = (ref.get("uid", "") or ref.get("name", ""), reason, message)
+        now = now_rfc3339()
+        previous = self._seen.get(key)
+        if previous is not None:
+            previous["count"] = int(previous.get("count", 1)) + 1
+            previous["lastTimestamp"] = now
+            try:
+                self._seen[key] = await self.client.patch(
+                    EVENTS, previous["metadata"]["name"],
+                    {"count": previous["count"], "lastTimestamp": now}, namespace)
+                return
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{ref.get('name', 'unknown')}.{time.time_ns():x}", "namespace": namespace},
+            "involvedObject": ref,
+            "reason": reason,
+            "message": message,
+            "type": event_type,
+            "source": {"component": self.component, **({"host": self.host} if self.host else {})},
+            "reportingComponent": self.component,
+            "reportingInstance": self.host or self.component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._seen[key] = await self.client.create(EVENTS, event, namespace)
+        if len(self._seen) > 4096:
+            self._seen.pop(next(iter(self._seen)))

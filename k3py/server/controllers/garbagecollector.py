@@ -1,0 +1,239 @@
+"""The garbage collector: delete objects whose owners are gone; orphan and foreground deletion.
+
+It watches the kinds that carry ownerReferences in practice (pods, workloads and their
+revisions, jobs, endpoint slices, services, config maps...) and keeps a uid → object map
+across them plus an owner-uid index per kind. Work items are ``(kind index, key, role)``:
+
+- ``dependent``: check each ownerReference of the object. An owner counts as present when an
+  object with that uid is cached, or — for kinds it does not watch — when a GET of the owner
+  returns the same uid. When every owner is absent the dependent is deleted (Background, or
+  Foreground when an owner is itself being deleted in the foreground, so the whole subtree
+  blocks it); when only some are, the dangling references are patched away.
+- ``owner``: an object being deleted (``deletionTimestamp``) with the ``orphan`` finalizer
+  has its references removed from every dependent, then the finalizer removed; with the
+  ``foregroundDeletion`` finalizer its dependents are deleted, and the finalizer is removed
+  once none is left, letting the API server finish the deletion.
+
+Background deletion needs nothing from the owner: the server deletes it at once, and the
+dependents' checks find the owner gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable
+from typing import Any
+
+from k3py.api.errors import ApiError
+from k3py.api.resources import builtin_resources
+from k3py.client.controller import Controller
+from k3py.client.informer import (
+    OWNER_UID_INDEX,
+    Informer,
+    InformerFactory,
+    index_by_owner_uid,
+    object_key,
+)
+from k3py.client.interface import (
+    CONFIGMAPS,
+    CONTROLLERREVISIONS,
+    CRONJOBS,
+    DAEMONSETS,
+    DEPLOYMENTS,
+    ENDPOINTSLICES,
+    JOBS,
+    PODS,
+    REPLICASETS,
+    SERVICES,
+    STATEFULSETS,
+    Client,
+    Resource,
+)
+
+log = logging.getLogger("k3py.controllers.gc")
+
+WATCHED: tuple[Resource, ...] = (
+    PODS, REPLICASETS, DEPLOYMENTS, DAEMONSETS, STATEFULSETS, CONTROLLERREVISIONS, JOBS, CRONJOBS,
+    ENDPOINTSLICES, SERVICES, CONFIGMAPS,
+)
+ORPHAN = "orphan"
+FOREGROUND = "foregroundDeletion"
+
+Obj = dict[str, Any]
+
+
+def _meta(obj: Obj) -> Obj:
+    return obj.get("metadata") or {}
+
+
+def _finalizers(obj: Obj) -> list[str]:
+    return list(_meta(obj).get("finalizers") or [])
+
+
+class GarbageCollector(Controller):
+    """See the module docstring."""
+
+    name = "garbage-collector"
+    workers = 4
+
+    def __init__(self, client: Client, informers: InformerFactory, watched: tuple[Resource, ...] = WATCHED) -> None:
+        super().__init__(client, informers)
+        self.table = builtin_resources()
+        self.watched = watched
+        self.informers_by_index: list[Informer] = []
+        self.uids: dict[str, tuple[int, str]] = {}
+        self._kind_index = {(r.api_version, r.kind): i for i, r in enumerate(watched)}
+        for i, resource in enumerate(watched):
+            informer = informers.informer(resource, {OWNER_UID_INDEX: index_by_owner_uid})
+            self.informers_by_index.append(informer)
+            informer.add_handler(
+                lambda o, i=i: self._seen(i, o),
+                lambda _old, new, i=i: self._seen(i, new),
+                lambda o, i=i: self._gone(i, o),
+            )
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _seen(self, index: int, obj: Obj) -> None:
+        meta = _meta(obj)
+        key = object_key(obj)
+        if meta.get("uid"):
+            self.uids[meta["uid"]] = (index, key)
+        if meta.get("ownerReferences"):
+            self.queue.add((index, key, "dependent"))
+        if meta.get("deletionTimestamp") and ({ORPHAN, FOREGROUND} & set(_finalizers(obj))):
+            self.queue.add((index, key, "owner"))
+
+    def _gone(self, index: int, obj: Obj) -> None:
+        uid = _meta(obj).get("uid", "")
+        self.uids.pop(uid, None)
+        for dep_index, dep_key in self._dependents(uid):
+            self.queue.add((dep_index, dep_key, "dependent"))
+        # An owner in foreground deletion waits for exactly this: re-check it.
+        for ref in _meta(obj).get("ownerReferences") or ():
+            owner = self.uids.get(ref.get("uid", ""))
+            if owner is not None:
+                self.queue.add((owner[0], owner[1], "owner"))
+
+    def _dependents(self, uid: str) -> list[tuple[int, str]]:
+        found = []
+        for i, informer in enumerate(self.informers_by_index):
+            for key in informer.cache.index_keys(OWNER_UID_INDEX, uid):
+                found.append((i, key))
+        return found
+
+    # -- reconcile -------------------------------------------------------------------------
+
+    async def reconcile(self, key: Hashable) -> float | None:
+        index, obj_key, role = key  # type: ignore[misc]
+        obj = self.informers_by_index[index].cache.get(obj_key)
+        if obj is None:
+            return None
+        if role == "owner":
+            return await self._process_owner(index, obj)
+        return await self._process_dependent(index, obj)
+
+    async def _owner_state(self, ref: Obj, namespace: str) -> str:
+        """"present", "absent" or "deleting-foreground" for one ownerReference."""
+        uid = ref.get("uid", "")
+        cached = self.uids.get(uid)
+        if cached is not None:
+            owner = self.informers_by_index[cached[0]].cache.get(cached[1])
+            if owner is not None:
+                if _meta(owner).get("deletionTimestamp") and FOREGROUND in _finalizers(owner):
+                    return "deleting-foreground"
+                return "present"
+        api_version = str(ref.get("apiVersion", ""))
+        group, _, version = api_version.rpartition("/")
+        if (api_version, ref.get("kind")) in self._kind_index:
+            # A kind we watch and have no object for: confirm with the server (cache lag).
+            resource = self.watched[self._kind_index[(api_version, ref.get("kind"))]]
+        else:
+            info = self.table.by_kind(group, version, str(ref.get("kind", "")))
+            if info is None:
+                return "present"  # unknown kind (e.g. a CRD): never collect on a guess
+            resource = Resource(info.group, info.version, info.plural, info.kind, info.namespaced)
+        try:
+            owner = await self.client.get(resource, str(ref.get("name", "")), namespace if resource.namespaced else "")
+        except ApiError as e:
+            if e.code == 404:
+                return "absent"
+            raise
+        if _meta(owner).get("uid") != uid:
+            return "absent"
+        if _meta(owner).get("deletionTimestamp") and FOREGROUND in _finalizers(owner):
+            return "deleting-foreground"
+        return "present"
+
+    async def _process_dependent(self, index: int, obj: Obj) -> float | None:
+        meta = _meta(obj)
+        refs = list(meta.get("ownerReferences") or [])
+        if not refs or meta.get("deletionTimestamp"):
+            return None
+        namespace = meta.get("namespace", "")
+        states = [await self._owner_state(ref, namespace) for ref in refs]
+        resource = self.watched[index]
+        if "present" in states:
+            dangling = [r for r, s in zip(refs, states, strict=True) if s == "absent"]
+            if dangling:
+                keep = [r for r, s in zip(refs, states, strict=True) if s != "absent"]
+                await self._patch(resource, obj, {"ownerReferences": keep})
+            return None
+        policy = "Foreground" if "deleting-foreground" in states else "Background"
+        log.debug("deleting %s %s: owners gone (%s)", resource.plural, object_key(obj), policy)
+        try:
+            await self.client.delete(resource, meta["name"], namespace, propagation_policy=policy,
+                                     preconditions={"uid": meta.get("uid", "")})
+        except ApiError as e:
+            if e.code not in (404, 409):
+                raise
+        return None
+
+    async def _process_owner(self, index: int, owner: Obj) -> float | None:
+        meta = _meta(owner)
+        if not meta.get("deletionTimestamp"):
+            return None
+        finalizers = _finalizers(owner)
+        uid = meta.get("uid", "")
+        dependents = self._dependents(uid)
+        if ORPHAN in finalizers:
+            for dep_index, dep_key in dependents:
+                dep = self.informers_by_index[dep_index].cache.get(dep_key)
+                if dep is None:
+                    continue
+                keep = [r for r in _meta(dep).get("ownerReferences") or () if r.get("uid") != uid]
+                await self._patch(self.watched[dep_index], dep, {"ownerReferences": keep or None})
+            await self._remove_finalizer(index, owner, ORPHAN)
+            return None
+        if FOREGROUND in finalizers:
+            remaining = 0
+            for dep_index, dep_key in dependents:
+                dep = self.informers_by_index[dep_index].cache.get(dep_key)
+                if dep is None:
+                    continue
+                remaining += 1
+                if not _meta(dep).get("deletionTimestamp"):
+                    try:
+                        await self.client.delete(self.watched[dep_index], _meta(dep)["name"], _meta(dep).get("namespace", ""),
+                                                 propagation_policy="Foreground", preconditions={"uid": _meta(dep).get("uid", "")})
+                    except ApiError as e:
+                        if e.code not in (404, 409):
+                            raise
+            if remaining == 0:
+                await self._remove_finalizer(index, owner, FOREGROUND)
+                return None
+            return 5.0  # dependents' deletions wake us; this is only a safety net
+        return None
+
+    async def _patch(self, resource: Resource, obj: Obj, meta_patch: Obj) -> None:
+        meta = _meta(obj)
+        patch = {"metadata": {**meta_patch, "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")}}
+        try:
+            await self.client.patch(resource, meta["name"], patch, meta.get("namespace", ""))
+        except ApiError as e:
+            if e.code != 404:
+                raise
+
+    async def _remove_finalizer(self, index: int, obj: Obj, finalizer: str) -> None:
+        keep = [f for f in _finalizers(obj) if f != finalizer]
+        await self._patch(self.watched[index], obj, {"finalizers": keep or None})

@@ -1,0 +1,285 @@
+"""The scheduler: bind each pending pod of ``default-scheduler`` to a node.
+
+Informers on nodes and pods keep a :class:`NodeInfo` per node up to date incrementally (pods
+are added to / removed from their node's totals as the pod informer reports them). Pods with
+no ``spec.nodeName``, ``schedulerName`` default-scheduler and no deletionTimestamp are queued
+by key; one scheduling loop takes them one at a time (so decisions never race each other):
+
+1. *filter*: walk nodes from a rotating start index until enough feasible nodes are found
+   (all nodes below 100, else upstream's adaptive percentage — 10% of 5,000), counting why
+   the others failed;
+2. *score* the feasible ones (least allocated) and pick the best;
+3. *assume*: add the pod to that node's totals at once, so the next pod sees it, and bind
+   asynchronously (POST pods/binding; the API server sets the PodScheduled condition);
+   a failed bind un-assumes and retries the pod.
+
+A pod that fits nowhere gets ``PodScheduled=False`` (reason Unschedulable) with upstream's
+summary message, a ``FailedScheduling`` Warning event, and waits in an unschedulable set
+that is flushed back into the queue when the cluster changes (a node added or updated, a pod
+deleted or finished) or after at most 10 s. Successful binds record a ``Scheduled`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable
+from typing import Any
+
+from k3py.api.errors import ApiError
+from k3py.api.meta import now_rfc3339
+from k3py.client.controller import Controller
+from k3py.client.events import EventRecorder
+from k3py.client.informer import InformerFactory, object_key
+from k3py.client.interface import NODES, PODS, Client
+from k3py.server.scheduler.nodeinfo import NodeInfo, Requests, pod_host_ports, pod_requests
+from k3py.server.scheduler.predicates import (
+    PodFacts,
+    failure_summary,
+    filter_node,
+    least_allocated_score,
+    nodes_to_find,
+)
+
+log = logging.getLogger("k3py.scheduler")
+
+SCHEDULER_NAME = "default-scheduler"
+UNSCHEDULABLE_FLUSH = 10.0
+MAX_BINDS_IN_FLIGHT = 128
+
+Obj = dict[str, Any]
+
+
+def _is_terminal(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def wants_scheduling(pod: Obj) -> bool:
+    spec = pod.get("spec") or {}
+    meta = pod.get("metadata") or {}
+    return (not spec.get("nodeName") and (spec.get("schedulerName") or SCHEDULER_NAME) == SCHEDULER_NAME
+            and not meta.get("deletionTimestamp") and not _is_terminal(pod))
+
+
+class Scheduler(Controller):
+    """See the module docstring. One worker: decisions are serial, binds concurrent."""
+
+    name = "scheduler"
+    workers = 1
+
+    def __init__(self, client: Client, informers: InformerFactory, percentage_of_nodes_to_score: int = 0) -> None:
+        super().__init__(client, informers)
+        self.nodes: dict[str, NodeInfo] = {}
+        self._node_order: list[str] = []
+        self._next_start = 0
+        self.percentage = percentage_of_nodes_to_score
+        # pod key -> (node, requests, ports) as accounted on that node
+        self._placed: dict[str, tuple[str, Requests, frozenset[tuple[str, str, int]]]] = {}
+        self._by_node: dict[str, set[str]] = {}
+        self._assumed: set[str] = set()
+        self._unschedulable: set[str] = set()
+        self._binds = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
+        self._bind_tasks: set[asyncio.Task[None]] = set()
+        self.recorder = EventRecorder(client, SCHEDULER_NAME)
+        self.scheduled = 0
+        self.node_informer = informers.informer(NODES)
+        self.pod_informer = informers.informer(PODS)
+        self.node_informer.add_handler(self._node_added, self._node_updated, self._node_deleted)
+        self.pod_informer.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
+
+    # -- cluster state ---------------------------------------------------------------------
+
+    def _node_added(self, node: Obj) -> None:
+        name = node["metadata"]["name"]
+        info = self.nodes.get(name)
+        if info is None:
+            info = NodeInfo(name)
+            self.nodes[name] = info
+            self._node_order.append(name)
+            # Pods may have been seen on this node before the node itself.
+            for key in self._by_node.get(name, ()):
+                _, req, ports = self._placed[key]
+                info.add_pod(req, ports)
+        info.set_node(node)
+        self._flush_unschedulable()
+
+    def _node_updated(self, old: Obj, new: Obj) -> None:
+        info = self.nodes.get(new["metadata"]["name"])
+        if info is None:
+            self._node_added(new)
+            return
+        info.set_node(new)
+        # Lease-style heartbeats change nothing the filters read; only flush on real changes.
+        if (old.get("spec") != new.get("spec") or (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get("labels")
+                or _ready(old) != _ready(new) or (old.get("status") or {}).get("allocatable") != (new.get("status") or {}).get("allocatable")):
+            self._flush_unschedulable()
+
+    def _node_deleted(self, node: Obj) -> None:
+        name = node["metadata"]["name"]
+        if self.nodes.pop(name, None) is not None:
+            self._node_order.remove(name)
+
+    def _account(self, key: str, pod: Obj) -> None:
+        """Make ``_placed`` reflect ``pod``: on its node while bound and not terminal."""
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        placed = self._placed.get(key)
+        if placed is not None and (not node or placed[0] != node or _is_terminal(pod)):
+            self._unplace(key)
+            placed = None
+        if placed is None and node and not _is_terminal(pod):
+            self._place(key, node, pod_requests(pod), pod_host_ports(pod))
+
+    def _place(self, key: str, node: str, req: Requests, ports: frozenset[tuple[str, str, int]]) -> None:
+        info = self.nodes.get(node)
+        if info is not None:
+            info.add_pod(req, ports)
+        self._placed[key] = (node, req, ports)
+        self._by_node.setdefault(node, set()).add(key)
+
+    def _unplace(self, key: str) -> None:
+        placed = self._placed.pop(key, None)
+        if placed is not None:
+            info = self.nodes.get(placed[0])
+            if info is not None:
+                info.remove_pod(placed[1], placed[2])
+            keys = self._by_node.get(placed[0])
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_node[placed[0]]
+
+    def _pod_added(self, pod: Obj) -> None:
+        key = object_key(pod)
+        self._assumed.discard(key)
+        self._account(key, pod)
+        if wants_scheduling(pod):
+            self.queue.add(key)
+
+    def _pod_updated(self, old: Obj, new: Obj) -> None:
+        key = object_key(new)
+        if (new.get("spec") or {}).get("nodeName"):
+            self._assumed.discard(key)
+        was_placed = key in self._placed
+        self._account(key, new)
+        if was_placed and key not in self._placed:
+            self._flush_unschedulable()  # resources freed (pod finished)
+        if wants_scheduling(new) and key not in self._unschedulable:
+            self.queue.add(key)
+
+    def _pod_deleted(self, pod: Obj) -> None:
+        key = object_key(pod)
+        self._assumed.discard(key)
+        self._unschedulable.discard(key)
+        if key in self._placed:
+            self._unplace(key)
+            self._flush_unschedulable()
+
+    def _flush_unschedulable(self) -> None:
+        if self._unschedulable:
+            for key in self._unschedulable:
+                self.queue.add(key)
+            self._unschedulable.clear()
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def find_node(self, pod: Obj) -> tuple[str | None, dict[str, int]]:
+        """The best node for ``pod`` (or None) and, when none fits, the failure reasons."""
+        facts = PodFacts(pod, pod_requests(pod), pod_host_ports(pod))
+        order = self._node_order
+        total = len(order)
+        want = nodes_to_find(total, self.percentage)
+        best: str | None = None
+        best_score = -1.0
+        found = 0
+        reasons: dict[str, int] = {}
+        start = self._next_start % total if total else 0
+        checked = 0
+        for i in range(total):
+            name = order[(start + i) % total]
+            info = self.nodes[name]
+            checked += 1
+            failed = filter_node(facts, info)
+            if failed is not None:
+                for reason in failed:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                continue
+            found += 1
+            score = least_allocated_score(facts.requests, info)
+            if score > best_score:
+                best, best_score = name, score
+            if found >= want:
+                break
+        self._next_start = start + checked
+        return best, reasons
+
+    async def reconcile(self, key: Hashable) -> float | None:
+        key = str(key)
+        pod = self.pod_informer.cache.get(key)
+        self._unschedulable.discard(key)
+        if pod is None or not wants_scheduling(pod) or key in self._assumed:
+            return None
+        node, reasons = self.find_node(pod)
+        if node is None:
+            message = failure_summary(len(self._node_order), reasons)
+            self._unschedulable.add(key)
+            self.queue.add_after(key, UNSCHEDULABLE_FLUSH)
+            await self._mark_unschedulable(pod, message)
+            return None
+        # Assume: account the pod on the node now so the next decision sees it.
+        self._assumed.add(key)
+        self._place(key, node, pod_requests(pod), pod_host_ports(pod))
+        await self._binds.acquire()
+        task = asyncio.create_task(self._bind(key, pod, node))
+        self._bind_tasks.add(task)
+        task.add_done_callback(self._bind_tasks.discard)
+        return None
+
+    async def _bind(self, key: str, pod: Obj, node: str) -> None:
+        meta = pod["metadata"]
+        try:
+            await self.client.bind(meta.get("namespace", ""), meta["name"], node, meta.get("uid", ""))
+        except ApiError as e:
+            self._assumed.discard(key)
+            current = self._placed.get(key)
+            if current is not None and current[0] == node:
+                self._unplace(key)
+            if e.code != 404:
+                log.info("binding %s to %s failed: %s", key, node, e.message)
+                self.queue.add_rate_limited(key)
+            return
+        finally:
+            self._binds.release()
+        self.scheduled += 1
+        self.recorder.record(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node}")
+
+    async def _mark_unschedulable(self, pod: Obj, message: str) -> None:
+        self.recorder.record(pod, "Warning", "FailedScheduling", message)
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        current = next((c for c in conditions if c.get("type") == "PodScheduled"), None)
+        if current is not None and current.get("status") == "False" and current.get("message") == message:
+            return
+        patch = {"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+            "lastProbeTime": None, "lastTransitionTime": now_rfc3339(),
+        }]}}
+        try:
+            await self.client.patch(PODS, pod["metadata"]["name"], patch, pod["metadata"].get("namespace", ""),
+                                    patch_type="strategic", subresource="status")
+        except ApiError as e:
+            if e.code not in (404, 409):
+                raise
+
+    async def run(self) -> None:
+        self.recorder.start()
+        try:
+            await super().run()
+        finally:
+            for task in list(self._bind_tasks):
+                task.cancel()
+            await asyncio.gather(*self._bind_tasks, return_exceptions=True)
+            await self.recorder.stop()
+
+
+def _ready(node: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or ())
