@@ -19,6 +19,7 @@ needed; lists and values the user set are never replaced.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -388,6 +389,12 @@ def _default_service(obj: Obj) -> None:
 
 def _default_secret(obj: Obj) -> None:
     _default(obj, "type", "Opaque")
+    # stringData is write-only: upstream's conversion folds it into data (winning over data).
+    string_data = obj.pop("stringData", None)
+    if isinstance(string_data, dict) and string_data:
+        data = _child(obj, "data")
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode("ascii")
 
 
 def _default_namespace(obj: Obj) -> None:

@@ -271,6 +271,15 @@ def test_service_defaults() -> None:
 
 def test_small_kinds() -> None:
     assert defaulted({"apiVersion": "v1", "kind": "Secret"})["type"] == "Opaque"
+    secret = defaulted(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "data": {"a": "eA==", "b": "eQ=="},
+            "stringData": {"b": "z"},
+        }
+    )
+    assert secret["data"] == {"a": "eA==", "b": "eg=="} and "stringData" not in secret
     ns = defaulted({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})
     assert ns["spec"] == {"finalizers": ["kubernetes"]}
     assert ns["status"] == {"phase": "Active"}

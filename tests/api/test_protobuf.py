@@ -22,7 +22,10 @@ from typing import Any
 
 import pytest
 
+from k3py.api.defaults import apply_defaults
 from k3py.api.protobuf import ProtobufError, decode_k8s_protobuf, is_k8s_protobuf
+from k3py.api.resources import builtin_resources
+from k3py.api.validation import validate_object
 
 # ------------------------------------------------------------------ a recording fake API server
 
@@ -207,6 +210,17 @@ def test_kubectl_create_body_decodes_like_kubectl_json(
     assert decoded == expected
     # Go's field order is kept too (kind and apiVersion first, then metadata, ...).
     assert list(decoded) == list(expected)
+
+    # What kubectl creates is valid once defaulted, as on a real cluster (the server sets the
+    # namespace from the URL and the uid before defaulting).
+    group, _, version = decoded["apiVersion"].rpartition("/")
+    info = builtin_resources().by_kind(group, version, decoded["kind"])
+    assert info is not None
+    if info.namespaced:
+        decoded["metadata"]["namespace"] = "default"
+    decoded["metadata"]["uid"] = "0b5e7a5e-0000-4000-8000-000000000001"
+    apply_defaults(info, decoded)
+    assert validate_object(info, decoded, None) == []
 
 
 # ------------------------------------------------------------------ an independent encoder
