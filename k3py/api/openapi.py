@@ -298,7 +298,7 @@ class _Builder:
             )
         if "deletecollection" in verbs:
             coll_ops["delete"] = self._op(
-                "deletecollection", f"deleteCollection{group_camel}{ns_word}{kind}", tag, gvk,
+                "deletecollection", f"delete{group_camel}Collection{ns_word}{kind}", tag, gvk,
                 (*DELETE_PARAMS, *LIST_PARAMS), self._responses(self.ref(STATUS)),
                 f"delete collection of {kind}", body=self.ref(DELETE_OPTIONS),
             )
