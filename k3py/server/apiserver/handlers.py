@@ -132,7 +132,7 @@ class RestHandler:
 
     # -- entry ------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest, segments: list[str]) -> web.StreamResponse:
         rr = parse_resource_path(segments)
         if rr is None:
             raise errors.not_found_path(request.path)
@@ -175,7 +175,7 @@ class RestHandler:
     # -- output -----------------------------------------------------------------------------
 
     def _object_response(
-        self, request: web.Request, info: ResourceInfo, obj: dict[str, Any], status: int = 200
+        self, request: web.BaseRequest, info: ResourceInfo, obj: dict[str, Any], status: int = 200
     ) -> web.Response:
         neg = codec.negotiate(request.headers.get("Accept"))
         if neg.as_kind == "Table":
@@ -261,7 +261,7 @@ class RestHandler:
 
         return predicate
 
-    def _list_options(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> ListOptions:
+    def _list_options(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> ListOptions:
         q = request.query
         return ListOptions(
             namespace=rr.namespace,
@@ -274,17 +274,17 @@ class RestHandler:
 
     # -- verbs ------------------------------------------------------------------------------
 
-    async def get(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def get(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         obj = await self.registry.get(info, rr.namespace, rr.name)
         if rr.subresource == "scale":
             return self._plain(request, self._scale_of(info, obj))
         return self._object_response(request, info, obj)
 
-    def _plain(self, request: web.Request, body: dict[str, Any], status: int = 200) -> web.Response:
+    def _plain(self, request: web.BaseRequest, body: dict[str, Any], status: int = 200) -> web.Response:
         neg = codec.negotiate(request.headers.get("Accept"))
         return json_response(codec.encode(body, neg.media), status, neg.media)
 
-    async def list(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def list(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         neg = codec.negotiate(request.headers.get("Accept"))
         opts = self._list_options(request, info, rr)
         result = await self.registry.list(info, opts)
@@ -312,7 +312,7 @@ class RestHandler:
             body = {"kind": info.list_kind, "apiVersion": info.api_version, "metadata": list_meta, "items": result.items}
         return json_response(codec.encode(body, neg.media), 200, neg.media)
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         if request.content_length is not None and request.content_length > codec.MAX_BODY_BYTES:
             raise errors.request_entity_too_large()
         try:
@@ -320,7 +320,7 @@ class RestHandler:
         except web.HTTPRequestEntityTooLarge:
             raise errors.request_entity_too_large() from None
 
-    def _write_options(self, request: web.Request) -> WriteOptions:
+    def _write_options(self, request: web.BaseRequest) -> WriteOptions:
         q = request.query
         validation = q.get("fieldValidation", "")
         if validation not in ("", "Ignore", "Warn", "Strict"):
@@ -330,7 +330,7 @@ class RestHandler:
             raise errors.invalid("", "", [{"field": "fieldManager", "reason": "FieldValueTooLong", "message": "Too long: may not be more than 128 bytes"}])
         return WriteOptions(dry_run=_dry_run(q), field_manager=manager)
 
-    async def create(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def create(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         body = await self._read_body(request)
         obj = codec.decode_body(body, request.headers.get("Content-Type"))
         opts = self._write_options(request)
@@ -352,7 +352,7 @@ class RestHandler:
                 del meta["generation"]
         return obj
 
-    async def update(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def update(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         body = await self._read_body(request)
         obj = self._strip_protobuf_zero_meta(codec.decode_body(body, request.headers.get("Content-Type")))
         opts = self._write_options(request)
@@ -365,7 +365,7 @@ class RestHandler:
 
     # -- patch ------------------------------------------------------------------------------
 
-    async def patch(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def patch(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         content_type = codec.media_type(request.headers.get("Content-Type"))
         if content_type not in codec.PATCH_TYPES:
             raise errors.ApiError(
@@ -490,7 +490,7 @@ class RestHandler:
 
     async def _update_scale(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         info: ResourceInfo,
         rr: ResourceRequest,
         new_scale: Callable[[dict[str, Any]], Any],
@@ -544,7 +544,7 @@ class RestHandler:
         # Binding writes spec.nodeName and the PodScheduled condition together, as upstream.
         await self.registry.guaranteed_update(pods, namespace, pod_name, mutate, opts, subresource="bind")
 
-    async def _pod_action(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def _pod_action(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         body = codec.decode_body(await self._read_body(request), request.headers.get("Content-Type"))
         opts = self._write_options(request)
         if rr.subresource == "binding":
@@ -555,7 +555,7 @@ class RestHandler:
             await self.registry.delete(info, rr.namespace, rr.name, delete_opts)
         return self._plain(request, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
 
-    async def _binding_resource(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def _binding_resource(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         body = codec.decode_body(await self._read_body(request), request.headers.get("Content-Type"))
         name = ((body or {}).get("metadata") or {}).get("name", "") if isinstance(body, dict) else ""
         pods = self.table.lookup("", "v1", "pods")
@@ -573,7 +573,7 @@ class RestHandler:
 
     # -- delete -----------------------------------------------------------------------------
 
-    async def _delete_options(self, request: web.Request) -> DeleteOptions:
+    async def _delete_options(self, request: web.BaseRequest) -> DeleteOptions:
         body = await self._read_body(request)
         parsed = None
         if body.strip():
@@ -592,14 +592,14 @@ class RestHandler:
         opts.dry_run = opts.dry_run or _dry_run(q)
         return opts
 
-    async def delete(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def delete(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         if rr.subresource:
             raise errors.method_not_allowed()
         opts = await self._delete_options(request)
         obj, gone_now = await self.registry.delete(info, rr.namespace, rr.name, opts)
         return self._object_response(request, info, obj, 200 if gone_now else 202)
 
-    async def delete_collection(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def delete_collection(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         if "deletecollection" not in info.verbs:
             raise errors.method_not_allowed()
         opts = await self._delete_options(request)
@@ -610,7 +610,7 @@ class RestHandler:
 
     # -- watch ------------------------------------------------------------------------------
 
-    async def watch(self, request: web.Request, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def watch(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         q = request.query
         neg = codec.negotiate(request.headers.get("Accept"))
         predicate = self._predicate(info, q)

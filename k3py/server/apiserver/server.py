@@ -20,7 +20,6 @@ import logging
 import platform
 import ssl
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +84,11 @@ class ApiServer:
         self.openapi = OpenAPIRoutes(table)
         self.ready = False
         self._version_body = orjson.dumps(version_info())
-        self.app = web.Application(
-            client_max_size=codec.MAX_BODY_BYTES + 1024, middlewares=[self._boundary]
-        )
-        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
 
     # -- middleware -------------------------------------------------------------------------
 
-    def _authenticated(self, request: web.Request) -> bool:
+    def _authenticated(self, request: web.BaseRequest) -> bool:
         transport = request.transport
         if transport is not None:
             peercert = transport.get_extra_info("peercert")
@@ -104,14 +99,11 @@ class ApiServer:
             return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
         return False
 
-    @web.middleware
-    async def _boundary(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    async def _boundary(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             if request.path not in _PUBLIC_PATHS and not self._authenticated(request):
                 raise errors.unauthorized()
-            return await handler(request)
+            return await self._dispatch(request)
         except errors.ApiError as e:
             return _status_response(e)
         except web.HTTPRequestEntityTooLarge:
@@ -126,7 +118,7 @@ class ApiServer:
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         segments = [s for s in path.split("/") if s]
         if not segments:
@@ -152,7 +144,7 @@ class ApiServer:
                 paths.extend(f"/apis/{group}/{v}" for v in versions)
         return json_response(orjson.dumps({"paths": sorted(paths)}))
 
-    async def _api(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
+    async def _api(self, request: web.BaseRequest, segments: list[str]) -> web.StreamResponse:
         head = segments[0]
         if request.method == "GET":
             if len(segments) == 1:
@@ -186,7 +178,8 @@ class ApiServer:
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        server = _Server(self._boundary, access_log=None)
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True)
         await site.start()
@@ -195,6 +188,16 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server (no router, no middleware chain: we dispatch ourselves),
+    with request bodies allowed up to the API's 3 MiB limit."""
+
+    def _make_request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, self._loop, client_max_size=codec.MAX_BODY_BYTES + 1024
+        )
 
 
 def server_ssl_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
@@ -212,7 +215,7 @@ def elapsed_ms(start: float) -> float:
     return (time.monotonic() - start) * 1000
 
 
-def user_of(request: web.Request) -> dict[str, Any]:
+def user_of(request: web.BaseRequest) -> dict[str, Any]:
     """The authenticated user from the client certificate (CN user, O groups)."""
     transport = request.transport
     cert = transport.get_extra_info("peercert") if transport else None
