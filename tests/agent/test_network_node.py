@@ -524,3 +524,22 @@ def test_start_and_host_port_changes_repair_what_others_removed(node: Node) -> N
     node.restart()
     assert "unreachable 10.42.0.0/16 metric 4242" in node.sh("ip", "route").stdout
     assert f"dnat to {pod_ip.ip}:80" in node.sh("nft", "list", "ruleset").stdout
+
+
+def test_host_port_bound_to_one_host_ip_only_answers_there(node: Node, internet: NetnsHost) -> None:
+    # Container port dicts, as the kubelet finds them in the pod spec, are accepted too.
+    web, _ = node.add_pod("uid-web")
+    node.host.in_netns(
+        node.pods.setup, "uid-web", f"/run/netns/{web.name}",
+        [{"containerPort": 80, "hostPort": 8080, "hostIP": NODE_UPLINK_IP}],
+    )
+    server = _listen(web, 80)
+    assert _round_trip(internet, server, NODE_UPLINK_IP, 8080) == INTERNET_LINK_IP
+    # The node's other addresses do not forward that port: nothing listens there.
+    code, _ = _connect_error(node.host, "127.0.0.1", 8080)
+    assert code == errno.ECONNREFUSED
+    server.close()
+    with pytest.raises(NetworkConfigError, match="hostPort 0"):
+        node.host.in_netns(
+            node.pods.setup, "uid-web", f"/run/netns/{web.name}", [{"containerPort": 80}]
+        )

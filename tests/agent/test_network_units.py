@@ -17,6 +17,8 @@ from k3py.agent.network import (
     HostPort,
     HostPortConflict,
     NetworkConfigError,
+    NetworkError,
+    NodeNetwork,
     NodeNetworkConfig,
     host_ports_of_pod,
     host_veth_name,
@@ -118,7 +120,7 @@ def test_ipam_never_duplicates_under_concurrent_allocators(tmp_path: Path) -> No
     assert not [p for p in ipams[0].directory.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("owner", ["", "a/b", "x\ny", "u" * 254])
+@pytest.mark.parametrize("owner", ["", "a/b", "x\ny", "u" * 254, ".hidden"])
 def test_ipam_rejects_bad_owner_ids(tmp_path: Path, owner: str) -> None:
     with pytest.raises(NetworkConfigError, match="owner id"):
         _ipam(tmp_path).allocate(owner)
@@ -227,3 +229,13 @@ def test_host_port_updates_replace_only_the_hostport_chain(tmp_path: Path) -> No
         'add rule ip k3py-nat hostports tcp dport 8080 dnat to 10.42.5.2:80 comment "pod uid-a"\n'
     )
     assert render_host_ports(config, {}) == "flush chain ip k3py-nat hostports\n"
+
+
+def test_a_corrupt_pod_record_is_a_clear_error(tmp_path: Path) -> None:
+    network = NodeNetwork(NodeNetworkConfig(pod_cidr="10.42.0.0/24", data_dir=tmp_path))
+    (network.records_dir / "uid-a.json").write_text('{"uid": "uid-a", "ip": ')
+    with pytest.raises(NetworkError, match=r"record .*uid-a.json is corrupt"):
+        network.records()
+    with pytest.raises(NetworkError, match="is corrupt"):
+        network.record("uid-a")
+    assert network.record("uid-b") is None

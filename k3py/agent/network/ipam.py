@@ -37,9 +37,18 @@ class AddressesExhausted(NetworkError):
 
 
 def check_owner(owner: str) -> str:
-    if not owner or len(owner) > MAX_OWNER_LEN or not owner.isprintable() or "/" in owner:
+    # Owners (pod UIDs) also name files of their own (the pod records): no path separators,
+    # and no leading dot, which would hide them.
+    if (
+        not owner
+        or len(owner) > MAX_OWNER_LEN
+        or not owner.isprintable()
+        or "/" in owner
+        or owner.startswith(".")
+    ):
         raise NetworkConfigError(
-            f"IPAM owner id {owner!r} must be 1 to {MAX_OWNER_LEN} printable characters without '/'"
+            f"IPAM owner id {owner!r} must be 1 to {MAX_OWNER_LEN} printable characters, "
+            "without '/' and not starting with '.'"
         )
     return owner
 

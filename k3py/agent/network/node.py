@@ -161,23 +161,26 @@ class NodeNetwork:
     def _record_path(self, uid: str) -> Path:
         return self.records_dir / f"{check_owner(uid)}.json"
 
+    @staticmethod
+    def _read_record(path: Path) -> PodRecord | None:
+        try:
+            return PodRecord.from_json(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NetworkError(f"pod network record {path} is corrupt: {exc}") from None
+
     def records(self) -> dict[str, PodRecord]:
+        """Every pod this node has set up, by UID."""
         found: dict[str, PodRecord] = {}
         for path in self.records_dir.glob("*.json"):
-            try:
-                record = PodRecord.from_json(path.read_text())
-            except FileNotFoundError:
-                continue
-            except (ValueError, KeyError, TypeError) as exc:
-                raise NetworkError(f"pod network record {path} is corrupt: {exc}") from None
-            found[record.uid] = record
+            record = self._read_record(path)
+            if record is not None:
+                found[record.uid] = record
         return found
 
     def record(self, uid: str) -> PodRecord | None:
-        try:
-            return PodRecord.from_json(self._record_path(uid).read_text())
-        except FileNotFoundError:
-            return None
+        return self._read_record(self._record_path(uid))
 
     def save_record(self, record: PodRecord) -> None:
         path = self._record_path(record.uid)

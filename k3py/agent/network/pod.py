@@ -60,15 +60,21 @@ class PodNetwork:
         self,
         pod_uid: str,
         netns_path: str,
-        host_ports: Iterable[HostPort] = (),
+        host_ports: Iterable[HostPort | Mapping[str, Any]] = (),
     ) -> PodIP:
-        """Connects the pod's namespace to the node's bridge; returns the pod's address."""
+        """Connects the pod's namespace to the node's bridge; returns the pod's address.
+
+        ``host_ports`` are ``HostPort``s or container port dicts with a ``hostPort``.
+        """
         check_owner(pod_uid)
         if not netns_path or any(c.isspace() for c in netns_path):
             raise NetworkConfigError(f"pod {pod_uid}: bad network namespace path {netns_path!r}")
         if not os.path.exists(netns_path):
             raise NetworkConfigError(f"pod {pod_uid}: network namespace {netns_path} does not exist")
-        mappings = tuple(sorted(set(host_ports)))
+        mappings = tuple(sorted({
+            entry if isinstance(entry, HostPort) else HostPort.from_dict(entry)
+            for entry in host_ports
+        }))
         config = self.node.config
         with self.node.lock:
             others = {
