@@ -1,0 +1,161 @@
+"""Real kubectl changing objects: apply, label/annotate, patch (3 types), replace, scale, delete, watch.
+
+One cluster for the module; each test uses its own namespace so the tests stay independent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import yaml
+
+from tests.cluster import TestCluster, find_kubectl
+
+
+def _ns(cluster: TestCluster, name: str) -> str:
+    cluster.kubectl("create", "namespace", name)
+    return name
+
+
+def test_apply_create_change_apply_again(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "apply")
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cfg", "labels": {"tier": "web"}},
+        "data": {"a": "1"},
+    }
+    out = cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest)).stdout
+    assert "configmap/cfg created" in out
+    manifest["data"] = {"a": "2", "b": "3"}
+    out = cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest)).stdout
+    assert "configmap/cfg configured" in out
+    out = cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(manifest)).stdout
+    assert "configmap/cfg unchanged" in out
+    cm = cluster.kubectl_json("get", "cm", "cfg", "-n", ns)
+    assert cm["data"] == {"a": "2", "b": "3"}
+    assert "kubectl.kubernetes.io/last-applied-configuration" in cm["metadata"]["annotations"]
+
+
+def test_apply_deployment_then_change_image(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "apply-deploy")
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]},
+            },
+        },
+    }
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(dep))
+    first = cluster.kubectl_json("get", "deploy", "web", "-n", ns)
+    assert first["metadata"]["generation"] == 1
+    dep["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.26"
+    out = cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(dep)).stdout
+    assert "deployment.apps/web configured" in out
+    second = cluster.kubectl_json("get", "deploy", "web", "-n", ns)
+    assert second["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.26"
+    assert second["metadata"]["generation"] == 2
+    assert int(second["metadata"]["resourceVersion"]) > int(first["metadata"]["resourceVersion"])
+
+
+def test_labels_selectors_and_all_namespaces(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "labels")
+    for name, layer in (("a", "web"), ("b", "db"), ("c", "web")):
+        cluster.kubectl("create", "configmap", name, "-n", ns)
+        cluster.kubectl("label", "configmap", name, f"layer={layer}", "-n", ns)
+    shown = cluster.kubectl("get", "cm", "a", "-n", ns, "--show-labels").stdout
+    assert "layer=web" in shown
+    eq = cluster.kubectl("get", "cm", "-n", ns, "-l", "layer=web", "-o", "name").stdout.split()
+    assert eq == ["configmap/a", "configmap/c"]
+    in_set = cluster.kubectl("get", "cm", "-n", ns, "-l", "layer in (db)", "-o", "name").stdout.split()
+    assert in_set == ["configmap/b"]
+    not_in = cluster.kubectl("get", "cm", "-n", ns, "-l", "layer notin (web),layer", "-o", "name").stdout.split()
+    assert not_in == ["configmap/b"]
+    everywhere = cluster.kubectl("get", "cm", "-A", "-l", "layer=web").stdout.splitlines()
+    assert everywhere[0].split()[:2] == ["NAMESPACE", "NAME"]
+    assert [line.split()[:2] for line in everywhere[1:]] == [[ns, "a"], [ns, "c"]]
+    cluster.kubectl("label", "configmap", "a", "layer-", "-n", ns)
+    assert "layer" not in (cluster.kubectl_json("get", "cm", "a", "-n", ns)["metadata"].get("labels") or {})
+    cluster.kubectl("annotate", "configmap", "a", "note=hello", "-n", ns)
+    assert cluster.kubectl_json("get", "cm", "a", "-n", ns)["metadata"]["annotations"]["note"] == "hello"
+
+
+def test_patch_all_three_types_and_replace(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "patch")
+    cluster.kubectl("create", "deployment", "web", "--image=nginx:1.25", "-n", ns)
+    cluster.kubectl("patch", "deploy", "web", "-n", ns, "-p", '{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.26"}]}}}}')
+    dep = cluster.kubectl_json("get", "deploy", "web", "-n", ns)
+    assert [c["image"] for c in dep["spec"]["template"]["spec"]["containers"]] == ["nginx:1.26"]
+    cluster.kubectl("patch", "deploy", "web", "-n", ns, "--type=merge", "-p", '{"spec":{"replicas":3}}')
+    cluster.kubectl("patch", "deploy", "web", "-n", ns, "--type=json", "-p", '[{"op":"add","path":"/spec/minReadySeconds","value":5}]')
+    dep = cluster.kubectl_json("get", "deploy", "web", "-n", ns)
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["minReadySeconds"] == 5
+    dep["spec"]["replicas"] = 4
+    dep.pop("status", None)
+    cluster.kubectl("replace", "-f", "-", input=json.dumps(dep))
+    assert cluster.kubectl_json("get", "deploy", "web", "-n", ns)["spec"]["replicas"] == 4
+    stale = cluster.kubectl("replace", "-f", "-", input=json.dumps(dep), check=False)
+    assert stale.returncode != 0
+    assert (
+        'Operation cannot be fulfilled on deployments.apps "web": the object has been modified; '
+        "please apply your changes to the latest version and try again" in stale.stderr
+    )
+
+
+def test_scale_subresource(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "scale")
+    cluster.kubectl("create", "deployment", "web", "--image=nginx", "-n", ns)
+    out = cluster.kubectl("scale", "deploy", "web", "--replicas=5", "-n", ns).stdout
+    assert "deployment.apps/web scaled" in out
+    assert cluster.kubectl_json("get", "deploy", "web", "-n", ns)["spec"]["replicas"] == 5
+
+
+def test_delete_wait_and_by_label(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "delete")
+    for name in ("a", "b", "c"):
+        cluster.kubectl("create", "configmap", name, "-n", ns)
+    cluster.kubectl("label", "cm", "b", "c", "gone=yes", "-n", ns)
+    out = cluster.kubectl("delete", "cm", "a", "-n", ns, "--wait").stdout
+    assert 'configmap "a" deleted' in out
+    out = cluster.kubectl("delete", "cm", "-l", "gone=yes", "-n", ns).stdout
+    assert 'configmap "b" deleted' in out and 'configmap "c" deleted' in out
+    assert cluster.kubectl("get", "cm", "-n", ns, "-o", "name").stdout.split() == []
+
+
+def test_get_watch_sees_added_modified_deleted(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "watch")
+    argv = cluster.host.exec_argv([  # type: ignore[union-attr]
+        find_kubectl(), "--kubeconfig", str(cluster.kubeconfig), "--cache-dir", str(cluster.cache_dir / "default"),
+        "get", "cm", "-n", ns, "-w", "--output-watch-events",
+    ])  # fmt: skip
+    watcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The initial list prints nothing for an empty namespace; wait until the watch is open
+        # by creating objects until the first ADDED line arrives.
+        cluster.kubectl("create", "configmap", "w1", "-n", ns)
+        cluster.kubectl("label", "cm", "w1", "x=y", "-n", ns)
+        cluster.kubectl("delete", "cm", "w1", "-n", ns)
+        lines: list[str] = []
+        deadline = time.monotonic() + 20
+        assert watcher.stdout is not None
+        while time.monotonic() < deadline and not any(line.startswith("DELETED") for line in lines):
+            line = watcher.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        lines = [line for line in lines if not line.startswith("EVENT")]  # the header
+        kinds = [line.split()[0] for line in lines]
+        assert kinds[0] == "ADDED" and "MODIFIED" in kinds and kinds[-1] == "DELETED", lines
+        assert all(line.split()[1] == "w1" for line in lines)
+    finally:
+        watcher.kill()
+        watcher.wait()
