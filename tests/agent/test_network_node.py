@@ -12,6 +12,7 @@ nftables table the code made.
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import socket
 import subprocess
@@ -543,3 +544,22 @@ def test_host_port_bound_to_one_host_ip_only_answers_there(node: Node, internet:
         node.host.in_netns(
             node.pods.setup, "uid-web", f"/run/netns/{web.name}", [{"containerPort": 80}]
         )
+
+
+def test_concurrent_setups_from_pod_workers_get_distinct_working_addresses(
+    node: Node, make_ns: Callable[[], NetnsHost]
+) -> None:
+    pod_namespaces = [make_ns() for _ in range(8)]
+
+    def set_up(index: int) -> PodIP:
+        return node.host.in_netns(
+            node.pods.setup, f"uid-{index}", f"/run/netns/{pod_namespaces[index].name}",
+            [HostPort(30000 + index, 80)],
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        addresses = list(pool.map(set_up, range(8)))
+    assert len({pod_ip.ip for pod_ip in addresses}) == 8
+    assert node.sh("nft", "list", "ruleset").stdout.count(" dnat to ") == 8
+    for pod_ip in addresses:
+        node.sh("busybox", "ping", "-c", "1", "-W", "2", pod_ip.ip)
