@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import pty
 import re
 import shutil
+import struct
+import termios
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -82,6 +86,8 @@ class HostProcessBackend(StreamingBackend):
     async def exec(
         self, pod: PodRef, container: str, command: list[str], streams: ExecStreams
     ) -> int:
+        if streams.tty:
+            return await self._exec_on_terminal(command, streams)
         process = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.PIPE if streams.stdin else asyncio.subprocess.DEVNULL,
@@ -101,8 +107,61 @@ class HostProcessBackend(StreamingBackend):
                 process.kill()
                 await process.wait()
 
+    async def _exec_on_terminal(self, command: list[str], streams: ExecStreams) -> int:
+        """Run on a pseudo-terminal sized by the client; later resizes are applied too."""
+        first = await asyncio.wait_for(streams.resize.get(), KUBECTL_TIMEOUT)
+        master, slave = pty.openpty()
+        if first is not None:
+            set_terminal_size(slave, first.height, first.width)
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+        )
+        self.processes.append(process)
+        os.close(slave)
+        output: asyncio.Queue[bytes] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's last user is gone
+                data = b""
+            if not data:
+                loop.remove_reader(master)
+            output.put_nowait(data)
+
+        async def to_client() -> None:
+            while data := await output.get():
+                assert streams.stdout is not None
+                await streams.stdout.write(data)
+
+        async def from_client() -> None:
+            while streams.stdin is not None and (data := await streams.stdin.read()):
+                os.write(master, data)
+
+        async def resizes() -> None:
+            while (size := await streams.resize.get()) is not None:
+                set_terminal_size(master, size.height, size.width)
+
+        loop.add_reader(master, readable)
+        helpers = [asyncio.create_task(from_client()), asyncio.create_task(resizes())]
+        try:
+            await to_client()
+            return await process.wait()
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            loop.remove_reader(master)
+            os.close(master)
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
     async def attach(self, pod: PodRef, container: str, streams: ExecStreams) -> None:
-        raise StreamingError("attach is not supported by the host-process backend")
+        # Stands in for a container's main process: answers its input in upper case.
+        assert streams.stdout is not None and streams.stdin is not None
+        while data := await streams.stdin.read():
+            await streams.stdout.write(data.upper())
 
     async def port_forward(
         self, pod: PodRef, port: int, reader: InputStream, writer: OutputStream
@@ -123,7 +182,13 @@ class HostProcessBackend(StreamingBackend):
     async def logs(
         self, pod: PodRef, container: str, options: LogOptions, out: OutputStream
     ) -> None:
-        await out.write(b"log line\n")
+        lines = [f"{container} log line {n}\n".encode() for n in range(10)]
+        for line in lines[-options.tail_lines :] if options.tail_lines else lines:
+            await out.write(line)
+
+
+def set_terminal_size(fd: int, rows: int, columns: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
 def pod_json(port: int) -> dict[str, object]:
@@ -211,6 +276,9 @@ def build_api(
             request, PodRef("default", POD), request.query.get("container")
         )
 
+    async def pod_log(request: web.Request) -> web.StreamResponse:
+        return await handlers.logs(request, PodRef("default", POD), request.query.get("container"))
+
     async def pod_port_forward(request: web.Request) -> web.StreamResponse:
         upgrades.append(request.headers.get("Upgrade", ""))
         return await handlers.port_forward(request, PodRef("default", POD))
@@ -221,6 +289,7 @@ def build_api(
     app.router.add_get("/apis", apis)
     app.router.add_get("/api/v1", api_v1)
     app.router.add_get(pod_path, get_pod)
+    app.router.add_get(pod_path + "/log", pod_log)
     for method in ("GET", "POST"):
         app.router.add_route(method, pod_path + "/exec", pod_exec)
         app.router.add_route(method, pod_path + "/attach", pod_attach)
@@ -377,6 +446,96 @@ async def test_exec_stdin_reaches_the_process_and_eof_ends_it(
     # wc consumes all of stdin, so it only finishes once stdin's EOF arrived.
     assert result.stdout.strip() == "2000"
     assert fake_api.upgrades == ["websocket" if websockets else "SPDY/3.1"]
+
+
+async def kubectl_on_terminal(
+    api: FakeApi, *args: str, rows: int, columns: int, websockets: bool
+) -> tuple[int, str]:
+    """Run kubectl with a pseudo-terminal as stdin/stdout (as a user at a shell would)."""
+    master, slave = pty.openpty()
+    set_terminal_size(slave, rows, columns)
+    env = dict(os.environ, KUBECONFIG=str(api.kubeconfig))
+    env["KUBECTL_REMOTE_COMMAND_WEBSOCKETS"] = "true" if websockets else "false"
+    process = await asyncio.create_subprocess_exec(
+        "kubectl",
+        f"--cache-dir={api.cache_dir}",
+        *args,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(slave)
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(master)
+        chunks.put_nowait(data)
+
+    loop.add_reader(master, readable)
+    output = b""
+    try:
+        async with asyncio.timeout(KUBECTL_TIMEOUT):
+            while data := await chunks.get():
+                output += data
+            code = await process.wait()
+    finally:
+        loop.remove_reader(master)
+        os.close(master)
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return code, output.decode(errors="replace")
+
+
+@pytest.mark.parametrize("websockets", TRANSPORTS)
+async def test_exec_with_terminal_gets_the_client_terminal_size(
+    fake_api: FakeApi, websockets: bool
+) -> None:
+    code, output = await kubectl_on_terminal(
+        fake_api,
+        "exec",
+        "-it",
+        POD,
+        "--",
+        "sh",
+        "-c",
+        "stty size; exit 4",
+        rows=33,
+        columns=101,
+        websockets=websockets,
+    )
+    assert "33 101" in output
+    assert code == 4
+    assert fake_api.upgrades == ["websocket" if websockets else "SPDY/3.1"]
+
+
+@pytest.mark.parametrize("websockets", TRANSPORTS)
+async def test_attach_with_stdin(fake_api: FakeApi, websockets: bool) -> None:
+    result = await kubectl(
+        fake_api,
+        "attach",
+        "-i",
+        POD,
+        "-c",
+        CONTAINER,
+        stdin=b"hello attach\n",
+        websockets=websockets,
+    )
+    assert result.code == 0, result.stderr
+    assert result.stdout == "HELLO ATTACH\n"
+
+
+async def test_logs_tail(fake_api: FakeApi) -> None:
+    result = await kubectl(fake_api, "logs", POD, "-c", CONTAINER, "--tail=2")
+    assert (result.code, result.stdout) == (0, "c log line 8\nc log line 9\n")
 
 
 async def test_exec_unknown_container_is_reported(fake_api: FakeApi) -> None:
