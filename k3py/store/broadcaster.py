@@ -14,28 +14,41 @@ from collections import deque
 from k3py.store.types import Event, StoreClosedError
 
 
+class WatchEnded(Exception):
+    """The watcher itself ended its subscription (``aclose`` while a read was pending)."""
+
+
 class Subscription:
     """One watcher's queue of event batches, in publish order."""
 
-    __slots__ = ("_batches", "_closed", "_wakeup", "prefix")
+    __slots__ = ("_batches", "_closed", "_ended", "_wakeup", "prefix")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self._batches: deque[list[Event]] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
+        self._ended = False
 
     def push(self, events: list[Event]) -> None:
         self._batches.append(events)
         self._wakeup.set()
 
     def close(self) -> None:
+        """The store is closing: a pending read raises StoreClosedError."""
         self._closed = True
+        self._wakeup.set()
+
+    def end(self) -> None:
+        """The watcher is done: a pending read raises WatchEnded."""
+        self._ended = True
         self._wakeup.set()
 
     async def next_events(self) -> list[Event]:
         """Every event published since the last call (waits for at least one)."""
         while not self._batches:
+            if self._ended:
+                raise WatchEnded
             if self._closed:
                 raise StoreClosedError("the store was closed; the watch has ended")
             self._wakeup.clear()

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from k3py.store.interface import Store
+from k3py.store.types import StoreError
 
 
 def open_store(endpoint: str, data_dir: Path, synchronous: str = "FULL") -> Store:
@@ -26,7 +27,12 @@ def open_store(endpoint: str, data_dir: Path, synchronous: str = "FULL") -> Stor
         return SqliteStore(path, synchronous)
     scheme = urlsplit(endpoint).scheme.lower()
     if scheme in ("postgres", "postgresql"):
-        from k3py.store.postgres import PostgresStore
+        try:
+            from k3py.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"PostgreSQL datastore needs asyncpg ({exc}): pip install 'k3py[postgres]'"
+            ) from None
 
         return PostgresStore(endpoint)
     raise ValueError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from k3py.store.broadcaster import Broadcaster
+from k3py.store.broadcaster import Broadcaster, WatchEnded
 from k3py.store.types import Event
 
 # read_history(prefix, from_revision, limit) -> (events with revision >= from_revision in
@@ -54,6 +54,10 @@ class WatchStream:
 
     async def aclose(self) -> None:
         self._broadcaster.unsubscribe(self._sub)
+        self._sub.end()
+        if self._events.ag_running:
+            # Another task is inside __anext__; end() makes it finish (StopAsyncIteration).
+            return
         await self._events.aclose()
 
     async def _stream(
@@ -75,7 +79,10 @@ class WatchStream:
                         break
                     next_revision = upto + 1
             while True:
-                batch = await sub.next_events()
+                try:
+                    batch = await sub.next_events()
+                except WatchEnded:
+                    return
                 if batch[0].kv.mod_revision <= seen:
                     batch = [e for e in batch if e.kv.mod_revision > seen]
                     if not batch:

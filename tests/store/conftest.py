@@ -103,8 +103,15 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     _psql(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def make_postgres_store(url: str) -> PostgresStore:
-    return PostgresStore(url, maintenance_interval=0.05, poll_interval=0.2, gap_wait=0.3)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "store_options(**kwargs): constructor options for the `store` fixture"
+    )
+
+
+def make_postgres_store(url: str, **options: float) -> PostgresStore:
+    options = {"maintenance_interval": 0.05, "poll_interval": 0.2, "gap_wait": 0.3, **options}
+    return PostgresStore(url, **options)
 
 
 @pytest.fixture
@@ -119,11 +126,14 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """The same behaviour test, once per backend."""
+    """The same behaviour test, once per backend (options from @pytest.mark.store_options)."""
+    marker = request.node.get_closest_marker("store_options")
+    options = dict(marker.kwargs) if marker else {}
     if request.param == "sqlite":
-        backend: Store = SqliteStore(tmp_path / "db" / "state.db", maintenance_interval=0.05)
+        options = {"maintenance_interval": 0.05, **options}
+        backend: Store = SqliteStore(tmp_path / "db" / "state.db", **options)
     else:
-        backend = make_postgres_store(request.getfixturevalue("postgres_url"))
+        backend = make_postgres_store(request.getfixturevalue("postgres_url"), **options)
     await backend.start()
     try:
         yield backend

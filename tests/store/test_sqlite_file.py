@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from k3py.store import CorruptDatabaseError, StoreClosedError
+from k3py.store import CorruptDatabaseError, StoreClosedError, StoreError
 from k3py.store.factory import open_store
 from k3py.store.sqlite import SqliteStore
 
@@ -85,3 +86,53 @@ async def test_operations_after_close_fail_clearly(tmp_path: Path) -> None:
         await store.create("/k", b"v")
     with pytest.raises(StoreClosedError):
         await store.get("/k")
+
+
+async def test_a_second_store_on_the_same_file_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    first = SqliteStore(path)
+    await first.start()
+    try:
+        with pytest.raises(StoreError, match="in use by another k3py process"):
+            await SqliteStore(path).start()
+    finally:
+        await first.close()
+    reopened = SqliteStore(path)  # the lock went away with the first store
+    await reopened.start()
+    await reopened.close()
+
+
+async def test_mixed_client_concurrency_never_reports_database_locked(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db", reader_threads=4)
+    await store.start()
+    errors: list[BaseException] = []
+
+    async def client(n: int) -> None:
+        try:
+            kv = await store.create(f"/c/{n}", b"0")
+            for i in range(30):
+                result = await store.update(f"/c/{n}", str(i).encode(), kv.mod_revision)
+                assert result.succeeded
+                kv = result.kv
+                await store.get(f"/c/{(n * 7 + i) % 200}")
+                if i % 10 == 0:
+                    await store.list("/c/", limit=50)
+                    await store.count("/c/")
+        except BaseException as exc:  # collected and reported below
+            errors.append(exc)
+
+    watch = store.watch("/c/", 2)
+    try:
+        await asyncio.gather(*(client(n) for n in range(200)))
+        assert not errors, errors[:3]
+        assert await store.count("/c/") == (await store.current_revision(), 200)
+        # The watch saw every one of the 200 * 31 writes, in order.
+        seen: list[int] = []
+        async for batch in watch:
+            seen += [e.kv.mod_revision for e in batch]
+            if len(seen) >= 200 * 31:
+                break
+        assert seen == list(range(2, 2 + 200 * 31))
+    finally:
+        await watch.aclose()
+        await store.close()

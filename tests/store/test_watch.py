@@ -121,3 +121,30 @@ async def test_thousand_watchers_all_get_every_event(store: Store) -> None:
     for w in watches:
         await w.aclose()
     assert store.watcher_count == 0
+
+
+async def test_aclose_from_another_task_ends_a_pending_watch(store: Store) -> None:
+    watch = store.watch("/idle/")
+    consumer = asyncio.ensure_future(collect(watch, 1, timeout=10))
+    while not watch._events.ag_running:  # wait until the consumer is blocked in __anext__
+        assert not consumer.done()
+        await asyncio.sleep(0.01)
+    await watch.aclose()
+    assert await asyncio.wait_for(consumer, 5) == []
+    assert store.watcher_count == 0
+
+
+@pytest.mark.store_options(retention=0.2, compact_interval=0.1)  # defaults: 5 min / 30 s
+async def test_automatic_compaction_keeps_only_recent_history(store: Store) -> None:
+    old = await store.create("/auto/a", b"1")
+    for i in range(5):
+        old_kv = await store.get("/auto/a")
+        await store.update("/auto/a", str(i).encode(), old_kv.mod_revision)
+    latest = await store.get("/auto/a")
+    deadline = time.monotonic() + 10
+    while await store.compact_revision() < latest.mod_revision:
+        assert time.monotonic() < deadline, "automatic compaction did not run"
+        await asyncio.sleep(0.05)
+    with pytest.raises(CompactedError):
+        await store.watch("/auto/", old.mod_revision).__anext__()
+    assert await store.get("/auto/a") == latest  # the live state is untouched

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +28,7 @@ from k3py.store.keys import (
     encode_continue,
 )
 from k3py.store.sqlite.reader import ReaderPool, Snapshot
-from k3py.store.sqlite.schema import open_database
+from k3py.store.sqlite.schema import lock_exclusively, open_database
 from k3py.store.sqlite.writer import Writer
 from k3py.store.types import (
     Event,
@@ -75,6 +76,7 @@ class SqliteStore:
         self._readers: ReaderPool | None = None
         self._maintenance: asyncio.Task | None = None
         self._closed = False
+        self._lock_fd: int | None = None
         # (monotonic time, committed revision) samples to map "retention ago" to a revision.
         self._samples: deque[tuple[float, int]] = deque()
 
@@ -84,12 +86,20 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
 
         def open_writer() -> Writer:
-            conn = open_database(self.path, self.synchronous)
+            lock_fd = lock_exclusively(self.path)
             try:
-                return Writer(conn, loop, self._broadcaster.publish)
+                conn = open_database(self.path, self.synchronous)
+            except BaseException:
+                os.close(lock_fd)
+                raise
+            try:
+                writer = Writer(conn, loop, self._broadcaster.publish)
             except BaseException:
                 conn.close()
+                os.close(lock_fd)
                 raise
+            self._lock_fd = lock_fd
+            return writer
 
         self._writer = await asyncio.to_thread(open_writer)
         self._writer.start()
@@ -110,6 +120,9 @@ class SqliteStore:
         self._broadcaster.close()
         if self._readers is not None:
             await asyncio.to_thread(self._readers.close)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- plumbing ----------------------------------------------------------------------
 

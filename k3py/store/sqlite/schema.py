@@ -9,10 +9,12 @@ k3py silently starting an empty cluster over the data.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from pathlib import Path
 
-from k3py.store.types import CorruptDatabaseError
+from k3py.store.types import CorruptDatabaseError, StoreError
 
 APPLICATION_ID = 0x6B337079  # "k3py"
 SCHEMA_VERSION = 1
@@ -57,6 +59,21 @@ def _check_header(path: Path) -> bool:
     if header != SQLITE_MAGIC:
         raise CorruptDatabaseError(f"{path} is not an SQLite database (refusing to overwrite it)")
     return True
+
+
+def lock_exclusively(path: Path) -> int:
+    """Hold ``<path>.lock`` with flock so a second process gets a clear error, not
+    "database is locked" later. The kernel drops the lock when the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"{path} is in use by another k3py process; only one server may open it"
+        ) from None
+    return fd
 
 
 def connect(path: Path, synchronous: str, *, writer: bool) -> sqlite3.Connection:
