@@ -481,9 +481,10 @@ def test_thirty_pods_set_up_and_torn_down_leave_nothing_behind(node: Node) -> No
     pods = [node.add_pod(f"uid-{i}", [HostPort(20000 + i, 80)]) for i in range(30)]
     assert len({pod_ip.ip for _, pod_ip in pods}) == 30
     assert len(node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout.splitlines()) == 30
-    last_ns, last_ip = pods[-1]
-    _in(pods[0][0], "busybox", "ping", "-c", "1", "-W", "2", last_ip.ip)
-    assert last_ns is not None
+    # The first pod reaches the last one, and the last one the first.
+    (first_ns, first_ip), (last_ns, last_ip) = pods[0], pods[-1]
+    _in(first_ns, "busybox", "ping", "-c", "1", "-W", "2", last_ip.ip)
+    _in(last_ns, "busybox", "ping", "-c", "1", "-W", "2", first_ip.ip)
     for i in range(30):
         node.host.in_netns(node.pods.teardown, f"uid-{i}")
     assert node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout.strip() == ""
