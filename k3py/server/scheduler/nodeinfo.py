@@ -98,7 +98,7 @@ class Taint:
     effect: str
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeInfo:
     name: str
     labels: dict[str, str] = field(default_factory=dict)
@@ -121,6 +121,9 @@ class NodeInfo:
     pod_count: int = 0
     ports: dict[tuple[str, str, int], int] = field(default_factory=dict)
     node: Obj = field(default_factory=dict)
+    # Ready, schedulable and without NoSchedule/NoExecute taints: only resources can stop a
+    # pod without selectors, affinity or tolerations here (the scheduler's fast path).
+    plain_ok: bool = False
 
     def set_node(self, node: Obj) -> None:
         self.node = node
@@ -140,6 +143,8 @@ class NodeInfo:
         self.alloc_ephemeral = whole(str(alloc.get("ephemeral-storage", "0")))
         self.alloc_extended = {k: whole(str(v)) for k, v in alloc.items()
                                if k not in ("cpu", "memory", "pods", "ephemeral-storage")}
+        self.plain_ok = (self.ready and not self.unschedulable
+                         and not any(t.effect in ("NoSchedule", "NoExecute") for t in self.taints))
 
     def add_pod(self, req: Requests, ports: frozenset[tuple[str, str, int]], sign: int = 1) -> None:
         self.req_cpu += sign * req.cpu

@@ -3,9 +3,9 @@
 Filters return ``None`` when the node fits, else the reasons it does not, in upstream's
 wording — the scheduler counts reasons across nodes into the ``FailedScheduling`` summary
 (``0/3 nodes are available: 3 Insufficient cpu.``). Filters, in upstream's plugin order:
-node unschedulable, node affinity / nodeSelector, node ports, taints/tolerations (a NotReady
-node counts as tainted ``node.kubernetes.io/not-ready:NoSchedule``, as the node lifecycle
-controller would taint it), and resources (cpu, memory, ephemeral storage, extended, pod
+node unschedulable, taints/tolerations (a NotReady node counts as tainted
+``node.kubernetes.io/not-ready:NoSchedule``, as the node lifecycle controller would taint it),
+node affinity / nodeSelector, node ports, and resources (cpu, memory, ephemeral storage, extended, pod
 count) against allocatable minus what is already placed.
 
 Scoring is least-allocated: the mean over cpu and memory of the free fraction after placing
@@ -91,7 +91,7 @@ def matches_node_selector_terms(terms: list[Obj], node: NodeInfo) -> bool:
 class PodFacts:
     """What filtering needs from a pod, extracted once per scheduling attempt."""
 
-    __slots__ = ("node_selector", "ports", "requests", "required_terms", "tolerations")
+    __slots__ = ("node_selector", "plain", "ports", "requests", "required_terms", "tolerations")
 
     def __init__(self, pod: Obj, requests: Requests, ports: frozenset[tuple[str, str, int]]) -> None:
         spec = pod.get("spec") or {}
@@ -102,12 +102,19 @@ class PodFacts:
         self.tolerations: list[Obj] = list(spec.get("tolerations") or ())
         self.requests = requests
         self.ports = ports
+        # Only cpu, memory and pod count can rule a plain_ok node out for a "plain" pod.
+        self.plain = (not self.node_selector and self.required_terms is None and not ports
+                      and not requests.extended and not requests.ephemeral)
 
 
 def filter_node(facts: PodFacts, node: NodeInfo) -> list[str] | None:
     """None when the pod fits ``node``; otherwise the reasons, upstream-worded."""
     if node.unschedulable and not any(tolerates(t, UNSCHEDULABLE_TAINT) for t in facts.tolerations):
         return [REASON_UNSCHEDULABLE]
+    taints = node.taints if node.ready else [*node.taints, NOT_READY_TAINT]
+    for taint in taints:
+        if taint.effect in ("NoSchedule", "NoExecute") and not any(tolerates(t, taint) for t in facts.tolerations):
+            return [f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}"]
     if facts.node_selector and any(node.labels.get(k) != v for k, v in facts.node_selector.items()):
         return [REASON_AFFINITY]
     if facts.required_terms is not None and not matches_node_selector_terms(facts.required_terms, node):
@@ -118,10 +125,6 @@ def filter_node(facts: PodFacts, node: NodeInfo) -> list[str] | None:
                 if port == other_port and proto == other_proto and (
                         host_ip == other_ip or "0.0.0.0" in (host_ip, other_ip)):
                     return [REASON_PORTS]
-    taints = node.taints if node.ready else [*node.taints, NOT_READY_TAINT]
-    for taint in taints:
-        if taint.effect in ("NoSchedule", "NoExecute") and not any(tolerates(t, taint) for t in facts.tolerations):
-            return [f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}"]
     reasons: list[str] = []
     req = facts.requests
     if node.pod_count + 1 > node.alloc_pods:

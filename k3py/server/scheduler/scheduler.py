@@ -22,6 +22,7 @@ deleted or finished) or after at most 10 s. Successful binds record a ``Schedule
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Hashable
 from typing import Any
@@ -32,12 +33,18 @@ from k3py.client.controller import Controller
 from k3py.client.events import EventRecorder
 from k3py.client.informer import InformerFactory, object_key
 from k3py.client.interface import NODES, PODS, Client
-from k3py.server.scheduler.nodeinfo import NodeInfo, Requests, pod_host_ports, pod_requests
+from k3py.server.scheduler.nodeinfo import (
+    NON_ZERO_CPU,
+    NON_ZERO_MEMORY,
+    NodeInfo,
+    Requests,
+    pod_host_ports,
+    pod_requests,
+)
 from k3py.server.scheduler.predicates import (
     PodFacts,
     failure_summary,
     filter_node,
-    least_allocated_score,
     nodes_to_find,
 )
 
@@ -71,6 +78,7 @@ class Scheduler(Controller):
         super().__init__(client, informers)
         self.nodes: dict[str, NodeInfo] = {}
         self._node_order: list[str] = []
+        self._node_list: list[NodeInfo] = []
         self._next_start = 0
         self.percentage = percentage_of_nodes_to_score
         # pod key -> (node, requests, ports) as accounted on that node
@@ -96,6 +104,7 @@ class Scheduler(Controller):
             info = NodeInfo(name)
             self.nodes[name] = info
             self._node_order.append(name)
+            self._node_list.append(info)
             # Pods may have been seen on this node before the node itself.
             for key in self._by_node.get(name, ()):
                 _, req, ports = self._placed[key]
@@ -116,8 +125,10 @@ class Scheduler(Controller):
 
     def _node_deleted(self, node: Obj) -> None:
         name = node["metadata"]["name"]
-        if self.nodes.pop(name, None) is not None:
+        info = self.nodes.pop(name, None)
+        if info is not None:
             self._node_order.remove(name)
+            self._node_list.remove(info)
 
     def _account(self, key: str, pod: Obj) -> None:
         """Make ``_placed`` reflect ``pod``: on its node while bound and not terminal."""
@@ -183,34 +194,45 @@ class Scheduler(Controller):
     # -- scheduling ------------------------------------------------------------------------
 
     def find_node(self, pod: Obj) -> tuple[str | None, dict[str, int]]:
-        """The best node for ``pod`` (or None) and, when none fits, the failure reasons."""
-        facts = PodFacts(pod, pod_requests(pod), pod_host_ports(pod))
-        order = self._node_order
-        total = len(order)
+        """The best node for ``pod`` (or None) and, when none fits, the failure reasons.
+
+        The hot loop of the scheduler: a "plain" pod on a "plain_ok" node needs only integer
+        comparisons (no function calls) — everything else goes through :func:`filter_node`.
+        """
+        req = pod_requests(pod)
+        facts = PodFacts(pod, req, pod_host_ports(pod))
+        nodes = self._node_list
+        total = len(nodes)
         want = nodes_to_find(total, self.percentage)
-        best: str | None = None
+        best: NodeInfo | None = None
         best_score = -1.0
-        found = 0
+        found = checked = 0
         reasons: dict[str, int] = {}
         start = self._next_start % total if total else 0
-        checked = 0
-        for i in range(total):
-            name = order[(start + i) % total]
-            info = self.nodes[name]
+        plain = facts.plain
+        cpu, mem = req.cpu, req.memory
+        score_cpu, score_mem = cpu or NON_ZERO_CPU, mem or NON_ZERO_MEMORY
+        for info in itertools.chain(itertools.islice(nodes, start, None), itertools.islice(nodes, 0, start)):
             checked += 1
-            failed = filter_node(facts, info)
-            if failed is not None:
-                for reason in failed:
-                    reasons[reason] = reasons.get(reason, 0) + 1
-                continue
+            if not (plain and info.plain_ok and info.pod_count < info.alloc_pods
+                    and info.req_cpu + cpu <= info.alloc_cpu and info.req_memory + mem <= info.alloc_memory):
+                failed = filter_node(facts, info)
+                if failed is not None:
+                    for reason in failed:
+                        reasons[reason] = reasons.get(reason, 0) + 1
+                    continue
             found += 1
-            score = least_allocated_score(facts.requests, info)
+            # Least allocated (inlined least_allocated_score): mean free fraction after placing.
+            alloc_cpu, alloc_mem = info.alloc_cpu, info.alloc_memory
+            free_cpu = (alloc_cpu - info.score_cpu - score_cpu) / alloc_cpu if alloc_cpu > 0 else 0.0
+            free_mem = (alloc_mem - info.score_memory - score_mem) / alloc_mem if alloc_mem > 0 else 0.0
+            score = (free_cpu if free_cpu > 0 else 0.0) + (free_mem if free_mem > 0 else 0.0)
             if score > best_score:
-                best, best_score = name, score
+                best, best_score = info, score
             if found >= want:
                 break
         self._next_start = start + checked
-        return best, reasons
+        return (best.name if best is not None else None), reasons
 
     async def reconcile(self, key: Hashable) -> float | None:
         key = str(key)
