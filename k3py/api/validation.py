@@ -1458,6 +1458,137 @@ def _validate_pod_template_object(
     _validate_pod_template(obj.get("template"), "template", errs)
 
 
+def _validate_pdb(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors) -> None:
+    spec = obj.get("spec") or {}
+    if spec.get("minAvailable") is not None and spec.get("maxUnavailable") is not None:
+        errs.invalid("spec", spec, "minAvailable and maxUnavailable cannot be both set")
+    for key in ("minAvailable", "maxUnavailable"):
+        if spec.get(key) is not None:
+            _validate_int_or_percent(f"spec.{key}", spec[key], errs)
+    if spec.get("selector") is not None:
+        _validate_selector(spec["selector"], "spec.selector", errs)
+    errs.supported(
+        "spec.unhealthyPodEvictionPolicy",
+        spec.get("unhealthyPodEvictionPolicy"),
+        ["AlwaysAllow", "IfHealthyBudget"],
+        required=False,
+    )
+
+
+def _validate_resource_quota(
+    obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors
+) -> None:
+    for section in ("spec", "status"):
+        for part in ("hard", "used"):
+            values = _get(obj, section, part)
+            if isinstance(values, dict):
+                for name, value in values.items():
+                    _validate_quantity(f"{section}.{part}[{name}]", value, errs)
+
+
+def _validate_limit_range(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors) -> None:
+    for i, item in _dicts(_get(obj, "spec", "limits")):
+        errs.supported(
+            f"spec.limits[{i}].type",
+            item.get("type"),
+            ["Container", "Pod", "PersistentVolumeClaim"],
+        )
+        for part in ("max", "min", "default", "defaultRequest", "maxLimitRequestRatio"):
+            values = item.get(part)
+            if isinstance(values, dict):
+                for name, value in values.items():
+                    _validate_quantity(f"spec.limits[{i}].{part}[{name}]", value, errs)
+
+
+def _validate_hpa(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errs.required("spec")
+        return
+    ref = spec.get("scaleTargetRef")
+    if not isinstance(ref, dict):
+        errs.required("spec.scaleTargetRef")
+    else:
+        if not ref.get("kind"):
+            errs.required("spec.scaleTargetRef.kind")
+        if not ref.get("name"):
+            errs.required("spec.scaleTargetRef.name")
+    low, high = spec.get("minReplicas"), spec.get("maxReplicas")
+    if isinstance(low, int) and low < 1:
+        errs.invalid("spec.minReplicas", low, "must be greater than or equal to 1")
+    if not isinstance(high, int) or high < 1:
+        errs.invalid("spec.maxReplicas", high, "must be greater than or equal to 1")
+    elif isinstance(low, int) and high < low:
+        errs.invalid("spec.maxReplicas", high, "must be greater than or equal to `minReplicas`")
+
+
+def _validate_network_policy(
+    obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors
+) -> None:
+    spec = obj.get("spec") or {}
+    _validate_selector(spec.get("podSelector", {}), "spec.podSelector", errs, required=False)
+    for direction in ("ingress", "egress"):
+        for i, rule in _dicts(spec.get(direction)):
+            for j, port in _dicts(rule.get("ports")):
+                path = f"spec.{direction}[{i}].ports[{j}]"
+                errs.supported(f"{path}.protocol", port.get("protocol"), PROTOCOLS, required=False)
+                if port.get("port") is not None:
+                    _validate_port_num_or_name(f"{path}.port", port["port"], errs)
+    for i, policy in enumerate(spec.get("policyTypes") or []):
+        if policy not in ("Ingress", "Egress"):
+            errs.not_supported(f"spec.policyTypes[{i}]", policy, ["Ingress", "Egress"])
+
+
+def _validate_priority_class(
+    obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors
+) -> None:
+    value = obj.get("value")
+    name = _get(obj, "metadata", "name") or ""
+    if not isinstance(value, int) or isinstance(value, bool):
+        errs.required("value")
+    elif value > 1_000_000_000 and not str(name).startswith("system-"):
+        errs.forbidden("value", "maximum allowed value of a user defined priority is 1000000000")
+    errs.supported(
+        "preemptionPolicy",
+        obj.get("preemptionPolicy"),
+        ["Never", "PreemptLowerPriority"],
+        required=False,
+    )
+    if old is not None and old.get("value") != value:
+        errs.forbidden("value", "may not be changed in an update.")
+
+
+def _validate_storage_class(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors) -> None:
+    provisioner = obj.get("provisioner")
+    if not provisioner:
+        errs.required("provisioner")
+    errs.supported("reclaimPolicy", obj.get("reclaimPolicy"), ["Delete", "Retain"], required=False)
+    errs.supported(
+        "volumeBindingMode",
+        obj.get("volumeBindingMode"),
+        ["Immediate", "WaitForFirstConsumer"],
+        required=False,
+    )
+    if old is not None:
+        for key in ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode"):
+            if obj.get(key) != old.get(key):
+                errs.forbidden(key, "updates to " + key + " are forbidden.")
+
+
+def _validate_endpoint_slice(
+    obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors
+) -> None:
+    errs.supported("addressType", obj.get("addressType"), ["IPv4", "IPv6", "FQDN"])
+    for i, endpoint in _dicts(obj.get("endpoints")):
+        addresses = endpoint.get("addresses")
+        if not addresses:
+            errs.required(f"endpoints[{i}].addresses", "must contain at least 1 address")
+    for i, port in _dicts(obj.get("ports")):
+        errs.supported(f"ports[{i}].protocol", port.get("protocol"), PROTOCOLS, required=False)
+        if port.get("port") is not None:
+            errs.invalid_all(f"ports[{i}].port", port["port"], port_number_errors(port["port"]))
+
+
 _Validator = Callable[[dict[str, Any], "dict[str, Any] | None", _Errors], None]
 
 _VALIDATORS: dict[tuple[str, str], _Validator] = {
@@ -1475,7 +1606,15 @@ _VALIDATORS: dict[tuple[str, str], _Validator] = {
     ("apps", "DaemonSet"): _validate_daemonset,
     ("batch", "Job"): _validate_job,
     ("batch", "CronJob"): _validate_cronjob,
+    ("", "ResourceQuota"): _validate_resource_quota,
+    ("", "LimitRange"): _validate_limit_range,
     ("networking.k8s.io", "Ingress"): _validate_ingress,
+    ("networking.k8s.io", "NetworkPolicy"): _validate_network_policy,
+    ("policy", "PodDisruptionBudget"): _validate_pdb,
+    ("autoscaling", "HorizontalPodAutoscaler"): _validate_hpa,
+    ("scheduling.k8s.io", "PriorityClass"): _validate_priority_class,
+    ("storage.k8s.io", "StorageClass"): _validate_storage_class,
+    ("discovery.k8s.io", "EndpointSlice"): _validate_endpoint_slice,
     (_RBAC_GROUP, "Role"): _validate_role,
     (_RBAC_GROUP, "ClusterRole"): _validate_cluster_role,
     (_RBAC_GROUP, "RoleBinding"): _validate_role_binding,

@@ -393,3 +393,33 @@ def test_bad_bodies_raise_protobuf_error(body: bytes, needle: str) -> None:
 def test_schema_data_is_packaged() -> None:
     data = Path(__file__).resolve().parents[2] / "k3py/api/data/proto_schema.json.gz"
     assert data.is_file()
+
+
+def test_mutated_bodies_never_escape_as_other_errors() -> None:
+    """Whatever a client sends, the decoder answers with a result or a ProtobufError (a 400)."""
+    import random
+
+    pod_spec = ld(2, ld(1, "c") + ld(2, "img") + ld(6, ld(1, "http") + vi(3, 80)))
+    template = ld(1, object_meta("t")) + ld(2, pod_spec)
+    seeds = [
+        envelope(
+            "apps/v1", "Deployment", ld(1, object_meta("d")) + ld(2, vi(1, 0) + ld(3, template))
+        ),
+        envelope("v1", "Secret", ld(1, object_meta("s")) + ld(2, ld(1, "k") + ld(2, b"v"))),
+    ]
+    rnd = random.Random(7)
+    for _ in range(3000):
+        body = bytearray(rnd.choice(seeds))
+        for _ in range(rnd.randint(1, 4)):
+            at = rnd.randrange(4, len(body))
+            roll = rnd.random()
+            if roll < 0.4:
+                body[at] = rnd.randrange(256)
+            elif roll < 0.7:
+                body.insert(at, rnd.randrange(256))
+            else:
+                del body[at]
+        try:
+            decode_k8s_protobuf(bytes(body))
+        except ProtobufError:
+            pass

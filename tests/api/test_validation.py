@@ -492,3 +492,63 @@ def test_pvc_and_ingress() -> None:
 def test_kinds_without_specific_rules_check_metadata(kind: str) -> None:
     obj = {"apiVersion": "v1", "kind": kind, "metadata": meta("ok")}
     assert causes(obj, default=False) == []
+
+
+def test_smaller_kinds() -> None:
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta("pdb"),
+        "spec": {
+            "minAvailable": 1,
+            "maxUnavailable": "10%",
+            "selector": {"matchLabels": {"a": "b"}},
+        },
+    }
+    assert fields(causes(pdb)) == ["spec"]
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": meta("q"),
+        "spec": {"hard": {"cpu": "lots"}},
+    }
+    assert fields(causes(quota)) == ["spec.hard[cpu]"]
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta("h"),
+        "spec": {
+            "scaleTargetRef": {"kind": "Deployment", "name": "web"},
+            "minReplicas": 3,
+            "maxReplicas": 2,
+        },
+    }
+    assert (
+        causes(hpa)[0]["message"]
+        == "Invalid value: 2: must be greater than or equal to `minReplicas`"
+    )
+    pc = {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": meta("high", namespace=None),
+        "value": 2_000_000_000,
+    }
+    assert (
+        causes(pc)[0]["message"]
+        == "Forbidden: maximum allowed value of a user defined priority is 1000000000"
+    )
+    sc = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": meta("local", namespace=None),
+    }
+    assert fields(causes(sc)) == ["provisioner"]
+    eps = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": meta("web-abc"),
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.42.0.5"]}],
+        "ports": [{"port": 80, "protocol": "TCP"}],
+    }
+    assert causes(eps) == []
