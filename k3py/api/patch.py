@@ -457,6 +457,28 @@ def _strip(value: Any) -> Any:
     return value
 
 
+def _check_order(patch_list: list, order: list, merge_key: str, key: str) -> None:
+    """The patch list's items must appear in $setElementOrder, in the same relative order."""
+    items = [x for x in patch_list if not (isinstance(x, dict) and DIRECTIVE in x)]
+    i = 0
+    for entry in order:
+        if i == len(items):
+            break
+        if merge_key:
+            same = isinstance(entry, dict) and isinstance(items[i], dict) and _json_equal(
+                entry.get(merge_key), items[i].get(merge_key)
+            )
+        else:
+            same = _json_equal(entry, items[i])
+        if same:
+            i += 1
+    if i < len(items):
+        raise PatchError(
+            f"The order in patch list {json.dumps(patch_list)} doesn't match the "
+            f"{key} list {json.dumps(order)}"
+        )
+
+
 def _merge_map(original: dict, patch: dict, schema: PatchSchema) -> dict:
     directive = patch.get(DIRECTIVE)
     if directive is not None:
@@ -490,13 +512,7 @@ def _merge_map(original: dict, patch: dict, schema: PatchSchema) -> dict:
         in_patch = field in patch and isinstance(patch[field], list)
         patch_list = patch.pop(field) if in_patch else []
         if in_patch:
-            for item in patch_list:
-                if isinstance(item, dict) and item.get(DIRECTIVE) is not None:
-                    continue
-                if _position(order, item, meta.merge_key) < 0:
-                    raise PatchError(
-                        f"error: {key} does not contain {json.dumps(item)} from the patch list"
-                    )
+            _check_order(patch_list, order, meta.merge_key, key)
         if in_original and in_patch:
             merged = _merge_value(result[field], patch_list, sub, meta, field, False)
         elif in_original:

@@ -304,3 +304,72 @@ def test_json_patch_errors_are_clear() -> None:
         apply_json_patch({}, [{"op": "add", "path": "/a", "value": 1}] * 10001)
     assert err.value.code == 413
     assert apply_json_patch({"a": [1, 2]}, [{"op": "test", "path": "/a", "value": [1, 2.0]}]) == {"a": [1, 2]}
+
+
+# --- randomized comparison with kubectl -----------------------------------------------------
+
+
+def _random_patch(rng: Any) -> dict:
+    """A strategic merge patch of the deployment() fixture mixing the directives kubectl sends."""
+    names = ["app", "log", "side"]
+    env_names = ["X", "Y", "Z"]
+    container_patches: list[dict] = []
+    for name in rng.sample(names, rng.randint(0, 3)):
+        roll = rng.random()
+        if roll < 0.2:
+            container_patches.append({"$patch": "delete", "name": name})
+            continue
+        c: dict[str, Any] = {"name": name}
+        if rng.random() < 0.5 or name == "side":
+            c["image"] = rng.choice(["nginx:2", "busybox:3", "envoy"])
+        # Directives only inside containers the object has: for a new one upstream stores the
+        # raw patch item, directives and all (kubectl never sends that; the typed decoding of
+        # a real server would then drop them).
+        if rng.random() < 0.5 and name != "side":
+            env: list[dict] = []
+            for e in rng.sample(env_names, rng.randint(1, 3)):
+                env.append({"$patch": "delete", "name": e} if rng.random() < 0.3
+                           else {"name": e, "value": str(rng.randint(0, 9))})
+            c["env"] = env
+            if rng.random() < 0.5:
+                c["$setElementOrder/env"] = [{"name": e["name"]} for e in env if "$patch" not in e]
+        if rng.random() < 0.3:
+            c["ports"] = [{"containerPort": rng.choice([80, 443, 8080]), "protocol": "TCP"}]
+        if rng.random() < 0.2 and name != "side":
+            c["args"] = None
+        container_patches.append(c)
+    spec: dict[str, Any] = {}
+    if container_patches:
+        spec["containers"] = container_patches
+        if rng.random() < 0.6:
+            keep = [c["name"] for c in container_patches if "$patch" not in c]
+            others = [n for n in ["app", "log"] if n not in keep and
+                      not any(c.get("name") == n and c.get("$patch") for c in container_patches)]
+            order = keep + others
+            rng.shuffle(order)
+            spec["$setElementOrder/containers"] = [{"name": n} for n in order]
+    if rng.random() < 0.3:
+        spec["volumes"] = [{"name": "data", "$retainKeys": ["name", "hostPath"],
+                            "hostPath": {"path": "/tmp"}}]
+    patch: dict[str, Any] = {"spec": {"template": {"spec": spec}}}
+    if rng.random() < 0.4:
+        patch["metadata"] = {"finalizers": rng.sample(["a.example/x", "c.example/z"], rng.randint(1, 2))}
+        if rng.random() < 0.5:
+            patch["metadata"]["$deleteFromPrimitiveList/finalizers"] = ["b.example/y"]
+    if rng.random() < 0.3:
+        patch["spec"]["replicas"] = rng.choice([None, 4])
+    return patch
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_strategic_patches_match_kubectl(seed: int) -> None:
+    import random
+
+    assert DEPLOY_SMP is not None
+    patch = _random_patch(random.Random(seed))
+    expected = kubectl_patch(deployment(), "strategic", patch)
+    if expected is None:
+        with pytest.raises(PatchError):
+            apply_strategic_merge_patch(deployment(), patch, DEPLOY_SMP)
+    else:
+        assert apply_strategic_merge_patch(deployment(), patch, DEPLOY_SMP) == expected, json.dumps(patch)
