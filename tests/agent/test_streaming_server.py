@@ -483,3 +483,23 @@ def test_exit_status_shapes() -> None:
     failed = status_for(3, ["sh", "-c", "exit 3"])
     assert failed["reason"] == "NonZeroExitCode"
     assert failed["details"] == {"causes": [{"reason": "ExitCode", "message": "3"}]}
+
+
+async def test_garbage_after_the_spdy_upgrade_closes_only_that_connection(server: Running) -> None:
+    context = server.pki.client_context(server.pki.allowed_client)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=context)
+    writer.write(
+        b"POST /exec/default/x/c?command=cat&stdout=true HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+        b"X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    writer.write(bytes.fromhex("8002000100000004") + b"junk")  # a SPDY/2 frame: not spoken
+    await writer.drain()
+    rest = await asyncio.wait_for(reader.read(), 5)
+    assert rest.startswith(bytes.fromhex("80030007"))  # a GOAWAY, then the connection ends
+    writer.close()
+    # The server carries on.
+    async with session_for(server) as http:
+        async with http.get(f"{server.url}/containerLogs/default/x/c?tailLines=1") as response:
+            assert await response.text() == "c line 4\n"

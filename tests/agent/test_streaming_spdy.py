@@ -223,3 +223,58 @@ async def test_session_end_wakes_readers_and_accept() -> None:
     assert await asyncio.wait_for(accepted.read(), 2) == b""
     assert await asyncio.wait_for(server.accept(), 2) is None
     await server.close()
+
+
+class RawPeer:
+    """Drives a session with hand-made frames and decodes what it answers."""
+
+    def __init__(self, end: PipeEnd) -> None:
+        self.end = end
+        self.encoder = FrameEncoder()
+        self.decoder = FrameDecoder()
+        self.pending: list[object] = []
+
+    async def send(self, *frames: object) -> None:
+        for frame in frames:
+            await self.end.write(self.encoder.encode(frame))  # type: ignore[arg-type]
+
+    async def next_frame(self) -> object:
+        while not self.pending:
+            chunk = await asyncio.wait_for(self.end.read(), 2)
+            assert chunk, "session hung up"
+            self.pending += list(self.decoder.feed(chunk))
+        return self.pending.pop(0)
+
+
+async def test_data_for_unknown_stream_is_reset_and_goaway_refuses_new_streams() -> None:
+    peer_end, server_end = pipe()
+    peer = RawPeer(peer_end)
+    async with SpdySession(server_end) as server:
+        await peer.send(DataFrame(7, b"who?"))
+        assert await peer.next_frame() == RstStreamFrame(7, 2)  # INVALID_STREAM
+        await peer.send(SynStreamFrame(1, {"streamtype": ["error"]}))
+        assert await peer.next_frame() == SynReplyFrame(1, {})
+        await peer.send(SynStreamFrame(1, {"streamtype": ["again"]}))  # ids must increase
+        assert await peer.next_frame() == RstStreamFrame(1, 1)  # PROTOCOL_ERROR
+        await peer.send(GoAwayFrame(0), SynStreamFrame(3, {"streamtype": ["late"]}))
+        assert await peer.next_frame() == RstStreamFrame(3, 3)  # REFUSED_STREAM
+        accepted = await asyncio.wait_for(server.accept(), 2)
+        assert accepted is not None and accepted.stream_id == 1
+
+
+async def test_garbage_closes_the_session_with_goaway() -> None:
+    peer_end, server_end = pipe()
+    server = SpdySession(server_end)
+    server.start()
+    await peer_end.write(struct.pack(">HHI", 0x8002, 1, 0))  # SPDY/2 is not spoken
+    decoder = FrameDecoder()
+    frames = list(decoder.feed(await asyncio.wait_for(peer_end.read(), 2)))
+    assert frames == [GoAwayFrame(0, 1)]
+    assert await asyncio.wait_for(server.accept(), 2) is None
+    await server.close()
+
+
+async def test_server_pings_are_answered_by_a_client_session() -> None:
+    client_end, server_end = pipe()
+    async with SpdySession(client_end, is_server=False), SpdySession(server_end) as server:
+        await asyncio.wait_for(server.ping(), 2)

@@ -32,6 +32,7 @@ from k3py.agent.streaming.spdy_frames import (
     RST_CANCEL,
     RST_INVALID_STREAM,
     RST_PROTOCOL_ERROR,
+    RST_REFUSED_STREAM,
     RST_STREAM_ALREADY_CLOSED,
     SETTINGS_INITIAL_WINDOW_SIZE,
     DataFrame,
@@ -431,6 +432,8 @@ class SpdySession:
             return
         self._last_peer_stream = stream_id
         if self.goaway_received or self.closed:
+            with contextlib.suppress(StreamClosedError):
+                await self._send(RstStreamFrame(stream_id, RST_REFUSED_STREAM))
             return
         stream = SpdyStream(self, stream_id, frame.headers)
         self._streams[stream_id] = stream
