@@ -10,6 +10,7 @@ tests build bodies with a hand-written encoder, independent of the decoder.
 from __future__ import annotations
 
 import base64
+import gzip
 import http.server
 import json
 import os
@@ -26,6 +27,7 @@ from k3py.api.defaults import apply_defaults
 from k3py.api.protobuf import ProtobufError, decode_k8s_protobuf, is_k8s_protobuf
 from k3py.api.resources import builtin_resources
 from k3py.api.validation import validate_object
+from tests.cluster import find_helm
 
 # ------------------------------------------------------------------ a recording fake API server
 
@@ -113,19 +115,29 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
             self._reply(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.4"})
         elif path in _DISCOVERY:  # `create role --resource=...` maps resources via discovery
             self._reply(200, _DISCOVERY[path])
+        elif path.endswith("/secrets"):  # Helm looks for earlier releases first
+            self._reply(
+                200, {"kind": "SecretList", "apiVersion": "v1", "metadata": {}, "items": []}
+            )
         else:
             self._reply(
                 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404}
             )
 
     def do_POST(self) -> None:
+        self._record(201)
+
+    def do_PUT(self) -> None:
+        self._record(200)
+
+    def _record(self, code: int) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.server.bodies.append((self.path, self.headers.get("Content-Type", ""), body))
-        # kubectl only prints the name of what comes back; the decoder is not involved here.
+        # The clients only print the name of what comes back; the decoder is not involved here.
         parts = self.path.split("?", 1)[0].strip("/").split("/")
         api_version = "v1" if parts[0] == "api" else f"{parts[1]}/{parts[2]}"
-        kind = _KINDS[parts[-1]]
-        self._reply(201, {"kind": kind, "apiVersion": api_version, "metadata": {"name": "x"}})
+        kind = _KINDS[parts[-1] if code == 201 else parts[-2]]
+        self._reply(code, {"kind": kind, "apiVersion": api_version, "metadata": {"name": "x"}})
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +233,72 @@ def test_kubectl_create_body_decodes_like_kubectl_json(
     decoded["metadata"]["uid"] = "0b5e7a5e-0000-4000-8000-000000000001"
     apply_defaults(info, decoded)
     assert validate_object(info, decoded, None) == []
+
+
+def test_helm_release_secrets_decode(recorder: _Recorder, tmp_path: Path) -> None:
+    """Helm 3 writes its release record as a protobuf Secret (POST, then PUT when deployed)."""
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: empty\nversion: 0.1.0\n")
+    kubeconfig = tmp_path / "kubeconfig"
+    server = f"http://127.0.0.1:{recorder.server_address[1]}"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [
+                    {"name": "c", "context": {"cluster": "c", "user": "u", "namespace": "default"}}
+                ],
+                "current-context": "c",
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "HELM"))}
+    env.update(
+        HELM_CACHE_HOME=str(tmp_path / "hc"),
+        HELM_CONFIG_HOME=str(tmp_path / "hcfg"),
+        HELM_DATA_HOME=str(tmp_path / "hd"),
+    )
+    before = len(recorder.bodies)
+    proc = subprocess.run(
+        [find_helm(), "--kubeconfig", str(kubeconfig), "install", "rel", str(chart)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    writes = recorder.bodies[before:]
+    assert [(p.split("?")[0], ct) for p, ct, _b in writes] == [
+        ("/api/v1/namespaces/default/secrets", "application/vnd.kubernetes.protobuf"),
+        (
+            "/api/v1/namespaces/default/secrets/sh.helm.release.v1.rel.v1",
+            "application/vnd.kubernetes.protobuf",
+        ),
+    ]
+    for (_path, _ct, body), status in zip(writes, ("pending-install", "deployed"), strict=True):
+        secret = decode_k8s_protobuf(body)
+        assert secret["kind"] == "Secret" and secret["type"] == "helm.sh/release.v1"
+        assert secret["metadata"]["name"] == "sh.helm.release.v1.rel.v1"
+        labels = secret["metadata"]["labels"]
+        assert (labels["name"], labels["owner"], labels["status"], labels["version"]) == (
+            "rel",
+            "helm",
+            status,
+            "1",
+        )
+        # data.release is base64 (Secret bytes) of Helm's own base64(gzip(release JSON)).
+        release = json.loads(
+            gzip.decompress(base64.b64decode(base64.b64decode(secret["data"]["release"])))
+        )
+        assert (release["name"], release["info"]["status"], release["version"]) == (
+            "rel",
+            status,
+            1,
+        )
 
 
 # ------------------------------------------------------------------ an independent encoder
