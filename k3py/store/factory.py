@@ -1,7 +1,8 @@
 """Choose a store backend from a datastore endpoint string.
 
-``""`` → SQLite at ``<data_dir>/db/state.db`` (k3s's layout); ``sqlite://<path>`` → SQLite at
-that path (relative paths are under data_dir; query parameters are ignored);
+``data_dir`` is the store's own directory (the server passes ``<data-dir>/db``, k3s's layout).
+``""`` → SQLite at ``<data_dir>/state.db``; ``sqlite://<path>`` → SQLite at that path (relative
+paths are under data_dir; kine-style query parameters are ignored);
 ``postgres://`` / ``postgresql://`` → the PostgreSQL backend (several servers, one database).
 """
 
@@ -21,7 +22,7 @@ def open_store(endpoint: str, data_dir: Path, synchronous: str = "FULL") -> Stor
 
         rest = endpoint[len("sqlite:") :] if endpoint else ""
         rest = rest.removeprefix("//").split("?", 1)[0]
-        path = Path(rest) if rest else Path("db") / "state.db"
+        path = Path(rest) if rest else Path("state.db")
         if not path.is_absolute():
             path = Path(data_dir) / path
         return SqliteStore(path, synchronous)

@@ -15,6 +15,16 @@ Semantics follow etcd v3 as Kubernetes uses it:
   compact revision and history it needs is gone. Closing the async iterator (``aclose``)
   or cancelling the consuming task ends the watch.
 - TTL keys (``ttl`` seconds) are deleted by the store once expired, as a normal DELETE event.
+  An ``update`` without ``ttl`` makes the key permanent (as an etcd put without a lease).
+- The empty store is at revision 1, so the first write is revision 2 (as etcd) and no list
+  ever reports revision 0, which Kubernetes clients read as "any".
+- ``list`` raises InvalidContinueTokenError for a token it did not issue (or one for another
+  prefix) and CompactedError when the token's snapshot has been compacted (Kubernetes: 410).
+- ``watch`` subscribes when called, not when first iterated: a watch "from now" opened before
+  a write sees it. ``compact`` is a no-op when already compacted that far; backends also
+  compact on their own, keeping five minutes of history by default.
+- Bad input (empty or > MAX_KEY_BYTES key, > MAX_VALUE_BYTES value, negative ttl/limit)
+  raises a ValueError subclass before anything is written.
 """
 
 from __future__ import annotations

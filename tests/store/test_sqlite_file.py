@@ -18,7 +18,7 @@ async def test_data_and_revisions_survive_a_restart(tmp_path: Path) -> None:
     await store.start()
     kv = await store.create("/k", b"v")
     await store.close()
-    assert (tmp_path / "db" / "state.db").exists()
+    assert (tmp_path / "state.db").exists()
     again = open_store("", tmp_path)
     await again.start()
     assert await again.get("/k") == kv
