@@ -8,7 +8,9 @@ too — kubectl hides them unless `-o wide`.
 
 Cells keep the JSON types upstream puts there (int for integer columns that upstream fills
 with numbers, bool for booleans, str otherwise), because kubectl formats each cell by its
-Go type. Kinds without a printer (CRDs, unknown kinds) get NAME and AGE.
+Go type. Kinds without a printer (CRDs, unknown kinds) get NAME and AGE; custom resources
+whose CRD declares additionalPrinterColumns get NAME plus those, each cell found by the
+column's (simple) JSONPath and typed as the column says — upstream's CRD table convertor.
 
 Every cell function tolerates missing fields: objects straight from a client may lack
 defaults, and a printer must never fail a `get`.
@@ -16,10 +18,12 @@ defaults, and a printer must never fail a `get`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from k3py.api.jsonpath import JSONPathError, jsonpath_values
 from k3py.api.resources import ResourceInfo
 
 Cells = list[Any]
@@ -1372,6 +1376,53 @@ PRINTERS: dict[tuple[str, str], tuple[list[dict], Printer]] = {
         _name_created_cells,
     ),
 }
+
+
+# --- custom resources: additionalPrinterColumns ----------------------------------------------
+
+
+def custom_table_columns(printer_columns: list[dict]) -> list[dict]:
+    """Columns of a custom resource with additionalPrinterColumns: NAME, then those columns."""
+    columns = [dict(NAME_COL)]
+    for col in printer_columns:
+        desc = col.get("description") or (
+            f"Custom resource definition column (in JSONPath format): {col.get('jsonPath', '')}"
+        )
+        columns.append(_col(str(col.get("name", "")), str(col.get("type") or "string"), desc,
+                            int(col.get("priority") or 0), str(col.get("format") or "")))
+    return columns
+
+
+def _custom_cell(col: dict, obj: dict, now: datetime) -> Any:
+    try:
+        values = jsonpath_values(obj, str(col.get("jsonPath", "")))
+    except JSONPathError:
+        return None
+    if not values or values[0] is None:
+        return None
+    value = values[0]
+    kind = col.get("type") or "string"
+    if kind == "date":
+        if not isinstance(value, str):
+            return None
+        return since(value, now) if parse_time(value) else "<invalid>"
+    if kind == "integer":
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if kind == "number":
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if kind == "boolean":
+        return value if isinstance(value, bool) else None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def custom_row_cells(printer_columns: list[dict], obj: dict, now: datetime) -> list:
+    """Cells of a custom resource's row for `custom_table_columns(printer_columns)`."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    obj = obj if isinstance(obj, dict) else {}
+    return [_name(obj), *(_custom_cell(col, obj, now) for col in printer_columns)]
 
 
 def table_columns(info: ResourceInfo) -> list[dict]:

@@ -326,3 +326,31 @@ def test_hpa_targets() -> None:
                    "targetCPUUtilizationPercentage": 50}, "status": {"currentCPUUtilizationPercentage": 20}}
     r = row(info("autoscaling", "horizontalpodautoscalers", "v1"), v1)
     assert (r["TARGETS"], r["MINPODS"]) == ("cpu: 20%/50%", "<unset>")
+
+
+def test_custom_resource_printer_columns() -> None:
+    from k3py.api.jsonpath import jsonpath_values
+    from k3py.api.tables import custom_row_cells, custom_table_columns
+
+    columns = [
+        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "Ports", "type": "string", "jsonPath": ".spec.ports", "priority": 1},
+        {"name": "First", "type": "string", "jsonPath": ".spec.hosts[0]"},
+        {"name": "Paused", "type": "boolean", "jsonPath": ".spec.paused"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    cols = custom_table_columns(columns)
+    assert [c["name"] for c in cols] == ["Name", "Replicas", "Ready", "Ports", "First", "Paused", "Age"]
+    assert cols[0]["format"] == "name" and cols[3]["priority"] == 1
+    assert cols[1]["description"] == "Custom resource definition column (in JSONPath format): .spec.replicas"
+    obj = {"metadata": {"name": "w", "creationTimestamp": ago(hours=2)},
+           "spec": {"replicas": 3, "ports": [80, 443], "hosts": ["a", "b"], "paused": False},
+           "status": {"conditions": [{"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}}
+    assert custom_row_cells(columns, obj, NOW) == ["w", 3, "True", "[80,443]", "a", False, "120m"]
+    # missing values are empty cells, never errors
+    assert custom_row_cells(columns, {"metadata": {"name": "x"}}, NOW) == ["x", None, None, None, None, None, None]
+    assert jsonpath_values({"a": {"b": [{"c": 1}, {"c": 2}]}}, "{.a.b[*].c}") == [1, 2]
+    assert jsonpath_values({"a": {"x.y": 1}}, ".a['x.y']") == [1]
+    bad = [{"name": "Bad", "type": "string", "jsonPath": ".spec[?(foo)]"}]
+    assert custom_row_cells(bad, obj, NOW) == ["w", None]
