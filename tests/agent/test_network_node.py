@@ -231,6 +231,7 @@ def test_teardown_removes_veth_address_file_and_host_port_rule(node: Node) -> No
     assert _in(pod_a, "ip", "link", "show", "dev", "eth0", check=False).returncode != 0
     assert not ip_file.exists()
     assert node.network.record("uid-a") is None
+    assert ip_a.ip not in node.sh("ip", "route").stdout
     ruleset = node.sh("nft", "list", "ruleset").stdout
     assert "dnat to" not in ruleset
     assert "masquerade" in ruleset  # the node's own rules stay
@@ -244,7 +245,7 @@ def test_unknown_cluster_and_service_addresses_are_refused_on_the_node(
     routes = node.sh("ip", "route").stdout
     assert "unreachable 10.42.0.0/16 metric 4242" in routes
     assert "unreachable 10.43.0.0/16 metric 4242" in routes
-    assert "10.42.0.0/24 dev k3py0" in routes
+    assert "10.42.0.0/24" not in routes  # no route for the whole /24: one per pod instead
     # Count what reaches the outside for the cluster ranges: it must stay zero.
     _in(
         internet,
@@ -253,12 +254,16 @@ def test_unknown_cluster_and_service_addresses_are_refused_on_the_node(
         "{ type filter hook prerouting priority 0; }; "
         "add rule ip watch in ip daddr { 10.42.0.0/16, 10.43.0.0/16 } counter",
     )
-    pod, _ = node.add_pod("uid-a")
+    pod, pod_ip = node.add_pod("uid-a")
+    assert f"{pod_ip.ip} dev k3py0 proto 243 scope link src 10.42.0.1" in node.sh(
+        "ip", "route"
+    ).stdout
 
     for client, target in (
-        (node.host, "10.42.7.9"),
-        (node.host, "10.43.0.10"),
-        (pod, "10.42.200.3"),
+        (node.host, "10.42.7.9"),  # another node's range, no such node
+        (node.host, "10.42.0.77"),  # this node's range, no such pod: no ARP wait either
+        (node.host, "10.43.0.10"),  # a service address nobody serves
+        (pod, "10.42.200.3"),  # from a pod, refused by the node
     ):
         code, took = _connect_error(client, target, 80)
         assert code in (errno.EHOSTUNREACH, errno.ENETUNREACH), (target, errno.errorcode.get(code))
@@ -518,13 +523,18 @@ def test_start_and_host_port_changes_repair_what_others_removed(node: Node) -> N
     _, pod_ip = node.add_pod("uid-a", [HostPort(8080, 80)])
     node.sh("nft", "delete", "table", "ip", "k3py-nat")
     node.sh("ip", "route", "del", "unreachable", "10.42.0.0/16", "metric", "4242")
+    node.sh("ip", "route", "del", f"{pod_ip.ip}/32", "dev", "k3py0")
+    node.sh("ip", "route", "add", "10.42.0.99/32", "dev", "k3py0", "proto", "243")
     # A hostPort change finds its chain gone and writes the whole table back.
     node.add_pod("uid-b", [HostPort(9090, 90)])
     ruleset = node.sh("nft", "list", "ruleset").stdout
     assert f"dnat to {pod_ip.ip}:80" in ruleset and "masquerade" in ruleset
-    # A restart of the agent puts the safety route back, and keeps the pods' rules.
+    # A restart of the agent puts the routes back as the records say, and keeps the rules.
     node.restart()
-    assert "unreachable 10.42.0.0/16 metric 4242" in node.sh("ip", "route").stdout
+    routes = node.sh("ip", "route").stdout
+    assert "unreachable 10.42.0.0/16 metric 4242" in routes
+    assert f"{pod_ip.ip} dev k3py0 proto 243" in routes
+    assert "10.42.0.99" not in routes
     assert f"dnat to {pod_ip.ip}:80" in node.sh("nft", "list", "ruleset").stdout
 
 

@@ -6,12 +6,13 @@ start and repairs whatever is missing):
 - ``net.ipv4.ip_forward = 1``: pods reach the outside, and hostPorts the pods, through the
   node's routing;
 - the bridge (``k3py0``, k3s calls its own ``cni0``) with a fixed MAC and the gateway address
-  (first address of the node's pod CIDR), up; its connected route is how the node reaches its
-  own pods by IP. ``route_localnet`` on it lets a hostPort reached on 127.0.0.1 be forwarded;
+  (first address of the node's pod CIDR) but no route for the whole /24: the node reaches its
+  pods by one /32 route each (see ``routes``), rebuilt here from the pod records.
+  ``route_localnet`` on the bridge lets a hostPort reached on 127.0.0.1 be forwarded;
 - ``unreachable`` routes for the whole cluster CIDR and service CIDR with a high metric:
-  the more specific routes (this node's /24 on the bridge, later one /24 per other node) win,
-  and a packet for any other address of those ranges is refused at once (EHOSTUNREACH)
-  instead of following the default route off the host;
+  the more specific routes (a /32 per local pod, a /24 per other node) win, and a packet for
+  any other address of those ranges — a pod that does not exist — is refused at once
+  (EHOSTUNREACH) instead of following the default route off the host or waiting for ARP;
 - the NAT table (see ``nftables``), rebuilt from the pod records on disk.
 
 Pod records (``<data_dir>/pods/<uid>.json``: IP, host veth, netns, hostPorts) are written by
@@ -103,7 +104,7 @@ class NodeNetwork:
                 [
                     *(f"addr del {address} dev {bridge}" for address in stale),
                     f"link set dev {bridge} address {config.bridge_mac}",
-                    f"addr replace {wanted} dev {bridge}",
+                    f"addr replace {wanted} dev {bridge} noprefixroute",
                     f"link set dev {bridge} up",
                     f"route replace unreachable {config.cluster_network}"
                     f" metric {config.unreachable_metric}",
@@ -111,7 +112,13 @@ class NodeNetwork:
                     f" metric {config.unreachable_metric}",
                 ]
             )
+            # A bridge address once added with its prefix route keeps that route.
+            commands.ip(
+                "route", "del", str(config.pod_network), "dev", bridge, "proto", "kernel",
+                check=False,
+            )
             commands.write_sysctl(("net", "ipv4", "conf", bridge, "route_localnet"), "1")
+            self.sync_pod_routes()
             self.sync_nat()
 
     def destroy(self) -> None:
@@ -133,6 +140,11 @@ class NodeNetwork:
         """Routes to other nodes' pods: ``{their pod CIDR: their address}`` (see ``routes``)."""
         with self.lock:
             routes.sync_node_routes(self.config, peers)
+
+    def sync_pod_routes(self) -> None:
+        """Makes the /32 routes of local pods exactly those of the pod records."""
+        with self.lock:
+            routes.sync_pod_routes(self.config, [r.ip for r in self.records().values()])
 
     def _host_ports(self) -> dict[str, tuple[str, tuple[HostPort, ...]]]:
         return {

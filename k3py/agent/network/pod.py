@@ -10,13 +10,14 @@ runtime has made the pod sandbox's network namespace (any path to an nsfs file: 
    created directly inside the pod's namespace as ``eth0`` — so no interface named eth0 ever
    appears, even briefly, in the node's namespace;
 3. the host end joins the bridge (hairpin on, so a pod can reach itself through a hostPort or
-   later a Service), the pod end gets the address, and the pod a default route via the bridge;
+   later a Service), the node a /32 route to the pod, the pod end gets the address, and the
+   pod a default route via the bridge;
 4. the record is saved and, if it has hostPorts, the hostPort chain rewritten.
 
 Any failure undoes what was done and raises ``NetworkError``. ``setup`` is idempotent: called
 again for a pod that is set up it returns the same address (updating hostPorts if they
-changed). ``teardown(pod_uid)`` deletes the veth (its peer goes with it), releases the address,
-drops the record and the hostPort rules; it is idempotent too, and works after a restart.
+changed). ``teardown(pod_uid)`` deletes the veth (its peer goes with it), releases the address
+and its route, drops the record and the hostPort rules; it is idempotent too, and works after a restart.
 
 hostNetwork pods are not set up at all: they share the node's namespace and address
 (``uses_pod_network``).
@@ -31,7 +32,7 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from k3py.agent.network import commands
+from k3py.agent.network import commands, routes
 from k3py.agent.network.config import NetworkConfigError, NetworkError, PodIP
 from k3py.agent.network.hostports import HostPort, check_conflicts
 from k3py.agent.network.ipam import check_owner
@@ -113,6 +114,7 @@ class PodNetwork:
                 # Undo, best effort: the original error is the one to report.
                 with contextlib.suppress(Exception):
                     commands.delete_link(veth)
+                    routes.delete_pod_route(config, str(address))
                 self.node.delete_record(pod_uid)
                 self.node.ipam.release(pod_uid)
                 if mappings:
@@ -129,7 +131,8 @@ class PodNetwork:
             veth = record.veth if record is not None else host_veth_name(pod_uid)
             commands.delete_link(veth)
             self.node.delete_record(pod_uid)
-            self.node.ipam.release(pod_uid)
+            for address in self.node.ipam.release(pod_uid):
+                routes.delete_pod_route(self.node.config, str(address))
             if record is not None and record.host_ports:
                 self.node.sync_host_ports()
 
@@ -155,16 +158,18 @@ class PodNetwork:
             for port in commands.links_with_master(self.node.config.bridge):
                 if port.startswith("veth") and port not in wanted:
                     commands.delete_link(port)
+            self.node.sync_pod_routes()
             return gone
 
     def _connect(self, veth: str, netns_path: str, pod_ip: PodIP) -> None:
-        bridge = self.node.config.bridge
+        config = self.node.config
         commands.ip_batch(
             [
                 f"link add name {veth} type veth peer name {POD_INTERFACE} netns {netns_path}",
-                f"link set dev {veth} master {bridge}",
+                f"link set dev {veth} master {config.bridge}",
                 f"link set dev {veth} type bridge_slave hairpin on",
                 f"link set dev {veth} up",
+                f"route replace {routes.pod_route(config, pod_ip.ip)}",
             ]
         )
         commands.ip_batch(
