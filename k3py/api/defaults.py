@@ -23,6 +23,8 @@ import base64
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from k3py.api.quantity import canonical_quantity
+
 if TYPE_CHECKING:
     from k3py.api.resources import ResourceInfo
 
@@ -49,6 +51,22 @@ def _child(obj: Obj, key: str) -> Obj:
         value = {}
         obj[key] = value
     return value
+
+
+def _canonical_quantities(values: Any) -> None:
+    """Rewrite a ResourceList's quantities the way the API server stores them ("0.5" → "500m").
+
+    Values that do not parse are left alone for validation to report.
+    """
+    if not isinstance(values, dict):
+        return
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            continue
+        try:
+            values[name] = canonical_quantity(value)
+        except ValueError:
+            pass
 
 
 def _dicts(value: Any) -> list[Obj]:
@@ -107,6 +125,8 @@ def _default_container(container: Obj, host_network: bool) -> None:
     _default(container, "terminationMessagePolicy", "File")
     if not isinstance(container.get("resources"), dict):
         container["resources"] = {}
+    _canonical_quantities(container["resources"].get("limits"))
+    _canonical_quantities(container["resources"].get("requests"))
     for port in _dicts(container.get("ports")):
         _default(port, "protocol", "TCP")
         if host_network and not port.get("hostPort"):
@@ -263,6 +283,10 @@ def _default_replication_controller(obj: Obj) -> None:
 
 def _default_pvc_spec(spec: Obj) -> None:
     _default(spec, "volumeMode", "Filesystem")
+    resources = spec.get("resources")
+    if isinstance(resources, dict):
+        _canonical_quantities(resources.get("requests"))
+        _canonical_quantities(resources.get("limits"))
 
 
 def _default_statefulset(obj: Obj) -> None:
@@ -415,6 +439,7 @@ def _default_pvc(obj: Obj) -> None:
 
 def _default_pv(obj: Obj) -> None:
     spec = _spec(obj)
+    _canonical_quantities(spec.get("capacity"))
     _default(spec, "persistentVolumeReclaimPolicy", "Retain")
     _default(spec, "volumeMode", "Filesystem")
     _default(_child(obj, "status"), "phase", "Pending")
@@ -422,6 +447,9 @@ def _default_pv(obj: Obj) -> None:
 
 def _default_node(obj: Obj) -> None:
     status = obj.get("status")
+    if isinstance(status, dict):
+        _canonical_quantities(status.get("capacity"))
+        _canonical_quantities(status.get("allocatable"))
     if isinstance(status, dict) and status.get("capacity") and not status.get("allocatable"):
         status["allocatable"] = dict(status["capacity"])
 
@@ -447,6 +475,8 @@ def _default_limit_range(obj: Obj) -> None:
     # Container limits: a missing default limit is the max, a missing default request is the
     # default limit, else the min — as upstream's LimitRangeItem defaulting.
     for item in _dicts(_spec(obj).get("limits")):
+        for part in ("max", "min", "default", "defaultRequest", "maxLimitRequestRatio"):
+            _canonical_quantities(item.get(part))
         if item.get("type") != "Container":
             continue
         default = _child(item, "default")
@@ -499,6 +529,10 @@ def _default_storage_class(obj: Obj) -> None:
     _default(obj, "volumeBindingMode", "Immediate")
 
 
+def _default_resource_quota(obj: Obj) -> None:
+    _canonical_quantities(_spec(obj).get("hard"))
+
+
 _DEFAULTERS: dict[tuple[str, str], Callable[[Obj], None]] = {
     ("", "Pod"): _default_pod,
     ("", "PodTemplate"): _default_pod_template_object,
@@ -511,6 +545,7 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[Obj], None]] = {
     ("", "Node"): _default_node,
     ("", "Endpoints"): _default_endpoints,
     ("", "LimitRange"): _default_limit_range,
+    ("", "ResourceQuota"): _default_resource_quota,
     ("apps", "Deployment"): _default_deployment,
     ("apps", "ReplicaSet"): _default_replicaset,
     ("apps", "StatefulSet"): _default_statefulset,

@@ -54,7 +54,7 @@ def test_pod_defaults() -> None:
                         "name": "c",
                         "image": "nginx",
                         "ports": [{"containerPort": 80}],
-                        "resources": {"limits": {"cpu": "1"}},
+                        "resources": {"limits": {"cpu": 1, "memory": "1.5Gi"}},
                         "livenessProbe": {"httpGet": {"port": 80}},
                         "env": [
                             {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
@@ -84,7 +84,10 @@ def test_pod_defaults() -> None:
     assert c["terminationMessagePath"] == "/dev/termination-log"
     assert c["terminationMessagePolicy"] == "File"
     assert c["ports"] == [{"containerPort": 80, "protocol": "TCP"}]
-    assert c["resources"] == {"limits": {"cpu": "1"}, "requests": {"cpu": "1"}}
+    assert c["resources"] == {
+        "limits": {"cpu": "1", "memory": "1536Mi"},
+        "requests": {"cpu": "1", "memory": "1536Mi"},
+    }
     assert c["livenessProbe"] == {
         "httpGet": {"port": 80, "path": "/", "scheme": "HTTP"},
         "timeoutSeconds": 1,
@@ -284,7 +287,22 @@ def test_small_kinds() -> None:
     assert ns["spec"] == {"finalizers": ["kubernetes"]}
     assert ns["status"] == {"phase": "Active"}
     assert ns["metadata"]["labels"] == {"kubernetes.io/metadata.name": "team"}
-    pvc = defaulted({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "spec": {}})
+    pvc = defaulted(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "spec": {"resources": {"requests": {"storage": "1024Mi"}}},
+        }
+    )
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    quota = defaulted(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "spec": {"hard": {"cpu": "0.5", "pods": 10, "x": "bad"}},
+        }
+    )
+    assert quota["spec"]["hard"] == {"cpu": "500m", "pods": "10", "x": "bad"}
     assert pvc["spec"]["volumeMode"] == "Filesystem" and pvc["status"]["phase"] == "Pending"
     node = defaulted({"apiVersion": "v1", "kind": "Node", "status": {"capacity": {"cpu": "2"}}})
     assert node["status"]["allocatable"] == {"cpu": "2"}
