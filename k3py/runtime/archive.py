@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,46 @@ _CONTAINERD_NAME = "io.containerd.image.name"
 class _Archive:
     """Read access to the members of an image tarball, by normalised name."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, scratch: Path) -> None:
+        self._scratch: Path | None = None
+        original = path
         try:
+            with open(path, "rb") as raw:
+                zstd = raw.read(4) == b"\x28\xb5\x2f\xfd"
+            if zstd:  # tarfile knows gzip, bzip2 and xz but not zstd: decompress to scratch first
+                import shutil
+                import tempfile
+
+                import zstandard
+
+                fd, name = tempfile.mkstemp(dir=scratch, prefix="archive-")
+                self._scratch = Path(name)
+                with open(path, "rb") as raw, os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(zstandard.ZstdDecompressor().stream_reader(raw), out)
+                path = self._scratch
             self.tar = tarfile.open(path, "r:*")
             self.members = {m.name.removeprefix("./"): m for m in self.tar.getmembers()}
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise ImageError(f"{path} is not a readable image archive: {exc}") from None
+            self._drop_scratch()
+            detail = (
+                "not a tar archive (plain, gzip, bzip2, xz or zstd)"
+                if isinstance(exc, tarfile.ReadError)
+                else str(exc)
+            )
+            raise ImageError(f"{original} is not a readable image archive: {detail}") from None
+        except Exception as exc:
+            self._drop_scratch()
+            if "zstd" in type(exc).__module__:
+                raise ImageError(
+                    f"{original} is not a readable image archive: corrupt zstd stream"
+                ) from None
+            raise
+
+    def _drop_scratch(self) -> None:
+        if self._scratch is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._scratch.unlink()
+            self._scratch = None
 
     def open(self, name: str) -> Any:
         member = self.members.get(name.removeprefix("./"))
@@ -67,6 +102,7 @@ class _Archive:
 
     def close(self) -> None:
         self.tar.close()
+        self._drop_scratch()
 
 
 def _layer_media_type(store: ImageStore, digest: str) -> str:
@@ -208,7 +244,7 @@ def import_archive(store: ImageStore, path: Path, names: list[str] | None = None
 
     ``names`` replaces the names recorded in the archive (for a single-image archive).
     """
-    archive = _Archive(Path(path))
+    archive = _Archive(Path(path), store.tmp)
     importer = _Importer(store, archive)
     try:
         if "manifest.json" in archive.members:

@@ -305,10 +305,9 @@ class ImageStore:
         except ReferenceError_ as exc:
             raise ImageNotFound(f"image {ref!r} not found ({exc})") from None
         for image in images:
-            if parsed.digest is not None:
-                if image.manifest_digest == parsed.digest:
-                    return image
-            elif str(parsed) in image.names:
+            if str(parsed) in image.names:
+                return image
+            if parsed.digest is not None and image.manifest_digest == parsed.digest:
                 return image
         if parsed.digest is not None and self.has_blob(parsed.digest):
             return self.load_manifest(parsed.digest)

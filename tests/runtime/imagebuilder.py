@@ -230,3 +230,39 @@ def build_busybox_images(out_dir: Path) -> tuple[Path, Path]:
         writer(tmp)
         tmp.replace(final)
     return docker_path, oci_path
+
+
+def write_oci_layout_archive(path: Path, blobs: list[bytes], index: dict) -> None:
+    """An OCI archive with arbitrary blobs and a hand-written index.json (image indexes, tests)."""
+    with tarfile.open(path, "w") as tar:
+        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        for blob in blobs:
+            _add_bytes(tar, f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}", blob)
+        _add_bytes(tar, "index.json", json.dumps(index).encode())
+
+
+def oci_image_blobs(layers: list[bytes], cmd: list[str] | None = None) -> tuple[bytes, list[bytes]]:
+    """(manifest bytes, every blob incl. the manifest) for an OCI image of gzip ``layers``."""
+    compressed = [gzip_bytes(layer) for layer in layers]
+    config = image_config([sha256(layer) for layer in layers], cmd=cmd)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": sha256(b),
+                    "size": len(b),
+                }
+                for b in compressed
+            ],
+        },
+        sort_keys=True,
+    ).encode()
+    return manifest, [config, *compressed, manifest]

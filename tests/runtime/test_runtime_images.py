@@ -85,6 +85,25 @@ def test_import_oci_archive_and_reimport_shares_layers(
     assert json.loads(result.stdout)["config"]["digest"] == docker.id
 
 
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_archives_import(
+    compression: str, store: ImageStore, test_images: Path, tmp_path: Path
+) -> None:
+    import gzip
+
+    import zstandard
+
+    data = (test_images / "busybox-docker.tar").read_bytes()
+    packed = (
+        gzip.compress(data) if compression == "gzip" else zstandard.ZstdCompressor().compress(data)
+    )
+    archive = tmp_path / f"busybox.tar.{compression}"
+    archive.write_bytes(packed)
+    [image] = import_archive(store, archive)
+    assert image.names == ["docker.io/library/busybox:latest"]
+    assert os.listdir(store.tmp) == []
+
+
 def test_zstd_layers_and_name_override(store: ImageStore, tmp_path: Path) -> None:
     layer = layer_tar([Entry("hello.txt", data=b"hi\n")])
     archive = tmp_path / "z.tar"

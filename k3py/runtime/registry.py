@@ -1,0 +1,341 @@
+"""Pulling images from registries over the distribution (Docker Registry HTTP API v2) protocol.
+
+``pull_image(store, "busybox")`` resolves the reference, fetches the manifest (an image index or
+Docker manifest list is narrowed to linux/<this arch>), then the config and the layers — layers
+in parallel threads — each streamed to the store's tmp dir while hashed, verified against its
+digest and only then renamed into ``blobs``. A dropped transfer is retried with an HTTP
+``Range`` request from where it stopped (or from scratch when the server ignores ranges).
+Finally the layers are unpacked (safe unpacking, diff_id check) and the name is tagged.
+
+Authentication: a 401 with ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` is
+answered with the token flow (the credentials, if any, go to the token realm as basic auth);
+``Basic`` asks for the credentials directly. Tokens are cached per scope. The authorization header
+is never forwarded across a redirect (blob downloads are often redirected to object storage).
+
+Registries on loopback are spoken to over plain HTTP when HTTPS fails, as Docker does for
+``localhost``; any other registry needs HTTPS unless ``plain_http`` is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.client
+import ipaddress
+import json
+import os
+import re
+import ssl
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from k3py.runtime.images import (
+    CONFIG_TYPES,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    Image,
+    ImageError,
+    ImageStore,
+    digest_hex,
+    go_arch,
+)
+from k3py.runtime.reference import ReferenceError_, parse_reference
+
+ACCEPT_MANIFESTS = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+_CHUNK = 1 << 20
+_MAX_MANIFEST = 4 << 20
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryError(ImageError):
+    """The registry refused, failed, or sent content that does not verify."""
+
+
+@dataclass
+class Credentials:
+    username: str
+    password: str
+
+
+def registry_endpoint(registry: str) -> str:
+    """The host to talk to: Docker Hub's API lives on registry-1.docker.io."""
+    return "registry-1.docker.io" if registry == "docker.io" else registry
+
+
+def is_loopback(host: str) -> bool:
+    name = host[1 : host.index("]")] if host.startswith("[") else host.split(":")[0]
+    if name == "localhost":
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(name).is_loopback
+    return False
+
+
+class _TransientError(RegistryError):
+    """A failure worth retrying: connection trouble or a 5xx."""
+
+
+class RegistryClient:
+    """One registry; thread-safe for concurrent blob downloads."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        credentials: Credentials | None = None,
+        plain_http: bool | None = None,
+        timeout: float = 30.0,
+        retries: int = 4,
+    ) -> None:
+        self.host = registry_endpoint(registry)
+        self.credentials = credentials
+        self.timeout = timeout
+        self.retries = retries
+        self.scheme = "http" if plain_http else "https"
+        self._may_fall_back = plain_http is None and is_loopback(self.host)
+        self._tokens: dict[str, str] = {}
+        self._basic = False
+        self._lock = threading.Lock()
+        self._opener = urllib.request.build_opener()
+
+    # ---- HTTP with authentication --------------------------------------------------------------
+
+    def _auth_header(self, scope: str) -> str | None:
+        with self._lock:
+            if scope in self._tokens:
+                return f"Bearer {self._tokens[scope]}"
+            if self._basic and self.credentials:
+                raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+                return "Basic " + base64.b64encode(raw).decode()
+        return None
+
+    def _open(
+        self, path: str, scope: str, headers: dict[str, str] | None = None
+    ) -> http.client.HTTPResponse:
+        """GET ``path`` on the registry, answering one auth challenge; raises RegistryError."""
+        challenged = False
+        while True:
+            request = urllib.request.Request(
+                f"{self.scheme}://{self.host}{path}", headers=headers or {}
+            )
+            auth = self._auth_header(scope)
+            if auth:
+                request.add_unredirected_header("Authorization", auth)
+            try:
+                return self._opener.open(request, timeout=self.timeout)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and not challenged:
+                    challenge = exc.headers.get("WWW-Authenticate", "")
+                    exc.close()
+                    self._answer_challenge(challenge, scope)
+                    challenged = True
+                    continue
+                body = exc.read(2000).decode(errors="replace")
+                exc.close()
+                kind = _TransientError if exc.code >= 500 else RegistryError
+                raise kind(self._describe_error(exc.code, path, body)) from None
+            except (ssl.SSLError, urllib.error.URLError) as exc:
+                reason = getattr(exc, "reason", exc)
+                if (
+                    self._may_fall_back
+                    and self.scheme == "https"
+                    and (isinstance(exc, ssl.SSLError) or isinstance(reason, ssl.SSLError))
+                ):
+                    self.scheme = "http"  # a loopback registry without TLS, as Docker allows
+                    continue
+                raise _TransientError(f"cannot reach registry {self.host}: {reason}") from None
+
+    def _describe_error(self, code: int, path: str, body: str) -> str:
+        detail = body.strip()
+        with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+            errors = json.loads(body)["errors"]
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+        if code == 401:
+            why = "the credentials were refused" if self.credentials else "authentication required"
+            return f"registry {self.host} denied access to {path}: {why} ({detail})"
+        if code == 404:
+            return f"not found on registry {self.host}: {path} ({detail})"
+        return f"registry {self.host} answered {code} for {path}: {detail}"
+
+    def _answer_challenge(self, challenge: str, scope: str) -> None:
+        kind, _, params_text = challenge.partition(" ")
+        params = dict(_CHALLENGE_PARAM.findall(params_text))
+        if kind.lower() == "basic":
+            if not self.credentials:
+                raise RegistryError(f"registry {self.host} requires a username and password")
+            with self._lock:
+                self._basic = True
+            return
+        if kind.lower() != "bearer" or "realm" not in params:
+            raise RegistryError(
+                f"registry {self.host} sent an unsupported auth challenge: {challenge!r}"
+            )
+        query = {"scope": scope}
+        if params.get("service"):
+            query["service"] = params["service"]
+        request = urllib.request.Request(params["realm"] + "?" + urllib.parse.urlencode(query))
+        if self.credentials:
+            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+            request.add_unredirected_header(
+                "Authorization", "Basic " + base64.b64encode(raw).decode()
+            )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                data = json.loads(response.read(1 << 20))
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise RegistryError(
+                f"token server {params['realm']} refused us ({exc.code}): check the username and password"
+            ) from None
+        except (urllib.error.URLError, ValueError) as exc:
+            raise RegistryError(f"token server {params['realm']} failed: {exc}") from None
+        token = data.get("token") or data.get("access_token")
+        if not token:
+            raise RegistryError(f"token server {params['realm']} returned no token")
+        with self._lock:
+            self._tokens[scope] = token
+
+    # ---- content -------------------------------------------------------------------------------
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
+        """(body, media type, digest) of a manifest, verified when ``reference`` is a digest."""
+        scope = f"repository:{repository}:pull"
+        with self._open(
+            f"/v2/{repository}/manifests/{reference}", scope, {"Accept": ACCEPT_MANIFESTS}
+        ) as response:
+            body = response.read(_MAX_MANIFEST + 1)
+            media = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+        if len(body) > _MAX_MANIFEST:
+            raise RegistryError(
+                f"manifest {repository}:{reference} is larger than {_MAX_MANIFEST} bytes"
+            )
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(f"digest mismatch: manifest {reference} hashes to {digest}")
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise RegistryError(f"manifest {repository}:{reference} is not JSON") from None
+        media = parsed.get("mediaType") or media
+        if parsed.get("schemaVersion") == 1 or media not in MANIFEST_TYPES | INDEX_TYPES:
+            raise RegistryError(
+                f"unsupported manifest media type {media!r} for {repository}:{reference}"
+            )
+        return body, media, digest
+
+    def fetch_blob(self, store: ImageStore, repository: str, digest: str, size: int | None) -> None:
+        """Download a blob into the store, resuming after dropped connections, verifying its digest."""
+        if store.has_blob(digest):
+            return
+        digest_hex(digest)
+        scope = f"repository:{repository}:pull"
+        fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix="pull-")
+        os.close(fd)
+        try:
+            have = 0
+            for attempt in range(self.retries + 1):
+                headers = {"Range": f"bytes={have}-"} if have else {}
+                try:
+                    with self._open(f"/v2/{repository}/blobs/{digest}", scope, headers) as response:
+                        mode = "ab" if have and response.status == 206 else "wb"
+                        if mode == "wb":
+                            have = 0
+                        with open(tmp_name, mode) as out:
+                            while True:
+                                chunk = response.read(_CHUNK)
+                                if not chunk:
+                                    break
+                                out.write(chunk)
+                                have += len(chunk)
+                    if size is None or have >= size:
+                        break
+                except (OSError, http.client.HTTPException, _TransientError) as exc:
+                    have = os.path.getsize(tmp_name)
+                    if attempt == self.retries:
+                        raise RegistryError(
+                            f"download of {digest} failed after {attempt + 1} attempts: {exc}"
+                        ) from None
+                    time.sleep(min(2.0, 0.1 * 2**attempt))
+            hasher = hashlib.sha256()
+            with open(tmp_name, "rb") as done:
+                while chunk := done.read(_CHUNK):
+                    hasher.update(chunk)
+            actual = "sha256:" + hasher.hexdigest()
+            if size is not None and have != size:
+                raise RegistryError(f"blob {digest} has {have} bytes, the manifest says {size}")
+            if actual != digest:
+                raise RegistryError(f"digest mismatch: blob {digest} hashes to {actual}")
+            os.replace(tmp_name, store.blob_path(digest))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+
+
+def _choose_platform(index: dict[str, Any]) -> dict[str, Any]:
+    for child in index.get("manifests") or []:
+        platform = child.get("platform") or {}
+        if platform.get("os") == "linux" and platform.get("architecture") == go_arch():
+            return child
+    raise RegistryError(f"the image index has no manifest for linux/{go_arch()}")
+
+
+def pull_image(
+    store: ImageStore,
+    reference: str,
+    *,
+    credentials: Credentials | None = None,
+    plain_http: bool | None = None,
+    max_parallel: int = 3,
+    timeout: float = 30.0,
+) -> Image:
+    """Pull ``reference`` into ``store``; returns the image, tagged with the normalised name."""
+    try:
+        ref = parse_reference(reference)
+    except ReferenceError_ as exc:
+        raise RegistryError(str(exc)) from None
+    client = RegistryClient(
+        ref.registry, credentials=credentials, plain_http=plain_http, timeout=timeout
+    )
+    body, media, digest = client.get_manifest(ref.repository, ref.digest or ref.tag or "latest")
+    if media in INDEX_TYPES:
+        chosen = _choose_platform(json.loads(body))
+        body, media, digest = client.get_manifest(ref.repository, chosen["digest"])
+        if media not in MANIFEST_TYPES:
+            raise RegistryError(f"platform manifest {digest} is a {media!r}, not an image manifest")
+    manifest = json.loads(body)
+    config = manifest.get("config") or {}
+    if config.get("mediaType") not in CONFIG_TYPES:
+        raise RegistryError(f"unsupported image config media type {config.get('mediaType')!r}")
+    client.fetch_blob(store, ref.repository, config["digest"], config.get("size"))
+    layers = manifest.get("layers") or []
+    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+        futures = [
+            pool.submit(
+                client.fetch_blob, store, ref.repository, layer["digest"], layer.get("size")
+            )
+            for layer in layers
+        ]
+        for future in futures:
+            future.result()
+    stored_digest = store.write_blob_bytes(body)
+    assert stored_digest == digest
+    image = store.load_manifest(digest)
+    store.unpack(image)
+    store.tag(str(ref), digest)
+    image.names = [str(ref)]
+    return image
