@@ -8,18 +8,21 @@ bridge and the rest of the world, masquerades pod egress and DNATs hostPorts wit
     config      NodeNetworkConfig: the address plan, checked; PodIP; the error types
     ipam        HostLocalIPAM: one file per reserved address, exclusive create
     hostports   HostPort mappings from pod specs, conflict checks
-    nftables    the node's NAT table, always rewritten whole in one transaction
+    nftables    the node's NAT table, written in single transactions (whole, or its hostports)
     commands    running ip / nft / nsenter and sysctls, in the caller's network namespace
-    routes      routes to other nodes' pod CIDRs (host-gw), tagged with their own protocol
+    routes      a /32 per local pod, a /24 per other node (host-gw), each set tagged
     node        NodeNetwork: bridge, unreachable safety routes, forwarding, NAT, pod records
     pod         PodNetwork: setup(pod_uid, netns_path, host_ports) -> PodIP, teardown(pod_uid)
 
-Designed to grow: routes to other nodes' /24s are more specific routes over the same
-``unreachable`` safety net (a VXLAN overlay would change only their next hop). The service
-proxy keeps its own nftables table; since the node's own connections are routed before the
-output hook's DNAT, it will need a route for the service CIDR (same prefix, a metric below the
-``unreachable`` one) for the node itself to reach ClusterIPs. Cluster DNS is just another pod
-or a listener on the bridge address.
+Safety: ``unreachable`` routes cover the whole cluster and service CIDRs; only addresses
+that really exist (a pod here, another node's /24) have more specific routes, so traffic for
+anything else is refused on the spot and never leaves the host.
+
+Designed to grow: other nodes are more routes over the same safety net (a VXLAN overlay
+would change only their next hop). The service proxy keeps its own nftables table; since
+the node's own connections are routed before the output hook's DNAT, it will need a route for
+the service CIDR (same prefix, a metric below the ``unreachable`` one) for the node itself to
+reach ClusterIPs. Cluster DNS is just another pod or a listener on the bridge address.
 """
 
 from k3py.agent.network.config import NetworkConfigError, NetworkError, NodeNetworkConfig, PodIP
