@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from k3py.api import openapi
+from k3py.api.patch import apply_strategic_merge_patch, patch_schema_for
 from k3py.api.resources import ResourceInfo, ResourceTable, builtin_resources
 
 
@@ -201,14 +202,32 @@ def _discovery(table: ResourceTable, path: str) -> dict | None:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[[Callable[[str, bytes], bytes] | None], str]]:
-    """Start a loopback server for the documents; an optional filter rewrites v3 documents."""
+def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start a loopback server for the documents.
+
+    `rewrite` may alter v3 documents; `objects` maps object paths to objects the server
+    answers GETs with and applies strategic merge PATCHes to (with k3py's own patch code),
+    recording each patch body in `patches`.
+    """
     servers: list[ThreadingHTTPServer] = []
 
-    def start(rewrite: Callable[[str, bytes], bytes] | None = None) -> str:
+    def start(
+        rewrite: Callable[[str, bytes], bytes] | None = None,
+        objects: dict[str, dict] | None = None,
+        patches: list[Any] | None = None,
+    ) -> str:
         table = builtin_resources()
+        store = objects if objects is not None else {}
 
         class Handler(BaseHTTPRequestHandler):
+            def _send(self, code: int, body: bytes | None) -> None:
+                payload = body if body is not None else b"{}"
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def do_GET(self) -> None:
                 path = urlsplit(self.path).path
                 body: bytes | None
@@ -219,15 +238,27 @@ def serve(tmp_path: Path) -> Iterator[Callable[[Callable[[str, bytes], bytes] | 
                     body = openapi.openapi_v3_document(table, gv)
                     if body is not None and rewrite is not None:
                         body = rewrite(gv, body)
+                elif path in store:
+                    body = json.dumps(store[path]).encode()
                 else:
                     found = _discovery(table, path)
                     body = json.dumps(found).encode() if found is not None else None
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Type", "application/json")
-                payload = body if body is not None else b"{}"
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self._send(200 if body is not None else 404, body)
+
+            def do_PATCH(self) -> None:
+                path = urlsplit(self.path).path
+                patch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if patches is not None:
+                    patches.append(patch)
+                current = store.get(path)
+                kind = table.by_kind(*_gvk_of(current)) if current else None
+                schema = patch_schema_for(kind.group, kind.version, kind.kind) if kind else None
+                if current is None or schema is None or \
+                        self.headers["Content-Type"] != "application/strategic-merge-patch+json":
+                    self._send(415, None)
+                    return
+                store[path] = apply_strategic_merge_patch(current, patch, schema)
+                self._send(200, json.dumps(store[path]).encode())
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -241,6 +272,11 @@ def serve(tmp_path: Path) -> Iterator[Callable[[Callable[[str, bytes], bytes] | 
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def _gvk_of(obj: dict) -> tuple[str, str, str]:
+    group, _, version = obj["apiVersion"].rpartition("/")
+    return group, version, obj["kind"]
 
 
 def _kubectl(tmp_path: Path, server: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -307,3 +343,57 @@ def test_kubectl_leaves_validation_to_the_server(serve: Any, tmp_path: Path) -> 
     out = _kubectl(tmp_path, server, "apply", "--dry-run=client", "--validate=strict", "-f", "m.yaml")
     assert out.returncode != 0
     assert "error validating" in out.stderr
+
+
+LAST_APPLIED = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "web", "namespace": "default"},
+    "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                 {"name": "app", "image": "nginx:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                 {"name": "log", "image": "busybox"}]}}},
+}
+
+NEW_MANIFEST = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: app
+        image: nginx:2
+        env:
+        - {name: B, value: "2"}
+        - {name: C, value: "3"}
+"""
+
+
+def test_kubectl_apply_three_way_patch_uses_our_schemas(serve: Any, tmp_path: Path) -> None:
+    """kubectl computes its apply patch from our OpenAPI; our SMP applies it as upstream would."""
+    live = json.loads(json.dumps(LAST_APPLIED))
+    live["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": json.dumps(LAST_APPLIED)}
+    # the server added a container-level default and a sidecar the user never applied
+    live["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    live["spec"]["template"]["spec"]["containers"].append({"name": "injected", "image": "proxy"})
+    path = "/apis/apps/v1/namespaces/default/deployments/web"
+    objects = {path: live}
+    patches: list[Any] = []
+    server = serve(objects=objects, patches=patches)
+    (tmp_path / "d.yaml").write_text(NEW_MANIFEST)
+    out = _kubectl(tmp_path, server, "apply", "-f", "d.yaml")
+    assert out.returncode == 0, out.stderr
+    assert len(patches) == 1
+    containers_patch = patches[0]["spec"]["template"]["spec"]
+    # kubectl found the merge keys in our schemas: it sent a keyed delete and an order list
+    assert {"$patch": "delete", "name": "log"} in containers_patch["containers"]
+    assert "$setElementOrder/containers" in containers_patch
+    result = objects[path]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in result] == ["app", "injected"]
+    assert result[0]["image"] == "nginx:2" and result[0]["imagePullPolicy"] == "IfNotPresent"
+    assert result[0]["env"] == [{"name": "B", "value": "2"}, {"name": "C", "value": "3"}]
