@@ -18,6 +18,7 @@ import re
 import shutil
 import struct
 import termios
+import time
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -655,3 +656,28 @@ def socket_bound_but_not_listening() -> object:
         yield sock.getsockname()[1]
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("websockets", TRANSPORTS)
+async def test_bulk_throughput(fake_api: FakeApi, upper_echo_port: int, websockets: bool) -> None:
+    """64 MiB each way through kubectl; prints MB/s (run with -s to see the numbers)."""
+    size = 64 * 1024 * 1024
+    start = time.perf_counter()
+    result = await kubectl(
+        fake_api, "exec", POD, "--", "head", "-c", str(size), "/dev/zero", websockets=websockets
+    )
+    out_seconds = time.perf_counter() - start
+    assert (result.code, len(result.stdout)) == (0, size)
+    start = time.perf_counter()
+    result = await kubectl(
+        fake_api, "exec", "-i", POD, "--", "wc", "-c", stdin=b"\1" * size, websockets=websockets
+    )
+    in_seconds = time.perf_counter() - start
+    assert (result.code, result.stdout.strip()) == (0, str(size))
+    name = "websocket" if websockets else "spdy"
+    print(
+        f"\n{name}: exec stdout {size / out_seconds / 1e6:.0f} MB/s, "
+        f"exec stdin {size / in_seconds / 1e6:.0f} MB/s (including kubectl start-up)"
+    )
+    # A floor far below what this 2-core VM does even when busy: catches stalls, not noise.
+    assert size / out_seconds > 4e6 and size / in_seconds > 4e6

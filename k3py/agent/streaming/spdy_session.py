@@ -55,7 +55,7 @@ from k3py.agent.streaming.transport import ByteTransport
 
 log = logging.getLogger(__name__)
 
-MAX_DATA_FRAME = 32 * 1024
+MAX_DATA_FRAME = 128 * 1024
 
 
 class StreamClosedError(ConnectionError):
