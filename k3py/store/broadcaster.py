@@ -3,7 +3,9 @@
 The writer publishes each committed batch exactly once, in commit order, on the event loop.
 Subscribers are grouped by prefix, so a batch is filtered once per distinct prefix rather
 than once per watcher: 1,000 watchers of one prefix cost one filter and 1,000 list appends.
-A subscription buffers without bound; the watch layer drains it as fast as the consumer reads.
+A subscription buffers up to MAX_PENDING_EVENTS; past that it drops its buffer and marks
+itself overflowed, and the watch layer re-reads the missed revisions from the table — a
+stalled consumer costs disk reads later instead of unbounded memory now.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from collections import deque
 
 from k3py.store.types import Event, StoreClosedError
 
+MAX_PENDING_EVENTS = 100_000
+
+
+class SubscriptionOverflow(Exception):
+    """The consumer fell this far behind; its buffered events were dropped."""
+
 
 class WatchEnded(Exception):
     """The watcher itself ended its subscription (``aclose`` while a read was pending)."""
@@ -21,7 +29,7 @@ class WatchEnded(Exception):
 class Subscription:
     """One watcher's queue of event batches, in publish order."""
 
-    __slots__ = ("_batches", "_closed", "_ended", "_wakeup", "prefix")
+    __slots__ = ("_batches", "_closed", "_ended", "_overflowed", "_pending", "_wakeup", "prefix")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -29,9 +37,19 @@ class Subscription:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._ended = False
+        self._overflowed = False
+        self._pending = 0
 
     def push(self, events: list[Event]) -> None:
-        self._batches.append(events)
+        if self._overflowed:
+            return
+        self._pending += len(events)
+        if self._pending > MAX_PENDING_EVENTS:
+            self._overflowed = True
+            self._batches.clear()
+            self._pending = 0
+        else:
+            self._batches.append(events)
         self._wakeup.set()
 
     def close(self) -> None:
@@ -49,10 +67,13 @@ class Subscription:
         while not self._batches:
             if self._ended:
                 raise WatchEnded
+            if self._overflowed:
+                raise SubscriptionOverflow
             if self._closed:
                 raise StoreClosedError("the store was closed; the watch has ended")
             self._wakeup.clear()
             await self._wakeup.wait()
+        self._pending = 0
         if len(self._batches) == 1:
             return self._batches.popleft()
         merged: list[Event] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from k3py.store.broadcaster import Broadcaster, WatchEnded
+from k3py.store.broadcaster import Broadcaster, SubscriptionOverflow, WatchEnded
 from k3py.store.types import Event
 
 # read_history(prefix, from_revision, limit) -> (events with revision >= from_revision in
@@ -63,31 +63,39 @@ class WatchStream:
     async def _stream(
         self, read_history: HistoryReader, prefix: str, start_revision: int, now_revision: int
     ) -> AsyncIterator[list[Event]]:
-        sub = self._sub
+        # Highest revision already yielded (or covered by history); "from now" starts above
+        # the caller's committed revision.
+        seen = now_revision if start_revision == 0 else 0
+        next_revision = start_revision
         try:
-            seen = now_revision  # highest revision already yielded (or covered by history)
-            if start_revision > 0:
-                next_revision = start_revision
-                while True:
-                    events, upto, more = await read_history(
-                        prefix, next_revision, HISTORY_PAGE_ROWS
-                    )
-                    if events:
-                        yield events
-                    if not more:
-                        seen = max(upto, next_revision - 1)
-                        break
-                    next_revision = upto + 1
             while True:
+                if next_revision > 0:
+                    while True:
+                        events, upto, more = await read_history(
+                            prefix, next_revision, HISTORY_PAGE_ROWS
+                        )
+                        if events:
+                            yield events
+                        if not more:
+                            seen = max(seen, upto, next_revision - 1)
+                            break
+                        next_revision = upto + 1
                 try:
-                    batch = await sub.next_events()
-                except WatchEnded:
-                    return
-                if batch[0].kv.mod_revision <= seen:
-                    batch = [e for e in batch if e.kv.mod_revision > seen]
-                    if not batch:
-                        continue
-                seen = batch[-1].kv.mod_revision
-                yield batch
+                    while True:
+                        batch = await self._sub.next_events()
+                        if batch[0].kv.mod_revision <= seen:
+                            batch = [e for e in batch if e.kv.mod_revision > seen]
+                            if not batch:
+                                continue
+                        seen = batch[-1].kv.mod_revision
+                        yield batch
+                except SubscriptionOverflow:
+                    # The consumer fell far behind: subscribe afresh, then catch up from the
+                    # table (same ordering argument as the initial handoff).
+                    self._broadcaster.unsubscribe(self._sub)
+                    self._sub = self._broadcaster.subscribe(prefix)
+                    next_revision = seen + 1
+        except WatchEnded:
+            return
         finally:
-            self._broadcaster.unsubscribe(sub)
+            self._broadcaster.unsubscribe(self._sub)

@@ -136,3 +136,16 @@ async def test_mixed_client_concurrency_never_reports_database_locked(tmp_path: 
     finally:
         await watch.aclose()
         await store.close()
+
+
+async def test_the_store_file_is_private_to_its_owner(tmp_path: Path) -> None:
+    store = open_store("", tmp_path / "db")
+    await store.start()
+    await store.create("/registry/secrets/default/token", b"secret")
+    try:
+        db = tmp_path / "db" / "state.db"
+        for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+        assert (tmp_path / "db").stat().st_mode & 0o077 == 0
+    finally:
+        await store.close()

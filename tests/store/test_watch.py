@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from k3py.store import CompactedError, Event, EventType, Store
+from k3py.store import CompactedError, Event, EventType, Store, broadcaster
 
 
 async def collect(
@@ -148,3 +148,17 @@ async def test_automatic_compaction_keeps_only_recent_history(store: Store) -> N
     with pytest.raises(CompactedError):
         await store.watch("/auto/", old.mod_revision).__anext__()
     assert await store.get("/auto/a") == latest  # the live state is untouched
+
+
+async def test_a_stalled_watcher_overflows_then_catches_up_from_history(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broadcaster, "MAX_PENDING_EVENTS", 10)  # a tiny bound, same code path
+    watch = store.watch("/slow/")
+    for i in range(40):  # nobody reads: the subscription overflows after 10 events
+        await store.create(f"/slow/{i:02d}", b"x")
+    events = await collect(watch, 40)
+    await watch.aclose()
+    assert [e.kv.key for e in events] == [f"/slow/{i:02d}" for i in range(40)]
+    revisions = [e.kv.mod_revision for e in events]
+    assert revisions == sorted(set(revisions))

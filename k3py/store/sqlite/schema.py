@@ -64,7 +64,7 @@ def _check_header(path: Path) -> bool:
 def lock_exclusively(path: Path) -> int:
     """Hold ``<path>.lock`` with flock so a second process gets a clear error, not
     "database is locked" later. The kernel drops the lock when the process dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -92,7 +92,10 @@ def connect(path: Path, synchronous: str, *, writer: bool) -> sqlite3.Connection
 def open_database(path: Path, synchronous: str) -> sqlite3.Connection:
     """Open (creating if new) and verify the store file; return the writer connection."""
     existed = _check_header(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not existed:
+        # The store holds Secrets: owner-only. SQLite gives -wal/-shm the main file's mode.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     try:
         conn = connect(path, synchronous, writer=True)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
