@@ -10,6 +10,7 @@ tests build bodies with a hand-written encoder, independent of the decoder.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import http.server
 import json
@@ -43,6 +44,8 @@ _KINDS = {
     "serviceaccounts": "ServiceAccount",
     "roles": "Role",
     "clusterrolebindings": "ClusterRoleBinding",
+    "rolebindings": "RoleBinding",
+    "clusterroles": "ClusterRole",
     "poddisruptionbudgets": "PodDisruptionBudget",
     "resourcequotas": "ResourceQuota",
     "priorityclasses": "PriorityClass",
@@ -90,9 +93,11 @@ _DISCOVERY: dict[str, dict[str, Any]] = {
 class _Recorder(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, minor: str = "32") -> None:
         super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self.minor = minor  # the kubectl dispatcher runs the kubectl of the minor we report
         self.bodies: list[tuple[str, str, bytes]] = []
+        self.user_agents: list[str] = []
 
 
 class _RecordingHandler(http.server.BaseHTTPRequestHandler):
@@ -112,7 +117,8 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/version":
-            self._reply(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.4"})
+            minor = self.server.minor
+            self._reply(200, {"major": "1", "minor": minor, "gitVersion": f"v1.{minor}.0"})
         elif path in _DISCOVERY:  # `create role --resource=...` maps resources via discovery
             self._reply(200, _DISCOVERY[path])
         elif path.endswith("/secrets"):  # Helm looks for earlier releases first
@@ -133,6 +139,7 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
     def _record(self, code: int) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.server.bodies.append((self.path, self.headers.get("Content-Type", ""), body))
+        self.server.user_agents.append(self.headers.get("User-Agent", ""))
         # The clients only print the name of what comes back; the decoder is not involved here.
         parts = self.path.split("?", 1)[0].strip("/").split("/")
         api_version = "v1" if parts[0] == "api" else f"{parts[1]}/{parts[2]}"
@@ -140,15 +147,30 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
         self._reply(code, {"kind": kind, "apiVersion": api_version, "metadata": {"name": "x"}})
 
 
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[_Recorder]:
-    server = _Recorder()
+@contextlib.contextmanager
+def _serving(minor: str) -> Iterator[_Recorder]:
+    server = _Recorder(minor)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# kubectl 1.32 and 1.33 are the versions whose typed commands send protobuf.
+@pytest.fixture(scope="module", params=["32", "33"])
+def recorder(request: pytest.FixtureRequest) -> Iterator[_Recorder]:
+    with _serving(request.param) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def helm_recorder() -> Iterator[_Recorder]:
+    with _serving("32") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +219,27 @@ CREATE_COMMANDS = [
     ["namespace", "team-a"],
     ["serviceaccount", "robot"],
     ["role", "reader", "--verb=get,list", "--resource=pods,deployments.apps"],
-    ["clusterrolebinding", "bob-view", "--clusterrole=view", "--user=bob", "--group=devs"],
+    # (no --user: the kubectl dispatcher takes it for its own kubeconfig-user flag)
+    [
+        "clusterrolebinding",
+        "devs-view",
+        "--clusterrole=view",
+        "--group=devs",
+        "--serviceaccount=default:robot",
+    ],
+    ["rolebinding", "edit", "--role=reader", "--group=devs"],
+    [
+        "secret",
+        "docker-registry",
+        "reg",
+        "--docker-server=r.example",
+        "--docker-username=u",
+        "--docker-password=p",
+    ],
+    ["service", "externalname", "ext", "--external-name=db.example.com"],
+    ["service", "loadbalancer", "lb", "--tcp=443:8443"],
+    ["poddisruptionbudget", "pdb2", "--selector=app=db", "--max-unavailable=1"],
+    ["clusterrole", "agg", "--aggregation-rule=rbac.example.com/aggregate-to-agg=true"],
     ["poddisruptionbudget", "pdb", "--selector=app=web", "--min-available=50%"],
     ["quota", "q", "--hard=cpu=1500m,memory=1Gi,pods=10"],
     ["priorityclass", "high", "--value=1000", "--description=important"],
@@ -216,6 +258,7 @@ def test_kubectl_create_body_decodes_like_kubectl_json(
     assert len(recorder.bodies) == before + 1
     _path, content_type, body = recorder.bodies[-1]
     assert content_type == "application/vnd.kubernetes.protobuf"
+    assert recorder.user_agents[-1].startswith(f"kubectl/v1.{recorder.minor}.")
     assert is_k8s_protobuf(body)
     expected = _drop_nulls(json.loads(kubectl("create", "--dry-run=client", "-o", "json", *args)))
     decoded = decode_k8s_protobuf(body)
@@ -235,12 +278,13 @@ def test_kubectl_create_body_decodes_like_kubectl_json(
     assert validate_object(info, decoded, None) == []
 
 
-def test_helm_release_secrets_decode(recorder: _Recorder, tmp_path: Path) -> None:
+def test_helm_release_secrets_decode(helm_recorder: _Recorder, tmp_path: Path) -> None:
     """Helm 3 writes its release record as a protobuf Secret (POST, then PUT when deployed)."""
     chart = tmp_path / "chart"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: empty\nversion: 0.1.0\n")
     kubeconfig = tmp_path / "kubeconfig"
+    recorder = helm_recorder
     server = f"http://127.0.0.1:{recorder.server_address[1]}"
     kubeconfig.write_text(
         json.dumps(
