@@ -142,6 +142,18 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
         self.server.user_agents.append(self.headers.get("User-Agent", ""))
         # The clients only print the name of what comes back; the decoder is not involved here.
         parts = self.path.split("?", 1)[0].strip("/").split("/")
+        if parts[-1] == "token":  # serviceaccounts/x/token answers a TokenRequest
+            token = {
+                "kind": "TokenRequest",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {},
+            }
+            token["status"] = {
+                "token": "header.payload.signature",
+                "expirationTimestamp": "2030-01-01T00:00:00Z",
+            }
+            self._reply(201, token)
+            return
         api_version = "v1" if parts[0] == "api" else f"{parts[1]}/{parts[2]}"
         kind = _KINDS[parts[-1] if code == 201 else parts[-2]]
         self._reply(code, {"kind": kind, "apiVersion": api_version, "metadata": {"name": "x"}})
@@ -278,6 +290,29 @@ def test_kubectl_create_body_decodes_like_kubectl_json(
     assert validate_object(info, decoded, None) == []
 
 
+def test_kubectl_create_token_request(kubectl: Any, recorder: _Recorder) -> None:
+    out = kubectl(
+        "create", "token", "robot", "--duration=1h", "--audience=api",
+        "--bound-object-kind=Pod", "--bound-object-name=p1", "--bound-object-uid=u1",
+    )  # fmt: skip
+    assert out.strip() == "header.payload.signature"
+    path, _content_type, body = recorder.bodies[-1]
+    assert path == "/api/v1/namespaces/default/serviceaccounts/robot/token"
+    # Go's JSON of this TokenRequest: `status.token` has no omitempty, a zero
+    # expirationTimestamp is null (left out here), the pointers are set.
+    assert decode_k8s_protobuf(body) == {
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {},
+        "spec": {
+            "audiences": ["api"],
+            "expirationSeconds": 3600,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p1", "uid": "u1"},
+        },
+        "status": {"token": ""},
+    }
+
+
 def test_helm_release_secrets_decode(helm_recorder: _Recorder, tmp_path: Path) -> None:
     """Helm 3 writes its release record as a protobuf Secret (POST, then PUT when deployed)."""
     chart = tmp_path / "chart"
@@ -402,6 +437,18 @@ def test_delete_options() -> None:
     }
     # Group-versioned DeleteOptions (as typed clients of other groups send them) work too.
     assert decode_k8s_protobuf(envelope("apps/v1", "DeleteOptions", vi(3, 1)))["orphanDependents"]
+
+
+def test_eviction_with_delete_options() -> None:
+    # kubectl drain posts policy/v1 Evictions through the typed client.
+    delete_options = vi(1, 30) + ld(2, ld(1, "uid-9"))
+    raw = ld(1, object_meta("web-0", ld(3, "default"))) + ld(2, delete_options)
+    assert decode_k8s_protobuf(envelope("policy/v1", "Eviction", raw)) == {
+        "kind": "Eviction",
+        "apiVersion": "policy/v1",
+        "metadata": {"name": "web-0", "namespace": "default"},
+        "deleteOptions": {"gracePeriodSeconds": 30, "preconditions": {"uid": "uid-9"}},
+    }
 
 
 def test_pointer_zero_kept_and_plain_zero_dropped() -> None:
