@@ -200,7 +200,7 @@ def _packed(ftype: str, raw: bytes) -> list[Any]:
 
 
 def _go_duration(ns: int) -> str:
-    """Go's time.Duration.String(): "1h2m3.5s", "150ms", "0s"."""
+    """Go's time.Duration.String(): "1h2m3.5s", "1m0s", "150ms", "1.5µs", "0s"."""
     if ns == 0:
         return "0s"
     sign = "-" if ns < 0 else ""
@@ -208,22 +208,24 @@ def _go_duration(ns: int) -> str:
     if ns < 1_000_000_000:
         for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
             if ns >= size:
-                return sign + _trim(ns / size if size > 1 else ns, size) + unit
+                return sign + _decimal(ns, size) + unit
     hours, rest = divmod(ns, 3600 * 10**9)
     minutes, rest = divmod(rest, 60 * 10**9)
-    secs = rest / 10**9
     out = sign
     if hours:
         out += f"{hours}h"
     if hours or minutes:
         out += f"{minutes}m"
-    return out + _trim(secs, 10**9) + "s"
+    return out + _decimal(rest, 10**9) + "s"
 
 
-def _trim(value: float | int, _scale: int) -> str:
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    return f"{value:.9f}".rstrip("0").rstrip(".")
+def _decimal(value: int, unit: int) -> str:
+    """value/unit written exactly, without trailing zeros ("1.5", "30")."""
+    whole, frac = divmod(value, unit)
+    if not frac:
+        return str(whole)
+    digits = len(str(unit)) - 1
+    return f"{whole}.{frac:0{digits}d}".rstrip("0")
 
 
 def _timestamp(buf: bytes, micro: bool) -> str | None:

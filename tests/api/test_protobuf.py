@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from k3py.api.defaults import apply_defaults
-from k3py.api.protobuf import ProtobufError, decode_k8s_protobuf, is_k8s_protobuf
+from k3py.api.protobuf import ProtobufError, _go_duration, decode_k8s_protobuf, is_k8s_protobuf
 from k3py.api.resources import builtin_resources
 from k3py.api.validation import validate_object
 from tests.cluster import find_helm
@@ -592,3 +592,22 @@ def test_mutated_bodies_never_escape_as_other_errors() -> None:
             decode_k8s_protobuf(bytes(body))
         except ProtobufError:
             pass
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (0, "0s"),
+        (3600 * 10**9, "1h0m0s"),
+        (90 * 10**9, "1m30s"),
+        (1_500_000_000, "1.5s"),
+        (500_000_000, "500ms"),
+        (1_500_000, "1.5ms"),
+        (1_500, "1.5µs"),
+        (7, "7ns"),
+        (-2 * 10**9, "-2s"),
+        (3723_000_000_001, "1h2m3.000000001s"),
+    ],
+)
+def test_metav1_duration_text_is_gos(ns: int, text: str) -> None:
+    assert _go_duration(ns) == text
