@@ -624,7 +624,8 @@ async def test_port_forward_carries_tcp_both_ways(
             await writer.wait_closed()
         assert fake_api.upgrades == ["websocket" if websockets else "SPDY/3.1"]
     finally:
-        process.terminate()
+        with contextlib.suppress(ProcessLookupError):  # kubectl may have exited by itself
+            process.terminate()
         await process.wait()
 
 
@@ -642,7 +643,8 @@ async def test_port_forward_to_closed_port_reports_the_error(fake_api: FakeApi) 
             line = await asyncio.wait_for(process.stderr.readline(), 20)
             assert b"error forwarding port" in line and b"connection refused" in line
         finally:
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):  # kubectl may have exited by itself
+                process.terminate()
             await process.wait()
 
 
