@@ -12,7 +12,8 @@ write anything: `/openapi/v3` (an index of per-group-version documents) first,
   `kubectl explain` and for kubectl's client-side three-way strategic merge patch.
 
 Schemas come from `k3py.api.schemas` (Kubernetes 1.32 definitions); paths are generated from
-the ResourceTable, so they follow CRDs as they come and go. Custom resources get an open
+the ResourceTable, so they follow CRDs as they come and go. v2 also comes as gnostic protobuf
+(`openapi_v2_protobuf`), the only form kubectl up to 1.28 reads. Custom resources get an open
 schema (any fields) tagged with their GVK. Documents are large and built lazily — once per
 table generation and group-version — and cached; the v3 index's `?hash=` is a digest of
 each document's inputs, so a client may cache a document for as long as its URL is served.
@@ -28,6 +29,7 @@ from dataclasses import asdict
 from typing import Any
 
 from k3py.api import schemas
+from k3py.api.openapi_v2_proto import encode_openapi_v2
 from k3py.api.resources import ResourceInfo, ResourceTable
 
 KUBERNETES_VERSION = "v1.32.4"
@@ -538,6 +540,7 @@ class _Cache:
     def __init__(self) -> None:
         self.generation = -1
         self.v2: bytes | None = None
+        self.v2_protobuf: bytes | None = None
         self.v3: dict[str, bytes | None] = {}
         self.index: dict | None = None
 
@@ -562,6 +565,18 @@ def openapi_v2(table: ResourceTable) -> bytes:
         if cache.v2 is None:
             cache.v2 = _build_v2(table)
         return cache.v2
+
+
+def openapi_v2_protobuf(table: ResourceTable) -> bytes:
+    """The OpenAPI v2 document as gnostic protobuf, for clients that ask for it (kubectl <= 1.28
+    sends `Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf`); answer it with
+    Content-Type `openapi_v2_proto.CONTENT_TYPE`."""
+    document = openapi_v2(table)
+    with _lock:
+        cache = _cache_for(table)
+        if cache.v2_protobuf is None:
+            cache.v2_protobuf = encode_openapi_v2(json.loads(document))
+        return cache.v2_protobuf
 
 
 def openapi_v3_index(table: ResourceTable) -> dict:

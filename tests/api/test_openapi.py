@@ -4,7 +4,8 @@ The kubectl tests serve the documents (plus the plain discovery documents kubect
 find a kind) from a throw-away HTTP server on loopback, then run stock kubectl against it:
 `kubectl explain` must render fields with their descriptions, and `kubectl apply
 --validate=strict --dry-run=client` must leave validation to the server (it does so only when
-the kind's PATCH operation advertises `fieldValidation`). kubectl must be installed.
+the kind's PATCH operation advertises `fieldValidation`), for kubectl 1.27/1.28 (which read
+only the protobuf v2 document) as for 1.32/1.33 (v3). kubectl must be installed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from k3py.api import openapi
+from k3py.api.openapi_v2_proto import CONTENT_TYPE, encode_openapi_v2
 from k3py.api.patch import apply_strategic_merge_patch, patch_schema_for
 from k3py.api.resources import ResourceInfo, ResourceTable, builtin_resources
 
@@ -169,10 +171,12 @@ def test_documents_are_cached() -> None:
 # --- stock kubectl against the documents -----------------------------------------------------
 
 
-def _discovery(table: ResourceTable, path: str) -> dict | None:
-    """Plain (non-aggregated) discovery, just enough for kubectl to map kinds to resources."""
+def _discovery(table: ResourceTable, path: str, minor: int = 32) -> dict | None:
+    """Plain (non-aggregated) discovery, just enough for kubectl to map kinds to resources.
+
+    /version's minor picks the kubectl the dispatcher on these machines runs (1.27-1.33)."""
     if path == "/version":
-        return {"major": "1", "minor": "32", "gitVersion": "v1.32.4"}
+        return {"major": "1", "minor": str(minor), "gitVersion": f"v1.{minor}.0"}
     if path == "/api":
         return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
     if path == "/apis":
@@ -205,7 +209,7 @@ def _discovery(table: ResourceTable, path: str) -> dict | None:
 def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Start a loopback server for the documents.
 
-    `rewrite` may alter v3 documents; `objects` maps object paths to objects the server
+    `rewrite` may alter the v3 and v2 documents (JSON, before any protobuf encoding); `objects` maps object paths to objects the server
     answers GETs with and applies strategic merge PATCHes to (with k3py's own patch code),
     recording each patch body in `patches`.
     """
@@ -215,15 +219,16 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
         rewrite: Callable[[str, bytes], bytes] | None = None,
         objects: dict[str, dict] | None = None,
         patches: list[Any] | None = None,
+        minor: int = 32,
     ) -> str:
         table = builtin_resources()
         store = objects if objects is not None else {}
 
         class Handler(BaseHTTPRequestHandler):
-            def _send(self, code: int, body: bytes | None) -> None:
+            def _send(self, code: int, body: bytes | None, ctype: str = "application/json") -> None:
                 payload = body if body is not None else b"{}"
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -238,10 +243,19 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
                     body = openapi.openapi_v3_document(table, gv)
                     if body is not None and rewrite is not None:
                         body = rewrite(gv, body)
+                elif path == "/openapi/v2":
+                    protobuf = "protobuf" in self.headers.get("Accept", "")
+                    if rewrite is None:
+                        body = openapi.openapi_v2_protobuf(table) if protobuf else openapi.openapi_v2(table)
+                    else:
+                        body = rewrite("v2", openapi.openapi_v2(table))
+                        body = encode_openapi_v2(json.loads(body)) if protobuf else body
+                    self._send(200, body, CONTENT_TYPE if protobuf else "application/json")
+                    return
                 elif path in store:
                     body = json.dumps(store[path]).encode()
                 else:
-                    found = _discovery(table, path)
+                    found = _discovery(table, path, minor)
                     body = json.dumps(found).encode() if found is not None else None
                 self._send(200 if body is not None else 404, body)
 
@@ -288,8 +302,9 @@ def _kubectl(tmp_path: Path, server: str, *args: str) -> subprocess.CompletedPro
                           env=env, timeout=120, check=False, cwd=tmp_path)
 
 
-def test_kubectl_explain_renders_fields(serve: Any, tmp_path: Path) -> None:
-    server = serve()
+@pytest.mark.parametrize("minor", [27, 32])
+def test_kubectl_explain_renders_fields(serve: Any, tmp_path: Path, minor: int) -> None:
+    server = serve(minor=minor)
     out = _kubectl(tmp_path, server, "explain", "deployment.spec.template.spec.containers")
     assert out.returncode == 0, out.stderr
     assert "KIND:       Deployment" in out.stdout
@@ -321,16 +336,16 @@ spec:
 """
 
 
-def test_kubectl_leaves_validation_to_the_server(serve: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("minor", [28, 32, 33])
+def test_kubectl_leaves_validation_to_the_server(serve: Any, tmp_path: Path, minor: int) -> None:
     (tmp_path / "m.yaml").write_text(MANIFEST)
-    server = serve()
+    server = serve(minor=minor)
     out = _kubectl(tmp_path, server, "apply", "--dry-run=client", "--validate=strict", "-f", "m.yaml")
     assert out.returncode == 0, out.stderr
     assert "configmap/cfg created (dry run)" in out.stdout
     assert "deployment.apps/web created (dry run)" in out.stdout
 
-    # Control: without fieldValidation on PATCH, kubectl validates by itself (and, finding no
-    # /openapi/v2 here, fails).
+    # Control: without fieldValidation on PATCH, kubectl validates against the schemas itself.
     def drop_field_validation(_gv: str, body: bytes) -> bytes:
         doc = json.loads(body)
         for item in doc["paths"].values():
@@ -339,10 +354,10 @@ def test_kubectl_leaves_validation_to_the_server(serve: Any, tmp_path: Path) -> 
                     p for p in item["patch"]["parameters"] if p["name"] != "fieldValidation"]
         return json.dumps(doc).encode()
 
-    server = serve(drop_field_validation)
+    server = serve(drop_field_validation, minor=minor)
     out = _kubectl(tmp_path, server, "apply", "--dry-run=client", "--validate=strict", "-f", "m.yaml")
     assert out.returncode != 0
-    assert "error validating" in out.stderr
+    assert 'unknown field "bogusField"' in out.stderr, out.stderr
 
 
 LAST_APPLIED = {
@@ -373,7 +388,8 @@ spec:
 """
 
 
-def test_kubectl_apply_three_way_patch_uses_our_schemas(serve: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("minor", [27, 33])
+def test_kubectl_apply_three_way_patch_uses_our_schemas(serve: Any, tmp_path: Path, minor: int) -> None:
     """kubectl computes its apply patch from our OpenAPI; our SMP applies it as upstream would."""
     live = json.loads(json.dumps(LAST_APPLIED))
     live["metadata"]["annotations"] = {
@@ -384,7 +400,7 @@ def test_kubectl_apply_three_way_patch_uses_our_schemas(serve: Any, tmp_path: Pa
     path = "/apis/apps/v1/namespaces/default/deployments/web"
     objects = {path: live}
     patches: list[Any] = []
-    server = serve(objects=objects, patches=patches)
+    server = serve(objects=objects, patches=patches, minor=minor)
     (tmp_path / "d.yaml").write_text(NEW_MANIFEST)
     out = _kubectl(tmp_path, server, "apply", "-f", "d.yaml")
     assert out.returncode == 0, out.stderr
