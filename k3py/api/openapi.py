@@ -28,11 +28,11 @@ import weakref
 from dataclasses import asdict
 from typing import Any
 
+from k3py import KUBERNETES_VERSION
 from k3py.api import schemas
 from k3py.api.openapi_v2_proto import encode_openapi_v2
 from k3py.api.resources import ResourceInfo, ResourceTable
 
-KUBERNETES_VERSION = "v1.32.4"
 FORMAT = "k3py-openapi-1"  # bump when the shape of generated documents changes
 
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
