@@ -107,9 +107,11 @@ class LabelSelector:
 
 
 def _validate_requirement(key: str, operator: str, values: tuple[str, ...]) -> Requirement:
+    """Upstream's NewRequirement checks; messages are its field errors (path "key"/"values")."""
     problems = qualified_name_errors(key)
     if problems:
         raise SelectorError(f'key: Invalid value: "{key}": {"; ".join(problems)}')
+    shown = "[" + ",".join(f'"{v}"' for v in values) + "]"
     if operator in (IN, NOT_IN):
         if not values:
             raise SelectorError(
@@ -118,17 +120,17 @@ def _validate_requirement(key: str, operator: str, values: tuple[str, ...]) -> R
     elif operator in (EQUALS, DOUBLE_EQUALS, NOT_EQUALS):
         if len(values) != 1:
             raise SelectorError(
-                "values: Invalid value: exact-match compatibility requires one single value"
+                f"values: Invalid value: {shown}: exact-match compatibility requires one single value"
             )
     elif operator in (EXISTS, DOES_NOT_EXIST):
         if values:
             raise SelectorError(
-                "values: Invalid value: values set must be empty for exists and does not exist"
+                f"values: Invalid value: {shown}: values set must be empty for exists and does not exist"
             )
     elif operator in (GREATER_THAN, LESS_THAN):
         if len(values) != 1:
             raise SelectorError(
-                "values: Invalid value: for 'Gt', 'Lt' operators, exactly one value is required"
+                f"values: Invalid value: {shown}: for 'Gt', 'Lt' operators, exactly one value is required"
             )
         try:
             int(values[0])
@@ -189,24 +191,30 @@ class _LabelParser:
         self.pos += 1
         return tok
 
-    def fail(self, found: tuple[str, str], expected: str) -> SelectorError:
-        shown = found[1] if found[0] != "end" else "end of string"
-        return SelectorError(
-            f"unable to parse requirement: found '{shown}', expected: {expected}"
-            f' (in label selector "{self.text}")'
-        )
+    def fail(
+        self, found: tuple[str, str], expected: str, in_requirement: bool = True
+    ) -> SelectorError:
+        # Upstream prints the end of the input as an empty literal: "found '', expected: ...".
+        prefix = "unable to parse requirement: " if in_requirement else ""
+        return SelectorError(f"{prefix}found '{found[1]}', expected: {expected}")
 
     def parse(self) -> LabelSelector:
         reqs: list[Requirement] = []
-        if self.peek()[0] == "end":
+        first = self.peek()
+        if first[0] == "end":
             return LabelSelector()
+        if first[0] != "id" and first != ("op", "!"):
+            raise self.fail(first, "!, identifier, or 'end of string'", in_requirement=False)
         while True:
             reqs.append(self.requirement())
             tok = self.take()
             if tok[0] == "end":
                 break
             if tok != ("op", ","):
-                raise self.fail(tok, "',' or 'end of string'")
+                raise self.fail(tok, "',' or 'end of string'", in_requirement=False)
+            nxt = self.peek()
+            if nxt[0] != "id" and nxt != ("op", "!"):
+                raise self.fail(nxt, "identifier after ','", in_requirement=False)
         reqs.sort(key=lambda r: r.key)
         return LabelSelector(tuple(reqs))
 
@@ -219,11 +227,16 @@ class _LabelParser:
         if tok[0] != "id":
             raise self.fail(tok, "identifier")
         key = tok[1]
+        problems = qualified_name_errors(key)
+        if problems:  # upstream checks the key before the operator, with no field path
+            raise SelectorError(
+                f'unable to parse requirement: <nil>: Invalid value: "{key}": {"; ".join(problems)}'
+            )
         if negated:
-            return _validate_requirement(key, DOES_NOT_EXIST, ())
+            return self.wrapped(key, DOES_NOT_EXIST, ())
         nxt = self.peek()
         if nxt[0] == "end" or nxt == ("op", ","):
-            return _validate_requirement(key, EXISTS, ())
+            return self.wrapped(key, EXISTS, ())
         op_tok = self.take()
         operator = {
             ("op", "="): EQUALS,
@@ -237,7 +250,7 @@ class _LabelParser:
         if operator is None:
             raise self.fail(op_tok, "in, notin, =, ==, !=, gt, lt")
         if operator in (IN, NOT_IN):
-            return _validate_requirement(key, operator, self.value_set())
+            return self.wrapped(key, operator, self.value_set())
         # An exact-match value may be empty ("a=" selects a="" ).
         value_tok = self.peek()
         if value_tok[0] == "id":
@@ -247,31 +260,53 @@ class _LabelParser:
             value = ""
         else:
             raise self.fail(value_tok, "identifier")
-        return _validate_requirement(key, operator, (value,))
+        return self.wrapped(key, operator, (value,))
+
+    def wrapped(self, key: str, operator: str, values: tuple[str, ...]) -> Requirement:
+        try:
+            return _validate_requirement(key, operator, values)
+        except SelectorError as exc:
+            raise SelectorError(f"unable to parse requirement: {exc}") from None
 
     def value_set(self) -> tuple[str, ...]:
         tok = self.take()
         if tok != ("op", "("):
-            raise self.fail(tok, "'('")
-        values: list[str] = []
+            # upstream's message lacks the comma here
+            return self._raise(f"unable to parse requirement: found '{tok[1]}' expected: '('")
+        values: set[str] = set()
+        tok = self.peek()
+        if tok == ("op", ")"):
+            self.take()
+            return ("",)  # "()" selects the empty value, as upstream
+        if tok[0] != "id" and tok != ("op", ","):
+            raise self.fail(tok, "',', ')' or identifier")
         expect_value = True
         while True:
             tok = self.take()
-            if tok == ("op", ")"):
-                if expect_value and values:
-                    values.append("")  # "(a,)" carries an empty value, as upstream
-                break
+            if tok[0] == "id" and expect_value:
+                values.add(tok[1])
+                expect_value = False
+                nxt = self.peek()
+                if nxt == ("op", ")"):
+                    self.take()
+                    break
+                if nxt != ("op", ","):
+                    raise self.fail(nxt, "',' or ')'")
+                continue
             if tok == ("op", ","):
                 if expect_value:
-                    values.append("")
+                    values.add("")  # "(,a)" and "(a,,b)" carry an empty value
                 expect_value = True
+                if self.peek() == ("op", ")"):
+                    self.take()
+                    values.add("")  # "(a,)" too
+                    break
                 continue
-            if tok[0] == "id" and expect_value:
-                values.append(tok[1])
-                expect_value = False
-                continue
-            raise self.fail(tok, "',', ')' or identifier")
-        return tuple(sorted(set(values)))
+            raise self.fail(tok, "',', or identifier")
+        return tuple(sorted(values))
+
+    def _raise(self, message: str) -> tuple[str, ...]:
+        raise SelectorError(message)
 
 
 def parse_label_selector(text: str) -> LabelSelector:

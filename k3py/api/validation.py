@@ -230,7 +230,8 @@ def ip_errors(value: str) -> list[str]:
 
 
 def _go_value(value: Any) -> str:
-    """A bad value as upstream prints it: strings quoted, numbers bare, maps Go-style."""
+    """A bad value as upstream's field errors print it: strings quoted, numbers and booleans
+    bare, anything else as compact JSON with sorted keys (Go's json.Marshal)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -239,14 +240,6 @@ def _go_value(value: Any) -> str:
         return str(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
-        inner = ", ".join(
-            f"{json.dumps(k, ensure_ascii=False)}:{json.dumps(v, ensure_ascii=False)}"
-            for k, v in sorted(value.items())
-        )
-        return f"map[string]string{{{inner}}}"
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return "[]string{" + ", ".join(json.dumps(v, ensure_ascii=False) for v in value) + "}"
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 

@@ -50,26 +50,53 @@ def test_label_selector_matches(text: str, labels: dict[str, str], expected: boo
     assert parse_label_selector(text).matches(labels) is expected
 
 
+# Messages exactly as k8s.io/apimachinery/pkg/labels.Parse words them.
 @pytest.mark.parametrize(
-    ("text", "needle"),
+    ("text", "message"),
     [
         ("a=b=c", "found '=', expected: ',' or 'end of string'"),
-        ("a b", "found 'b', expected: in, notin, =, ==, !=, gt, lt"),
-        ("a in b", "found 'b', expected: '('"),
-        ("a in (b", "found 'end of string'"),
-        ("=b", "found '=', expected: identifier"),
-        ("a=b,", "found 'end of string', expected: identifier"),
-        ("-bad=x", 'key: Invalid value: "-bad"'),
-        ("a=b c", "found 'c'"),
-        ("a=-x", 'values[0][a]: Invalid value: "-x": a valid label must be an empty string'),
-        ("n>x", "must be an integer"),
-        ("a in ()", "values set can't be empty"),
+        ("a b", "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"),
+        ("a in b", "unable to parse requirement: found 'b' expected: '('"),
+        ("a in (b", "unable to parse requirement: found '', expected: ',' or ')'"),
+        ("a in (b c)", "unable to parse requirement: found 'c', expected: ',' or ')'"),
+        ("=b", "found '=', expected: !, identifier, or 'end of string'"),
+        ("a=b,", "found '', expected: identifier after ','"),
+        ("a=b c", "found 'c', expected: ',' or 'end of string'"),
+        ("!", "unable to parse requirement: found '', expected: identifier"),
+        ("a!=(", "unable to parse requirement: found '(', expected: identifier"),
+        (
+            "n>x",
+            'unable to parse requirement: values[0]: Invalid value: "x": '
+            "for 'Gt', 'Lt' operators, the value must be an integer",
+        ),
     ],
 )
-def test_label_selector_errors(text: str, needle: str) -> None:
+def test_label_selector_errors(text: str, message: str) -> None:
     with pytest.raises(SelectorError) as err:
         parse_label_selector(text)
-    assert needle in str(err.value)
+    assert str(err.value) == message
+
+
+def test_label_selector_key_and_value_errors() -> None:
+    with pytest.raises(SelectorError) as err:
+        parse_label_selector("-bad=x")
+    assert str(err.value).startswith(
+        'unable to parse requirement: <nil>: Invalid value: "-bad": name part must consist of'
+    )
+    with pytest.raises(SelectorError) as err:
+        parse_label_selector("a=-x")
+    assert str(err.value).startswith(
+        'unable to parse requirement: values[0][a]: Invalid value: "-x": a valid label must be an empty string'
+    )
+
+
+def test_label_selector_empty_values_in_sets() -> None:
+    # "()" and stray commas stand for the empty value, as upstream.
+    assert str(parse_label_selector("a in ()")) == "a in ()"
+    assert parse_label_selector("a in ()").matches({"a": ""})
+    assert parse_label_selector("a in (,x)").matches({"a": ""})
+    assert parse_label_selector("a in (x,)").matches({"a": ""})
+    assert not parse_label_selector("a in (x)").matches({"a": ""})
 
 
 def test_label_selector_string_is_canonical() -> None:

@@ -237,7 +237,7 @@ def test_deployment() -> None:
         {
             "reason": "FieldValueInvalid",
             "field": "spec.template.metadata.labels",
-            "message": 'Invalid value: map[string]string{"app":"web"}: `selector` does not match template `labels`',
+            "message": 'Invalid value: {"app":"web"}: `selector` does not match template `labels`',
         }
     ]
     no_selector = deployment()
