@@ -64,6 +64,16 @@ class Cgroup:
                 if os.path.isdir(os.path.join(CGROUP_ROOT, c))
             }
 
+    @property
+    def renamable(self) -> bool:
+        """cgroup v1 directories can be renamed (within their parent); v2 ones cannot."""
+        return not self.v2
+
+    def rename_to(self, other: Cgroup) -> None:
+        """Rename this group's directories to ``other``'s (same parent; v1 only)."""
+        for controller, directory in self.dirs.items():
+            os.rename(directory, other.dirs[controller])
+
     def _file(self, controller: str, name: str) -> str:
         return os.path.join(self.dirs["" if self.v2 else controller], name)
 

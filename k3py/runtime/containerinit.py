@@ -307,13 +307,13 @@ def _fail(err_fd: int, exc: BaseException) -> None:
         os._exit(127)
 
 
-def become_container(config: dict, stdio: list[int], err_fd: int) -> None:
+def become_container(config: dict, stdio: list[int], err_fd: int, join_cgroup: bool = True) -> None:
     """Turn this forked child into the container's pid 1 (never returns)."""
     try:
         process = config["process"]
         _stdio(stdio, bool(process.get("tty")))
         cg = config.get("cgroup")
-        if cg:
+        if cg and join_cgroup:
             Cgroup(cg["parent"], cg["name"]).join_self()
         namespaces = config.get("namespaces") or {}
         flags = linux.CLONE_NEWNS

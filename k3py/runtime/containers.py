@@ -200,7 +200,14 @@ class ContainerRuntime:
             pid = self.supervisor_pid()
             if pid is not None:
                 return pid
-            command = [sys.executable, "-S", "-B", supervisor_module.__file__, str(self.data_dir)]
+            command = [
+                sys.executable,
+                "-S",
+                "-B",
+                supervisor_module.__file__,
+                str(self.data_dir),
+                self.cgroup_parent,
+            ]
             if self.isolate_mounts:
                 command = ["unshare", "--mount", "--propagation", "private", *command]
             result = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd="/")

@@ -34,8 +34,10 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 SOCKET_NAME = "supervisor.sock"
+POOL_SIZE = 2
 _PARTIAL_LIMIT = 16 * 1024  # a line longer than this is logged in P(artial) pieces
 _READ_SIZE = 65536
 
@@ -136,6 +138,15 @@ class OutputStream:
             self.pending = b""
 
 
+class Zygote:
+    """A pre-forked pid 1 of a fresh pid namespace, already in a cgroup, waiting for a config."""
+
+    def __init__(self, pid: int, sock: socket.socket, cgroup: str) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.cgroup = cgroup
+
+
 class Container:
     def __init__(self, cid: str, bundle: str, config: dict) -> None:
         self.id = cid
@@ -162,8 +173,10 @@ class Container:
 
 
 class Supervisor:
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, cgroup_parent: str) -> None:
         self.data_dir = data_dir
+        self.cgroup_parent = cgroup_parent
+        self.pool: list[Zygote] = []
         self.containers_dir = os.path.join(data_dir, "containers")
         os.makedirs(self.containers_dir, exist_ok=True)
         self.epoll = select.epoll()
@@ -191,6 +204,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         self._register(self.wake_r, self._on_signal)
         self._adopt_previous()
+        self._remove_stale_pool()
+        self._refill_pool()
 
     # ---- event loop --------------------------------------------------------------------------
 
@@ -262,6 +277,8 @@ class Supervisor:
         fds: list[int] = []
         while not data.endswith(b"\n"):
             chunk, new_fds, _flags, _addr = socket.recv_fds(conn, 65536, 8)
+            for fd in new_fds:
+                os.set_inheritable(fd, False)  # SCM_RIGHTS fds arrive without close-on-exec
             fds.extend(new_fds)
             if not chunk:
                 raise ValueError("connection closed before a full request")
@@ -310,9 +327,10 @@ class Supervisor:
         container = Container(cid, bundle, config)
         self.containers[cid] = container
         self._reply(conn, self._start(container))
+        self._refill_pool()
 
     def _start(self, container: Container) -> dict:
-        from k3py.runtime import containerinit, linux
+        from k3py.runtime import containerinit
 
         config = container.config
         process = config["process"]
@@ -323,10 +341,9 @@ class Supervisor:
             int(log_cfg.get("max_files", 5)),
         )
         cg = container.cgroup()
-        if cg is not None:
+        if cg is not None and not (self.pool and cg.renamable):
             cg.create(config.get("resources") or {})
         tty = bool(process.get("tty"))
-        parent_ends: list[int] = []
         if tty:
             import pty
 
@@ -345,19 +362,15 @@ class Supervisor:
             child_stdio = [in_r, out_w, err_w]
             outputs = {out_r: "stdout", err_r: "stderr"}
         err_r_sync, err_w_sync = os.pipe()
-        linux.unshare(linux.CLONE_NEWPID)
-        try:
-            pid = os.fork()
-            if pid == 0:
-                containerinit.become_container(config, child_stdio, err_w_sync)
-                os._exit(127)  # not reached
-        finally:
-            linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+        pid = self._start_in_zygote(container, child_stdio, err_w_sync)
+        if pid == 0:
+            pid = self._fork_in_new_pidns(
+                lambda: containerinit.become_container(config, child_stdio, err_w_sync)
+            )
         started = time.time_ns()
         os.close(err_w_sync)
         for fd in set(child_stdio):
             os.close(fd)
-        del parent_ends
         error = b""
         while True:
             chunk = os.read(err_r_sync, 4096)
@@ -385,6 +398,123 @@ class Supervisor:
         }
         write_json_atomic(container.state_path, container.state)
         return {"ok": True, "pid": pid, "started_at": started}
+
+    # ---- pre-forked container processes ("zygotes") -----------------------------------------
+
+    def _fork_in_new_pidns(self, child: Callable[[], None]) -> int:
+        """Fork a child that is pid 1 of a new pid namespace and still our direct child."""
+        from k3py.runtime import linux
+
+        linux.unshare(linux.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    child()
+                finally:
+                    os._exit(127)
+        finally:
+            linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+        return pid
+
+    def _refill_pool(self) -> None:
+        """Keep ``POOL_SIZE`` zygotes waiting, each already in a cgroup of its own.
+
+        Moving a process into a cgroup v1 costs a synchronize_rcu (~10 ms here): the zygote pays
+        it ahead of time, and at start its cgroup directories are renamed to the container's.
+        Only cgroup v1 can rename cgroups, so on v2 containers join at start instead.
+        """
+        from k3py.runtime.cgroups import Cgroup
+
+        while len(self.pool) < POOL_SIZE and not self.stopping:
+            name = "pool-" + os.urandom(6).hex()
+            cgroup = Cgroup(self.cgroup_parent, name)
+            if not cgroup.renamable:
+                return
+            cgroup.create({})
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            keep = theirs.fileno()
+
+            def zygote(cgroup: Cgroup = cgroup, keep: int = keep) -> None:
+                from k3py.runtime import containerinit
+
+                signal.set_wakeup_fd(-1)
+                os.closerange(3, keep)
+                os.closerange(keep + 1, 4096)
+                cgroup.join_self()
+                channel = socket.socket(fileno=keep)
+                channel.send(b"ready")  # only now may the supervisor rename our cgroup
+                message, fds, _flags, _addr = socket.recv_fds(channel, 65536, 8)
+                if not message:
+                    os._exit(0)  # the pool is being emptied
+                for fd in fds:
+                    os.set_inheritable(fd, False)  # SCM_RIGHTS fds arrive without close-on-exec
+                config = json.loads(message)
+                containerinit.become_container(config, fds[:3], fds[3], join_cgroup=False)
+
+            pid = self._fork_in_new_pidns(zygote)
+            theirs.close()
+            self.pool.append(Zygote(pid, ours, name))
+
+    def _start_in_zygote(self, container: Container, stdio: list[int], err_w: int) -> int:
+        """Hand the container to a waiting zygote; its pid, or 0 when none is available."""
+        from k3py.runtime.cgroups import Cgroup
+
+        cg = container.cgroup()
+        while self.pool and cg is not None and cg.renamable:
+            zygote = self.pool.pop(0)
+            try:
+                zygote.sock.settimeout(2.0)  # joining takes one RCU grace period, ~10 ms
+                if zygote.sock.recv(16) != b"ready":
+                    raise OSError("zygote died before it was ready")
+                zygote.sock.settimeout(None)
+                Cgroup(self.cgroup_parent, zygote.cgroup).rename_to(cg)
+                cg.create(container.config.get("resources") or {})
+                socket.send_fds(
+                    zygote.sock, [json.dumps(container.config).encode()], [*stdio, err_w]
+                )
+                return zygote.pid
+            except OSError:
+                self._discard_zygote(zygote)
+            finally:
+                zygote.sock.close()
+        return 0
+
+    def _remove_stale_pool(self) -> None:
+        """Pool cgroups of a supervisor that was killed (its zygotes exit when it does)."""
+        from k3py.runtime.cgroups import Cgroup
+
+        parent = Cgroup(self.cgroup_parent, "")
+        names: set[str] = set()
+        for directory in parent.dirs.values():
+            if os.path.isdir(directory):
+                names.update(n for n in os.listdir(directory) if n.startswith("pool-"))
+        for name in names:
+            try:
+                Cgroup(self.cgroup_parent, name).remove()
+            except OSError as exc:
+                sys.stderr.write(f"cannot remove stale pool cgroup {name}: {exc}\n")
+
+    def _discard_zygote(self, zygote: Zygote) -> None:
+        from k3py.runtime.cgroups import Cgroup
+
+        try:
+            os.kill(zygote.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(zygote.pid, 0)
+        except ChildProcessError:
+            pass
+        cgroup = Cgroup(self.cgroup_parent, zygote.cgroup)
+        if cgroup.exists():
+            cgroup.remove()
+
+    def drain_pool(self) -> None:
+        while self.pool:
+            zygote = self.pool.pop()
+            zygote.sock.close()
+            self._discard_zygote(zygote)
 
     def _on_output(self, fd: int, mask: int) -> None:
         for container in self.containers.values():
@@ -601,14 +731,14 @@ class Supervisor:
         )
         container.state.setdefault("pid", container.pid)
         write_json_atomic(container.state_path, container.state)
-        if cg is not None:
-            try:
-                cg.remove()
-            except OSError:
-                pass  # removed again (and reported) when the container is removed
         for waiter in container.waiters:
             self._reply(waiter, {"ok": True, "state": container.state})
         container.waiters = []
+        if cg is not None:
+            try:
+                cg.remove()  # after the waiters heard: rmdir of four v1 groups takes milliseconds
+            except OSError:
+                pass  # removed again (and reported) when the container is removed
         if container.stdin_fd >= 0 and container.stdin_fd not in container.streams:
             os.close(container.stdin_fd)
             container.stdin_fd = -1
@@ -670,8 +800,9 @@ class Supervisor:
 
 
 def main(argv: list[str]) -> int:
-    """``supervisor.py DATA_DIR`` — daemonise, then serve until shut down."""
+    """``supervisor.py DATA_DIR CGROUP_PARENT`` — daemonise, then serve until shut down."""
     data_dir = os.path.abspath(argv[1])
+    cgroup_parent = argv[2] if len(argv) > 2 else "k3py"
     os.umask(0o022)
     ready_r, ready_w = os.pipe()
     if os.fork() > 0:
@@ -692,13 +823,14 @@ def main(argv: list[str]) -> int:
     )
     os.dup2(log_fd, 2)
     try:
-        supervisor = Supervisor(data_dir)
+        supervisor = Supervisor(data_dir, cgroup_parent)
     except BaseException as exc:
         os.write(ready_w, f"error {exc}".encode())
         return 1
     os.write(ready_w, f"ok {os.getpid()}".encode())
     os.close(ready_w)
     supervisor.run()
+    supervisor.drain_pool()
     try:
         os.unlink(os.path.join(data_dir, SOCKET_NAME))
     except FileNotFoundError:
