@@ -6,6 +6,9 @@ to the head revision that read saw, then replay the buffer skipping what history
 returned. Every commit after the history snapshot is published after the subscription
 existed (publishing happens on the event loop after commit), so it is in the buffer; every
 commit before it is in the history. Revisions are strictly increasing across the seam.
+(With PostgreSQL the publisher is the poller, which publishes every row once, in revision
+order, after it committed: a row published before the subscription was committed before
+it, so the later history snapshot holds it too — the same argument.)
 """
 
 from __future__ import annotations

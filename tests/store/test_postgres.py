@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from k3py.store import CorruptDatabaseError, EventType
+from k3py.store import CorruptDatabaseError, EventType, StoreError
 from k3py.store.postgres import PostgresStore
 from tests.store.conftest import make_postgres_store
 from tests.store.test_watch import collect
@@ -144,3 +144,9 @@ async def test_data_survives_a_server_restart(postgres_url: str) -> None:
         assert (await again.create("/persist2", b"v")).mod_revision == kv.mod_revision + 1
     finally:
         await again.close()
+
+
+async def test_an_unreachable_server_is_a_clear_error(postgres_server: str) -> None:
+    closed_port = postgres_server.rsplit(":", 1)[0] + ":1"
+    with pytest.raises(StoreError, match="cannot open the PostgreSQL store"):
+        await make_postgres_store(f"{closed_port}/nothing").start()

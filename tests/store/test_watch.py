@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import time
 from collections.abc import AsyncIterator
 
@@ -162,3 +164,40 @@ async def test_a_stalled_watcher_overflows_then_catches_up_from_history(
     assert [e.kv.key for e in events] == [f"/slow/{i:02d}" for i in range(40)]
     revisions = [e.kv.mod_revision for e in events]
     assert revisions == sorted(set(revisions))
+
+
+async def test_watchers_started_at_random_revisions_see_every_revision_once(
+    store: Store,
+) -> None:
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    writers, per_writer = 8, 60
+    total = writers * per_writer
+    first = await store.current_revision() + 1
+    final = first + total - 1
+
+    async def write(w: int) -> None:
+        for i in range(per_writer):
+            await store.create(f"/rand/{w}/{i}", b"x")
+
+    async def watch_from(start: int) -> tuple[int, list[int]]:
+        revisions: list[int] = []
+        watch = store.watch("", start)
+        try:
+            async for batch in watch:
+                revisions += [e.kv.mod_revision for e in batch]
+                if revisions and revisions[-1] >= final:
+                    return start, revisions
+        finally:
+            await watch.aclose()
+        return start, revisions
+
+    write_tasks = [asyncio.create_task(write(w)) for w in range(writers)]
+    watchers = []
+    for _ in range(50):  # start watchers from random past revisions while writes go on
+        current = await store.current_revision()
+        watchers.append(asyncio.create_task(watch_from(rng.randint(first, current + 1))))
+        await asyncio.sleep(rng.uniform(0, 0.01))
+    await asyncio.gather(*write_tasks)
+    results = await asyncio.wait_for(asyncio.gather(*watchers), 60)
+    for start, revisions in results:
+        assert revisions == list(range(start, final + 1)), f"gap or reorder from {start}"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from k3py.store.rows import ROW_COLUMNS, NewRow, Row, plan_create, plan_delete, plan_update
-from k3py.store.types import Event, StoreClosedError, StoreError, WriteResult
+from k3py.store.types import Event, KeyValue, StoreClosedError, StoreError, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Writer:
         if expires is not None:
             heapq.heappush(self._expiries, _Expiry(expires, row.id, row.name))
 
-    def create(self, key: str, value: bytes, lease: int):  # -> KeyValue
+    def create(self, key: str, value: bytes, lease: int) -> KeyValue:
         row = plan_create(key, value, lease, self.latest(key), self.revision + 1)
         self._append(row)
         return row.event.kv
