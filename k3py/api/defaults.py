@@ -306,6 +306,8 @@ def _default_statefulset(obj: Obj) -> None:
     _default(retention, "whenDeleted", "Retain")
     _default(retention, "whenScaled", "Retain")
     for claim in _dicts(spec.get("volumeClaimTemplates")):
+        claim.setdefault("apiVersion", "v1")
+        claim.setdefault("kind", "PersistentVolumeClaim")
         _default_pvc_spec(_child(claim, "spec"))
         _child(claim, "status").setdefault("phase", "Pending")
     default_pod_template(spec.get("template"))
@@ -359,6 +361,7 @@ def _default_job(obj: Obj) -> None:
     meta = _child(obj, "metadata")
     uid = meta.get("uid")
     if uid and not spec.get("manualSelector") and not spec.get("selector"):
+        spec["manualSelector"] = False
         generated = job_generated_labels(str(meta.get("name", "")), str(uid))
         spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
         template_meta = _child(_child(spec, "template"), "metadata")

@@ -177,7 +177,9 @@ def test_statefulset_daemonset_replicaset() -> None:
         "whenDeleted": "Retain",
         "whenScaled": "Retain",
     }
-    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"] == "Filesystem"
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert (claim["apiVersion"], claim["kind"]) == ("v1", "PersistentVolumeClaim")
+    assert claim["spec"]["volumeMode"] == "Filesystem" and claim["status"] == {"phase": "Pending"}
     ds = defaulted({"apiVersion": "apps/v1", "kind": "DaemonSet", "spec": {}})
     assert ds["spec"]["updateStrategy"] == {
         "type": "RollingUpdate",
@@ -210,6 +212,7 @@ def test_job_and_cronjob() -> None:
     assert spec["suspend"] is False
     assert spec["podReplacementPolicy"] == "TerminatingOrFailed"
     assert spec["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}}
+    assert spec["manualSelector"] is False
     labels = spec["template"]["metadata"]["labels"]
     assert labels["batch.kubernetes.io/job-name"] == "pi" and labels["controller-uid"] == "u-1"
     assert job["metadata"]["labels"] == labels
