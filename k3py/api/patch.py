@@ -96,7 +96,9 @@ def _container(doc: Any, tokens: list[str], op: str, path: str) -> Any:
     return node
 
 
-def _get_at(doc: Any, path: str, op: str) -> Any:
+def _get_at(doc: Any, path: str, op: str, missing_ok: bool = False) -> Any:
+    """The value at `path`; a missing object member is an error unless `missing_ok` (then
+    null: the server's json-patch copies a missing member as null)."""
     tokens = _pointer(path)
     if not tokens:
         return doc
@@ -104,6 +106,8 @@ def _get_at(doc: Any, path: str, op: str) -> Any:
     last = tokens[-1]
     if isinstance(parent, dict):
         if last not in parent:
+            if missing_ok:
+                return None
             raise PatchError(f"{op} operation does not apply: doc is missing path: {path}")
         return parent[last]
     return parent[_index(last, len(parent), path, allow_end=False)]
@@ -193,7 +197,7 @@ def apply_json_patch(doc: dict, ops: list) -> dict:
                 result, moved = _remove(result, source, "move")
                 result = _add(result, path, moved, "move")
         elif op == "copy":
-            copied = copy.deepcopy(_get_at(result, operation.get("from"), "copy"))
+            copied = copy.deepcopy(_get_at(result, operation.get("from"), "copy", missing_ok=True))
             result = _add(result, path, copied, "copy")
         elif op == "test":
             try:
