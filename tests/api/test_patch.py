@@ -378,3 +378,47 @@ def test_random_strategic_patches_match_kubectl(seed: int) -> None:
             apply_strategic_merge_patch(deployment(), patch, DEPLOY_SMP)
     else:
         assert apply_strategic_merge_patch(deployment(), patch, DEPLOY_SMP) == expected, json.dumps(patch)
+
+
+def pod() -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u1", "controller": True},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "cm", "uid": "u2"}]},
+        "spec": {
+            "containers": [{"name": "app", "image": "nginx", "volumeMounts": [
+                {"name": "data", "mountPath": "/data"}, {"name": "cfg", "mountPath": "/etc/cfg"}]}],
+            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "cfg"}}],
+            "tolerations": [{"key": "a", "operator": "Exists"}],
+            "imagePullSecrets": [{"name": "reg1"}],
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}],
+        },
+    }
+
+
+POD_SMP_CASES: dict[str, dict] = {
+    "volume source swapped with retainKeys": {"spec": {"volumes": [
+        {"name": "data", "$retainKeys": ["hostPath", "name"], "hostPath": {"path": "/srv"}}]}},
+    "tolerations have no strategy: replaced": {"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}},
+    "imagePullSecrets merge by name": {"spec": {"imagePullSecrets": [{"name": "reg2"}]}},
+    "ownerReferences merge by uid, delete one": {"metadata": {"ownerReferences": [
+        {"$patch": "delete", "uid": "u2"}, {"apiVersion": "v1", "kind": "Secret", "name": "s", "uid": "u3"}]}},
+    "volumeMounts merge by mountPath": {"spec": {"containers": [{"name": "app", "volumeMounts": [
+        {"name": "data2", "mountPath": "/data"}]}]}},
+    "topology constraints merge by key": {"spec": {"topologySpreadConstraints": [
+        {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"},
+        {"maxSkew": 1, "topologyKey": "host", "whenUnsatisfiable": "DoNotSchedule"}]}},
+    "whole list replaced with $patch replace": {"spec": {"volumes": [
+        {"$patch": "replace"}, {"name": "only", "emptyDir": {}}]}},
+    "delete a list element that is not there": {"spec": {"volumes": [{"$patch": "delete", "name": "nope"}]}},
+    "null on a map field": {"spec": {"containers": [{"name": "app", "volumeMounts": None}]}},
+}
+
+
+@pytest.mark.parametrize("name", list(POD_SMP_CASES))
+def test_pod_strategic_merge_matches_kubectl(name: str) -> None:
+    schema = patch_schema_for("", "v1", "Pod")
+    assert schema is not None
+    patch = POD_SMP_CASES[name]
+    assert apply_strategic_merge_patch(pod(), patch, schema) == kubectl_patch(pod(), "strategic", patch)
