@@ -109,28 +109,41 @@ def _fields(buf: bytes) -> dict[int, list[tuple[int, Any]]]:
     out: dict[int, list[tuple[int, Any]]] = {}
     pos, end = 0, len(buf)
     while pos < end:
-        key, pos = _varint(buf, pos)
+        key = buf[pos]
+        if key < 0x80:  # one-byte keys (fields 1-15) are the common case: skip the loop
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise ProtobufError("field number 0")
-        if wire == 0:
+        if wire == 2:
+            if pos < end and buf[pos] < 0x80:
+                length = buf[pos]
+                pos += 1
+            else:
+                length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise ProtobufError(f"truncated field {number}: needs {length} bytes")
+            value: Any = buf[pos : pos + length]
+            pos += length
+        elif wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
             if pos + 8 > end:
                 raise ProtobufError("truncated 64-bit field")
             value, pos = buf[pos : pos + 8], pos + 8
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            if pos + length > end:
-                raise ProtobufError(f"truncated field {number}: needs {length} bytes")
-            value, pos = buf[pos : pos + length], pos + length
         elif wire == 5:
             if pos + 4 > end:
                 raise ProtobufError("truncated 32-bit field")
             value, pos = buf[pos : pos + 4], pos + 4
         else:
             raise ProtobufError(f"unsupported wire type {wire} for field {number}")
-        out.setdefault(number, []).append((wire, value))
+        entries = out.get(number)
+        if entries is None:
+            out[number] = [(wire, value)]
+        else:
+            entries.append((wire, value))
     return out
 
 
