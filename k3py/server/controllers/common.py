@@ -125,17 +125,25 @@ def utcnow() -> datetime:
 
 
 def set_condition(
-    status: Obj, cond_type: str, value: str, reason: str, message: str, *, with_update_time: bool = False
+    status: Obj, cond_type: str, value: str, reason: str, message: str, *,
+    with_update_time: bool = False, refresh: bool = False,
 ) -> None:
-    """Set a condition in ``status``; lastTransitionTime moves only when the status flips."""
+    """Set a condition in ``status`` as upstream's SetDeploymentCondition does.
+
+    A condition with the same status and reason is left alone (so reconciling a steady
+    object writes nothing) unless ``refresh`` — progress that must move lastUpdateTime.
+    lastTransitionTime moves only when the status flips.
+    """
     now = now_rfc3339()
     conditions: list[Obj] = status.setdefault("conditions", [])
     for cond in conditions:
         if cond.get("type") == cond_type:
+            if cond.get("status") == value and cond.get("reason") == reason and not refresh:
+                return
             if cond.get("status") != value:
                 cond["lastTransitionTime"] = now
             cond["status"] = value
-            if with_update_time and (cond.get("reason") != reason or cond.get("message") != message or value == "True"):
+            if with_update_time:
                 cond["lastUpdateTime"] = now
             cond["reason"] = reason
             cond["message"] = message

@@ -83,8 +83,18 @@ def template_hash(template: Obj, collision_count: int = 0) -> str:
     return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in value)
 
 
+def _drop_nulls(value: object) -> object:
+    """JSON nulls removed: a typed Kubernetes object cannot tell null from absent
+    (``kubectl rollout undo`` sends ``creationTimestamp: null`` inside the template)."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
 def _strip_hash(template: Obj) -> Obj:
-    t = copy.deepcopy(template or {})
+    t: Obj = _drop_nulls(template or {})  # type: ignore[assignment]
     labels = (t.get("metadata") or {}).get("labels")
     if labels:
         labels.pop(HASH_LABEL, None)
@@ -327,7 +337,7 @@ class DeploymentController(Controller):
             raise
         await self._set_deployment_revision(d, str(max_old + 1))
         set_condition(status, "Progressing", "True", "NewReplicaSetCreated",
-                      f'Created new replica set "{name_of(created)}"', with_update_time=True)
+                      f'Created new replica set "{name_of(created)}"', with_update_time=True, refresh=True)
         return created, True
 
     async def _set_deployment_revision(self, d: Obj, revision: str) -> None:
@@ -492,7 +502,7 @@ class DeploymentController(Controller):
         cond = get_condition({"status": status}, "Progressing")
         if progressed or cond is None:
             set_condition(status, "Progressing", "True", "ReplicaSetUpdated",
-                          f'ReplicaSet "{rs_name}" is progressing.', with_update_time=True)
+                          f'ReplicaSet "{rs_name}" is progressing.', with_update_time=True, refresh=True)
             return float(deadline) + 1
         if cond.get("reason") in ("ProgressDeadlineExceeded", "NewReplicaSetAvailable"):
             return None  # a finished rollout does not time out until it progresses again

@@ -72,11 +72,15 @@ class NamespaceController(Controller):
             return None
         name = ns["metadata"]["name"]
         remaining, failures = await self._delete_content(name)
+        log.debug("namespace %s: remaining %s, failures %s", name, remaining, failures)
         if remaining:
             await self._set_conditions(ns, remaining, failures)
             return RECHECK_SECONDS
         finalized = copy.deepcopy(ns)
         finalized["spec"]["finalizers"] = [f for f in finalized["spec"]["finalizers"] if f != FINALIZER]
+        # No resourceVersion: the namespace was just verified empty, and status writes racing
+        # with this one must not send it back through the whole content walk.
+        finalized["metadata"].pop("resourceVersion", None)
         try:
             await self.client.finalize_namespace(finalized)
         except ApiError as e:

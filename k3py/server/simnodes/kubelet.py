@@ -217,10 +217,10 @@ class SimulatedNodes(Controller):
         ip = self._pod_ips.get(uid)
         if ip is None:
             node = pod["spec"]["nodeName"]
-            base = pod_cidr(self.node_names[node]).rsplit(".", 2)[0]
-            n = self._ip_counters.get(node, 1) % 253 + 1
+            base = pod_cidr(self.node_names[node]).rsplit(".", 1)[0]  # "10.42.3"
+            n = self._ip_counters.get(node, 1) % 253 + 1  # .2 ... .254 (.1 is the gateway)
             self._ip_counters[node] = n
-            ip = f"{base}.{n + 1}"
+            ip = f"{base}.{n}"
             self._pod_ips[uid] = ip
         return ip
 

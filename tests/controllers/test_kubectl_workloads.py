@@ -1,0 +1,131 @@
+"""Real kubectl against a real server with three simulated nodes: deployments roll out,
+scale, roll back and restart; deletes cascade; namespaces terminate; scheduling failures
+are reported as upstream words them.
+
+One cluster for the module; each test works in its own namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.cluster import TestCluster
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
+    with TestCluster(tmp_path_factory.mktemp("sim"), server_args=["--simulated-nodes", "3"]) as running:
+        yield running
+
+
+def _ns(cluster: TestCluster, name: str) -> str:
+    cluster.kubectl("create", "namespace", name)
+    return name
+
+
+def _items(cluster: TestCluster, kind: str, ns: str, *selector: str) -> list[dict[str, Any]]:
+    return cluster.kubectl_json("get", kind, "-n", ns, *selector)["items"]
+
+
+def test_nodes_register_ready(sim: TestCluster) -> None:
+    out = sim.wait_for(lambda: (o := sim.kubectl("get", "nodes").stdout).count(" Ready ") == 3 and o,
+                       what="3 Ready nodes")
+    for name in ("simnode-1", "simnode-2", "simnode-3"):
+        assert name in out
+    leases = sim.kubectl_json("get", "leases", "-n", "kube-node-lease")["items"]
+    assert {lease["spec"]["holderIdentity"] for lease in leases} >= {"simnode-1", "simnode-2", "simnode-3"}
+
+
+def test_create_scale_and_rollout_status(sim: TestCluster) -> None:
+    ns = _ns(sim, "roll")
+    sim.kubectl("create", "deployment", "web", "--image=nginx:1.25", "--replicas=3", "-n", ns)
+    out = sim.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s").stdout
+    assert 'deployment "web" successfully rolled out' in out
+    pods = _items(sim, "pods", ns, "-l", "app=web")
+    assert len(pods) == 3
+    assert all(p["status"]["phase"] == "Running" and p["spec"]["nodeName"].startswith("simnode-") for p in pods)
+    assert len({p["status"]["podIP"] for p in pods}) == 3
+    sim.kubectl("scale", "deployment/web", "--replicas=5", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
+    sim.wait_for(lambda: len(_items(sim, "pods", ns, "-l", "app=web")) == 5, what="5 pods")
+    sim.kubectl("scale", "deployment/web", "--replicas=1", "-n", ns)
+    sim.wait_for(lambda: len(_items(sim, "pods", ns, "-l", "app=web")) == 1, what="1 pod")
+    d = sim.kubectl_json("get", "deployment", "web", "-n", ns)
+    sim.wait_for(lambda: (d := sim.kubectl_json("get", "deployment", "web", "-n", ns))["status"].get("replicas") == 1
+                 and d["status"]["observedGeneration"] == d["metadata"]["generation"], what="status caught up")
+    d = sim.kubectl_json("get", "deployment", "web", "-n", ns)
+    available = next(c for c in d["status"]["conditions"] if c["type"] == "Available")
+    assert available["status"] == "True" and available["reason"] == "MinimumReplicasAvailable"
+
+
+def test_set_image_history_undo_restart(sim: TestCluster) -> None:
+    ns = _ns(sim, "history")
+    sim.kubectl("create", "deployment", "app", "--image=nginx:1.25", "--replicas=2", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/app", "-n", ns, "--timeout=60s")
+    sim.kubectl("set", "image", "deployment/app", "nginx=nginx:1.26", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/app", "-n", ns, "--timeout=60s")
+    history = sim.kubectl("rollout", "history", "deployment/app", "-n", ns).stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
+    pods = _items(sim, "pods", ns, "-l", "app=app")
+    assert {p["spec"]["containers"][0]["image"] for p in pods} == {"nginx:1.26"}
+
+    out = sim.kubectl("rollout", "undo", "deployment/app", "-n", ns).stdout
+    assert "rolled back" in out
+    sim.kubectl("rollout", "status", "deployment/app", "-n", ns, "--timeout=60s")
+    history = sim.kubectl("rollout", "history", "deployment/app", "-n", ns).stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["2", "3"]
+    sim.wait_for(lambda: {p["spec"]["containers"][0]["image"] for p in _items(sim, "pods", ns, "-l", "app=app")}
+                 == {"nginx:1.25"}, what="pods back on nginx:1.25")
+    rs = _items(sim, "rs", ns)
+    assert len(rs) == 2
+
+    sim.kubectl("rollout", "restart", "deployment/app", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/app", "-n", ns, "--timeout=60s")
+    rs = _items(sim, "rs", ns)
+    assert len(rs) == 3
+    revisions = sorted(int(r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]) for r in rs)
+    assert revisions == [2, 3, 4]
+    newest = max(rs, key=lambda r: int(r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]))
+    assert "kubectl.kubernetes.io/restartedAt" in newest["spec"]["template"]["metadata"]["annotations"]
+    assert newest["status"].get("readyReplicas") == 2
+
+
+def test_delete_cascades_and_terminating_namespace_is_emptied(sim: TestCluster) -> None:
+    ns = _ns(sim, "cascade")
+    sa = sim.wait_for(lambda: sim.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0,
+                      what="default service account")
+    assert sa
+    ca = sim.wait_for(lambda: (r := sim.kubectl("get", "configmap", "kube-root-ca.crt", "-n", ns, "-o", "json", check=False)).returncode == 0
+                      and json.loads(r.stdout), what="kube-root-ca.crt")
+    assert ca["data"]["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
+    sim.kubectl("create", "deployment", "gone", "--image=nginx", "--replicas=2", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/gone", "-n", ns, "--timeout=60s")
+    sim.kubectl("delete", "deployment", "gone", "-n", ns)
+    sim.wait_for(lambda: not _items(sim, "rs", ns) and not _items(sim, "pods", ns), what="rs and pods collected")
+
+    sim.kubectl("create", "deployment", "stay", "--image=nginx", "--replicas=1", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/stay", "-n", ns, "--timeout=60s")
+    sim.kubectl("delete", "namespace", ns, "--wait=false")
+    # The namespace controller empties a Terminating namespace of every kind it holds.
+    sim.wait_for(lambda: not sim.kubectl_json("get", "deployments,replicasets,pods,serviceaccounts,configmaps",
+                                              "-n", ns)["items"], what="namespace content deleted")
+
+
+def test_unschedulable_pod_is_explained(sim: TestCluster) -> None:
+    ns = _ns(sim, "sched")
+    sim.kubectl("run", "huge", "--image=nginx", "-n", ns, "--overrides",
+                json.dumps({"spec": {"containers": [{"name": "huge", "image": "nginx",
+                                                     "resources": {"requests": {"cpu": "64"}}}]}}))
+    message = "0/3 nodes are available: 3 Insufficient cpu."
+    pod = sim.wait_for(lambda: (p := sim.kubectl_json("get", "pod", "huge", "-n", ns))["status"].get("conditions") and p,
+                       what="PodScheduled condition")
+    (cond,) = [c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled"]
+    assert (cond["status"], cond["reason"], cond["message"]) == ("False", "Unschedulable", message)
+    described = sim.wait_for(lambda: "FailedScheduling" in (o := sim.kubectl("describe", "pod", "huge", "-n", ns).stdout) and o,
+                             what="FailedScheduling event in describe")
+    assert message in described
+    assert pod["status"]["phase"] == "Pending"
