@@ -112,6 +112,57 @@ class ExecSession:
         self._conn.close()
 
 
+class AttachSession:
+    """The stdio of a running container: output as it is produced, input when it has stdin."""
+
+    def __init__(self, sock: socket.socket, tty: bool, stdin: bool) -> None:
+        self._sock = sock
+        self.tty = tty
+        self.stdin = stdin
+        self._buffer = bytearray()
+        self.exit_state: dict | None = None
+
+    def read(self, timeout: float | None = None) -> tuple[str, bytes] | None:
+        """The next ("stdout" | "stderr", data); None once the container has exited."""
+        while True:
+            if len(self._buffer) >= 5:
+                size = int.from_bytes(self._buffer[1:5], "big")
+                if len(self._buffer) >= 5 + size:
+                    kind, payload = self._buffer[0], bytes(self._buffer[5 : 5 + size])
+                    del self._buffer[: 5 + size]
+                    if kind == supervisor_module.FRAME_EXIT:
+                        self.exit_state = json.loads(payload)
+                        return None
+                    return (
+                        "stdout" if kind == supervisor_module.FRAME_STDOUT else "stderr",
+                        payload,
+                    )
+            if self.exit_state is not None:
+                return None
+            self._sock.settimeout(timeout)
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                raise ContainerError(f"no output from the container within {timeout}s") from None
+            if not chunk:
+                return None
+            self._buffer.extend(chunk)
+
+    def write(self, data: bytes) -> None:
+        self._sock.sendall(supervisor_module.frame(supervisor_module.FRAME_STDIN, data))
+
+    def close_stdin(self) -> None:
+        self._sock.sendall(supervisor_module.frame(supervisor_module.FRAME_CLOSE_STDIN, b""))
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._sock.sendall(
+            supervisor_module.frame(supervisor_module.FRAME_RESIZE, struct.pack(">HH", rows, cols))
+        )
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 def _new_id() -> str:
     return secrets.token_hex(32)
 
@@ -511,7 +562,24 @@ class ContainerRuntime:
                 used.update(json.loads((entry / "meta.json").read_text()).get("layers", []))
         return used
 
-    # ---- exec --------------------------------------------------------------------------------
+    # ---- attach and exec ---------------------------------------------------------------------
+
+    def attach(self, cid: str) -> AttachSession:
+        """Connect to a running container's stdio (stdin only if it was created with stdin)."""
+        self._bundle(cid)
+        sock = self._send({"op": "attach", "id": cid})
+        reader = sock.makefile("rb", buffering=0)
+        line = b""
+        while not line.endswith(b"\n"):
+            byte = reader.read(1)  # unbuffered: frames that follow must stay in the socket
+            if not byte:
+                break
+            line += byte
+        reply = json.loads(line) if line else {"error": "supervisor closed the connection"}
+        if "error" in reply:
+            sock.close()
+            raise ContainerError(reply["error"])
+        return AttachSession(sock, bool(reply.get("tty")), bool(reply.get("stdin")))
 
     def exec(
         self,

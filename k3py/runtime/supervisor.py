@@ -42,6 +42,15 @@ _PARTIAL_LIMIT = 16 * 1024  # a line longer than this is logged in P(artial) pie
 _READ_SIZE = 65536
 
 
+# Attach frames, both directions: 1 byte type + 4 byte big-endian length + payload.
+FRAME_STDIN, FRAME_STDOUT, FRAME_STDERR, FRAME_RESIZE, FRAME_EXIT, FRAME_CLOSE_STDIN = range(6)
+_FRAME_HEADER = 5
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    return bytes([kind]) + len(payload).to_bytes(4, "big") + payload
+
+
 def rfc3339nano(ns: int) -> str:
     seconds, fraction = divmod(ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
@@ -157,6 +166,8 @@ class Container:
         self.adopted_pidfd = -1
         self.streams: dict[int, OutputStream] = {}
         self.stdin_fd = -1
+        self.tty_master = -1
+        self.attached: list[socket.socket] = []
         self.log: CRILog | None = None
         self.waiters: list[socket.socket] = []
         self.state: dict = {}
@@ -350,6 +361,7 @@ class Supervisor:
             master, slave = pty.openpty()
             child_stdio = [slave, slave, slave]
             outputs = {master: "stdout"}
+            container.tty_master = master
             container.stdin_fd = master if process.get("stdin") else -1
         else:
             out_r, out_w = os.pipe()
@@ -540,9 +552,18 @@ class Supervisor:
                 del container.streams[fd]
                 if fd == container.stdin_fd:
                     container.stdin_fd = -1
+                if fd == container.tty_master:
+                    container.tty_master = -1
                 os.close(fd)
                 return
             stream.feed(data)
+            if container.attached:
+                kind = FRAME_STDOUT if stream.name == "stdout" else FRAME_STDERR
+                for conn in list(container.attached):
+                    try:
+                        conn.sendall(frame(kind, data))
+                    except OSError:
+                        self._detach(container, conn)  # a stuck or gone client loses its attach
 
     def _drain(self, container: Container) -> None:
         for fd, stream in list(container.streams.items()):
@@ -586,15 +607,60 @@ class Supervisor:
             del self.containers[container.id]
         self._reply(conn, {"ok": True})
 
-    def op_write_stdin(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+    def op_attach(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        """Stream the container's output to ``conn`` and its input frames to the container."""
         container = self._container(request["id"])
-        if container.stdin_fd < 0:
-            raise ValueError(f"container {container.id} has no open stdin")
-        os.write(container.stdin_fd, request.get("data", "").encode())
-        if request.get("close") and container.stdin_fd not in container.streams:
-            os.close(container.stdin_fd)
-            container.stdin_fd = -1
-        self._reply(conn, {"ok": True})
+        if not container.running or container.adopted_pidfd >= 0:
+            raise ValueError(f"container {container.id} is not running under this supervisor")
+        tty = bool(container.config["process"].get("tty"))
+        self._reply(conn, {"ok": True, "tty": tty, "stdin": container.stdin_fd >= 0}, close=False)
+        conn.settimeout(2.0)
+        container.attached.append(conn)
+        buffer = bytearray()
+
+        def on_input(fd: int, mask: int) -> None:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self._detach(container, conn)
+                return
+            buffer.extend(data)
+            while len(buffer) >= _FRAME_HEADER:
+                size = int.from_bytes(buffer[1:5], "big")
+                if len(buffer) < _FRAME_HEADER + size:
+                    break
+                kind, payload = buffer[0], bytes(buffer[_FRAME_HEADER : _FRAME_HEADER + size])
+                del buffer[: _FRAME_HEADER + size]
+                self._attach_input(container, kind, payload)
+
+        self._register(conn.fileno(), on_input)
+
+    def _attach_input(self, container: Container, kind: int, payload: bytes) -> None:
+        import fcntl
+        import struct
+        import termios
+
+        if kind == FRAME_STDIN and container.stdin_fd >= 0:
+            os.write(container.stdin_fd, payload)
+        elif kind == FRAME_CLOSE_STDIN and container.stdin_fd >= 0:
+            if container.stdin_fd == container.tty_master:
+                os.write(container.stdin_fd, b"\x04")  # end of input on a terminal
+            else:
+                os.close(container.stdin_fd)
+                container.stdin_fd = -1
+        elif kind == FRAME_RESIZE and container.tty_master >= 0 and len(payload) == 4:
+            rows, cols = struct.unpack(">HH", payload)
+            fcntl.ioctl(
+                container.tty_master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0)
+            )
+
+    def _detach(self, container: Container, conn: socket.socket) -> None:
+        if conn in container.attached:
+            container.attached.remove(conn)
+        self._unregister(conn.fileno())
+        conn.close()
 
     def op_exec(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         from k3py.runtime import containerinit, linux
@@ -734,6 +800,12 @@ class Supervisor:
         for waiter in container.waiters:
             self._reply(waiter, {"ok": True, "state": container.state})
         container.waiters = []
+        for conn in list(container.attached):
+            try:
+                conn.sendall(frame(FRAME_EXIT, json.dumps(container.state).encode()))
+            except OSError:
+                pass
+            self._detach(container, conn)
         if cg is not None:
             try:
                 cg.remove()  # after the waiters heard: rmdir of four v1 groups takes milliseconds

@@ -598,3 +598,68 @@ def test_bad_specs_are_refused_before_anything_runs(runtime: ContainerRuntime) -
         )
     assert runtime.list_containers() == []
     assert json.loads((runtime.images.root / "index.json").read_text())["manifests"]
+
+
+def read_all(session, timeout: float = 10.0) -> dict[str, bytes]:
+    out = {"stdout": b"", "stderr": b""}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        item = session.read(timeout=max(0.1, deadline - time.monotonic()))
+        if item is None:
+            return out
+        out[item[0]] += item[1]
+    raise AssertionError(f"container did not exit; got {out}")
+
+
+def test_attach_with_stdin(runtime: ContainerRuntime) -> None:
+    cid = runtime.run(
+        ContainerSpec(
+            name="att",
+            image="busybox",
+            stdin=True,
+            command=["sh", "-c", "read line; echo got $line; echo err >&2; cat; echo eof"],
+        )
+    )
+    session = runtime.attach(cid)
+    assert session.stdin and not session.tty
+    session.write(b"hello\n")
+    session.write(b"more\n")
+    session.close_stdin()
+    out = read_all(session)
+    session.close()
+    assert out == {"stdout": b"got hello\nmore\neof\n", "stderr": b"err\n"}
+    assert session.exit_state["exit_code"] == 0
+    logged = [
+        LOG_LINE.match(line)
+        for line in Path(runtime.container_status(cid).log_path).read_text().splitlines()
+    ]
+    assert [m[4] for m in logged if m[2] == "stdout"] == [
+        "got hello",
+        "more",
+        "eof",
+    ]  # attach also logs
+    assert [m[4] for m in logged if m[2] == "stderr"] == ["err"]
+    remove_and_check(runtime, cid)
+
+
+def test_attach_to_a_tty_container_and_resize(runtime: ContainerRuntime) -> None:
+    cid = runtime.run(
+        ContainerSpec(name="tty-att", image="busybox", stdin=True, tty=True, command=["sh"])
+    )
+    session = runtime.attach(cid)
+    assert session.tty
+    session.resize(33, 120)
+    session.write(b"stty size; exit 6\n")
+    out = read_all(session)
+    session.close()
+    assert b"33 120" in out["stdout"] and out["stderr"] == b""
+    assert runtime.container_status(cid).exit_code == 6
+    remove_and_check(runtime, cid)
+
+
+def test_attach_to_a_stopped_container_is_refused(runtime: ContainerRuntime) -> None:
+    cid = runtime.run(ContainerSpec(name="gone", image="busybox", command=["true"]))
+    runtime.wait_container(cid, 10)
+    with pytest.raises(ContainerError, match="not running"):
+        runtime.attach(cid)
+    remove_and_check(runtime, cid)
