@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from k3py.api.resources import ResourceInfo, ResourceTable, builtin_resources, version_priority_key
 
 
@@ -134,3 +136,73 @@ def test_version_priority() -> None:
     versions = ["v1alpha1", "v1", "v2beta1", "v1beta2", "v2", "foo", "v1beta1", "v10"]
     assert sorted(versions, key=version_priority_key) == [
         "v10", "v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1", "foo"]
+
+
+# --- cross-check with the official Python client (generated from upstream's OpenAPI) --------
+
+# Subresources the installed client (generated for a newer Kubernetes than 1.32) knows that a
+# 1.32 server does not serve: pods/resize is alpha and off by default in 1.32, and CSINode
+# has no status in 1.32's API.
+NOT_IN_1_32 = {("", "pods", "resize"), ("storage.k8s.io", "csinodes", "status")}
+
+
+def _snake(kind: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", kind).lower()
+
+
+def _api_class(group: str, version: str) -> type:
+    from kubernetes import client
+
+    base = "Core" if not group else "".join(
+        p.capitalize() for p in group.removesuffix(".k8s.io").split("."))
+    return getattr(client, f"{base}{version.capitalize()}Api")
+
+
+_CONNECT = ("get", "post", "put", "patch", "delete", "head", "options")
+
+
+def _client_operations(group: str, version: str, kinds: dict[str, ResourceInfo]) -> set[tuple[str, str, str]]:
+    """(plural, subresource, verb) for every client method of the kinds we serve."""
+    ops: set[tuple[str, str, str]] = set()
+    methods = [m for m in dir(_api_class(group, version))
+               if not m.startswith("_") and not m.endswith("_with_http_info") and m != "get_api_resources"]
+    prefixes = [("delete_collection_", "deletecollection"), ("read_", "get"), ("list_", "list"),
+                ("create_", "create"), ("replace_", "update"), ("patch_", "patch"), ("delete_", "delete")]
+    prefixes += [(f"connect_{m}_", "connect") for m in _CONNECT]
+    for method in methods:
+        for prefix, verb in prefixes:
+            if method.startswith(prefix):
+                rest = method[len(prefix):].removeprefix("namespaced_")
+                rest = rest.removesuffix("_for_all_namespaces").removesuffix("_with_path")
+                for snake in sorted(kinds, key=len, reverse=True):
+                    if rest == snake or rest.startswith(snake + "_"):
+                        sub = rest[len(snake) + 1:]
+                        ops.add((kinds[snake].plural, sub, verb))
+                        break
+                break
+    return ops
+
+
+def _our_operations(info: ResourceInfo) -> set[tuple[str, str, str]]:
+    ops = {(info.plural, "", v) for v in info.verbs if v != "watch"}
+    for sub in info.subresources:
+        if sub.name in ("exec", "attach", "portforward", "proxy"):
+            ops.add((info.plural, sub.name, "connect"))
+        else:
+            ops |= {(info.plural, sub.name, v) for v in sub.verbs}
+    return ops
+
+
+def test_verbs_and_subresources_match_the_official_client() -> None:
+    t = builtin_resources()
+    for group, versions in t.groups():
+        for version in versions:
+            infos = t.resources(group, version)
+            kinds = {_snake(i.kind): i for i in infos}
+            theirs = {op for op in _client_operations(group, version, kinds)
+                      if (group, op[0], op[1]) not in NOT_IN_1_32}
+            ours: set[tuple[str, str, str]] = set()
+            for info in infos:
+                ours |= _our_operations(info)
+            # the client names one method per HTTP verb of a connect subresource; compare sets
+            assert ours == theirs, (group, version, sorted(ours ^ theirs))
