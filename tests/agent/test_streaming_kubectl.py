@@ -96,14 +96,16 @@ class HostProcessBackend(StreamingBackend):
             stderr=asyncio.subprocess.PIPE,
         )
         self.processes.append(process)
+        # The command may end before the client closes stdin: its exit ends the exec.
+        feeding = asyncio.create_task(pipe_input(streams.stdin, process.stdin))
         try:
             await asyncio.gather(
-                pipe_input(streams.stdin, process.stdin),
                 pipe_output(process.stdout, streams.stdout),
                 pipe_output(process.stderr, streams.stderr),
             )
             return await process.wait()
         finally:
+            feeding.cancel()
             if process.returncode is None:
                 process.kill()
                 await process.wait()
@@ -241,6 +243,11 @@ class FakeApi:
     upgrades: list[str]  # the Upgrade header of every streaming request, in order
 
 
+def container_of(request: web.Request) -> str:
+    # Like the API server: a pod with one container needs no container parameter.
+    return request.query.get("container") or CONTAINER
+
+
 def build_api(
     backend: HostProcessBackend, captured: list[bytes], upgrades: list[str], pod_port: list[int]
 ) -> web.Application:
@@ -270,15 +277,13 @@ def build_api(
         upgrades.append(request.headers.get("Upgrade", ""))
         if request.query.get("command") == "capture-spdy":
             return await capture_spdy(request, captured)
-        return await handlers.exec(request, PodRef("default", POD), request.query.get("container"))
+        return await handlers.exec(request, PodRef("default", POD), container_of(request))
 
     async def pod_attach(request: web.Request) -> web.StreamResponse:
-        return await handlers.attach(
-            request, PodRef("default", POD), request.query.get("container")
-        )
+        return await handlers.attach(request, PodRef("default", POD), container_of(request))
 
     async def pod_log(request: web.Request) -> web.StreamResponse:
-        return await handlers.logs(request, PodRef("default", POD), request.query.get("container"))
+        return await handlers.logs(request, PodRef("default", POD), container_of(request))
 
     async def pod_port_forward(request: web.Request) -> web.StreamResponse:
         upgrades.append(request.headers.get("Upgrade", ""))
@@ -683,3 +688,79 @@ async def test_bulk_throughput(fake_api: FakeApi, upper_echo_port: int, websocke
     )
     # A floor far below what this 2-core VM does even when busy: catches stalls, not noise.
     assert size / out_seconds > 4e6 and size / in_seconds > 4e6
+
+
+# --- the official Python client (WebSocket channel protocols, text frames) --------------------
+
+
+def python_client(api: FakeApi) -> object:
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = api.url
+    configuration.api_key = {"authorization": "Bearer test"}
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+async def test_python_client_exec_output_stdin_and_exit_code(fake_api: FakeApi) -> None:
+    from kubernetes.stream import stream
+
+    core = python_client(fake_api)
+
+    def run() -> tuple[str, str, int | None, str]:
+        output = stream(
+            core.connect_get_namespaced_pod_exec,  # type: ignore[attr-defined]
+            POD,
+            "default",
+            command=["sh", "-c", "echo from-python"],
+            stdout=True,
+            stderr=True,
+            stdin=False,
+            tty=False,
+        )
+        session = stream(
+            core.connect_get_namespaced_pod_exec,  # type: ignore[attr-defined]
+            POD,
+            "default",
+            command=["sh", "-c", "read line; echo got $line; echo oops >&2; exit 5"],
+            stdout=True,
+            stderr=True,
+            stdin=True,
+            tty=False,
+            _preload_content=False,
+        )
+        session.write_stdin("typed text\n")  # a str: sent as a text frame
+        session.run_forever(timeout=KUBECTL_TIMEOUT)
+        return output, session.read_stdout(), session.returncode, session.read_stderr()
+
+    output, stdout, code, stderr = await asyncio.to_thread(run)
+    assert output == "from-python\n"
+    assert (stdout, stderr, code) == ("got typed text\n", "oops\n", 5)
+
+
+async def test_python_client_port_forward(fake_api: FakeApi, upper_echo_port: int) -> None:
+    from kubernetes.stream import portforward
+
+    core = python_client(fake_api)
+
+    def run() -> bytes:
+        forward = portforward(
+            core.connect_get_namespaced_pod_portforward,  # type: ignore[attr-defined]
+            POD,
+            "default",
+            ports=str(upper_echo_port),
+        )
+        sock = forward.socket(upper_echo_port)
+        sock.settimeout(KUBECTL_TIMEOUT)
+        sock.sendall(b"python says hi\n")
+        received = b""
+        while not received.endswith(b"\n"):
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            received += chunk
+        sock.close()
+        assert forward.error(upper_echo_port) is None
+        return received
+
+    assert await asyncio.to_thread(run) == b"PYTHON SAYS HI\n"

@@ -503,3 +503,33 @@ async def test_garbage_after_the_spdy_upgrade_closes_only_that_connection(server
     async with session_for(server) as http:
         async with http.get(f"{server.url}/containerLogs/default/x/c?tailLines=1") as response:
             assert await response.text() == "c line 4\n"
+
+
+async def test_websocket_channel_port_forward(server: Running) -> None:
+    async with session_for(server) as http:
+        url = f"{server.url}/portForward/default/x?port=80&ports=81,443"
+        async with http.ws_connect(url, protocols=["v5.channel.k8s.io", "v4.channel.k8s.io"]) as ws:
+            assert ws.protocol == "v4.channel.k8s.io"  # v5 is not a port-forward protocol
+            greetings = [(await ws.receive_bytes()) for _ in range(6)]
+            assert greetings == [
+                bytes([0, 80, 0]), bytes([1, 80, 0]),
+                bytes([2, 81, 0]), bytes([3, 81, 0]),
+                bytes([4, 187, 1]), bytes([5, 187, 1]),
+            ]  # fmt: skip
+            await ws.send_bytes(b"\x00to-80")
+            await ws.send_bytes(b"\x04to-443")
+            got = {(await ws.receive_bytes()) for _ in range(3)}
+            assert got == {
+                b"\x0080:to-80",
+                b"\x04443:to-443",
+                b"\x03error forwarding port 81 to pod default/x: connection refused",
+            }
+
+
+async def test_websocket_channel_port_forward_needs_ports(server: Running) -> None:
+    async with session_for(server) as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(
+                f"{server.url}/portForward/default/x", protocols=["v4.channel.k8s.io"]
+            )
+        assert refused.value.status == 400

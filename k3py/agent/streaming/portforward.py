@@ -8,6 +8,11 @@ failure is written as text to the error stream, which is then closed, as the kub
 
 The same session runs either over a plain `Upgrade: SPDY/3.1` connection or inside the binary
 messages of a WebSocket with subprotocol `SPDY/3.1+portforward.k8s.io` (see `transport.py`).
+
+Older WebSocket clients (the official Python client) use the channel protocol instead
+(`v4.channel.k8s.io` or no subprotocol): the ports come from the `port`/`ports` query, port i
+has data channel 2i and error channel 2i+1, the server first sends each channel its port as two
+little-endian bytes, and there is exactly one connection per port per WebSocket.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from aiohttp import WSMsgType, web
+
 from k3py.agent.streaming.backend import InputStream, OutputStream, StreamingError
 from k3py.agent.streaming.spdy_session import SpdySession, SpdyStream, StreamClosedError
 
@@ -25,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PORT_FORWARD_PROTOCOL = "portforward.k8s.io"
 WEBSOCKET_TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
+WEBSOCKET_CHANNEL_PROTOCOL = "v4.channel.k8s.io"
 PAIR_CREATION_TIMEOUT = 30.0
 
 Forward = Callable[[int, InputStream, OutputStream], Awaitable[None]]
@@ -39,6 +47,17 @@ def parse_port(value: str) -> int:
     if not 0 < port < 65536:
         raise ValueError(f"port {port} must be between 1 and 65535")
     return port
+
+
+def parse_ports(values: list[str]) -> list[int]:
+    """The ports of a WebSocket port-forward query (`port=80&port=443` or `ports=80,443`)."""
+    ports: list[int] = []
+    for value in values:
+        for item in value.split(","):
+            ports.append(parse_port(item.strip()))
+    if not ports:
+        raise ValueError('query parameter "port" is required')
+    return ports
 
 
 @dataclass
@@ -128,3 +147,82 @@ async def _forward_pair(
     finally:
         await data.close()
         await error.close()
+
+
+class _ChannelInput:
+    """Client-to-pod bytes of one port's data channel."""
+
+    def __init__(self) -> None:
+        self.chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self.ended = False
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.chunks.put_nowait(b"")
+
+    async def read(self) -> bytes:
+        data = await self.chunks.get()
+        if not data:
+            self.chunks.put_nowait(b"")
+        return data
+
+
+class _ChannelOutput:
+    def __init__(self, ws: web.WebSocketResponse, channel: int) -> None:
+        self._ws = ws
+        self._prefix = bytes([channel])
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._ws.send_bytes(self._prefix + data)
+        except (ConnectionError, RuntimeError) as exc:
+            raise StreamClosedError(f"websocket closed: {exc}") from exc
+
+
+async def serve_port_forward_channels(
+    ws: web.WebSocketResponse, ports: list[int], pod_description: str, forward: Forward
+) -> None:
+    """The channel flavour of WebSocket port-forward; closes the WebSocket when all ports are done."""
+    inputs = [_ChannelInput() for _ in ports]
+    for index, port in enumerate(ports):
+        for channel in (2 * index, 2 * index + 1):
+            await ws.send_bytes(bytes([channel]) + port.to_bytes(2, "little"))
+
+    async def run_port(index: int, port: int) -> None:
+        data_out = _ChannelOutput(ws, 2 * index)
+        error_out = _ChannelOutput(ws, 2 * index + 1)
+        try:
+            await forward(port, inputs[index], data_out)
+        except (ValueError, StreamingError, OSError) as exc:
+            message = f"error forwarding port {port} to pod {pod_description}: {exc}"
+            log.info("%s", message)
+            with contextlib.suppress(StreamClosedError):
+                await error_out.write(message.encode())
+
+    async def read_client() -> None:
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.BINARY:
+                    data: bytes = message.data
+                elif message.type == WSMsgType.TEXT:
+                    data = message.data.encode()
+                else:
+                    continue
+                if not data:
+                    continue
+                channel = data[0]
+                if channel % 2 == 0 and channel // 2 < len(inputs) and len(data) > 1:
+                    inputs[channel // 2].chunks.put_nowait(data[1:])
+        finally:
+            for channel_input in inputs:
+                channel_input.end()
+
+    reader = asyncio.create_task(read_client())
+    try:
+        await asyncio.gather(*(run_port(index, port) for index, port in enumerate(ports)))
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await ws.close(code=1000)

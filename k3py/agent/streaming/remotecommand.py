@@ -340,9 +340,16 @@ async def _read_websocket(
     decoder = ResizeDecoder()
     try:
         async for message in ws:
-            if message.type != WSMsgType.BINARY or not message.data:
-                continue  # text (base64) protocols are not offered, so text is noise
-            data: bytes = message.data
+            # Binary normally; the Python client sends str payloads as text frames, which the
+            # kubelet accepts alike (the base64 protocols are not offered, so no decoding).
+            if message.type == WSMsgType.BINARY:
+                data: bytes = message.data
+            elif message.type == WSMsgType.TEXT:
+                data = message.data.encode()
+            else:
+                continue
+            if not data:
+                continue
             channel, payload = data[0], data[1:]
             if channel == CHANNEL_STDIN and stdin is not None:
                 if payload and not stdin.ended:

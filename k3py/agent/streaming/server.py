@@ -35,8 +35,11 @@ from k3py.agent.streaming.backend import (
 )
 from k3py.agent.streaming.portforward import (
     PORT_FORWARD_PROTOCOL,
+    WEBSOCKET_CHANNEL_PROTOCOL,
     WEBSOCKET_TUNNEL_PROTOCOL,
+    parse_ports,
     serve_port_forward,
+    serve_port_forward_channels,
 )
 from k3py.agent.streaming.remotecommand import (
     SPDY_PROTOCOLS,
@@ -54,6 +57,7 @@ from k3py.agent.streaming.upgrade import (
     accept_spdy,
     accept_websocket,
     check_websocket,
+    client_protocols,
     wants_spdy,
     wants_websocket,
 )
@@ -211,11 +215,23 @@ async def serve_port_forward_request(
     """Upgrade (SPDY inside a WebSocket, or plain SPDY) and forward ports until the client leaves."""
     try:
         if wants_websocket(request):
-            check_websocket(request, (WEBSOCKET_TUNNEL_PROTOCOL,))
-            ws = await accept_websocket(request, WEBSOCKET_TUNNEL_PROTOCOL)
-            session = SpdySession(WebSocketTransport(ws))
-            session.start()
-            await serve_port_forward(session, pod_description, forward)
+            offered = client_protocols(request, "Sec-WebSocket-Protocol")
+            if WEBSOCKET_TUNNEL_PROTOCOL in offered:
+                ws = await accept_websocket(request, WEBSOCKET_TUNNEL_PROTOCOL)
+                session = SpdySession(WebSocketTransport(ws))
+                session.start()
+                await serve_port_forward(session, pod_description, forward)
+                return ws
+            # The channel protocol: v4.channel.k8s.io, or no subprotocol at all.
+            protocol = check_websocket(request, (WEBSOCKET_CHANNEL_PROTOCOL,)) if offered else None
+            try:
+                ports = parse_ports(
+                    request.query.getall("port", []) + request.query.getall("ports", [])
+                )
+            except ValueError as exc:
+                return status_response(400, "BadRequest", str(exc))
+            ws = await accept_websocket(request, protocol)
+            await serve_port_forward_channels(ws, ports, pod_description, forward)
             return ws
         if wants_spdy(request):
             _protocol, transport, response = await accept_spdy(request, (PORT_FORWARD_PROTOCOL,))

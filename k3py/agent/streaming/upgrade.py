@@ -79,9 +79,10 @@ def check_websocket(request: web.BaseRequest, supported: Sequence[str]) -> str:
     return chosen
 
 
-async def accept_websocket(request: web.Request, protocol: str) -> web.WebSocketResponse:
+async def accept_websocket(request: web.Request, protocol: str | None) -> web.WebSocketResponse:
     # The client pings every 5 s; aiohttp answers pings itself (autoping).
-    ws = web.WebSocketResponse(protocols=(protocol,), max_msg_size=0, autoping=True)
+    protocols = (protocol,) if protocol else ()
+    ws = web.WebSocketResponse(protocols=protocols, max_msg_size=0, autoping=True)
     await ws.prepare(request)
     return ws
 
