@@ -474,6 +474,8 @@ def _validate_resources(resources: Any, path: str, errs: _Errors) -> None:
         values = resources.get(part)
         if not isinstance(values, dict):
             continue
+        for name in values:
+            _validate_container_resource_name(f"{path}.{part}[{name}]", str(name), errs)
         parsed[part] = {
             name: _validate_quantity(f"{path}.{part}[{name}]", value, errs)
             for name, value in values.items()
@@ -486,6 +488,118 @@ def _validate_resources(resources: Any, path: str, errs: _Errors) -> None:
                 resources["requests"][name],
                 f"must be less than or equal to {name} limit of {resources['limits'][name]}",
             )
+
+
+_CONTAINER_RESOURCES = {"cpu", "memory", "ephemeral-storage"}
+_STANDARD_RESOURCES = _CONTAINER_RESOURCES | {
+    "storage",
+    "pods",
+    "services",
+    "replicationcontrollers",
+    "resourcequotas",
+    "secrets",
+    "configmaps",
+    "persistentvolumeclaims",
+    "services.nodeports",
+    "services.loadbalancers",
+}
+
+
+def _validate_container_resource_name(path: str, name: str, errs: _Errors) -> None:
+    problems = qualified_name_errors(name)
+    errs.invalid_all(path, name, problems)
+    if problems or "/" in name:
+        return
+    hugepages = name.startswith("hugepages-")
+    if name not in _STANDARD_RESOURCES and not hugepages:
+        errs.invalid(path, name, "must be a standard resource type or fully qualified")
+    if name not in _CONTAINER_RESOURCES and not hugepages:
+        errs.invalid(path, name, "must be a standard resource for containers")
+
+
+_TAINT_EFFECTS = ["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+def _validate_tolerations(tolerations: Any, path: str, errs: _Errors) -> None:
+    for i, toleration in _dicts(tolerations):
+        tpath = f"{path}[{i}]"
+        key, operator = toleration.get("key") or "", toleration.get("operator") or ""
+        value, effect = toleration.get("value") or "", toleration.get("effect") or ""
+        if key:
+            errs.invalid_all(f"{tpath}.key", key, qualified_name_errors(str(key)))
+        if not key and operator != "Exists":
+            errs.invalid(
+                f"{tpath}.operator",
+                operator,
+                'operator must be Exists when `key` is empty, which means "match all values and all keys"',
+            )
+        if toleration.get("tolerationSeconds") is not None and effect != "NoExecute":
+            errs.invalid(
+                f"{tpath}.effect",
+                effect,
+                "effect must be 'NoExecute' when `tolerationSeconds` is set",
+            )
+        if operator in ("", "Equal"):
+            problems = label_value_errors(str(value))
+            if problems:
+                errs.invalid(f"{tpath}.operator", value, ";".join(problems))
+        elif operator == "Exists":
+            if value:
+                errs.invalid(
+                    f"{tpath}.operator",
+                    toleration,
+                    "value must be empty when `operator` is 'Exists'",
+                )
+        else:
+            errs.not_supported(f"{tpath}.operator", operator, ["Equal", "Exists"])
+        if effect and effect not in _TAINT_EFFECTS:
+            errs.not_supported(f"{tpath}.effect", effect, _TAINT_EFFECTS)
+
+
+_ENV_SOURCES = ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef")
+
+
+def _validate_env_value_from(env: dict[str, Any], path: str, errs: _Errors) -> None:
+    value_from = env.get("valueFrom")
+    if not isinstance(value_from, dict):
+        return
+    sources = [key for key in _ENV_SOURCES if value_from.get(key) is not None]
+    if not sources:
+        errs.invalid(
+            f"{path}.valueFrom",
+            "",
+            "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`",
+        )
+    elif len(sources) > 1:
+        errs.invalid(
+            f"{path}.valueFrom", "", "may not have more than one field specified at a time"
+        )
+    if env.get("value"):
+        errs.invalid(f"{path}.valueFrom", "", "may not be specified when `value` is not empty")
+    for key in ("configMapKeyRef", "secretKeyRef"):
+        ref = value_from.get(key)
+        if isinstance(ref, dict):
+            if not ref.get("name"):
+                errs.required(f"{path}.valueFrom.{key}.name")
+            if not ref.get("key"):
+                errs.required(f"{path}.valueFrom.{key}.key")
+            else:
+                errs.invalid_all(
+                    f"{path}.valueFrom.{key}.key", ref["key"], config_key_errors(str(ref["key"]))
+                )
+    field_ref = value_from.get("fieldRef")
+    if isinstance(field_ref, dict) and not field_ref.get("fieldPath"):
+        errs.required(f"{path}.valueFrom.fieldRef.fieldPath")
+
+
+# The one field each common volume source cannot do without.
+_VOLUME_REQUIRED = {
+    "secret": "secretName",
+    "configMap": "name",
+    "persistentVolumeClaim": "claimName",
+    "hostPath": "path",
+    "nfs": "path",
+}
 
 
 def _validate_probe(probe: Any, path: str, errs: _Errors) -> None:
@@ -562,6 +676,7 @@ def _validate_container(
             errs.required(f"{path}.env[{i}].name")
         else:
             errs.invalid_all(f"{path}.env[{i}].name", env_name, env_var_name_errors(str(env_name)))
+        _validate_env_value_from(env, f"{path}.env[{i}]", errs)
     mount_paths: set[str] = set()
     for i, mount in _dicts(container.get("volumeMounts")):
         mpath = f"{path}.volumeMounts[{i}]"
@@ -605,6 +720,10 @@ def validate_pod_spec(spec: Any, path: str, errs: _Errors) -> None:
             if vname in volumes:
                 errs.duplicate(f"{vpath}.name", vname)
             volumes.add(vname)
+        for source, required_key in _VOLUME_REQUIRED.items():
+            config = volume.get(source)
+            if isinstance(config, dict) and not config.get(required_key):
+                errs.required(f"{vpath}.{source}.{required_key}")
         sources = [s for s in _VOLUME_SOURCES if volume.get(s) is not None]
         if not sources:
             errs.required(vpath, "must specify a volume type")
@@ -646,6 +765,7 @@ def validate_pod_spec(spec: Any, path: str, errs: _Errors) -> None:
             f"{path}.nodeName", spec["nodeName"], dns1123_subdomain_errors(str(spec["nodeName"]))
         )
     _validate_labels(spec.get("nodeSelector"), f"{path}.nodeSelector", errs)
+    _validate_tolerations(spec.get("tolerations"), f"{path}.tolerations", errs)
 
 
 def _validate_pod_template(template: Any, path: str, errs: _Errors) -> None:
@@ -1102,6 +1222,12 @@ def _validate_service(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Er
         errs.required("spec.ports")
     if cluster_ip and cluster_ip != "None":
         errs.invalid_all("spec.clusterIP", cluster_ip, ip_errors(cluster_ip))
+    if cluster_ip == "None" and service_type in ("NodePort", "LoadBalancer"):
+        errs.invalid(
+            "spec.clusterIPs[0]",
+            "None",
+            "may not be set to 'None' for LoadBalancer or NodePort services",
+        )
     port_list = _dicts(ports)
     names: set[str] = set()
     seen_ports: set[tuple[Any, Any]] = set()

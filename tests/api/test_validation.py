@@ -552,3 +552,57 @@ def test_smaller_kinds() -> None:
         "ports": [{"port": 80, "protocol": "TCP"}],
     }
     assert causes(eps) == []
+
+
+def test_pod_details_users_hit() -> None:
+    bad = pod(
+        containers=[
+            {
+                "name": "c",
+                "image": "nginx",
+                "resources": {"limits": {"cpuu": "1", "example.com/gpu": "1"}},
+                "env": [
+                    {"name": "A", "valueFrom": {}},
+                    {"name": "B", "value": "x", "valueFrom": {"secretKeyRef": {"key": "k"}}},
+                ],
+            }
+        ],
+        tolerations=[
+            {"operator": "Equal", "value": "x"},
+            {"key": "k", "operator": "Exists", "value": "v"},
+            {"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5},
+        ],
+        volumes=[{"name": "s", "secret": {}}],
+    )
+    by_field: dict[str, list[str]] = {}
+    for cause in causes(bad):
+        by_field.setdefault(cause["field"], []).append(cause["message"])
+    assert by_field["spec.containers[0].resources.limits[cpuu]"] == [
+        'Invalid value: "cpuu": must be a standard resource type or fully qualified',
+        'Invalid value: "cpuu": must be a standard resource for containers',
+    ]
+    assert "spec.containers[0].resources.limits[example.com/gpu]" not in by_field
+    assert by_field["spec.containers[0].env[0].valueFrom"] == [
+        'Invalid value: "": must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`'
+    ]
+    assert by_field["spec.containers[0].env[1].valueFrom"] == [
+        'Invalid value: "": may not be specified when `value` is not empty'
+    ]
+    assert by_field["spec.containers[0].env[1].valueFrom.secretKeyRef.name"] == ["Required value"]
+    assert by_field["spec.tolerations[0].operator"][0].startswith(
+        'Invalid value: "Equal": operator must be Exists'
+    )
+    assert by_field["spec.tolerations[1].operator"][0].endswith(
+        "value must be empty when `operator` is 'Exists'"
+    )
+    assert by_field["spec.tolerations[2].effect"] == [
+        "Invalid value: \"NoSchedule\": effect must be 'NoExecute' when `tolerationSeconds` is set"
+    ]
+    assert by_field["spec.volumes[0].secret.secretName"] == ["Required value"]
+    headless_np = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta("np"),
+        "spec": {"type": "NodePort", "clusterIP": "None", "ports": [{"port": 80}]},
+    }
+    assert fields(causes(headless_np)) == ["spec.clusterIPs[0]"]
