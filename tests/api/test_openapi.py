@@ -413,3 +413,29 @@ def test_kubectl_apply_three_way_patch_uses_our_schemas(serve: Any, tmp_path: Pa
     assert [c["name"] for c in result] == ["app", "injected"]
     assert result[0]["image"] == "nginx:2" and result[0]["imagePullPolicy"] == "IfNotPresent"
     assert result[0]["env"] == [{"name": "B", "value": "2"}, {"name": "C", "value": "3"}]
+
+
+def test_operation_ids_are_upstreams() -> None:
+    """The official Python client is generated from upstream's operation ids: ours name the
+    same methods (listCoreV1NamespacedPod -> CoreV1Api.list_namespaced_pod)."""
+    import re
+
+    from kubernetes import client
+
+    table = builtin_resources()
+    for group, versions in table.groups():
+        for version in versions:
+            base = "Core" if not group else "".join(
+                p.capitalize() for p in group.removesuffix(".k8s.io").split("."))
+            gv = f"{base}{version.capitalize()}"
+            api = getattr(client, f"{gv}Api")
+            doc = _v3(table, openapi.gv_path(group, version))
+            for item in doc["paths"].values():
+                for method, op in item.items():
+                    if method == "parameters":
+                        continue
+                    op_id = op["operationId"]
+                    assert gv in op_id, op_id
+                    name = op_id.replace(gv, "", 1)
+                    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+                    assert hasattr(api, snake), (op_id, snake)
