@@ -319,9 +319,11 @@ def become_container(config: dict, stdio: list[int], err_fd: int, join_cgroup: b
         flags = linux.CLONE_NEWNS
         for kind in ("net", "ipc", "uts"):
             target = namespaces.get(kind)
-            if target in (None, "", "host"):
+            if target == "host":
+                continue
+            if target in (None, ""):
                 if kind != "net":
-                    flags |= _NS_FLAGS[kind]  # ipc and uts are private unless a sandbox is joined
+                    flags |= _NS_FLAGS[kind]  # ipc and uts are private unless joined or "host"
                 continue
             if target == "new":
                 flags |= _NS_FLAGS[kind]

@@ -291,22 +291,31 @@ class ContainerRuntime:
         sandbox_id = _new_id()
         directory = self.sandboxes_dir / sandbox_id
         directory.mkdir()
-        hostname = spec.hostname or spec.name
+        hostname = socket.gethostname() if spec.host_network else (spec.hostname or spec.name)
+        kinds = [
+            kind
+            for kind, use_host in (
+                ("net", spec.host_network),
+                ("ipc", spec.host_ipc),
+                ("uts", spec.host_network),
+            )
+            if not use_host
+        ]
+        ns = directory / "ns"
         try:
             self._request(
-                {"op": "sandbox_create", "path": str(directory / "ns"), "hostname": hostname}
+                {"op": "sandbox_create", "path": str(ns), "hostname": hostname, "kinds": kinds}
             )
         except ContainerError:
             shutil.rmtree(directory, ignore_errors=True)
             raise
-        ns = directory / "ns"
         sandbox = Sandbox(
             id=sandbox_id,
             name=spec.name,
             hostname=hostname,
-            netns_path=str(ns / "net"),
-            ipcns_path=str(ns / "ipc"),
-            utsns_path=str(ns / "uts"),
+            netns_path=str(ns / "net") if "net" in kinds else "",
+            ipcns_path=str(ns / "ipc") if "ipc" in kinds else "",
+            utsns_path=str(ns / "uts") if "uts" in kinds else "",
             created_at=time.time_ns(),
         )
         (directory / "sandbox.json").write_text(
@@ -381,10 +390,11 @@ class ContainerRuntime:
                 raise ContainerError(str(exc)) from None
         if spec.sandbox_id:
             sandbox = self.get_sandbox(spec.sandbox_id)
+            # An empty path is the host's namespace (hostNetwork / hostIPC pods).
             namespaces = {
-                "net": sandbox.netns_path,
-                "ipc": sandbox.ipcns_path,
-                "uts": sandbox.utsns_path,
+                "net": sandbox.netns_path or None,
+                "ipc": sandbox.ipcns_path or "host",
+                "uts": sandbox.utsns_path or "host",
             }
             hostname = sandbox.hostname
         else:

@@ -61,6 +61,8 @@ class ContainerSpec:
 class SandboxSpec:
     name: str
     hostname: str = ""
+    host_network: bool = False  # hostNetwork: the node's network and UTS namespaces (hostname)
+    host_ipc: bool = False  # hostIPC
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -69,8 +71,8 @@ class Sandbox:
     id: str
     name: str
     hostname: str
-    netns_path: str  # bind-mounted namespace files, kept until the sandbox is removed
-    ipcns_path: str
+    netns_path: str  # bind-mounted namespace files, kept until the sandbox is removed;
+    ipcns_path: str  # "" where the sandbox uses the host's namespace
     utsns_path: str
     created_at: int  # ns since the epoch
 

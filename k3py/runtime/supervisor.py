@@ -704,7 +704,20 @@ class Supervisor:
         from k3py.runtime import linux
 
         path = request["path"]
+        kinds = [
+            k for k in request.get("kinds", ["net", "ipc", "uts"]) if k in ("net", "ipc", "uts")
+        ]
+        flags = 0
+        for kind in kinds:
+            flags |= {
+                "net": linux.CLONE_NEWNET,
+                "ipc": linux.CLONE_NEWIPC,
+                "uts": linux.CLONE_NEWUTS,
+            }[kind]
         os.makedirs(path, exist_ok=True)
+        if not kinds:
+            self._reply(conn, {"ok": True})
+            return
         ready_r, ready_w = os.pipe()
         hold_r, hold_w = os.pipe()
         pid = os.fork()
@@ -712,10 +725,11 @@ class Supervisor:
             try:
                 os.close(ready_r)
                 os.close(hold_w)
-                linux.unshare(linux.CLONE_NEWNET | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS)
-                if request.get("hostname"):
+                linux.unshare(flags)
+                if request.get("hostname") and "uts" in kinds:
                     linux.sethostname(request["hostname"])
-                linux.bring_loopback_up()
+                if "net" in kinds:
+                    linux.bring_loopback_up()
                 os.write(ready_w, b"ok")
                 os.read(hold_r, 1)
             except BaseException as exc:
@@ -725,14 +739,20 @@ class Supervisor:
         os.close(hold_r)
         answer = os.read(ready_r, 4096)
         os.close(ready_r)
+        mounted: list[str] = []
         try:
             if answer != b"ok":
                 raise OSError(answer.decode(errors="replace"))
-            for kind in ("net", "ipc", "uts"):
+            for kind in kinds:
                 target = os.path.join(path, kind)
                 with open(target, "a"):
                     pass
                 linux.mount(f"/proc/{pid}/ns/{kind}", target, None, linux.MS_BIND)
+                mounted.append(target)
+        except BaseException:
+            for target in mounted:
+                linux.umount2(target, linux.MNT_DETACH)
+            raise
         finally:
             os.close(hold_w)
             os.waitpid(pid, 0)

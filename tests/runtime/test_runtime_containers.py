@@ -663,3 +663,20 @@ def test_attach_to_a_stopped_container_is_refused(runtime: ContainerRuntime) -> 
     with pytest.raises(ContainerError, match="not running"):
         runtime.attach(cid)
     remove_and_check(runtime, cid)
+
+
+def test_host_network_sandbox_uses_the_node_namespaces(runtime: ContainerRuntime) -> None:
+    sandbox = runtime.create_sandbox(SandboxSpec(name="hostnet", host_network=True))
+    assert sandbox.netns_path == "" and sandbox.utsns_path == "" and sandbox.ipcns_path
+    cid = runtime.run(
+        ContainerSpec(name="hn", image="busybox", command=["sleep", "60"], sandbox_id=sandbox.id)
+    )
+    view = runtime.exec_sync(
+        cid, ["sh", "-c", "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/uts"]
+    )
+    hostname, net, uts = view.stdout.decode().split()
+    assert hostname == os.uname().nodename
+    assert net == os.readlink("/proc/self/ns/net") and uts == os.readlink("/proc/self/ns/uts")
+    remove_and_check(runtime, cid)
+    runtime.remove_sandbox(sandbox.id)
+    assert not [m for m in supervisor_mounts(runtime) if sandbox.id in m]
