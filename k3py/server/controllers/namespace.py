@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -59,6 +60,7 @@ class NamespaceController(Controller):
         self.namespaces = informers.informer(NAMESPACES)
         self.namespaces.add_handler(self._changed, lambda _o, n: self._changed(n))
         self.resources = namespaced_resources()
+        self._last_walk: dict[str, float] = {}
 
     def _changed(self, ns: Obj) -> None:
         if (ns.get("metadata") or {}).get("deletionTimestamp"):
@@ -67,10 +69,18 @@ class NamespaceController(Controller):
     async def reconcile(self, key: Hashable) -> float | None:
         ns = self.namespaces.cache.get(str(key))
         if ns is None or not (ns.get("metadata") or {}).get("deletionTimestamp"):
+            self._last_walk.pop(str(key), None)
             return None
         if FINALIZER not in ((ns.get("spec") or {}).get("finalizers") or []):
             return None
         name = ns["metadata"]["name"]
+        # Our own status and finalize writes come back as update events; walk a namespace at
+        # most once per RECHECK_SECONDS so they cannot turn into a hot loop.
+        now = time.monotonic()
+        since = now - self._last_walk.get(name, 0.0)
+        if since < RECHECK_SECONDS:
+            return RECHECK_SECONDS - since
+        self._last_walk[name] = now
         remaining, failures = await self._delete_content(name)
         log.debug("namespace %s: remaining %s, failures %s", name, remaining, failures)
         if remaining:
@@ -82,10 +92,14 @@ class NamespaceController(Controller):
         # with this one must not send it back through the whole content walk.
         finalized["metadata"].pop("resourceVersion", None)
         try:
-            await self.client.finalize_namespace(finalized)
+            result = await self.client.finalize_namespace(finalized)
         except ApiError as e:
             if e.code != 404:
                 raise
+            return None
+        if FINALIZER in ((result.get("spec") or {}).get("finalizers") or []):
+            log.warning("namespace %s: the server kept the %r finalizer after finalize", name, FINALIZER)
+            return RECHECK_SECONDS * 5
         return None
 
     async def _delete_content(self, namespace: str) -> tuple[dict[str, int], list[str]]:
