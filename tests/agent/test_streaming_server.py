@@ -144,6 +144,9 @@ class ScriptedBackend(StreamingBackend):
             while data := await streams.stdin.read():
                 await streams.stdout.write(data)
             return 0
+        if verb == "whoami":
+            await streams.stdout.write(f"{pod} uid={pod.uid} container={container}".encode())
+            return 0
         if verb == "exit":
             return int(command[1])
         if verb == "size":  # report the first terminal size the client sent
@@ -533,3 +536,11 @@ async def test_websocket_channel_port_forward_needs_ports(server: Running) -> No
                 f"{server.url}/portForward/default/x", protocols=["v4.channel.k8s.io"]
             )
         assert refused.value.status == 400
+
+
+async def test_exec_route_with_pod_uid(server: Running) -> None:
+    async with session_for(server) as http:
+        url = f"{server.url}/exec/default/x/1234-abcd/c?command=whoami&stdout=true"
+        async with http.ws_connect(url, protocols=["v5.channel.k8s.io"]) as ws:
+            received, _ = await ws_exchange(ws)
+    assert received[1] == b"default/x uid=1234-abcd container=c"

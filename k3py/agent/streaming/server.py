@@ -5,7 +5,7 @@ Routes (the kubelet's own paths, which the API server proxies pods/log|exec|atta
     GET|POST   /exec/{namespace}/{pod}/{container}?command=..&stdin=..&stdout=..&stderr=..&tty=..
     GET|POST   /attach/{namespace}/{pod}/{container}?stdin=..&stdout=..&stderr=..&tty=..
     GET|POST   /portForward/{namespace}/{pod}
-Every streaming route accepts both a WebSocket upgrade and an `Upgrade: SPDY/3.1` upgrade, so a
+(exec, attach and portForward also as .../{pod}/{uid}/...). Every streaming route accepts both a WebSocket upgrade and an `Upgrade: SPDY/3.1` upgrade, so a
 proxy in front of it is a plain byte pipe after the 101.
 
 `StreamingHandlers` holds the per-request logic and is usable from any aiohttp handler (the
@@ -266,7 +266,8 @@ def create_app(
         return await handler(request)
 
     def pod_of(request: web.Request) -> PodRef:
-        return PodRef(request.match_info["namespace"], request.match_info["pod"])
+        info = request.match_info
+        return PodRef(info["namespace"], info["pod"], info.get("uid", ""))
 
     async def exec_route(request: web.Request) -> web.StreamResponse:
         return await handlers.exec(request, pod_of(request), request.match_info["container"])
@@ -283,9 +284,11 @@ def create_app(
     app = web.Application(middlewares=[authorize])
     app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", logs_route)
     for method in ("GET", "POST"):
-        app.router.add_route(method, "/exec/{namespace}/{pod}/{container}", exec_route)
-        app.router.add_route(method, "/attach/{namespace}/{pod}/{container}", attach_route)
-        app.router.add_route(method, "/portForward/{namespace}/{pod}", port_forward_route)
+        # The kubelet also accepts the pod UID in the path, to pin one incarnation of the pod.
+        for pod_path in ("{namespace}/{pod}", "{namespace}/{pod}/{uid}"):
+            app.router.add_route(method, f"/exec/{pod_path}/{{container}}", exec_route)
+            app.router.add_route(method, f"/attach/{pod_path}/{{container}}", attach_route)
+            app.router.add_route(method, f"/portForward/{pod_path}", port_forward_route)
     return app
 
 
@@ -335,9 +338,8 @@ class StreamingServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else port
         return self.port
 
     async def stop(self) -> None:
