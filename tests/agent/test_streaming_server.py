@@ -8,6 +8,7 @@ scripted one (its behaviour is chosen by the command), enough to observe what re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import ssl
@@ -544,3 +545,19 @@ async def test_exec_route_with_pod_uid(server: Running) -> None:
         async with http.ws_connect(url, protocols=["v5.channel.k8s.io"]) as ws:
             received, _ = await ws_exchange(ws)
     assert received[1] == b"default/x uid=1234-abcd container=c"
+
+
+async def test_spdy_unread_stdin_does_not_hold_up_the_result(server: Running) -> None:
+    path = "/exec/default/x/c?command=exit&command=0&stdin=true&stdout=true"
+    session, _ = await spdy_connect(server, path, "v5.channel.k8s.io")
+    async with session:
+        error = await session.open_stream({"streamType": "error"})
+        stdin = await session.open_stream({"streamType": "stdin"})
+        stdout = await session.open_stream({"streamType": "stdout"})
+        # Far more input than the server buffers per stream, none of it ever read.
+        flood = asyncio.create_task(stdin.write(b"y" * (4 * 1024 * 1024)))
+        assert json.loads(await asyncio.wait_for(read_all(error), 10))["status"] == "Success"
+        assert await asyncio.wait_for(read_all(stdout), 10) == b""
+        flood.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await flood

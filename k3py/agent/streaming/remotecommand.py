@@ -227,6 +227,8 @@ async def serve_spdy(
                 await runner
             return
         exit_code, error = runner.result()
+        if "stdin" in streams:
+            streams["stdin"].discard_input()  # input nobody will read must not stall the session
         await _report_spdy(streams["error"], protocol, options, exit_code, error)
         for kind in ("stdout", "stderr", "error"):
             if kind in streams:

@@ -81,6 +81,7 @@ class SpdyStream:
         self._drained.set()
         self._reply_received = asyncio.Event()
         self._unacked = 0  # bytes consumed but not yet returned to the peer as window
+        self._discarding = False
         self.send_window = session.initial_send_window
         self._window_open = asyncio.Event()
         self._window_open.set()
@@ -93,7 +94,16 @@ class SpdyStream:
         return f"<SpdyStream {self.stream_id} {self.headers}>"
 
     # receiving ---------------------------------------------------------------------------
+    def discard_input(self) -> None:
+        """Drop unread and future data (nobody will read it), so the session keeps reading."""
+        self._discarding = True
+        self._chunks.clear()
+        self._buffered = 0
+        self._drained.set()
+
     def _deliver(self, data: bytes) -> None:
+        if self._discarding:
+            return
         if data:
             self._chunks.append(data)
             self._buffered += len(data)

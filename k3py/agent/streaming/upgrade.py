@@ -25,6 +25,8 @@ from k3py.agent.streaming.transport import ByteTransport
 
 STREAM_PROTOCOL_HEADER = "X-Stream-Protocol-Version"
 SPDY_UPGRADE = "SPDY/3.1"
+# Clients send at most 1 MiB per message (kubectl 32 KiB, the Python client's port-forward 1 MiB).
+MAX_WEBSOCKET_MESSAGE = 16 * 1024 * 1024
 
 
 def wants_websocket(request: web.BaseRequest) -> bool:
@@ -82,7 +84,9 @@ def check_websocket(request: web.BaseRequest, supported: Sequence[str]) -> str:
 async def accept_websocket(request: web.Request, protocol: str | None) -> web.WebSocketResponse:
     # The client pings every 5 s; aiohttp answers pings itself (autoping).
     protocols = (protocol,) if protocol else ()
-    ws = web.WebSocketResponse(protocols=protocols, max_msg_size=0, autoping=True)
+    ws = web.WebSocketResponse(
+        protocols=protocols, max_msg_size=MAX_WEBSOCKET_MESSAGE, autoping=True
+    )
     await ws.prepare(request)
     return ws
 
