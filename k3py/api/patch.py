@@ -164,8 +164,7 @@ def _json_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-def apply_json_patch(doc: dict, ops: list) -> dict:
-    """Apply an RFC 6902 JSON patch to a copy of `doc`."""
+def _apply_json_patch(doc: dict, ops: list) -> dict:
     if not isinstance(ops, list):
         raise PatchError("a JSON patch must be a JSON array of operations", 400)
     if len(ops) > MAX_JSON_PATCH_OPERATIONS:
@@ -230,8 +229,7 @@ def _merge(target: Any, patch: Any) -> Any:
     return result
 
 
-def apply_merge_patch(doc: dict, patch: dict) -> dict:
-    """Apply an RFC 7386 JSON merge patch to a copy of `doc`."""
+def _apply_merge_patch(doc: dict, patch: dict) -> dict:
     if not isinstance(patch, dict):
         raise PatchError("a merge patch for an object must be a JSON object", 400)
     return copy.deepcopy(_merge(doc, patch))
@@ -551,8 +549,39 @@ def _merge_map(original: dict, patch: dict, schema: PatchSchema) -> dict:
     return result
 
 
-def apply_strategic_merge_patch(doc: dict, patch: dict, schema: PatchSchema) -> dict:
-    """Apply a strategic merge patch to a copy of `doc`, following `schema`'s strategies."""
+def _apply_strategic_merge_patch(doc: dict, patch: dict, schema: PatchSchema) -> dict:
     if not isinstance(patch, dict):
         raise PatchError("a strategic merge patch must be a JSON object", 400)
     return _merge_map(doc if isinstance(doc, dict) else {}, patch, schema)
+
+
+# --- the public entry points ----------------------------------------------------------------
+
+
+def _too_deep() -> PatchError:
+    # Real objects nest a few dozen levels; hundreds means a hostile or broken request.
+    return PatchError("the patch or the object is nested too deeply", 400)
+
+
+def apply_json_patch(doc: dict, ops: list) -> dict:
+    """Apply an RFC 6902 JSON patch to a copy of `doc`."""
+    try:
+        return _apply_json_patch(doc, ops)
+    except RecursionError:
+        raise _too_deep() from None
+
+
+def apply_merge_patch(doc: dict, patch: dict) -> dict:
+    """Apply an RFC 7386 JSON merge patch to a copy of `doc`."""
+    try:
+        return _apply_merge_patch(doc, patch)
+    except RecursionError:
+        raise _too_deep() from None
+
+
+def apply_strategic_merge_patch(doc: dict, patch: dict, schema: PatchSchema) -> dict:
+    """Apply a strategic merge patch to a copy of `doc`, following `schema`'s strategies."""
+    try:
+        return _apply_strategic_merge_patch(doc, patch, schema)
+    except RecursionError:
+        raise _too_deep() from None

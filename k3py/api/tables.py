@@ -1414,7 +1414,10 @@ def _custom_cell(col: dict, obj: dict, now: datetime) -> Any:
         return value if isinstance(value, bool) else None
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"))
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except (RecursionError, TypeError, ValueError):
+        return None
 
 
 def custom_row_cells(printer_columns: list[dict], obj: dict, now: datetime) -> list:

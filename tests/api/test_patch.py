@@ -422,3 +422,20 @@ def test_pod_strategic_merge_matches_kubectl(name: str) -> None:
     assert schema is not None
     patch = POD_SMP_CASES[name]
     assert apply_strategic_merge_patch(pod(), patch, schema) == kubectl_patch(pod(), "strategic", patch)
+
+
+def test_absurdly_deep_patches_are_refused_cleanly() -> None:
+    deep: dict = {}
+    node = deep
+    for _ in range(5000):
+        node["a"] = {}
+        node = node["a"]
+    schema = patch_schema_for("", "v1", "ConfigMap")
+    assert schema is not None
+    for apply in (
+        lambda: apply_merge_patch({}, deep),
+        lambda: apply_strategic_merge_patch({}, deep, schema),
+        lambda: apply_json_patch(deep, [{"op": "add", "path": "/b", "value": 1}]),
+    ):
+        with pytest.raises(PatchError, match="nested too deeply"):
+            apply()
