@@ -764,3 +764,24 @@ async def test_python_client_port_forward(fake_api: FakeApi, upper_echo_port: in
         return received
 
     assert await asyncio.to_thread(run) == b"PYTHON SAYS HI\n"
+
+
+@pytest.mark.parametrize("websockets", TRANSPORTS)
+async def test_kubectl_cp_both_ways(fake_api: FakeApi, tmp_path: Path, websockets: bool) -> None:
+    """kubectl cp is tar over exec stdin/stdout: binary data and stdin EOF must be exact."""
+    content = os.urandom(300_000)
+    source = tmp_path / "source.bin"
+    source.write_bytes(content)
+    in_pod = tmp_path / "pod-side"
+    in_pod.mkdir()
+    result = await kubectl(
+        fake_api, "cp", str(source), f"{POD}:{in_pod}/copied.bin", websockets=websockets
+    )
+    assert result.code == 0, result.stderr
+    assert (in_pod / "copied.bin").read_bytes() == content
+    back = tmp_path / "back.bin"
+    result = await kubectl(
+        fake_api, "cp", f"{POD}:{in_pod}/copied.bin", str(back), websockets=websockets
+    )
+    assert result.code == 0, result.stderr
+    assert back.read_bytes() == content
