@@ -129,3 +129,16 @@ def test_unschedulable_pod_is_explained(sim: TestCluster) -> None:
                              what="FailedScheduling event in describe")
     assert message in described
     assert pod["status"]["phase"] == "Pending"
+
+
+def test_job_completes_and_kubectl_wait_sees_it(sim: TestCluster) -> None:
+    ns = _ns(sim, "jobs")
+    sim.kubectl("create", "job", "once", "--image=busybox", "-n", ns, "--", "true")
+    out = sim.kubectl("wait", "--for=condition=complete", "job/once", "-n", ns, "--timeout=60s").stdout
+    assert "job.batch/once condition met" in out
+    job = sim.kubectl_json("get", "job", "once", "-n", ns)
+    assert job["status"]["succeeded"] == 1 and job["status"]["completionTime"]
+    (pod,) = _items(sim, "pods", ns, "-l", "batch.kubernetes.io/job-name=once")
+    assert pod["status"]["phase"] == "Succeeded"
+    table = sim.kubectl("get", "job", "once", "-n", ns).stdout
+    assert "Complete" in table and "1/1" in table

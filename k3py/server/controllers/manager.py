@@ -30,6 +30,7 @@ from k3py.client.interface import NAMESPACES, Client
 from k3py.client.leaderelection import LeaderElector
 from k3py.server.controllers.deployment import DeploymentController
 from k3py.server.controllers.garbagecollector import GarbageCollector
+from k3py.server.controllers.job import JobController
 from k3py.server.controllers.namespace import NamespaceController
 from k3py.server.controllers.replicaset import ReplicaSetController
 from k3py.server.controllers.serviceaccount import ServiceAccountController
@@ -41,6 +42,7 @@ log = logging.getLogger("k3py.controllers.manager")
 CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     ReplicaSetController,
     DeploymentController,
+    JobController,
     GarbageCollector,
     NamespaceController,
     ServiceAccountController,
