@@ -53,17 +53,19 @@ class NewRow:
     value: bytes
     event: Event
 
-    def as_params(self) -> tuple:
-        return (
-            self.id,
-            self.name,
-            int(self.created),
-            int(self.deleted),
-            self.create_revision,
-            self.prev_revision,
-            self.lease,
-            self.value,
-        )
+    def as_params(self, expires: float | None) -> dict:
+        """Parameters for queries.INSERT_ROW (``expires``: absolute unix time or None)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created": int(self.created),
+            "deleted": int(self.deleted),
+            "create_revision": self.create_revision,
+            "prev_revision": self.prev_revision,
+            "lease": self.lease,
+            "value": self.value,
+            "expires": expires,
+        }
 
 
 def live(latest: Row | None) -> Row | None:

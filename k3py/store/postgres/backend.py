@@ -21,19 +21,13 @@ from typing import TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from k3py.store import queries
 from k3py.store.broadcaster import Broadcaster
-from k3py.store.keys import (
-    check_key,
-    check_ttl,
-    check_value,
-    decode_continue,
-    encode_continue,
-    prefix_upper_bound,
-)
+from k3py.store.keys import check_key, check_ttl, check_value, decode_continue, encode_continue
 from k3py.store.postgres.poller import Poller
 from k3py.store.postgres.schema import asyncpg_dsn, ensure_schema, sqlalchemy_url
 from k3py.store.postgres.writer import PgWriter
-from k3py.store.rows import ROW_COLUMNS, Row, event_from_rows
+from k3py.store.rows import Row, event_from_rows
 from k3py.store.types import (
     CompactedError,
     CorruptDatabaseError,
@@ -51,21 +45,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_K = ", ".join(f"k.{c.strip()}" for c in ROW_COLUMNS.split(","))
-_P = ", ".join(f"p.{c.strip()}" for c in ROW_COLUMNS.split(","))
-
-
-def _range(prefix: str, column: str, params: dict) -> str:
-    if not prefix:
-        return "TRUE"
-    params["lo"] = prefix
-    upper = prefix_upper_bound(prefix)
-    if upper is None:
-        params["plen"] = len(prefix)
-        return f"{column} >= :lo AND left({column}, :plen) = :lo"
-    params["hi"] = upper
-    return f"{column} >= :lo AND {column} < :hi"
-
 
 class PgSnapshot:
     """Read verbs inside one REPEATABLE READ transaction."""
@@ -73,16 +52,16 @@ class PgSnapshot:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def _meta(self, key: str) -> int:
+    async def current_revision(self) -> int:
+        # PostgreSQL's dialect difference: the revision is a meta row kept under the lock.
         return (
-            await self.conn.execute(text("SELECT value FROM k3py_meta WHERE key = :k"), {"k": key})
+            await self.conn.execute(
+                text(f"SELECT value FROM {queries.META_TABLE} WHERE key = 'revision'")
+            )
         ).scalar_one()
 
-    async def current_revision(self) -> int:
-        return await self._meta("revision")
-
     async def compact_revision(self) -> int:
-        return await self._meta("compact_revision")
+        return (await self.conn.execute(text(queries.COMPACT_REVISION))).scalar_one()
 
     async def resolve_revision(self, revision: int | None) -> int:
         current = await self.current_revision()
@@ -96,60 +75,32 @@ class PgSnapshot:
         return revision
 
     async def get(self, key: str, revision: int) -> KeyValue | None:
-        t = (
-            await self.conn.execute(
-                text(
-                    f"SELECT {ROW_COLUMNS} FROM kine WHERE name = :name AND id <= :rev"
-                    " ORDER BY id DESC LIMIT 1"
-                ),
-                {"name": key, "rev": revision},
-            )
-        ).first()
+        result = await self.conn.execute(
+            text(queries.KEY_AT_REVISION), {"name": key, "rev": revision}
+        )
+        t = result.first()
         if t is None or t[3]:
             return None
         return Row.from_tuple(tuple(t)).to_kv()
 
-    def _latest_sql(self, prefix: str, revision: int, after: str | None) -> tuple[str, dict]:
-        params: dict = {"rev": revision}
-        where = _range(prefix, "m.name", params)
-        if after is not None:
-            where += " AND m.name > :after"
-            params["after"] = after
-        sql = (
-            f"FROM (SELECT MAX(m.id) AS id FROM kine AS m WHERE {where} AND m.id <= :rev"
-            " GROUP BY m.name) AS latest JOIN kine AS k ON k.id = latest.id WHERE k.deleted = 0"
-        )
-        return sql, params
-
-    async def list(self, prefix: str, revision: int, after: str | None, limit: int) -> list:
-        sql, params = self._latest_sql(prefix, revision, after)
-        query = f"SELECT {_K} {sql} ORDER BY k.name"
-        if limit > 0:
-            query += f" LIMIT {int(limit)}"
+    async def list(
+        self, prefix: str, revision: int, after: str | None, limit: int
+    ) -> list[KeyValue]:
+        query, params = queries.list_query(prefix, revision, after, limit)
         result = await self.conn.execute(text(query), params)
         return [KeyValue(t[1], bytes(t[7]), t[4], t[0], t[6]) for t in result]
 
     async def count(self, prefix: str, revision: int, after: str | None = None) -> int:
-        sql, params = self._latest_sql(prefix, revision, after)
-        return (await self.conn.execute(text(f"SELECT COUNT(*) {sql}"), params)).scalar_one()
+        query, params = queries.count_query(prefix, revision, after)
+        return (await self.conn.execute(text(query), params)).scalar_one()
 
     async def history(self, prefix: str, start: int, limit: int) -> tuple[list[Event], int, bool]:
         compact = await self.compact_revision()
         if start <= compact:
             raise CompactedError(start, compact)
         head = await self.current_revision()
-        params: dict = {"start": start, "head": head, "limit": limit}
-        where = _range(prefix, "k.name", params)
-        rows = (
-            await self.conn.execute(
-                text(
-                    f"SELECT {_K}, {_P} FROM kine AS k LEFT JOIN kine AS p"
-                    " ON p.id = k.prev_revision WHERE k.id >= :start AND k.id <= :head"
-                    f" AND {where} ORDER BY k.id LIMIT :limit"
-                ),
-                params,
-            )
-        ).all()
+        query, params = queries.history_query(prefix, start, head, limit)
+        rows = (await self.conn.execute(text(query), params)).all()
         events = [
             event_from_rows(
                 Row.from_tuple(tuple(t[:8])),
@@ -349,16 +300,10 @@ class PostgresStore:
 
     async def _expire_due(self) -> None:
         async with self._engine.connect() as conn:  # type: ignore[union-attr]
-            due = (
-                await conn.execute(
-                    text(
-                        "SELECT k.name, k.id FROM kine AS k WHERE k.expires <= :now"
-                        " AND k.deleted = 0 AND NOT EXISTS (SELECT 1 FROM kine AS n"
-                        " WHERE n.name = k.name AND n.prev_revision = k.id) LIMIT 500"
-                    ),
-                    {"now": time.time()},
-                )
-            ).all()
+            result = await conn.execute(
+                text(queries.EXPIRED_KEYS), {"now": time.time(), "limit": 500}
+            )
+            due = result.all()
         for name, rev in due:
             await self.delete(name, rev)  # CAS: a renewed key or another server's delete wins
 

@@ -20,19 +20,15 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from k3py.store import queries
 from k3py.store.broadcaster import Broadcaster
 from k3py.store.postgres.schema import NOTIFY_CHANNEL
-from k3py.store.rows import ROW_COLUMNS, Row, event_from_rows
+from k3py.store.rows import Row, event_from_rows
 
 log = logging.getLogger(__name__)
 
 PAGE = 1000
-_K = ", ".join(f"k.{c.strip()}" for c in ROW_COLUMNS.split(","))
-_P = ", ".join(f"p.{c.strip()}" for c in ROW_COLUMNS.split(","))
-NEW_ROWS_SQL = text(
-    f"SELECT {_K}, {_P} FROM kine AS k LEFT JOIN kine AS p ON p.id = k.prev_revision"
-    f" WHERE k.id > :last ORDER BY k.id LIMIT {PAGE}"
-)
+NEW_ROWS_SQL = text(queries.ROWS_AFTER)
 FILL_GAP_SQL = text(
     "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, lease,"
     " value) SELECT g, '', 0, 1, 0, g, 0, ''::bytea FROM generate_series("
@@ -106,7 +102,7 @@ class Poller:
     async def poll_once(self) -> bool:
         """Publish the next rows in revision order; True when more may be waiting."""
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(NEW_ROWS_SQL, {"last": self.last})).all()
+            rows = (await conn.execute(NEW_ROWS_SQL, {"last": self.last, "limit": PAGE})).all()
         events = []
         blocked = False
         for t in rows:

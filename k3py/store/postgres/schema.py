@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from k3py.store import queries
 from k3py.store.types import CorruptDatabaseError
 
 SCHEMA_VERSION = 1
@@ -39,8 +40,8 @@ DDL = [
     "CREATE UNIQUE INDEX kine_name_prev_revision ON kine (name, prev_revision)",
     "CREATE INDEX kine_name_id ON kine (name, id)",
     "CREATE INDEX kine_expires ON kine (expires) WHERE expires IS NOT NULL",
-    "CREATE TABLE k3py_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-    f"INSERT INTO k3py_meta (key, value) VALUES ('schema_version', {SCHEMA_VERSION}),"
+    f"CREATE TABLE {queries.META_TABLE} (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    f"INSERT INTO {queries.META_TABLE} (key, value) VALUES ('schema_version', {SCHEMA_VERSION}),"
     f" ('compact_revision', 0), ('revision', {INITIAL_REVISION})",
 ]
 
@@ -80,8 +81,6 @@ async def ensure_schema(conn: AsyncConnection) -> None:
             "the PostgreSQL database has a 'kine' table that is not a k3py store "
             "(no k3py_meta table); refusing to use it"
         )
-    version = (
-        await conn.execute(text("SELECT value FROM k3py_meta WHERE key = 'schema_version'"))
-    ).scalar()
+    version = (await conn.execute(text(queries.SCHEMA_VERSION))).scalar()
     if version != SCHEMA_VERSION:
         raise CorruptDatabaseError(f"unsupported k3py store schema version {version!r}")

@@ -25,20 +25,17 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from k3py.store import queries
 from k3py.store.postgres.schema import NOTIFY_CHANNEL, WRITE_LOCK
-from k3py.store.rows import ROW_COLUMNS, NewRow, Row, plan_create, plan_delete, plan_update
+from k3py.store.rows import NewRow, Row, plan_create, plan_delete, plan_update
 from k3py.store.types import KeyValue, StoreClosedError, StoreError, WriteResult
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 
-LATEST_SQL = text(f"SELECT {ROW_COLUMNS} FROM kine WHERE name = :name ORDER BY id DESC LIMIT 1")
-INSERT_SQL = text(
-    "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, lease,"
-    " value, expires) VALUES (:id, :name, :created, :deleted, :create_revision,"
-    " :prev_revision, :lease, :value, :expires)"
-)
+LATEST_SQL = text(queries.LATEST_FOR_KEY)
+INSERT_SQL = text(queries.INSERT_ROW)
 
 
 class Txn:
@@ -55,20 +52,7 @@ class Txn:
 
     async def _append(self, row: NewRow) -> None:
         expires = time.time() + row.lease if row.lease and not row.deleted else None
-        await self.conn.execute(
-            INSERT_SQL,
-            {
-                "id": row.id,
-                "name": row.name,
-                "created": int(row.created),
-                "deleted": int(row.deleted),
-                "create_revision": row.create_revision,
-                "prev_revision": row.prev_revision,
-                "lease": row.lease,
-                "value": row.value,
-                "expires": expires,
-            },
-        )
+        await self.conn.execute(INSERT_SQL, row.as_params(expires))
         self.revision = row.id
 
     async def create(self, key: str, value: bytes, lease: int) -> KeyValue:
@@ -91,25 +75,15 @@ class Txn:
         return WriteResult(True, plan.event.kv, plan.id)
 
     async def compact_step(self, target: int, max_revisions: int) -> int:
-        """Same rule as SQLite: drop predecessors of rows in the slice, and its tombstones."""
+        """One slice of compaction (the rule is in queries.COMPACT_PREDECESSORS)."""
         lo = self.compact_revision
         hi = min(target, lo + max_revisions, self.revision)
         if hi <= lo:
             return lo
         params = {"lo": lo, "hi": hi}
-        await self.conn.execute(
-            text(
-                "DELETE FROM kine WHERE id IN (SELECT prev_revision FROM kine"
-                " WHERE id > :lo AND id <= :hi AND prev_revision > 0)"
-            ),
-            params,
-        )
-        await self.conn.execute(
-            text("DELETE FROM kine WHERE id > :lo AND id <= :hi AND deleted <> 0"), params
-        )
-        await self.conn.execute(
-            text("UPDATE k3py_meta SET value = :hi WHERE key = 'compact_revision'"), params
-        )
+        await self.conn.execute(text(queries.COMPACT_PREDECESSORS), params)
+        await self.conn.execute(text(queries.COMPACT_TOMBSTONES), params)
+        await self.conn.execute(text(queries.SET_COMPACT_REVISION), params)
         self.compact_revision = hi
         return hi
 

@@ -1,6 +1,6 @@
 """Opening the SQLite file: create it, or prove it is ours and intact — never re-initialise.
 
-The file is marked with ``PRAGMA application_id`` (ASCII "k3py") and a ``meta`` row holding
+The file is marked with ``PRAGMA application_id`` (ASCII "k3py") and a ``k3py_meta`` row holding
 the schema version. At start-up an existing file must carry both and pass
 ``PRAGMA quick_check``; anything else (a foreign SQLite database, random bytes, a truncated
 file) raises CorruptDatabaseError with the path, so an operator restores a backup instead of
@@ -14,6 +14,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from k3py.store import queries
 from k3py.store.types import CorruptDatabaseError, StoreError
 
 APPLICATION_ID = 0x6B337079  # "k3py"
@@ -39,9 +40,9 @@ DDL = [
     "CREATE UNIQUE INDEX kine_name_prev_revision ON kine (name, prev_revision)",
     "CREATE INDEX kine_name_id ON kine (name, id)",
     "CREATE INDEX kine_expires ON kine (expires) WHERE expires IS NOT NULL",
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    f"INSERT INTO meta (key, value) VALUES ('schema_version', {SCHEMA_VERSION})",
-    "INSERT INTO meta (key, value) VALUES ('compact_revision', 0)",
+    f"CREATE TABLE {queries.META_TABLE} (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    f"INSERT INTO {queries.META_TABLE} (key, value) VALUES"
+    f" ('schema_version', {SCHEMA_VERSION}), ('compact_revision', 0)",
     f"INSERT INTO sqlite_sequence (name, seq) VALUES ('kine', {INITIAL_REVISION})",
     f"PRAGMA application_id = {APPLICATION_ID}",
 ]
@@ -116,12 +117,12 @@ def open_database(path: Path, synchronous: str) -> sqlite3.Connection:
 
 
 def _verify(conn: sqlite3.Connection, path: Path, app_id: int, tables: set[str]) -> None:
-    if app_id != APPLICATION_ID or not {"kine", "meta"} <= tables:
+    if app_id != APPLICATION_ID or not {"kine", queries.META_TABLE} <= tables:
         raise CorruptDatabaseError(
             f"{path} is an SQLite database but not a k3py store "
             f"(application_id {app_id:#x}); refusing to use or overwrite it"
         )
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    row = conn.execute(queries.SCHEMA_VERSION).fetchone()
     if row is None or row[0] != SCHEMA_VERSION:
         raise CorruptDatabaseError(f"{path}: unsupported k3py store schema version {row}")
     result = conn.execute("PRAGMA quick_check").fetchall()

@@ -30,18 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from k3py.store.rows import ROW_COLUMNS, NewRow, Row, plan_create, plan_delete, plan_update
+from k3py.store import queries
+from k3py.store.rows import NewRow, Row, plan_create, plan_delete, plan_update
 from k3py.store.types import Event, KeyValue, StoreClosedError, StoreError, WriteResult
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000  # operations per transaction; bounds how long one commit holds the lock
-
-LATEST_SQL = f"SELECT {ROW_COLUMNS} FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1"
-INSERT_SQL = (
-    "INSERT INTO kine (id, name, created, deleted, create_revision, prev_revision, lease,"
-    " value, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 @dataclass(slots=True)
@@ -74,9 +69,7 @@ class Writer:
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kine'").fetchone()
         self.revision = seq[0]  # last revision assigned in this (maybe open) transaction
         self.committed_revision = self.revision  # last revision durably committed
-        self.compact_revision = conn.execute(
-            "SELECT value FROM meta WHERE key = 'compact_revision'"
-        ).fetchone()[0]
+        self.compact_revision = conn.execute(queries.COMPACT_REVISION).fetchone()[0]
         self._expiries: list[_Expiry] = []
         for name, rev, expires in conn.execute(
             "SELECT name, id, expires FROM kine WHERE expires IS NOT NULL AND deleted = 0"
@@ -163,9 +156,7 @@ class Writer:
 
     def _reload_compact_revision(self) -> None:
         try:
-            self.compact_revision = self.conn.execute(
-                "SELECT value FROM meta WHERE key = 'compact_revision'"
-            ).fetchone()[0]
+            self.compact_revision = self.conn.execute(queries.COMPACT_REVISION).fetchone()[0]
         except sqlite3.Error:
             log.exception("could not re-read the compact revision")
 
@@ -184,12 +175,12 @@ class Writer:
     # -- operations (run inside the batch transaction, on the thread) ----------------
 
     def latest(self, key: str) -> Row | None:
-        t = self.conn.execute(LATEST_SQL, (key,)).fetchone()
+        t = self.conn.execute(queries.LATEST_FOR_KEY, {"name": key}).fetchone()
         return Row.from_tuple(t) if t else None
 
     def _append(self, row: NewRow) -> None:
         expires = time.time() + row.lease if row.lease and not row.deleted else None
-        self.conn.execute(INSERT_SQL, (*row.as_params(), expires))
+        self.conn.execute(queries.INSERT_ROW, row.as_params(expires))
         self.revision = row.id
         self._events.append(row.event)
         if expires is not None:
@@ -237,21 +228,16 @@ class Writer:
     def compact_step(self, target: int, max_revisions: int) -> int:
         """Compact one slice (compact_revision, hi]; return the new compact revision.
 
-        At compact revision hi every key keeps the version it had at hi, so a row may go
-        once a later row with id <= hi supersedes it: delete the predecessors of the rows in
-        the slice, and the slice's tombstones (the key was absent at hi). Work per step is
+        The rule is in queries.COMPACT_PREDECESSORS/COMPACT_TOMBSTONES. Work per step is
         bounded by the slice size, so writers queued behind it wait only briefly.
         """
         lo = self.compact_revision
         hi = min(target, lo + max_revisions, self.committed_revision)
         if hi <= lo:
             return lo
-        self.conn.execute(
-            "DELETE FROM kine WHERE id IN (SELECT prev_revision FROM kine"
-            " WHERE id > ? AND id <= ? AND prev_revision > 0)",
-            (lo, hi),
-        )
-        self.conn.execute("DELETE FROM kine WHERE id > ? AND id <= ? AND deleted = 1", (lo, hi))
-        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'compact_revision'", (hi,))
+        params = {"lo": lo, "hi": hi}
+        self.conn.execute(queries.COMPACT_PREDECESSORS, params)
+        self.conn.execute(queries.COMPACT_TOMBSTONES, params)
+        self.conn.execute(queries.SET_COMPACT_REVISION, params)
         self.compact_revision = hi
         return hi
