@@ -12,11 +12,12 @@ write anything: `/openapi/v3` (an index of per-group-version documents) first,
   `kubectl explain` and for kubectl's client-side three-way strategic merge patch.
 
 Schemas come from `k3py.api.schemas` (Kubernetes 1.32 definitions); paths are generated from
-the ResourceTable, so they follow CRDs as they come and go. v2 also comes as gnostic protobuf
-(`openapi_v2_protobuf`), the only form kubectl up to 1.28 reads. Custom resources get an open
-schema (any fields) tagged with their GVK. Documents are large and built lazily — once per
-table generation and group-version — and cached; the v3 index's `?hash=` is a digest of
-each document's inputs, so a client may cache a document for as long as its URL is served.
+the ResourceTable, so they follow CRDs as they come and go. A custom resource is described by
+the schema its CRD declares (`ResourceTable.set_schema`) — or, without one, as an open object —
+tagged with its GVK. v2 also comes as gnostic protobuf (`openapi_v2_protobuf`), the only form
+kubectl up to 1.28 reads. Documents are large and built lazily — once per table generation
+and group-version — and cached; the v3 index's `?hash=` is a digest of each document's
+inputs, so a client may cache a document for as long as its URL is served.
 """
 
 from __future__ import annotations
@@ -407,17 +408,48 @@ class _Builder:
 # --- schemas --------------------------------------------------------------------------------
 
 
-def _custom_schema(info: ResourceInfo, list_kind: bool) -> dict:
+_TYPE_META = {
+    "apiVersion": {"type": "string", "description": "The versioned schema of this object."},
+    "kind": {"type": "string", "description": "The REST resource this object represents."},
+}
+
+
+def _custom_schema(info: ResourceInfo, list_kind: bool, crd_schema: dict | None) -> dict:
+    """A custom resource's component: the CRD's schema (if the table has it) with the type
+    and object metadata every object carries, or an open object."""
     kind = info.list_kind if list_kind else info.kind
-    schema: dict[str, Any] = {
-        "description": f"{kind} is a custom resource of {info.group}.",
-        "type": "object",
-        "x-kubernetes-group-version-kind": [_gvk(info.group, info.version, kind)],
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
+    gvk = [_gvk(info.group, info.version, kind)]
     if list_kind:
-        schema["properties"] = {"items": {"type": "array", "items": {"type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True}}}
+        return {
+            "description": f"{kind} is a list of {info.kind}.",
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                **_TYPE_META,
+                "items": {"type": "array", "description": f"List of {info.plural}.",
+                          "items": {"$ref": schemas.REF_PREFIX + definition_name(info)}},
+                "metadata": {"$ref": schemas.REF_PREFIX + META + "ListMeta",
+                             "description": "Standard list metadata."},
+            },
+            "x-kubernetes-group-version-kind": gvk,
+        }
+    if not crd_schema:
+        return {
+            "description": f"{kind} is a custom resource of {info.group}.",
+            "type": "object",
+            "x-kubernetes-group-version-kind": gvk,
+            "x-kubernetes-preserve-unknown-fields": True,
+        }
+    schema = json.loads(json.dumps(crd_schema))
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    schema["properties"] = {
+        **props,
+        **_TYPE_META,
+        "metadata": {"$ref": schemas.REF_PREFIX + META + "ObjectMeta",
+                     "description": "Standard object's metadata."},
+    }
+    schema.setdefault("type", "object")
+    schema["x-kubernetes-group-version-kind"] = gvk
     return schema
 
 
@@ -471,13 +503,14 @@ def _to_v3(node: Any) -> Any:
     return out
 
 
-def _custom_extras(infos: list[ResourceInfo]) -> dict[str, dict]:
+def _custom_extras(table: ResourceTable, infos: list[ResourceInfo]) -> dict[str, dict]:
     extras: dict[str, dict] = {}
     for info in infos:
+        crd_schema = table.schema(info.group, info.version, info.kind)
         if schemas.definition_name(info.group, info.version, info.kind) is None:
-            extras[definition_name(info)] = _custom_schema(info, False)
+            extras[definition_name(info)] = _custom_schema(info, False, crd_schema)
         if schemas.definition_name(info.group, info.version, info.list_kind) is None:
-            extras[definition_name(info, list_kind=True)] = _custom_schema(info, True)
+            extras[definition_name(info, list_kind=True)] = _custom_schema(info, True, None)
     return extras
 
 
@@ -489,7 +522,7 @@ def _build_v2(table: ResourceTable) -> bytes:
     infos = table.all()
     for info in infos:
         builder.add_resource(info)
-    definitions = _closure(builder.roots | set(schemas.definitions()), _custom_extras(infos))
+    definitions = _closure(builder.roots | set(schemas.definitions()), _custom_extras(table, infos))
     document = {
         "swagger": "2.0",
         "info": _INFO,
@@ -511,7 +544,7 @@ def _build_v3(table: ResourceTable, group: str, version: str) -> bytes | None:
     builder = _Builder(v3=True)
     for info in infos:
         builder.add_resource(info)
-    components = _closure(builder.roots, _custom_extras(infos))
+    components = _closure(builder.roots, _custom_extras(table, infos))
     document = {
         "openapi": "3.0.0",
         "info": _INFO,
@@ -529,8 +562,14 @@ def _build_v3(table: ResourceTable, group: str, version: str) -> bytes | None:
 
 def _input_hash(table: ResourceTable, group: str, version: str) -> str:
     """A digest of everything a v3 document is built from (its resources and schema data)."""
+    infos = table.resources(group, version)
     payload = json.dumps(
-        [FORMAT, schemas.source(), [asdict(i) for i in table.resources(group, version)]],
+        [
+            FORMAT,
+            schemas.source(),
+            [asdict(i) for i in infos],
+            [table.schema(i.group, i.version, i.kind) for i in infos],
+        ],
         sort_keys=True,
     ).encode()
     return hashlib.sha512(payload).hexdigest().upper()

@@ -155,6 +155,8 @@ class ResourceTable:
         # Explicit version order per group for built-ins (upstream's order, e.g. autoscaling
         # v2 before v1); other groups are ordered by version priority.
         self._version_order: dict[str, list[str]] = {}
+        # OpenAPI v3 schemas of custom resources (a CRD version's openAPIV3Schema), by GVK.
+        self._schemas: dict[tuple[str, str, str], dict] = {}
         self.generation = 0
         for info in infos or []:
             self.add(info)
@@ -173,6 +175,7 @@ class ResourceTable:
         info = self._by_plural.pop((group, version, plural), None)
         if info is not None:
             self._by_kind.pop((info.group, info.version, info.kind), None)
+            self._schemas.pop((info.group, info.version, info.kind), None)
             self.generation += 1
 
     def lookup(self, group: str, version: str, plural: str) -> ResourceInfo | None:
@@ -180,6 +183,19 @@ class ResourceTable:
 
     def by_kind(self, group: str, version: str, kind: str) -> ResourceInfo | None:
         return self._by_kind.get((group, version, kind))
+
+    def set_schema(self, group: str, version: str, kind: str, schema: dict | None) -> None:
+        """Attach (or with None drop) the structural schema of a custom resource version, so
+        OpenAPI documents describe it (`kubectl explain`). Built-in kinds need none."""
+        if schema is None:
+            self._schemas.pop((group, version, kind), None)
+        else:
+            self._schemas[(group, version, kind)] = schema
+        self.generation += 1
+
+    def schema(self, group: str, version: str, kind: str) -> dict | None:
+        """The schema set with `set_schema`, if any."""
+        return self._schemas.get((group, version, kind))
 
     def set_version_order(self, group: str, versions: list[str]) -> None:
         """Fix the order (preferred first) of a group's versions, as upstream lists them."""

@@ -220,8 +220,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
         objects: dict[str, dict] | None = None,
         patches: list[Any] | None = None,
         minor: int = 32,
+        resources: ResourceTable | None = None,
     ) -> str:
-        table = builtin_resources()
+        table = resources if resources is not None else builtin_resources()
         store = objects if objects is not None else {}
 
         class Handler(BaseHTTPRequestHandler):
@@ -439,3 +440,59 @@ def test_operation_ids_are_upstreams() -> None:
                     name = op_id.replace(gv, "", 1)
                     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
                     assert hasattr(api, snake), (op_id, snake)
+
+
+WIDGET_SCHEMA = {
+    "type": "object",
+    "description": "A Widget turns knobs.",
+    "properties": {
+        "spec": {
+            "type": "object",
+            "description": "What the widget should do.",
+            "required": ["knobs"],
+            "properties": {
+                "knobs": {"type": "integer", "description": "How many knobs to turn."},
+                "color": {"type": "string", "enum": ["red", "blue"], "description": "The paint."},
+                "parts": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string", "description": "Part name."}}}},
+            },
+        },
+        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    },
+}
+
+
+def _widgets() -> ResourceTable:
+    table = builtin_resources()
+    table.add(ResourceInfo("example.com", "v1", "Widget", "widgets", "widget", True,
+                           ("create", "delete", "get", "list", "patch", "update", "watch")))
+    table.set_schema("example.com", "v1", "Widget", WIDGET_SCHEMA)
+    return table
+
+
+def test_crd_schema_in_documents() -> None:
+    table = _widgets()
+    before = openapi.openapi_v3_index(table)["paths"]["apis/example.com/v1"]
+    doc = _v3(table, "apis/example.com/v1")
+    widget = doc["components"]["schemas"]["com.example.v1.Widget"]
+    assert widget["properties"]["spec"]["properties"]["knobs"]["type"] == "integer"
+    assert widget["properties"]["metadata"]["allOf"][0]["$ref"].endswith("ObjectMeta")
+    for ref in set(_all_refs(doc)):
+        _resolve(doc, ref)
+    items = doc["components"]["schemas"]["com.example.v1.WidgetList"]["properties"]["items"]
+    assert items["items"] == {"$ref": "#/components/schemas/com.example.v1.Widget"}
+    table.set_schema("example.com", "v1", "Widget", None)
+    assert openapi.openapi_v3_index(table)["paths"]["apis/example.com/v1"] != before
+    assert _v3(table, "apis/example.com/v1")["components"]["schemas"]["com.example.v1.Widget"][
+        "x-kubernetes-preserve-unknown-fields"] is True
+
+
+@pytest.mark.parametrize("minor", [27, 32])
+def test_kubectl_explain_custom_resource(serve: Any, tmp_path: Path, minor: int) -> None:
+    server = serve(minor=minor, resources=_widgets())
+    out = _kubectl(tmp_path, server, "explain", "widgets.spec")
+    assert out.returncode == 0, out.stderr
+    assert "What the widget should do." in out.stdout
+    assert "knobs" in out.stdout and "How many knobs to turn." in out.stdout
+    out = _kubectl(tmp_path, server, "explain", "widget.spec.parts.name")
+    assert out.returncode == 0 and "Part name." in out.stdout, out.stdout + out.stderr

@@ -124,8 +124,12 @@ def test_crds_come_and_go() -> None:
     assert t.lookup("example.com", "v1beta1", "widgets") == crd
     assert t.by_kind("example.com", "v1beta1", "Widget") == crd
     assert t.groups()[-1] == ("example.com", ["v1", "v1beta1"])
+    gen = t.generation
+    t.set_schema("example.com", "v1", "Widget", {"type": "object"})
+    assert t.schema("example.com", "v1", "Widget") == {"type": "object"} and t.generation > gen
     t.remove("example.com", "v1beta1", "widgets")
     t.remove("example.com", "v1", "widgets")
+    assert t.schema("example.com", "v1", "Widget") is None
     t.remove("example.com", "v1", "widgets")  # removing twice is harmless
     assert t.lookup("example.com", "v1beta1", "widgets") is None
     assert t.by_kind("example.com", "v1beta1", "Widget") is None
