@@ -36,6 +36,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from k3py.api.quantity import canonical_quantity
+
 MAGIC = b"k8s\x00"
 _MAX_DEPTH = 100
 
@@ -48,7 +50,6 @@ _DURATION = f"{_META}.Duration"
 _FIELDS_V1 = f"{_META}.FieldsV1"
 _INT_OR_STRING = "k8s.io.apimachinery.pkg.util.intstr.IntOrString"
 _RAW_EXTENSION = "k8s.io.apimachinery.pkg.runtime.RawExtension"
-_UNKNOWN = "k8s.io.apimachinery.pkg.runtime.Unknown"
 
 # What Go's JSON prints for a non-pointer field of these types that is absent (None: nothing).
 _ABSENT_SPECIAL: dict[str, Any] = {
@@ -272,7 +273,12 @@ def _special(name: str, buf: bytes, depth: int) -> Any:
         return _timestamp(buf, micro=name == _MICROTIME)
     f = _fields(buf)
     if name in (_QUANTITY, _QUANTITY_VALUE):
-        return _scalar("string", *f[1][-1]) if 1 in f else "0"
+        # Go parses the quantity while decoding and prints it back in canonical form.
+        text = _scalar("string", *f[1][-1]) if 1 in f else "0"
+        try:
+            return canonical_quantity(text)
+        except ValueError as exc:
+            raise ProtobufError(f"quantity {text!r}: {exc}") from None
     if name == _INT_OR_STRING:
         kind = f[1][-1][1] if 1 in f else 0
         if kind == 1:
@@ -292,8 +298,6 @@ def _is_zero(value: Any) -> bool:
 
 
 def _decode_value(ftype: str, wire: int, raw: Any, depth: int) -> Any:
-    if ftype.startswith("map:"):
-        raise AssertionError("maps are decoded by _decode_map")
     messages, _lists = _schema()
     if ftype in messages:
         if wire != 2:

@@ -483,7 +483,11 @@ def test_special_types() -> None:
     container = (
         ld(1, "c")
         + ld(2, "busybox")
-        + ld(8, ld(1, ld(1, "cpu") + ld(2, ld(1, "250m"))))
+        + ld(
+            8,
+            ld(1, ld(1, "cpu") + ld(2, ld(1, "250m")))
+            + ld(2, ld(1, "memory") + ld(2, ld(1, "0.5Gi"))),
+        )
         + ld(6, ld(1, "http") + vi(3, 8080) + ld(4, "TCP"))
     )
     probe_handler = ld(2, ld(1, "/healthz") + ld(2, vi(1, 1) + ld(3, "http")))
@@ -498,7 +502,10 @@ def test_special_types() -> None:
     assert entry["time"] == "2023-11-14T22:13:20Z"
     assert entry["fieldsV1"] == {"f:data": {".": {}}}
     c = obj["spec"]["containers"][0]
-    assert c["resources"] == {"limits": {"cpu": "250m"}}
+    assert c["resources"] == {
+        "limits": {"cpu": "250m"},
+        "requests": {"memory": "512Mi"},
+    }  # canonical
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     # ProbeHandler is an embedded Go struct: its fields are inlined into the probe.
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -550,6 +557,10 @@ def test_raw_extension_embeds_json() -> None:
         (envelope("v1", "ConfigMap", b"\x0a\x02\xff\xfe"), "truncated"),
         (envelope("v1", "ConfigMap", vi(1, 5)), "wire type"),
         (envelope("v1", "ConfigMap", b"\x80"), "truncated varint"),
+        (
+            envelope("v1", "ResourceQuota", ld(2, ld(1, ld(1, "cpu") + ld(2, ld(1, "lots"))))),
+            "quantity 'lots'",
+        ),
         (b"k8s\x00" + ld(1, ld(1, "v1") + ld(2, "ConfigMap")) + ld(3, "gzip"), "content encoding"),
     ],
 )
