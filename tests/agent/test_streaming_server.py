@@ -561,3 +561,27 @@ async def test_spdy_unread_stdin_does_not_hold_up_the_result(server: Running) ->
         flood.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             await flood
+
+
+async def test_idle_websocket_exec_is_closed_and_the_command_stopped(pki: Pki) -> None:
+    backend = ScriptedBackend()
+    streaming = StreamingServer(
+        backend,
+        cert_file=pki.server[0],
+        key_file=pki.server[1],
+        client_ca_file=pki.ca,
+        allowed_common_names=[ALLOWED_CN],
+        idle_timeout=0.3,
+    )
+    port = await streaming.start("127.0.0.1", 0)
+    try:
+        running = Running(f"https://127.0.0.1:{port}", port, pki, backend)
+        async with session_for(running) as http:
+            url = f"{running.url}/exec/default/x/c?command=hang&stdin=true&stdout=true"
+            # No autoping from this client and nothing sent: the server sees an idle connection.
+            async with http.ws_connect(url, protocols=["v5.channel.k8s.io"], autoping=False) as ws:
+                received, code = await asyncio.wait_for(ws_exchange(ws), 5)
+        await asyncio.wait_for(backend.cancelled.wait(), 5)
+        assert code == 1000 and 3 not in received  # closed, no result: the command never ended
+    finally:
+        await streaming.stop()

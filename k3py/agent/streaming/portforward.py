@@ -202,21 +202,26 @@ async def serve_port_forward_channels(
 
     async def read_client() -> None:
         try:
-            async for message in ws:
-                if message.type == WSMsgType.BINARY:
-                    data: bytes = message.data
-                elif message.type == WSMsgType.TEXT:
-                    data = message.data.encode()
-                else:
-                    continue
-                if not data:
-                    continue
-                channel = data[0]
-                if channel % 2 == 0 and channel // 2 < len(inputs) and len(data) > 1:
-                    inputs[channel // 2].chunks.put_nowait(data[1:])
+            await dispatch()
+        except TimeoutError:
+            log.info("closing idle port-forward WebSocket")
         finally:
             for channel_input in inputs:
                 channel_input.end()
+
+    async def dispatch() -> None:
+        async for message in ws:
+            if message.type == WSMsgType.BINARY:
+                data: bytes = message.data
+            elif message.type == WSMsgType.TEXT:
+                data = message.data.encode()
+            else:
+                continue
+            if not data:
+                continue
+            channel = data[0]
+            if channel % 2 == 0 and channel // 2 < len(inputs) and len(data) > 1:
+                inputs[channel // 2].chunks.put_nowait(data[1:])
 
     reader = asyncio.create_task(read_client())
     try:

@@ -341,27 +341,40 @@ async def _read_websocket(
 ) -> None:
     decoder = ResizeDecoder()
     try:
-        async for message in ws:
-            # Binary normally; the Python client sends str payloads as text frames, which the
-            # kubelet accepts alike (the base64 protocols are not offered, so no decoding).
-            if message.type == WSMsgType.BINARY:
-                data: bytes = message.data
-            elif message.type == WSMsgType.TEXT:
-                data = message.data.encode()
-            else:
-                continue
-            if not data:
-                continue
-            channel, payload = data[0], data[1:]
-            if channel == CHANNEL_STDIN and stdin is not None:
-                if payload and not stdin.ended:
-                    stdin.chunks.put_nowait(payload)
-            elif channel == CHANNEL_RESIZE:
-                for size in decoder.feed(payload):
-                    resize.put_nowait(size)
-            elif channel == CHANNEL_CLOSE and protocol == PROTOCOL_V5:
-                if payload[:1] == bytes([CHANNEL_STDIN]) and stdin is not None:
-                    stdin.end()
+        await _dispatch_websocket(ws, protocol, stdin, resize, decoder)
+    except TimeoutError:
+        log.info("closing idle exec/attach WebSocket")
     finally:
         if stdin is not None:
             stdin.end()
+
+
+async def _dispatch_websocket(
+    ws: web.WebSocketResponse,
+    protocol: str,
+    stdin: _WebSocketStdin | None,
+    resize: asyncio.Queue[TerminalSize | None],
+    decoder: ResizeDecoder,
+) -> None:
+    """Route each client message to stdin, resize or the v5 close signal until the client leaves."""
+    async for message in ws:
+        # Binary normally; the Python client sends str payloads as text frames, which the
+        # kubelet accepts alike (the base64 protocols are not offered, so no decoding).
+        if message.type == WSMsgType.BINARY:
+            data: bytes = message.data
+        elif message.type == WSMsgType.TEXT:
+            data = message.data.encode()
+        else:
+            continue
+        if not data:
+            continue
+        channel, payload = data[0], data[1:]
+        if channel == CHANNEL_STDIN and stdin is not None:
+            if payload and not stdin.ended:
+                stdin.chunks.put_nowait(payload)
+        elif channel == CHANNEL_RESIZE:
+            for size in decoder.feed(payload):
+                resize.put_nowait(size)
+        elif channel == CHANNEL_CLOSE and protocol == PROTOCOL_V5:
+            if payload[:1] == bytes([CHANNEL_STDIN]) and stdin is not None:
+                stdin.end()

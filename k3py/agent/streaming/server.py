@@ -65,6 +65,8 @@ from k3py.api.errors import ApiError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_IDLE_TIMEOUT = 4 * 60 * 60.0
+
 
 def status_response(code: int, reason: str, message: str) -> web.Response:
     return web.json_response(ApiError(code, reason, message).to_status(), status=code)
@@ -95,10 +97,18 @@ def _optional_int(query: dict[str, str], name: str) -> int | None:
 
 
 class StreamingHandlers:
-    """exec/attach/portforward/logs for one request each, whatever route led there."""
+    """exec/attach/portforward/logs for one request each, whatever route led there.
 
-    def __init__(self, backend: StreamingBackend) -> None:
+    `idle_timeout`: a streaming connection idle for this long is closed (the kubelet's
+    --streaming-connection-idle-timeout, 4 hours by default). SPDY counts frames either way;
+    a WebSocket counts what it receives, pings included.
+    """
+
+    def __init__(
+        self, backend: StreamingBackend, idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+    ) -> None:
         self.backend = backend
+        self.idle_timeout = idle_timeout
 
     async def exec(
         self, request: web.Request, pod: PodRef, container: str | None
@@ -143,7 +153,7 @@ class StreamingHandlers:
                 await self.backend.attach(pod, target, streams)
                 return 0
 
-        return await serve_remote_command(request, options, run)
+        return await serve_remote_command(request, options, run, self.idle_timeout)
 
     async def port_forward(self, request: web.Request, pod: PodRef) -> web.StreamResponse:
         try:
@@ -154,7 +164,7 @@ class StreamingHandlers:
         async def forward(port: int, reader: InputStream, writer: OutputStream) -> None:
             await self.backend.port_forward(pod, port, reader, writer)
 
-        return await serve_port_forward_request(request, str(pod), forward)
+        return await serve_port_forward_request(request, str(pod), forward, self.idle_timeout)
 
     async def logs(
         self, request: web.Request, pod: PodRef, container: str | None
@@ -187,18 +197,21 @@ class StreamingHandlers:
 
 
 async def serve_remote_command(
-    request: web.Request, options: ExecOptions, run: RunCommand
+    request: web.Request,
+    options: ExecOptions,
+    run: RunCommand,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
 ) -> web.StreamResponse:
     """Upgrade (WebSocket or SPDY) and run one exec/attach on the connection."""
     try:
         if wants_websocket(request):
             protocol = check_websocket(request, WEBSOCKET_PROTOCOLS)
-            ws = await accept_websocket(request, protocol)
+            ws = await accept_websocket(request, protocol, idle_timeout)
             await serve_websocket(ws, options, run)
             return ws
         if wants_spdy(request):
             protocol, transport, response = await accept_spdy(request, SPDY_PROTOCOLS)
-            session = SpdySession(transport)
+            session = SpdySession(transport, idle_timeout=idle_timeout)
             session.start()
             await serve_spdy(session, protocol, options, run)
             return response
@@ -211,14 +224,15 @@ async def serve_port_forward_request(
     request: web.Request,
     pod_description: str,
     forward: Callable[[int, InputStream, OutputStream], Awaitable[None]],
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
 ) -> web.StreamResponse:
     """Upgrade (SPDY inside a WebSocket, or plain SPDY) and forward ports until the client leaves."""
     try:
         if wants_websocket(request):
             offered = client_protocols(request, "Sec-WebSocket-Protocol")
             if WEBSOCKET_TUNNEL_PROTOCOL in offered:
-                ws = await accept_websocket(request, WEBSOCKET_TUNNEL_PROTOCOL)
-                session = SpdySession(WebSocketTransport(ws))
+                ws = await accept_websocket(request, WEBSOCKET_TUNNEL_PROTOCOL, idle_timeout)
+                session = SpdySession(WebSocketTransport(ws), idle_timeout=idle_timeout)
                 session.start()
                 await serve_port_forward(session, pod_description, forward)
                 return ws
@@ -230,12 +244,12 @@ async def serve_port_forward_request(
                 )
             except ValueError as exc:
                 return status_response(400, "BadRequest", str(exc))
-            ws = await accept_websocket(request, protocol)
+            ws = await accept_websocket(request, protocol, idle_timeout)
             await serve_port_forward_channels(ws, ports, pod_description, forward)
             return ws
         if wants_spdy(request):
             _protocol, transport, response = await accept_spdy(request, (PORT_FORWARD_PROTOCOL,))
-            session = SpdySession(transport)
+            session = SpdySession(transport, idle_timeout=idle_timeout)
             session.start()
             await serve_port_forward(session, pod_description, forward)
             return response
@@ -245,10 +259,12 @@ async def serve_port_forward_request(
 
 
 def create_app(
-    backend: StreamingBackend, allowed_common_names: Iterable[str] | None = None
+    backend: StreamingBackend,
+    allowed_common_names: Iterable[str] | None = None,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
 ) -> web.Application:
     """The kubelet streaming routes; with `allowed_common_names`, TLS client CNs are checked."""
-    handlers = StreamingHandlers(backend)
+    handlers = StreamingHandlers(backend, idle_timeout)
     allowed = frozenset(allowed_common_names) if allowed_common_names is not None else None
 
     @web.middleware
@@ -327,8 +343,9 @@ class StreamingServer:
         key_file: Path,
         client_ca_file: Path,
         allowed_common_names: Iterable[str],
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
-        self.app = create_app(backend, allowed_common_names)
+        self.app = create_app(backend, allowed_common_names, idle_timeout)
         self.ssl_context = server_ssl_context(cert_file, key_file, client_ca_file)
         self._runner: web.AppRunner | None = None
         self.port = 0

@@ -227,6 +227,7 @@ class SpdySession:
         receive_window: int = DEFAULT_INITIAL_WINDOW,
         max_buffered: int = 256 * 1024,
         enforce_send_window: bool = False,
+        idle_timeout: float | None = None,
     ) -> None:
         self.transport = transport
         self.is_server = is_server
@@ -250,6 +251,11 @@ class SpdySession:
         self._session_unacked = 0
         self._reader_task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
+        # Like the kubelet's streaming-connection-idle-timeout: no frame either way for this
+        # long closes the session.
+        self.idle_timeout = idle_timeout
+        self._last_activity = 0.0
+        self._idle_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> SpdySession:
         self.start()
@@ -260,7 +266,20 @@ class SpdySession:
 
     def start(self) -> None:
         if self._reader_task is None:
+            self._last_activity = asyncio.get_running_loop().time()
             self._reader_task = asyncio.create_task(self._read_loop(), name="spdy-session-reader")
+            if self.idle_timeout is not None:
+                self._idle_task = asyncio.create_task(self._close_when_idle(self.idle_timeout))
+
+    async def _close_when_idle(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            remaining = self._last_activity + timeout - loop.time()
+            if remaining <= 0:
+                log.info("closing SPDY session idle for %.0f s", timeout)
+                await self.close()
+                return
+            await asyncio.sleep(remaining)
 
     # public API ----------------------------------------------------------------------------
     async def accept(self) -> SpdyStream | None:
@@ -306,10 +325,11 @@ class SpdySession:
                 await self._send(GoAwayFrame(self._last_peer_stream, status))
             self.closed = True
             await self.transport.close()
-        if self._reader_task is not None and self._reader_task is not asyncio.current_task():
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
+        for task in (self._reader_task, self._idle_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._shutdown()
 
     async def wait_closed(self) -> None:
@@ -325,6 +345,7 @@ class SpdySession:
             raise StreamClosedError("session is closed")
         # Encoding happens under the lock: header compression state must follow wire order.
         data = self._encoder.encode(frame)
+        self._last_activity = asyncio.get_running_loop().time()
         try:
             await self.transport.write(data)
         except (ConnectionError, OSError, RuntimeError) as exc:
@@ -346,6 +367,7 @@ class SpdySession:
                 chunk = await self.transport.read()
                 if not chunk:
                     break
+                self._last_activity = asyncio.get_running_loop().time()
                 for frame in self._decoder.feed(chunk):
                     await self._handle(frame)
         except SpdyProtocolError as exc:

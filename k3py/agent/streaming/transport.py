@@ -67,7 +67,10 @@ class WebSocketTransport:
 
     async def read(self) -> bytes:
         while True:
-            message = await self._ws.receive()
+            try:
+                message = await self._ws.receive()
+            except TimeoutError:  # the WebSocket's idle timeout
+                return b""
             if message.type == WSMsgType.BINARY:
                 if message.data:
                     return bytes(message.data)

@@ -81,11 +81,17 @@ def check_websocket(request: web.BaseRequest, supported: Sequence[str]) -> str:
     return chosen
 
 
-async def accept_websocket(request: web.Request, protocol: str | None) -> web.WebSocketResponse:
-    # The client pings every 5 s; aiohttp answers pings itself (autoping).
+async def accept_websocket(
+    request: web.Request, protocol: str | None, idle_timeout: float | None = None
+) -> web.WebSocketResponse:
+    """Complete the WebSocket handshake. Receiving nothing (not even a ping; kubectl pings every
+    5 s and aiohttp answers) for `idle_timeout` seconds ends the connection."""
     protocols = (protocol,) if protocol else ()
     ws = web.WebSocketResponse(
-        protocols=protocols, max_msg_size=MAX_WEBSOCKET_MESSAGE, autoping=True
+        protocols=protocols,
+        max_msg_size=MAX_WEBSOCKET_MESSAGE,
+        autoping=True,
+        receive_timeout=idle_timeout,
     )
     await ws.prepare(request)
     return ws
