@@ -142,3 +142,19 @@ def test_job_completes_and_kubectl_wait_sees_it(sim: TestCluster) -> None:
     assert pod["status"]["phase"] == "Succeeded"
     table = sim.kubectl("get", "job", "once", "-n", ns).stdout
     assert "Complete" in table and "1/1" in table
+
+
+def test_exposed_deployment_gets_endpoints_and_slices(sim: TestCluster) -> None:
+    ns = _ns(sim, "svc")
+    sim.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2", "--port=80", "-n", ns)
+    sim.kubectl("expose", "deployment", "web", "--port=8080", "--target-port=80", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
+    pod_ips = sorted(p["status"]["podIP"] for p in _items(sim, "pods", ns, "-l", "app=web"))
+    ep = sim.wait_for(lambda: (e := sim.kubectl_json("get", "endpoints", "web", "-n", ns)).get("subsets")
+                      and len(e["subsets"][0].get("addresses", [])) == 2 and e, what="2 endpoint addresses")
+    assert sorted(a["ip"] for a in ep["subsets"][0]["addresses"]) == pod_ips
+    assert ep["subsets"][0]["ports"][0]["port"] == 80
+    table = sim.kubectl("get", "endpoints", "web", "-n", ns).stdout
+    assert f"{pod_ips[0]}:80" in table
+    slices = _items(sim, "endpointslices", ns, "-l", "kubernetes.io/service-name=web")
+    assert len(slices) == 1 and sorted(e["addresses"][0] for e in slices[0]["endpoints"]) == pod_ips

@@ -29,6 +29,7 @@ from k3py.client.informer import InformerFactory
 from k3py.client.interface import NAMESPACES, Client
 from k3py.client.leaderelection import LeaderElector
 from k3py.server.controllers.deployment import DeploymentController
+from k3py.server.controllers.endpoints import EndpointsController, EndpointSliceController
 from k3py.server.controllers.garbagecollector import GarbageCollector
 from k3py.server.controllers.job import JobController
 from k3py.server.controllers.namespace import NamespaceController
@@ -46,6 +47,8 @@ CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     GarbageCollector,
     NamespaceController,
     ServiceAccountController,
+    EndpointsController,
+    EndpointSliceController,
 )
 
 

@@ -1,0 +1,68 @@
+"""Endpoints and EndpointSlices follow a Service's ready pods (in-memory API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from k3py.client.interface import DEPLOYMENTS, ENDPOINTS, ENDPOINTSLICES, PODS, SERVICES
+from k3py.server.controllers.deployment import DeploymentController
+from k3py.server.controllers.endpoints import EndpointsController, EndpointSliceController
+from k3py.server.controllers.replicaset import ReplicaSetController
+from k3py.server.scheduler.scheduler import Scheduler
+from k3py.server.simnodes.kubelet import SimulatedNodes
+
+
+def service(name: str = "web", selector: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default", "labels": {"tier": "front"}},
+            "spec": {"selector": selector or {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": "web", "protocol": "TCP"},
+                               {"name": "metrics", "port": 9090, "targetPort": 9090, "protocol": "TCP"}]}}
+
+
+def deployment(replicas: int) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                         {"name": "c", "image": "nginx", "ports": [{"name": "web", "containerPort": 8080}]}]}}}}
+
+
+async def start(plane) -> None:
+    await plane.start(EndpointsController, EndpointSliceController, DeploymentController, ReplicaSetController,
+                      Scheduler, lambda c, i: SimulatedNodes(c, i, 2))
+
+
+async def test_endpoints_and_slices_list_ready_pods_with_resolved_ports(plane) -> None:
+    await start(plane)
+    await plane.client.create(SERVICES, service(), "default")
+    await plane.client.create(DEPLOYMENTS, deployment(3), "default")
+    ep = await plane.until(lambda: (e := plane.transport.peek(ENDPOINTS, "default", "web")) and e.get("subsets")
+                           and len(e["subsets"][0].get("addresses", [])) == 3 and e, what="3 ready addresses")
+    pod_ips = sorted(p["status"]["podIP"] for p in plane.transport.all(PODS, "default"))
+    (subset,) = ep["subsets"]
+    assert sorted(a["ip"] for a in subset["addresses"]) == pod_ips
+    assert subset["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "metrics", "port": 9090, "protocol": "TCP"}]
+    assert all(a["targetRef"]["kind"] == "Pod" and a["nodeName"].startswith("simnode-") for a in subset["addresses"])
+    assert ep["metadata"]["labels"] == {"tier": "front"}
+
+    (slice_,) = plane.transport.all(ENDPOINTSLICES, "default")
+    assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == "web"
+    assert slice_["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == "endpointslice-controller.k8s.io"
+    assert slice_["metadata"]["ownerReferences"][0]["kind"] == "Service"
+    assert slice_["addressType"] == "IPv4"
+    assert sorted(e["addresses"][0] for e in slice_["endpoints"]) == pod_ips
+    assert all(e["conditions"] == {"ready": True, "serving": True, "terminating": False} for e in slice_["endpoints"])
+
+    await plane.client.patch(DEPLOYMENTS, "web", {"spec": {"replicas": 1}}, "default")
+    await plane.until(lambda: len(plane.transport.peek(ENDPOINTS, "default", "web")["subsets"][0]["addresses"]) == 1
+                      and len(plane.transport.all(ENDPOINTSLICES, "default")[0]["endpoints"]) == 1, what="scaled down")
+
+
+async def test_service_without_matching_pods_has_empty_endpoints_and_is_cleaned_up(plane) -> None:
+    await start(plane)
+    await plane.client.create(SERVICES, service(selector={"app": "none"}), "default")
+    ep = await plane.until(lambda: plane.transport.peek(ENDPOINTS, "default", "web"))
+    assert ep["subsets"] == []
+    slices = await plane.until(lambda: plane.transport.all(ENDPOINTSLICES, "default"))
+    assert slices[0]["endpoints"] == []
+    await plane.client.delete(SERVICES, "web", "default")
+    await plane.until(lambda: plane.transport.peek(ENDPOINTS, "default", "web") is None, what="endpoints deleted")
