@@ -21,7 +21,6 @@ message meant for the user (the API server turns it into a 422 or 400 Status).
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,17 @@ class PatchError(ValueError):
     def __init__(self, message: str, code: int = 422) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of a JSON value (much cheaper than copy.deepcopy: no memo, no dispatch).
+
+    The patch functions copy their input once and then change that copy in place."""
+    if isinstance(value, dict):
+        return {k: _json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(v) for v in value]
+    return value
 
 
 # --- JSON patch -----------------------------------------------------------------------------
@@ -173,7 +183,7 @@ def _apply_json_patch(doc: dict, ops: list) -> dict:
             f"got {len(ops)}",
             413,
         )
-    result: Any = copy.deepcopy(doc)
+    result: Any = _json_copy(doc)
     for n, operation in enumerate(ops):
         if not isinstance(operation, dict):
             raise PatchError(f"operation {n} of the JSON patch is not an object", 400)
@@ -181,7 +191,7 @@ def _apply_json_patch(doc: dict, ops: list) -> dict:
         path = operation.get("path")
         if op in ("add", "replace", "test") and "value" not in operation:
             raise PatchError(f"{op} operation at {path} is missing its value", 400)
-        value = copy.deepcopy(operation.get("value"))
+        value = _json_copy(operation.get("value"))
         if op == "add":
             result = _add(result, path, value)
         elif op == "remove":
@@ -196,7 +206,7 @@ def _apply_json_patch(doc: dict, ops: list) -> dict:
                 result, moved = _remove(result, source, "move")
                 result = _add(result, path, moved, "move")
         elif op == "copy":
-            copied = copy.deepcopy(_get_at(result, operation.get("from"), "copy", missing_ok=True))
+            copied = _json_copy(_get_at(result, operation.get("from"), "copy", missing_ok=True))
             result = _add(result, path, copied, "copy")
         elif op == "test":
             try:
@@ -218,9 +228,10 @@ def _apply_json_patch(doc: dict, ops: list) -> dict:
 
 
 def _merge(target: Any, patch: Any) -> Any:
+    """Merge `patch` into `target`, which the caller owns (changed in place where possible)."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
+        return _json_copy(patch)
+    result = target if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -232,7 +243,7 @@ def _merge(target: Any, patch: Any) -> Any:
 def _apply_merge_patch(doc: dict, patch: dict) -> dict:
     if not isinstance(patch, dict):
         raise PatchError("a merge patch for an object must be a JSON object", 400)
-    return copy.deepcopy(_merge(doc, patch))
+    return _merge(_json_copy(doc), patch)
 
 
 # --- strategic merge patch ------------------------------------------------------------------
@@ -393,7 +404,7 @@ def _merge_list(
         merged: list = []
         for item in original + patch:
             if _position(merged, item, "") < 0:
-                merged.append(copy.deepcopy(item))
+                merged.append(_json_copy(item))
         return _order(merged, patch, original, "")
     if not merge_key:
         raise PatchError(f"cannot merge lists without merge key for {field}")
@@ -416,7 +427,7 @@ def _merge_list(
             raise PatchError(f"invalid patch type {directive!r} in {json.dumps(item)}")
     if replace:
         return [_merge_map({}, x, schema) for x in plain]
-    merged = [copy.deepcopy(x) for x in current]
+    merged = list(current)
     for item in plain:
         value = _merge_key_value(item, merge_key, field)
         pos = _position(merged, {merge_key: value}, merge_key)
@@ -489,7 +500,7 @@ def _merge_map(original: dict, patch: dict, schema: PatchSchema) -> dict:
         if directive == "delete":
             return {}
         raise PatchError(f"invalid patch type {directive!r} in {json.dumps(patch)}")
-    result = copy.deepcopy(original)
+    result = original  # owned by the caller: merged in place
     patch = dict(patch)
 
     retain = patch.pop(RETAIN_KEYS, None)
@@ -552,7 +563,7 @@ def _merge_map(original: dict, patch: dict, schema: PatchSchema) -> dict:
 def _apply_strategic_merge_patch(doc: dict, patch: dict, schema: PatchSchema) -> dict:
     if not isinstance(patch, dict):
         raise PatchError("a strategic merge patch must be a JSON object", 400)
-    return _merge_map(doc if isinstance(doc, dict) else {}, patch, schema)
+    return _merge_map(_json_copy(doc) if isinstance(doc, dict) else {}, patch, schema)
 
 
 # --- the public entry points ----------------------------------------------------------------

@@ -145,6 +145,20 @@ def test_strategic_merge_matches_kubectl(name: str) -> None:
     ours = apply_strategic_merge_patch(doc, patch, DEPLOY_SMP)
     assert doc == before and patch == patch_before, "inputs must not be mutated"
     assert ours == kubectl_patch(doc, "strategic", patch)
+    _scribble(ours)  # the result shares nothing with the inputs
+    assert doc == before and patch == patch_before
+
+
+def _scribble(value: Any) -> None:
+    """Change every container of a JSON value in place."""
+    if isinstance(value, dict):
+        for v in value.values():
+            _scribble(v)
+        value["scribbled"] = True
+    elif isinstance(value, list):
+        for v in value:
+            _scribble(v)
+        value.append("scribbled")
 
 
 def test_strategic_merge_semantics_spelled_out() -> None:
@@ -233,6 +247,8 @@ def test_merge_patch_matches_kubectl(patch: Any) -> None:
     ours = apply_merge_patch(doc, patch)
     assert doc == deployment()
     assert ours == kubectl_patch(doc, "merge", patch)
+    _scribble(ours)
+    assert doc == deployment()
 
 
 def test_merge_patch_rfc7386_examples() -> None:
@@ -293,7 +309,9 @@ def test_json_patch_matches_kubectl(ops: list[dict]) -> None:
         with pytest.raises(PatchError):
             apply_json_patch(doc, ops)
     else:
-        assert apply_json_patch(doc, ops) == expected
+        ours = apply_json_patch(doc, ops)
+        assert ours == expected
+        _scribble(ours)
     assert doc == deployment()
 
 
