@@ -24,3 +24,21 @@ def test_images() -> Path:
             timeout=300,
         )
     return IMAGE_CACHE
+
+
+@pytest.fixture(scope="session")
+def debian_image() -> Path:
+    """debian-docker.tar: a debootstrap minbase root of Debian stable (built once, then cached)."""
+    archive = IMAGE_CACHE / "debian-docker.tar"
+    if not archive.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "build-test-images"),
+                "--debian",
+                str(IMAGE_CACHE),
+            ],
+            check=True,
+            timeout=900,
+        )
+    return archive

@@ -266,3 +266,59 @@ def oci_image_blobs(layers: list[bytes], cmd: list[str] | None = None) -> tuple[
         sort_keys=True,
     ).encode()
     return manifest, [config, *compressed, manifest]
+
+
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# Left out of the debian test image: downloaded packages, docs and translations (size), and
+# /dev contents (device nodes; the runtime mounts its own /dev).
+_DEBIAN_EXCLUDE = (
+    "var/cache/apt/archives/",
+    "usr/share/doc/",
+    "usr/share/man/",
+    "usr/share/locale/",
+    "usr/share/info/",
+    "dev/",
+)
+
+
+def _debian_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    name = info.name.removeprefix("./")
+    if any(name.startswith(prefix) for prefix in _DEBIAN_EXCLUDE):
+        return None
+    if info.ischr() or info.isblk():
+        return None
+    info.uname = info.gname = ""
+    return info
+
+
+def build_debian_image(out_dir: Path, suite: str = "stable") -> Path:
+    """debian-docker.tar: a debootstrap --variant=minbase root of ``suite`` (needs the mirror).
+
+    Takes a minute or two; the result is cached by the caller (scripts/build-test-images).
+    """
+    import shutil
+    import tempfile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out_dir, prefix="debootstrap-"))
+    root = work / "root"
+    try:
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", suite, str(root), DEBIAN_MIRROR],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        layer_path = work / "layer.tar"
+        with tarfile.open(layer_path, "w", format=tarfile.PAX_FORMAT) as tar:
+            for entry in sorted(root.iterdir()):
+                tar.add(entry, arcname=entry.name, filter=_debian_filter)
+        layer = layer_path.read_bytes()
+        config = image_config([sha256(layer)], cmd=["bash"])
+        final = out_dir / "debian-docker.tar"
+        tmp = final.with_suffix(".tmp")
+        write_docker_archive(tmp, [layer], ["debian:stable"], config=config)
+        tmp.replace(final)
+        return final
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
