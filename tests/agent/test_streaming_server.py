@@ -182,6 +182,9 @@ class ScriptedBackend(StreamingBackend):
     async def logs(
         self, pod: PodRef, container: str, options: LogOptions, out: OutputStream
     ) -> None:
+        if container == "broken":
+            await out.write(b"first line\n")
+            raise StreamingError("log file vanished")
         lines = [f"{container} line {n}\n" for n in range(5)]
         if options.tail_lines is not None:
             lines = lines[len(lines) - options.tail_lines :]
@@ -227,6 +230,13 @@ async def test_logs_for_the_allowed_client(server: Running) -> None:
         async with http.get(f"{server.url}/containerLogs/default/x/c?tailLines=2") as response:
             assert response.status == 200
             assert await response.text() == "c line 3\nc line 4\n"
+
+
+async def test_log_failure_after_the_headers_ends_the_body_with_the_error(server: Running) -> None:
+    async with session_for(server) as http:
+        async with http.get(f"{server.url}/containerLogs/default/x/broken") as response:
+            assert response.status == 200
+            assert await response.text() == "first line\n\nerror reading logs: log file vanished\n"
 
 
 async def test_client_with_another_cn_is_forbidden(server: Running) -> None:

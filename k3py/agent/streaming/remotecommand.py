@@ -59,7 +59,11 @@ class BadRequestError(ValueError):
     """The client's request is malformed; reported as a 400 Status before any upgrade."""
 
 
-_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
+_TRUE = {"1", "t", "T", "true", "TRUE", "True"}  # Go's strconv.ParseBool spellings of true
+
+
+def query_flag(query: Mapping[str, str], name: str) -> bool:
+    return query.get(name, "") in _TRUE
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,9 @@ class ExecOptions:
     def from_query(
         cls, query: Mapping[str, str], commands: list[str], require_command: bool
     ) -> ExecOptions:
-        def flag(name: str) -> bool:
-            return query.get(name, "") in _TRUE
-
-        stdin, stdout, stderr, tty = flag("stdin"), flag("stdout"), flag("stderr"), flag("tty")
+        stdin, stdout, stderr, tty = (
+            query_flag(query, name) for name in ("stdin", "stdout", "stderr", "tty")
+        )
         if tty and stderr:
             stderr = False  # a terminal merges stderr into stdout, as the kubelet does
         if not (stdin or stdout or stderr):

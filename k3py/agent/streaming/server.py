@@ -32,6 +32,7 @@ from k3py.agent.streaming.backend import (
     OutputStream,
     PodRef,
     StreamingBackend,
+    StreamingError,
 )
 from k3py.agent.streaming.portforward import (
     PORT_FORWARD_PROTOCOL,
@@ -47,6 +48,7 @@ from k3py.agent.streaming.remotecommand import (
     BadRequestError,
     ExecOptions,
     RunCommand,
+    query_flag,
     serve_spdy,
     serve_websocket,
 )
@@ -175,10 +177,10 @@ class StreamingHandlers:
             return status_response(400, "BadRequest", "a container name must be specified")
         try:
             options = LogOptions(
-                follow=query.get("follow", "") in ("1", "true", "True"),
+                follow=query_flag(query, "follow"),
                 tail_lines=_optional_int(query, "tailLines"),
-                timestamps=query.get("timestamps", "") in ("1", "true", "True"),
-                previous=query.get("previous", "") in ("1", "true", "True"),
+                timestamps=query_flag(query, "timestamps"),
+                previous=query_flag(query, "previous"),
                 since_seconds=_optional_int(query, "sinceSeconds"),
                 limit_bytes=_optional_int(query, "limitBytes"),
             )
@@ -190,9 +192,17 @@ class StreamingHandlers:
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        with contextlib.suppress(ConnectionError):
+        try:
             await self.backend.logs(pod, target, options, _ResponseOutput(response))
             await response.write_eof()
+        except ConnectionError:
+            pass  # the client stopped reading (e.g. `logs -f` interrupted)
+        except StreamingError as exc:
+            # Headers are out: all that is left is to say so in the body and end it.
+            log.info("logs of %s/%s failed: %s", pod, target, exc)
+            with contextlib.suppress(ConnectionError):
+                await response.write(f"\nerror reading logs: {exc}\n".encode())
+                await response.write_eof()
         return response
 
 
