@@ -802,7 +802,9 @@ def _event_cells(obj: dict, now: datetime) -> Cells:
         count = 1
     kind = str(involved.get("kind") or "").lower()
     target = f"{kind}/{involved['name']}" if involved.get("name") else kind
-    component = source.get("component") or obj.get("reportingController") or ""
+    # core/v1 calls the reporting controller "reportingComponent"
+    reporter = obj.get("reportingController") if new_api else obj.get("reportingComponent")
+    component = source.get("component") or reporter or ""
     instance = source.get("host") or obj.get("reportingInstance") or ""
     return [
         last_cell,

@@ -240,6 +240,12 @@ def test_node_event_namespace_secret_configmap_cells() -> None:
                  "reportingInstance": "n1", "series": {"count": 7, "lastObservedTime": ago(seconds=5)}}
     assert table_row_cells(info("events.k8s.io", "events"), new_event, NOW) == [
         "5s", "Warning", "BackOff", "pod/p", "spec.containers{a}", "kubelet, n1", "Back-off", "90s", 7, "e2"]
+    core_new_style = {"metadata": {"name": "e3"}, "type": "Normal", "reason": "Pulled",
+                      "involvedObject": {"kind": "Pod", "name": "p"}, "message": "pulled",
+                      "eventTime": ago(seconds=10), "reportingComponent": "kubelet",
+                      "reportingInstance": "n1"}
+    r = row(info("", "events"), core_new_style)
+    assert (r["LAST SEEN"], r["SOURCE"], r["COUNT"]) == ("10s", "kubelet, n1", 1)
     ns = {"metadata": {"name": "default", "creationTimestamp": ago(hours=50)}, "status": {"phase": "Active"}}
     assert table_row_cells(info("", "namespaces"), ns, NOW) == ["default", "Active", "2d2h"]
     secret = {"metadata": {"name": "s"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}}
