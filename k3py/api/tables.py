@@ -325,7 +325,8 @@ def _pod_cells(pod: dict, now: datetime) -> Cells:
         restarts_cell = f"{restarts} ({human_duration((now - last_restart).total_seconds())} ago)"
 
     pod_ips = _list(status.get("podIPs"))
-    pod_ip = str(_get(pod_ips[0], "ip", default="")) if pod_ips else ""
+    # podIPs[0] is podIP when both are set; a client may have set only podIP
+    pod_ip = str(_get(pod_ips[0], "ip", default="")) if pod_ips else str(status.get("podIP") or "")
     gates = _list(spec.get("readinessGates"))
     gates_cell = NONE
     if gates:

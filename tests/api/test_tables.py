@@ -168,6 +168,10 @@ def test_pod_init_containers() -> None:
     assert (r["READY"], r["STATUS"]) == ("2/3", "Running")
 
 
+def test_pod_ip_from_pod_ip_alone() -> None:
+    assert row(info("", "pods"), _pod(phase="Running", podIP="10.42.0.9"))["IP"] == "10.42.0.9"
+
+
 def test_pod_readiness_gates() -> None:
     pod = _pod(phase="Running", conditions=[{"type": "g1", "status": "True"}])
     pod["spec"]["readinessGates"] = [{"conditionType": "g1"}, {"conditionType": "g2"}]
