@@ -17,6 +17,7 @@ import time
 
 from k3py.api.resources import builtin_resources
 from k3py.server.apiserver.crds import CRDRegistrar
+from k3py.server.apiserver.inprocess import InProcessTransport
 from k3py.server.apiserver.registry import Registry
 from k3py.server.apiserver.server import ApiServer, server_ssl_context
 from k3py.server.apiserver.system import ensure_system_objects
@@ -25,6 +26,7 @@ from k3py.server.bootstrap.certs import ensure_certificates
 from k3py.server.bootstrap.kubeconfig import write_kubeconfig
 from k3py.server.bootstrap.tokens import load_or_create_token
 from k3py.server.config import ServerConfig
+from k3py.store import StoreError
 from k3py.store.factory import open_store
 
 log = logging.getLogger("k3py.server")
@@ -77,12 +79,39 @@ async def run_server(config: ServerConfig, stop: asyncio.Event | None = None) ->
             config.bind_address, config.https_listen_port, (time.monotonic() - started) * 1000,
             cache.revision, config.write_kubeconfig,
         )  # fmt: skip
+        control_plane = asyncio.create_task(
+            _run_control_plane(apiserver, config, tls.ca_cert.read_bytes(), stop), name="control-plane"
+        )
         await stop.wait()
+        await _finish(control_plane)
     finally:
         if apiserver is not None:
             await apiserver.stop()
         await cache.close()
         await store.close()
+
+
+async def _run_control_plane(apiserver: ApiServer, config: ServerConfig, ca_pem: bytes, stop: asyncio.Event) -> None:
+    """Controllers, scheduler and simulated nodes, talking to this API server in-process."""
+    from k3py.client.interface import Client
+    from k3py.server.controllers.manager import run_control_plane
+
+    client = Client(InProcessTransport(apiserver.rest), field_manager="k3py-controller-manager")
+    try:
+        await run_control_plane(client, simulated_nodes=config.simulated_nodes, stop=stop, root_ca=ca_pem)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the control plane stopped with an error; the API server keeps serving")
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    try:
+        await asyncio.wait_for(task, timeout=10)
+    except (TimeoutError, asyncio.CancelledError):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def run_server_forever(config: ServerConfig) -> int:
@@ -101,8 +130,14 @@ def run_server_forever(config: ServerConfig) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_main())
+        runner = asyncio.run
     else:
+        runner = uvloop.run
+    try:
         with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(_main())
+            runner(_main())
+    except (StoreError, OSError) as e:
+        # A damaged database or a port in use is the operator's to fix: say what, no traceback.
+        log.error("k3py server cannot start: %s", e)
+        return 1
     return 0

@@ -74,7 +74,7 @@ def test_python_client_watch(cluster: TestCluster) -> None:
         writer = threading.Thread(target=changes)
         writer.start()
         w = watch.Watch()
-        stream: Any = w.stream(core.list_namespaced_config_map, "pywatch", resource_version=rv, timeout_seconds=20)
+        stream: Any = w.stream(core.list_namespaced_config_map, "pywatch", resource_version=rv, timeout_seconds=20, field_selector="metadata.name=w")
         ready.set()
         for event in stream:
             seen.append((event["type"], event["object"].metadata.name))

@@ -17,7 +17,8 @@ def _ns(cluster: TestCluster, name: str) -> str:
 
 
 def _cm(name: str, **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+    # The label tells the test's objects from those controllers add (kube-root-ca.crt).
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"test": "yes"}}, "data": data}
 
 
 def test_create_sets_server_metadata_and_conflict_on_stale_update(cluster: TestCluster) -> None:
@@ -104,10 +105,17 @@ def test_delete_preconditions_and_status_subresource(cluster: TestCluster) -> No
     path = f"/apis/apps/v1/namespaces/{ns}/deployments"
     status, created = cluster.request_json("POST", path, dep)
     assert status == 201 and "replicas" not in (created.get("status") or {})
-    created["status"] = {"replicas": 3}
-    created["spec"]["replicas"] = 9
-    status, after = cluster.request_json("PUT", path + "/d/status", created)
-    assert status == 200 and after["status"]["replicas"] == 3 and after["spec"].get("replicas") != 9
+
+    def write_status() -> dict[str, Any] | None:
+        # The deployment controller writes status too: re-read and retry on 409, as clients do.
+        _, current = cluster.request_json("GET", path + "/d")
+        current["status"] = {"replicas": 3, "observedGeneration": 1}
+        current["spec"]["replicas"] = 9
+        status, after = cluster.request_json("PUT", path + "/d/status", current)
+        return after if status == 200 else None
+
+    after = cluster.wait_for(write_status, what="a status write without conflict")
+    assert after["status"]["replicas"] == 3 and after["spec"].get("replicas") != 9
     assert after["metadata"]["generation"] == 1
 
 
@@ -155,9 +163,9 @@ def test_watch_resumes_exactly_after_a_resource_version(cluster: TestCluster) ->
     cluster.request_json("POST", CM.format(ns=ns), _cm("w2"))
     cluster.request_json("DELETE", CM.format(ns=ns) + "/w1")
     rv = first["metadata"]["resourceVersion"]
-    events = _watch_lines(cluster, CM.format(ns=ns) + f"?watch=true&resourceVersion={rv}", 2)
+    events = _watch_lines(cluster, CM.format(ns=ns) + f"?watch=true&resourceVersion={rv}&labelSelector=test%3Dyes", 2)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "w2"), ("DELETED", "w1")]
-    listed = _watch_lines(cluster, CM.format(ns=ns) + "?watch=true&resourceVersion=0", 1)
+    listed = _watch_lines(cluster, CM.format(ns=ns) + "?watch=true&resourceVersion=0&labelSelector=test%3Dyes", 1)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in listed] == [("ADDED", "w2")]
 
 
@@ -166,7 +174,7 @@ def test_list_limit_and_continue(cluster: TestCluster) -> None:
     for i in range(5):
         cluster.request_json("POST", CM.format(ns=ns), _cm(f"c{i}"))
     names: list[str] = []
-    path = CM.format(ns=ns) + "?limit=2"
+    path = CM.format(ns=ns) + "?limit=2&labelSelector=test%3Dyes"
     while True:
         status, page = cluster.request_json("GET", path)
         assert status == 200
@@ -174,7 +182,7 @@ def test_list_limit_and_continue(cluster: TestCluster) -> None:
         token = page["metadata"].get("continue")
         if not token:
             break
-        path = CM.format(ns=ns) + f"?limit=2&continue={token}"
+        path = CM.format(ns=ns) + f"?limit=2&labelSelector=test%3Dyes&continue={token}"
     assert names == [f"c{i}" for i in range(5)]
 
 

@@ -19,7 +19,7 @@ import contextlib
 import copy
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -111,7 +111,10 @@ def _int(query: Any, name: str, default: int = 0) -> int:
 
 
 def _dry_run(query: Any) -> bool:
-    values = query.getall("dryRun", [])
+    if hasattr(query, "getall"):
+        values = query.getall("dryRun", [])
+    else:
+        values = [query["dryRun"]] if query.get("dryRun") else []
     for v in values:
         if v not in ("All", ""):
             raise errors.bad_request(f'dryRun: Unsupported value: "{v}": supported values: "All"')
@@ -261,10 +264,10 @@ class RestHandler:
 
         return predicate
 
-    def _list_options(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> ListOptions:
-        q = request.query
+    def list_options(self, query: Any, info: ResourceInfo, namespace: str) -> ListOptions:
+        q = query
         return ListOptions(
-            namespace=rr.namespace,
+            namespace=namespace,
             predicate=self._predicate(info, q),
             limit=_int(q, "limit"),
             continue_token=q.get("continue") or None,
@@ -286,7 +289,7 @@ class RestHandler:
 
     async def list(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         neg = codec.negotiate(request.headers.get("Accept"))
-        opts = self._list_options(request, info, rr)
+        opts = self.list_options(request.query, info, rr.namespace)
         result = await self.registry.list(info, opts)
         if neg.as_kind == "Table":
             body = self._table(info, result.items, neg, request.query, result.resource_version, result.continue_token, result.remaining)
@@ -321,7 +324,10 @@ class RestHandler:
             raise errors.request_entity_too_large() from None
 
     def _write_options(self, request: web.BaseRequest) -> WriteOptions:
-        q = request.query
+        return self.write_options(request.query)
+
+    @staticmethod
+    def write_options(q: Any) -> WriteOptions:
         validation = q.get("fieldValidation", "")
         if validation not in ("", "Ignore", "Warn", "Strict"):
             raise errors.bad_request(f'fieldValidation: Unsupported value: "{validation}": supported values: "Ignore", "Warn", "Strict"')
@@ -357,7 +363,7 @@ class RestHandler:
         obj = self._strip_protobuf_zero_meta(codec.decode_body(body, request.headers.get("Content-Type")))
         opts = self._write_options(request)
         if rr.subresource == "scale":
-            return await self._update_scale(request, info, rr, lambda _scale: obj, opts)
+            return self._plain(request, await self.update_scale(info, rr.namespace, rr.name, lambda _scale: obj, opts))
         if rr.subresource not in ("", "status", "finalize"):
             raise errors.method_not_allowed()
         updated = await self.registry.update(info, rr.namespace, rr.name, obj, opts, rr.subresource)
@@ -378,11 +384,35 @@ class RestHandler:
         else:
             patch_doc = codec.decode_json(body)
         opts = self._write_options(request)
+        if rr.subresource == "scale":
+            scale = await self.patch_scale(info, rr.namespace, rr.name, content_type, patch_doc, opts)
+            return self._plain(request, scale)
+        obj, created = await self.patch_object(info, rr.namespace, rr.name, rr.subresource, content_type, patch_doc, opts)
+        return self._object_response(request, info, obj, 201 if created else 200)
+
+    async def patch_scale(
+        self, info: ResourceInfo, namespace: str, name: str, content_type: str, patch_doc: Any, opts: WriteOptions
+    ) -> dict[str, Any]:
         patch_module = importlib.import_module("k3py.api.patch")
         apply_fn = self._patch_function(info, content_type, patch_doc, patch_module)
-        if rr.subresource == "scale":
-            return await self._update_scale(request, info, rr, apply_fn, opts)
-        if rr.subresource not in ("", "status"):
+        return await self.update_scale(info, namespace, name, apply_fn, opts)
+
+    async def patch_object(
+        self,
+        info: ResourceInfo,
+        namespace: str,
+        name: str,
+        subresource: str,
+        content_type: str,
+        patch_doc: Any,
+        opts: WriteOptions,
+    ) -> tuple[dict[str, Any], bool]:
+        """Apply a patch of any of the four types; returns (object, created)."""
+        if content_type not in codec.PATCH_TYPES:
+            raise errors.ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
+        patch_module = importlib.import_module("k3py.api.patch")
+        apply_fn = self._patch_function(info, content_type, patch_doc, patch_module)
+        if subresource not in ("", "status"):
             raise errors.method_not_allowed()
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
@@ -392,18 +422,17 @@ class RestHandler:
             return result
 
         try:
-            updated = await self.registry.guaranteed_update(info, rr.namespace, rr.name, mutate, opts, rr.subresource)
+            updated = await self.registry.guaranteed_update(info, namespace, name, mutate, opts, subresource)
         except errors.ApiError as e:
-            if e.code == 404 and content_type == codec.APPLY_PATCH_YAML and not rr.subresource:
+            if e.code == 404 and content_type == codec.APPLY_PATCH_YAML and not subresource:
                 if not isinstance(patch_doc, dict):
                     raise errors.bad_request("apply patch must be an object") from None
                 obj = copy.deepcopy(patch_doc)
-                obj.setdefault("metadata", {})["name"] = rr.name
+                obj.setdefault("metadata", {})["name"] = name
                 self._record_apply_manager(obj, opts.field_manager or "unknown")
-                created = await self.registry.create(info, rr.namespace, obj, opts)
-                return self._object_response(request, info, created, 201)
+                return await self.registry.create(info, namespace, obj, opts), True
             raise
-        return self._object_response(request, info, updated)
+        return updated, False
 
     @staticmethod
     def _record_apply_manager(obj: dict[str, Any], manager: str) -> None:
@@ -488,14 +517,16 @@ class RestHandler:
             "status": {"replicas": status.get("replicas", 0), "selector": selector_text},
         }
 
-    async def _update_scale(
+    async def update_scale(
         self,
-        request: web.BaseRequest,
         info: ResourceInfo,
-        rr: ResourceRequest,
+        namespace: str,
+        name: str,
         new_scale: Callable[[dict[str, Any]], Any],
         opts: WriteOptions,
-    ) -> web.StreamResponse:
+    ) -> dict[str, Any]:
+        """Write spec.replicas through the scale subresource; returns the new Scale."""
+
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
             scale = new_scale(self._scale_of(info, current))
             if not isinstance(scale, dict):
@@ -503,18 +534,18 @@ class RestHandler:
             replicas = (scale.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or replicas < 0:
                 raise errors.invalid(
-                    "Scale", rr.name,
+                    "Scale", name,
                     [{"field": "spec.replicas", "reason": "FieldValueInvalid", "message": f"Invalid value: {replicas}: must be greater than or equal to 0"}],
                     "autoscaling",
                 )  # fmt: skip
             rv = (scale.get("metadata") or {}).get("resourceVersion")
             if rv and rv != current["metadata"].get("resourceVersion"):
-                raise errors.conflict(info.plural, rr.name, info.group)
+                raise errors.conflict(info.plural, name, info.group)
             current.setdefault("spec", {})["replicas"] = replicas
             return current
 
-        updated = await self.registry.guaranteed_update(info, rr.namespace, rr.name, mutate, opts)
-        return self._plain(request, self._scale_of(info, updated))
+        updated = await self.registry.guaranteed_update(info, namespace, name, mutate, opts)
+        return self._scale_of(info, updated)
 
     # -- pod actions ------------------------------------------------------------------------
 
@@ -578,8 +609,12 @@ class RestHandler:
         parsed = None
         if body.strip():
             parsed = codec.decode_body(body, request.headers.get("Content-Type"))
-        opts = DeleteOptions.from_dict(parsed)
-        q = request.query
+        return self.delete_options(parsed, request.query)
+
+    @staticmethod
+    def delete_options(body: Any, q: Any) -> DeleteOptions:
+        """DeleteOptions from a body (JSON, YAML or protobuf, already decoded) and the query."""
+        opts = DeleteOptions.from_dict(body)
         if "gracePeriodSeconds" in q:
             try:
                 opts.grace_period_seconds = int(q["gracePeriodSeconds"])
@@ -611,30 +646,76 @@ class RestHandler:
     # -- watch ------------------------------------------------------------------------------
 
     async def watch(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
-        q = request.query
         neg = codec.negotiate(request.headers.get("Accept"))
-        predicate = self._predicate(info, q)
-        if rr.name:
-            name = rr.name
-            inner = predicate
+        session = WatchSession(self, info, rr.namespace, rr.name, request.query)
+        await session.open()
+        response = web.StreamResponse(status=200, headers={"Content-Type": codec.JSON, "Cache-Control": "no-cache, private"})
+        response.enable_chunked_encoding()
+        encoder = _EventEncoder(self, info, neg, request.query)
+        try:
+            await response.prepare(request)
+            async for batch in session.batches():
+                out = bytearray()
+                for kind, payload in batch:
+                    if kind == "ERROR":
+                        out += orjson.dumps({"type": "ERROR", "object": payload}) + b"\n"
+                    elif kind == "BOOKMARK":
+                        out += encoder.bookmark(payload[0], initial_end=payload[1])
+                    else:
+                        out += encoder.line(kind, payload)
+                await response.write(bytes(out))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            session.close()
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write_eof()
+        return response
 
-            def predicate(obj: dict[str, Any]) -> bool:
-                return obj["metadata"].get("name") == name and (inner is None or inner(obj))
 
-        namespace = rr.namespace
-        if namespace and info.namespaced:
-            ns_inner = predicate
+class WatchSession:
+    """One watch: validation, the initial snapshot and the live events, transport-neutral.
 
-            def predicate(obj: dict[str, Any]) -> bool:
-                return obj["metadata"].get("namespace") == namespace and (ns_inner is None or ns_inner(obj))
+    ``open`` checks the request and registers with the watch cache; ``batches`` then yields
+    lists of ``(type, payload)``: ``("ADDED"|"MODIFIED"|"DELETED", CacheEvent)``,
+    ``("BOOKMARK", (resourceVersion, initial_events_end))`` or ``("ERROR", status dict)``,
+    until the timeout, the client going away, or the watcher falling behind.
+    """
 
-        final_predicate = predicate or (lambda _obj: True)
-        timeout = _int(q, "timeoutSeconds", DEFAULT_WATCH_TIMEOUT) or DEFAULT_WATCH_TIMEOUT
-        bookmarks = _bool(q.get("allowWatchBookmarks"))
-        send_initial = q.get("sendInitialEvents")
-        rv = q.get("resourceVersion", "")
-        cache = self.registry.cache
+    def __init__(self, handler: RestHandler, info: ResourceInfo, namespace: str, name: str, query: Any) -> None:
+        self.handler = handler
+        self.info = info
+        self.namespace = namespace
+        self.name = name
+        self.query = query
+        self.cache = handler.registry.cache
+        self.watcher: Watcher | None = None
+        self.initial: list[CacheEvent] = []
+        self.too_old = False
+        self.start_revision = 0
 
+    def _predicate(self) -> Callable[[dict[str, Any]], bool]:
+        base = self.handler._predicate(self.info, self.query)
+        name, namespace = self.name, self.namespace if self.info.namespaced else ""
+
+        def predicate(obj: dict[str, Any]) -> bool:
+            meta = obj["metadata"]
+            if name and meta.get("name") != name:
+                return False
+            if namespace and meta.get("namespace") != namespace:
+                return False
+            return base is None or base(obj)
+
+        return predicate
+
+    async def open(self) -> None:
+        q = self.query
+        predicate = self._predicate()
+        self.timeout = _int(q, "timeoutSeconds", DEFAULT_WATCH_TIMEOUT) or DEFAULT_WATCH_TIMEOUT
+        self.bookmarks = _bool(q.get("allowWatchBookmarks"))
+        self.send_initial = q.get("sendInitialEvents")
+        rv = self.rv = q.get("resourceVersion", "") or ""
+        cache = self.cache
         if rv not in ("", "0"):
             try:
                 wanted = int(rv)
@@ -643,83 +724,77 @@ class RestHandler:
             if not await cache.wait_for(wanted, 3.0):
                 raise errors.ApiError(504, "Timeout", f"Too large resource version: {wanted}, current: {cache.revision}")
         elif rv == "":
-            current = await self.registry.store.current_revision()
-            await cache.wait_for(max(current, self.registry.last_write_revision), 3.0)
+            current = await self.handler.registry.store.current_revision()
+            await cache.wait_for(max(current, self.handler.registry.last_write_revision), 3.0)
 
         # From here to add_watcher there is no await: the snapshot and the subscription are
         # taken at the same cache revision, so no event is lost or seen twice.
-        rcache = cache.cache(storage_prefix(info))
-        initial: list[CacheEvent] = []
-        too_old = False
-        want_initial = rv in ("", "0") if send_initial is None else _bool(send_initial)
+        rcache = cache.cache(storage_prefix(self.info))
+        want_initial = rv in ("", "0") if self.send_initial is None else _bool(self.send_initial)
         if want_initial:
-            prefix = namespace_prefix(info, namespace)
+            prefix = namespace_prefix(self.info, self.namespace)
             for key in sorted(rcache.objects):
                 if key.startswith(prefix):
                     obj = rcache.objects[key]
-                    if final_predicate(obj):
-                        initial.append(CacheEvent("ADDED", key, obj, None, cache.revision))
+                    if predicate(obj):
+                        self.initial.append(CacheEvent("ADDED", key, obj, None, cache.revision))
         if rv not in ("", "0"):
             events = rcache.events_after(int(rv))
             if events is None:
-                too_old = True
-            else:
-                probe = Watcher(storage_prefix(info), final_predicate, asyncio.Queue())
-                for event in events:
-                    probe.offer(event)
-                while not probe.queue.empty():
-                    item = probe.queue.get_nowait()
-                    if item is not None:
-                        initial.append(item)
-        watcher = Watcher(storage_prefix(info), final_predicate)
-        start_revision = cache.revision
-        if not too_old:
-            cache.add_watcher(watcher)
+                self.too_old = True
+                self.floor = rcache.ring_floor
+                return
+            probe = Watcher(storage_prefix(self.info), predicate, asyncio.Queue())
+            for event in events:
+                probe.offer(event)
+            while not probe.queue.empty():
+                item = probe.queue.get_nowait()
+                if item is not None:
+                    self.initial.append(item)
+        self.watcher = Watcher(storage_prefix(self.info), predicate)
+        self.start_revision = cache.revision
+        cache.add_watcher(self.watcher)
 
-        response = web.StreamResponse(status=200, headers={"Content-Type": f"{codec.JSON}", "Cache-Control": "no-cache, private"})
-        response.enable_chunked_encoding()
-        try:
-            await response.prepare(request)
-            encoder = _EventEncoder(self, info, neg, q)
-            if too_old:
-                status = errors.gone(f"too old resource version: {rv} ({rcache.ring_floor})").to_status()
-                await response.write(orjson.dumps({"type": "ERROR", "object": status}) + b"\n")
-                return response
-            out = bytearray()
-            for event in initial:
-                out += encoder.line(event.type, event)
-            if send_initial is not None and _bool(send_initial) and bookmarks:
-                out += encoder.bookmark(str(start_revision), initial_end=True)
-            if out:
-                await response.write(bytes(out))
-            deadline = asyncio.get_running_loop().time() + timeout
-            while True:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(min(remaining, BOOKMARK_INTERVAL)):
-                        event = await watcher.queue.get()
-                except TimeoutError:
-                    if bookmarks and remaining > BOOKMARK_INTERVAL:
-                        await response.write(encoder.bookmark(str(cache.revision)))
-                    continue
-                if event is None:
-                    break  # the watcher fell behind; the client re-lists
-                chunk = bytearray(encoder.line(event.type, event))
-                while not watcher.queue.empty():
-                    more = watcher.queue.get_nowait()
-                    if more is None:
-                        break
-                    chunk += encoder.line(more.type, more)
-                await response.write(bytes(chunk))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            cache.remove_watcher(watcher)
-        with contextlib.suppress(ConnectionResetError, RuntimeError):
-            await response.write_eof()
-        return response
+    async def batches(self) -> AsyncIterator[list[tuple[str, Any]]]:
+        if self.too_old:
+            yield [("ERROR", errors.gone(f"too old resource version: {self.rv} ({self.floor})").to_status())]
+            return
+        first: list[tuple[str, Any]] = [(e.type, e) for e in self.initial]
+        self.initial = []
+        if self.send_initial is not None and _bool(self.send_initial) and self.bookmarks:
+            first.append(("BOOKMARK", (str(self.start_revision), True)))
+        if first:
+            yield first
+        watcher = self.watcher
+        assert watcher is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                async with asyncio.timeout(min(remaining, BOOKMARK_INTERVAL)):
+                    event = await watcher.queue.get()
+            except TimeoutError:
+                if self.bookmarks and remaining > BOOKMARK_INTERVAL:
+                    yield [("BOOKMARK", (str(self.cache.revision), False))]
+                continue
+            if event is None:
+                return  # the watcher fell behind; the client re-lists
+            batch: list[tuple[str, Any]] = [(event.type, event)]
+            while not watcher.queue.empty():
+                more = watcher.queue.get_nowait()
+                if more is None:
+                    yield batch
+                    return
+                batch.append((more.type, more))
+            yield batch
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.cache.remove_watcher(self.watcher)
+            self.watcher = None
 
 
 class _EventEncoder:

@@ -503,7 +503,8 @@ class Registry:
             new = self._prepare_update(info, desired, current, subresource)
             if new == current:
                 return current  # a no-op write keeps the resourceVersion, as upstream
-            apply_defaults(info, new)
+            if subresource != "finalize":  # defaulting would put the "kubernetes" finalizer back
+                apply_defaults(info, new)
             self._validate(info, new, current)
             release = await self.allocator.allocate(info, new, current, opts.dry_run)
             try:
