@@ -457,3 +457,32 @@ def test_absurdly_deep_patches_are_refused_cleanly() -> None:
     ):
         with pytest.raises(PatchError, match="nested too deeply"):
             apply()
+
+
+OTHER_KIND_CASES: list[tuple[dict, dict]] = [
+    # PodDisruptionBudget.spec.selector has patch strategy "replace": the map is replaced whole
+    ({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "b"},
+      "spec": {"minAvailable": 1, "selector": {"matchLabels": {"a": "1", "b": "2"}}}},
+     {"spec": {"selector": {"matchLabels": {"c": "3"}}}}),
+    # Node.spec.podCIDRs is a merged list of scalars
+    ({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"},
+      "spec": {"podCIDRs": ["10.42.0.0/24"], "taints": [{"key": "k", "effect": "NoSchedule"}]}},
+     {"spec": {"podCIDRs": ["fd00::/64"], "taints": [{"key": "j", "effect": "NoExecute"}]}}),
+    # Service ports merge by port (even when two ports share a number: upstream's known quirk)
+    ({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns"},
+      "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                         {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
+     {"spec": {"ports": [{"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 5353}]}}),
+    # ServiceAccount secrets merge by name
+    ({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"}, "secrets": [{"name": "a"}]},
+     {"secrets": [{"name": "b"}], "automountServiceAccountToken": False}),
+]
+
+
+@pytest.mark.parametrize("case", range(len(OTHER_KIND_CASES)))
+def test_other_kinds_strategic_merge_match_kubectl(case: int) -> None:
+    obj, patch = OTHER_KIND_CASES[case]
+    group, _, version = obj["apiVersion"].rpartition("/")
+    schema = patch_schema_for(group, version, obj["kind"])
+    assert schema is not None
+    assert apply_strategic_merge_patch(obj, patch, schema) == kubectl_patch(obj, "strategic", patch)
