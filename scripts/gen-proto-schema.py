@@ -17,7 +17,8 @@ per line, no nested messages, no enums), and Go struct fields are one line each 
 
 Output (gzip'd JSON):
   {"messages": {"<full.proto.Name>": [[number, json_name, type, flags], ...]},
-   "lists": ["<full.proto.Name>", ...]}        # wrappers of Go slice types (ExtraValue, Verbs)
+   "lists": ["<full.proto.Name>", ...],        # wrappers of Go slice types (ExtraValue, Verbs)
+   "typemeta": ["<full.proto.Name>", ...]}     # Go structs embedding TypeMeta (apiVersion, kind)
 type is a scalar name ("string", "int32", "bytes", ...), a message's full name, or for maps
 "map:<key type>:<value type>". flags is a string of letters: r repeated, p Go pointer, o
 omitempty, i inlined into the parent (json name ""), m map.
@@ -134,10 +135,13 @@ class GoField:
         self.pointer = pointer
 
 
-def parse_go_dir(directory: Path) -> tuple[dict[str, dict[int, GoField]], set[str]]:
-    """Go structs of one package: struct name → proto field number → JSON facts; slice types."""
+def parse_go_dir(directory: Path) -> tuple[dict[str, dict[int, GoField]], set[str], set[str]]:
+    """Go structs of one package: struct name → proto field number → JSON facts; slice types;
+    structs that embed TypeMeta (their JSON carries apiVersion and kind)."""
     structs: dict[str, dict[int, GoField]] = {}
     slices: set[str] = set()
+    typed: set[str] = set()
+    current_name = ""
     for path in sorted(directory.glob("*.go")):
         if path.name.endswith("_test.go") or path.name.startswith(("zz_", "generated")):
             continue
@@ -145,7 +149,8 @@ def parse_go_dir(directory: Path) -> tuple[dict[str, dict[int, GoField]], set[st
         for line in path.read_text().splitlines():
             sm = _GO_STRUCT_RE.match(line)
             if sm:
-                current = structs.setdefault(sm.group(1), {})
+                current_name = sm.group(1)
+                current = structs.setdefault(current_name, {})
                 continue
             sl = _GO_SLICE_RE.match(line)
             if sl and sl.group(2) != "byte":
@@ -159,8 +164,10 @@ def parse_go_dir(directory: Path) -> tuple[dict[str, dict[int, GoField]], set[st
             fm = _GO_FIELD_RE.match(line)
             if not fm:
                 continue
-            _name, gotype, tagtext = fm.groups()
+            name, gotype, tagtext = fm.groups()
             tags = dict(_TAG_RE.findall(tagtext))
+            if name is None and gotype.endswith("TypeMeta"):
+                typed.add(current_name)
             proto = tags.get("protobuf")
             if not proto or proto == "-":
                 continue
@@ -174,7 +181,7 @@ def parse_go_dir(directory: Path) -> tuple[dict[str, dict[int, GoField]], set[st
                 omitempty="omitempty" in json_parts[1:],
                 pointer=gotype.startswith("*"),
             )
-    return structs, slices
+    return structs, slices, typed
 
 
 def main() -> int:
@@ -191,6 +198,7 @@ def main() -> int:
 
     messages: dict[str, list[list[object]]] = {}
     lists: list[str] = []
+    typemeta: list[str] = []
     go_missing = 0
     for proto in sorted(args.proto_root.rglob("generated.proto")):
         _package, parsed = parse_proto(proto)
@@ -200,9 +208,13 @@ def main() -> int:
             go_dir = args.go_api.joinpath(*rel.parts[1:])
         elif rel.parts[0] == "apimachinery" and args.go_apimachinery:
             go_dir = args.go_apimachinery.joinpath(*rel.parts[1:])
-        structs, slices = parse_go_dir(go_dir) if go_dir and go_dir.is_dir() else ({}, set())
+        structs, slices, typed = (
+            parse_go_dir(go_dir) if go_dir and go_dir.is_dir() else ({}, set(), set())
+        )
         for full_name, fields in parsed.items():
             short = full_name.rsplit(".", 1)[1]
+            if short in typed:
+                typemeta.append(full_name)
             if short in slices and [f[1] for f in fields] == ["items"]:
                 lists.append(full_name)
             go_fields = structs.get(short)
@@ -229,12 +241,13 @@ def main() -> int:
                 if ref not in ("map",) and ref not in SCALARS and ref not in messages:
                     raise SystemExit(f"{full_name}: unknown type {ref}")
 
-    schema = {"messages": messages, "lists": sorted(lists)}
+    schema = {"messages": messages, "lists": sorted(lists), "typemeta": sorted(typemeta)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(schema, separators=(",", ":"), sort_keys=True).encode()
     args.out.write_bytes(gzip.compress(data, mtime=0))
     print(
         f"{args.out}: {len(messages)} messages, {len(lists)} list wrappers, "
+        f"{len(typemeta)} with TypeMeta, "
         f"{go_missing} fields without Go facts, {len(data)} bytes JSON",
         file=sys.stderr,
     )
