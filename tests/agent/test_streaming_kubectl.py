@@ -241,6 +241,7 @@ class FakeApi:
     backend: HostProcessBackend
     captured_spdy: list[bytes]
     upgrades: list[str]  # the Upgrade header of every streaming request, in order
+    minor: list[int]  # the Kubernetes minor version /version reports (mutable before kubectl runs)
 
 
 def container_of(request: web.Request) -> str:
@@ -249,15 +250,15 @@ def container_of(request: web.Request) -> str:
 
 
 def build_api(
-    backend: HostProcessBackend, captured: list[bytes], upgrades: list[str], pod_port: list[int]
+    backend: HostProcessBackend, captured: list[bytes], upgrades: list[str], minor: list[int]
 ) -> web.Application:
     handlers = StreamingHandlers(backend)
     pod_path = f"/api/v1/namespaces/default/pods/{POD}"
 
     async def version(request: web.Request) -> web.Response:
-        return web.json_response(
-            {"major": "1", "minor": "32", "gitVersion": "v1.32.4", "platform": "linux/amd64"}
-        )
+        # The kubectl dispatcher runs the kubectl of this minor version.
+        version = {"major": "1", "minor": str(minor[0]), "gitVersion": f"v1.{minor[0]}.0"}
+        return web.json_response(version | {"platform": "linux/amd64"})
 
     async def api(request: web.Request) -> web.Response:
         return web.json_response(
@@ -271,7 +272,7 @@ def build_api(
         return web.json_response(api_resource_list())
 
     async def get_pod(request: web.Request) -> web.Response:
-        return web.json_response(pod_json(pod_port[0]))
+        return web.json_response(pod_json(80))
 
     async def pod_exec(request: web.Request) -> web.StreamResponse:
         upgrades.append(request.headers.get("Upgrade", ""))
@@ -343,7 +344,8 @@ async def fake_api(tmp_path: Path) -> AsyncIterator[FakeApi]:
     backend = HostProcessBackend()
     captured: list[bytes] = []
     upgrades: list[str] = []
-    runner = web.AppRunner(build_api(backend, captured, upgrades, [80]), access_log=None)
+    minor = [32]
+    runner = web.AppRunner(build_api(backend, captured, upgrades, minor), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -358,7 +360,7 @@ async def fake_api(tmp_path: Path) -> AsyncIterator[FakeApi]:
         "current-context: t\n"
     )
     try:
-        yield FakeApi(url, kubeconfig, tmp_path / "cache", backend, captured, upgrades)
+        yield FakeApi(url, kubeconfig, tmp_path / "cache", backend, captured, upgrades, minor)
     finally:
         await runner.cleanup()
         for process in backend.processes:
@@ -375,12 +377,15 @@ class Result:
 
 
 async def kubectl(
-    api: FakeApi, *args: str, stdin: bytes | None = None, websockets: bool = True
+    api: FakeApi, *args: str, stdin: bytes | None = None, websockets: bool | None = True
 ) -> Result:
     env = dict(os.environ)
     env["KUBECONFIG"] = str(api.kubeconfig)
-    env["KUBECTL_REMOTE_COMMAND_WEBSOCKETS"] = "true" if websockets else "false"
-    env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "true" if websockets else "false"
+    env.pop("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", None)
+    env.pop("KUBECTL_PORT_FORWARD_WEBSOCKETS", None)
+    if websockets is not None:  # None: each kubectl version's default
+        env["KUBECTL_REMOTE_COMMAND_WEBSOCKETS"] = "true" if websockets else "false"
+        env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "true" if websockets else "false"
     process = await asyncio.create_subprocess_exec(
         "kubectl",
         f"--cache-dir={api.cache_dir}",
@@ -590,11 +595,13 @@ async def upper_echo_port() -> AsyncIterator[int]:
 
 
 async def start_port_forward(
-    api: FakeApi, remote: int, websockets: bool
+    api: FakeApi, remote: int, websockets: bool | None
 ) -> tuple[asyncio.subprocess.Process, int]:
     env = dict(os.environ)
     env["KUBECONFIG"] = str(api.kubeconfig)
-    env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "true" if websockets else "false"
+    env.pop("KUBECTL_PORT_FORWARD_WEBSOCKETS", None)
+    if websockets is not None:  # None: the kubectl version's default
+        env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "true" if websockets else "false"
     process = await asyncio.create_subprocess_exec(
         "kubectl",
         f"--cache-dir={api.cache_dir}",
@@ -785,3 +792,48 @@ async def test_kubectl_cp_both_ways(fake_api: FakeApi, tmp_path: Path, websocket
     )
     assert result.code == 0, result.stderr
     assert back.read_bytes() == content
+
+
+# What each kubectl build uses by default for (exec, port-forward): WebSockets became the
+# default for exec in 1.30 and for port-forward in 1.31.
+DEFAULT_UPGRADES = {
+    27: ["SPDY/3.1", "SPDY/3.1"],
+    29: ["SPDY/3.1", "SPDY/3.1"],
+    30: ["websocket", "SPDY/3.1"],
+    31: ["websocket", "websocket"],
+    33: ["websocket", "websocket"],
+}
+
+
+@pytest.mark.parametrize("minor", sorted(DEFAULT_UPGRADES))
+async def test_other_kubectl_versions(fake_api: FakeApi, upper_echo_port: int, minor: int) -> None:
+    """The dispatcher's other kubectl builds, each with its default transports."""
+    fake_api.minor[0] = minor
+    result = await kubectl(
+        fake_api,
+        "exec",
+        "-i",
+        POD,
+        "--",
+        "sh",
+        "-c",
+        "cat; exit 3",
+        stdin=b"old and new\n",
+        websockets=None,
+    )
+    assert (result.code, result.stdout) == (3, "old and new\n")
+    assert "command terminated with exit code 3" in result.stderr
+    version = await kubectl(fake_api, "version", "--client", "-o", "json")
+    assert f'"minor": "{minor}"' in version.stdout
+    process, local_port = await start_port_forward(fake_api, upper_echo_port, websockets=None)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", local_port)
+        writer.write(b"forwarded\n")
+        assert await asyncio.wait_for(reader.readline(), 20) == b"FORWARDED\n"
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        await process.wait()
+    assert fake_api.upgrades == DEFAULT_UPGRADES[minor]
