@@ -13,7 +13,7 @@ it, so the later history snapshot holds it too — the same argument.)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from k3py.store.broadcaster import Broadcaster, SubscriptionOverflow, WatchEnded
 from k3py.store.types import Event
@@ -31,8 +31,10 @@ class WatchStream:
     """The async iterator ``Store.watch`` returns.
 
     It subscribes when created, not on first iteration, so a watch "from now" opened before
-    a write sees that write even if the consumer starts reading later. ``aclose`` (or
-    cancelling the consumer) unsubscribes, also when iteration never started.
+    a write sees that write even if the consumer starts reading later. ``aclose`` (also from
+    another task while a read is pending) or cancelling the consumer ends it; an error
+    (CompactedError, StoreClosedError) ends it too. A plain state machine rather than an
+    async generator: with 1,000 watchers, every layer per wake-up counts.
     """
 
     def __init__(
@@ -46,59 +48,64 @@ class WatchStream:
         """``now_revision``: for a watch "from now" (start 0), the newest revision the caller
         knows is committed; a commit whose publication is still in flight is not "new"."""
         self._broadcaster = broadcaster
+        self._read_history = read_history
+        self._prefix = prefix
         self._sub = broadcaster.subscribe(prefix)
-        self._events = self._stream(read_history, prefix, start_revision, now_revision)
+        # Next revision to read from the table (0: none, follow the broadcaster).
+        self._history_from = start_revision
+        # Highest revision already yielded or covered by history.
+        self._seen = now_revision if start_revision == 0 else 0
+        self._done = False
 
     def __aiter__(self) -> WatchStream:
         return self
 
     async def __anext__(self) -> list[Event]:
-        return await anext(self._events)
-
-    async def aclose(self) -> None:
-        self._broadcaster.unsubscribe(self._sub)
-        self._sub.end()
-        if self._events.ag_running:
-            # Another task is inside __anext__; end() makes it finish (StopAsyncIteration).
-            return
-        await self._events.aclose()
-
-    async def _stream(
-        self, read_history: HistoryReader, prefix: str, start_revision: int, now_revision: int
-    ) -> AsyncIterator[list[Event]]:
-        # Highest revision already yielded (or covered by history); "from now" starts above
-        # the caller's committed revision.
-        seen = now_revision if start_revision == 0 else 0
-        next_revision = start_revision
+        if self._done:
+            raise StopAsyncIteration
         try:
             while True:
-                if next_revision > 0:
-                    while True:
-                        events, upto, more = await read_history(
-                            prefix, next_revision, HISTORY_PAGE_ROWS
-                        )
-                        if events:
-                            yield events
-                        if not more:
-                            seen = max(seen, upto, next_revision - 1)
-                            break
-                        next_revision = upto + 1
+                if self._history_from:
+                    events = await self._next_history_page()
+                    if events:
+                        return events
+                    continue
                 try:
-                    while True:
-                        batch = await self._sub.next_events()
-                        if batch[0].kv.mod_revision <= seen:
-                            batch = [e for e in batch if e.kv.mod_revision > seen]
-                            if not batch:
-                                continue
-                        seen = batch[-1].kv.mod_revision
-                        yield batch
+                    batch = await self._sub.next_events()
                 except SubscriptionOverflow:
-                    # The consumer fell far behind: subscribe afresh, then catch up from the
-                    # table (same ordering argument as the initial handoff).
+                    # The consumer fell far behind: subscribe afresh, then catch up from
+                    # the table (the same ordering argument as the initial handoff).
                     self._broadcaster.unsubscribe(self._sub)
-                    self._sub = self._broadcaster.subscribe(prefix)
-                    next_revision = seen + 1
+                    self._sub = self._broadcaster.subscribe(self._prefix)
+                    self._history_from = self._seen + 1
+                    continue
+                if batch[0].kv.mod_revision <= self._seen:
+                    batch = [e for e in batch if e.kv.mod_revision > self._seen]
+                    if not batch:
+                        continue
+                self._seen = batch[-1].kv.mod_revision
+                return batch
         except WatchEnded:
-            return
-        finally:
-            self._broadcaster.unsubscribe(self._sub)
+            self._finish()
+            raise StopAsyncIteration from None
+        except BaseException:
+            self._finish()
+            raise
+
+    async def _next_history_page(self) -> list[Event]:
+        start = self._history_from
+        events, upto, more = await self._read_history(self._prefix, start, HISTORY_PAGE_ROWS)
+        if more:
+            self._history_from = upto + 1
+        else:
+            self._seen = max(self._seen, upto, start - 1)
+            self._history_from = 0
+        return events
+
+    def _finish(self) -> None:
+        self._done = True
+        self._broadcaster.unsubscribe(self._sub)
+
+    async def aclose(self) -> None:
+        self._finish()
+        self._sub.end()  # a read pending in another task ends with StopAsyncIteration

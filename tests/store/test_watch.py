@@ -128,7 +128,7 @@ async def test_thousand_watchers_all_get_every_event(store: Store) -> None:
 async def test_aclose_from_another_task_ends_a_pending_watch(store: Store) -> None:
     watch = store.watch("/idle/")
     consumer = asyncio.ensure_future(collect(watch, 1, timeout=10))
-    while not watch._events.ag_running:  # wait until the consumer is blocked in __anext__
+    while watch._sub._waiter is None:  # wait until the consumer is parked in __anext__
         assert not consumer.done()
         await asyncio.sleep(0.01)
     await watch.aclose()
