@@ -158,3 +158,36 @@ def test_exposed_deployment_gets_endpoints_and_slices(sim: TestCluster) -> None:
     assert f"{pod_ips[0]}:80" in table
     slices = _items(sim, "endpointslices", ns, "-l", "kubernetes.io/service-name=web")
     assert len(slices) == 1 and sorted(e["addresses"][0] for e in slices[0]["endpoints"]) == pod_ips
+
+
+DAEMONSET = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: agent
+        image: busybox:1.36
+"""
+
+
+def test_daemonset_rollout_status_and_history(sim: TestCluster) -> None:
+    ns = _ns(sim, "daemons")
+    sim.kubectl("apply", "-n", ns, "-f", "-", input=DAEMONSET)
+    out = sim.kubectl("rollout", "status", "daemonset/agent", "-n", ns, "--timeout=60s").stdout
+    assert 'daemon set "agent" successfully rolled out' in out
+    pods = _items(sim, "pods", ns, "-l", "app=agent")
+    assert sorted(p["spec"]["nodeName"] for p in pods) == ["simnode-1", "simnode-2", "simnode-3"]
+    sim.kubectl("set", "image", "daemonset/agent", "agent=busybox:1.37", "-n", ns)
+    sim.kubectl("rollout", "status", "daemonset/agent", "-n", ns, "--timeout=60s")
+    sim.wait_for(lambda: {p["spec"]["containers"][0]["image"] for p in _items(sim, "pods", ns, "-l", "app=agent")}
+                 == {"busybox:1.37"} and len(_items(sim, "pods", ns, "-l", "app=agent")) == 3, what="3 updated pods")
+    history = sim.kubectl("rollout", "history", "daemonset/agent", "-n", ns).stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
