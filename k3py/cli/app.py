@@ -79,10 +79,111 @@ def server(
 def agent(
     server_url: str = typer.Option(..., "--server", help="URL of a k3py server, https://host:6443."),
     token: str = typer.Option(..., "--token", help="The server's join token."),
+    data_dir: Path = typer.Option(
+        Path("/var/lib/k3py/agent"), "--data-dir", "-d", help="Folder for images, containers and pod state."
+    ),
+    node_name: str = typer.Option("", "--node-name", help="Name of the Node (default: the hostname)."),
+    node_ip: str = typer.Option("", "--node-ip", help="InternalIP of the Node (default: the default route's)."),
+    ca_file: Path | None = typer.Option(
+        None, "--ca-file", help="The cluster CA (default: fetched from the server on first start and pinned)."
+    ),
+    streaming_port: int = typer.Option(10250, "--kubelet-port", help="Port of the kubelet streaming server."),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
-    """Join this host to a cluster as a node (not built yet)."""
-    typer.echo("error: 'k3py agent' is not implemented yet", err=True)
-    raise typer.Exit(2)
+    """Join this host to a cluster as a node: kubelet, pod network and streaming server."""
+    import asyncio
+    import logging
+    import signal
+    import socket
+
+    from k3py.agent.node_agent import NodeAgentConfig, run_node_agent
+    from k3py.client.https import client_from_files
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not server_url.startswith("https://"):
+        typer.echo(f"error: --server must be an https:// URL, not {server_url!r}", err=True)
+        raise typer.Exit(2)
+    data_dir = data_dir.absolute()
+    try:
+        ca = ca_file if ca_file is not None else _pinned_cluster_ca(server_url, token, data_dir / "tls")
+    except (OSError, ValueError) as e:
+        typer.echo(f"error: cannot get the cluster CA from {server_url}: {e}", err=True)
+        raise typer.Exit(1) from None
+    config = NodeAgentConfig(
+        node_name=(node_name or socket.gethostname()).lower(),
+        data_dir=data_dir,
+        node_ip=node_ip,
+        streaming_port=streaming_port,
+        client_ca_file=ca,
+    )
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        client = client_from_files(server_url, ca=ca, token=token, field_manager="k3py-kubelet")
+        try:
+            await run_node_agent(client, config, stop)
+        finally:
+            await client.close()
+
+    asyncio.run(_main())
+
+
+def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:
+    """The cluster CA: pinned under ``tls_dir`` after the first fetch (trust on first use).
+
+    The join token is a bare secret without a CA hash (k3s' short token), so the first fetch
+    cannot verify the server; it reads the ``kube-root-ca.crt`` ConfigMap with the token and
+    every later connection verifies the server against that CA.
+    """
+    import http.client
+    import json
+    import ssl
+    import time
+    import urllib.parse
+
+    pinned = tls_dir / "server-ca.crt"
+    if pinned.exists():
+        return pinned
+    url = urllib.parse.urlsplit(server_url)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + 60
+    while True:
+        conn = http.client.HTTPSConnection(url.hostname or "", url.port or 443, context=context, timeout=10)
+        try:
+            conn.request(
+                "GET",
+                "/api/v1/namespaces/kube-system/configmaps/kube-root-ca.crt",
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            )
+            response = conn.getresponse()
+            body = response.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
+        finally:
+            conn.close()
+        if response.status == 401:
+            raise ValueError("the server refused the token")
+        if response.status == 200:
+            ca = (json.loads(body).get("data") or {}).get("ca.crt", "")
+            if "BEGIN CERTIFICATE" in ca:
+                break
+        if time.monotonic() > deadline:
+            raise ValueError(f"no kube-root-ca.crt ConfigMap (HTTP {response.status})")
+        time.sleep(0.5)
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    pinned.write_text(ca)
+    return pinned
 
 
 def main() -> None:

@@ -1,0 +1,767 @@
+"""The pod manager: runs every Pod bound to this node and reports its status.
+
+Events in: an informer on the Pods with ``spec.nodeName=<node>`` (add/update/delete), a
+PLEG-style relist of the runtime every second (a container that started or exited wakes its
+pod), probe results. Each wakes the pod's key in a ``WorkQueue``, whose one-worker-per-key rule
+serialises all work on one pod while different pods proceed in parallel; ``sync_pod`` is
+level-triggered — it looks at the Pod and at the runtime and does the next steps:
+
+1. Pod gone from the API (force-deleted) or replaced by a new uid: its runtime leftovers are
+   killed and removed (``cleanup_orphans``).
+2. ``deletionTimestamp`` set: containers get SIGTERM, SIGKILL after the grace period; the
+   containers, sandbox, pod network and volumes are removed, then the Pod object is deleted
+   with gracePeriodSeconds=0 and a uid precondition.
+3. Otherwise: sandbox (net/ipc/uts namespaces) and pod network; volumes; init containers one
+   by one; then every container. Images must be in the runtime's image store or are pulled
+   with the runtime's registry client (Pulling/Pulled/Failed events, ErrImagePull then
+   ImagePullBackOff). An exited container is restarted per restartPolicy after the
+   CrashLoopBackOff delay (10 s doubling to 5 min, reset after 10 min of running).
+4. The status (``status.pod_status``) is written whenever it differs from the last written.
+
+All runtime knowledge lives in the runtime (labels on containers, the pod uid in the sandbox
+name), so after a restart of k3py ``adopt`` rebuilds the index and running pods keep running
+with their restart counts.
+
+Blocking runtime and network calls run on the manager's own thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from k3py.agent.kubelet.podspec import (
+    BACKOFF_RESET_AFTER,
+    ContainerConfigError,
+    command_and_args,
+    container_env,
+    crash_loop_backoff,
+    qos_class,
+    referenced_config,
+    runtime_resources,
+)
+from k3py.agent.kubelet.probes import ProbeManager
+from k3py.agent.kubelet.status import ContainerView, pod_status
+from k3py.agent.kubelet.volumes import (
+    PodVolumes,
+    VolumeError,
+    pod_hostname,
+    referenced_volume_config,
+)
+from k3py.agent.network import NetworkError, PodNetwork, host_ports_of_pod, uses_pod_network
+from k3py.api.errors import ApiError
+from k3py.api.meta import now_rfc3339
+from k3py.client.events import EventRecorder
+from k3py.client.informer import Informer, object_key
+from k3py.client.interface import CONFIGMAPS, PODS, Client, Resource
+from k3py.client.workqueue import ShutDown, WorkQueue
+from k3py.runtime.containers import ContainerError, ContainerNotFound, ContainerRuntime
+from k3py.runtime.images import ImageError
+from k3py.runtime.spec import ContainerSpec, ContainerStatus, SandboxSpec
+
+log = logging.getLogger("k3py.kubelet")
+
+T = TypeVar("T")
+Obj = dict[str, Any]
+
+SECRETS = Resource("", "v1", "secrets", "Secret")  # not among the client's constants yet
+
+LABEL_UID = "io.kubernetes.pod.uid"
+LABEL_NAMESPACE = "io.kubernetes.pod.namespace"
+LABEL_NAME = "io.kubernetes.pod.name"
+LABEL_CONTAINER = "io.kubernetes.container.name"
+LABEL_ATTEMPT = "io.kubernetes.container.restartCount"
+LABEL_INIT = "k3py.io/init-container"
+SANDBOX_SEPARATOR = "_"
+PLEG_PERIOD = 1.0
+IMAGE_BACKOFF_MAX = 300.0
+
+
+def sandbox_name(namespace: str, name: str, uid: str) -> str:
+    return SANDBOX_SEPARATOR.join((namespace, name, uid))
+
+
+def sandbox_uid(sandbox_name_: str) -> str:
+    return sandbox_name_.rsplit(SANDBOX_SEPARATOR, 1)[-1]
+
+
+@dataclass
+class PodRecord:
+    """What the manager knows about one pod beyond the runtime: timings, probe results, waits."""
+
+    uid: str
+    key: str
+    sandbox_id: str = ""
+    pod_ip: str = ""
+    start_time: str = ""
+    network_torn_down: bool = False
+    waiting: dict[str, tuple[str, str]] = field(default_factory=dict)  # container -> (reason, message)
+    image_failures: dict[str, int] = field(default_factory=dict)
+    image_retry_at: dict[str, float] = field(default_factory=dict)
+    last_status: Obj | None = None
+    init_failed: bool = False
+    events_sent: set[str] = field(default_factory=set)
+
+
+class PodManager:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        client: Client,
+        runtime: ContainerRuntime,
+        pod_network: PodNetwork | None,
+        *,
+        node_name: str,
+        node_ip: str,
+        pods_dir: Path,
+        allocatable: Callable[[], dict[str, str]],
+        workers: int = 16,
+    ) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.pod_network = pod_network
+        self.node_name = node_name
+        self.node_ip = node_ip
+        self.pods_dir = pods_dir
+        self.allocatable = allocatable
+        self.workers = workers
+        self.executor = ThreadPoolExecutor(max_workers=48, thread_name_prefix="kubelet")
+        self.informer = Informer(client, PODS, field_selector=f"spec.nodeName={node_name}")
+        self.queue = WorkQueue("kubelet-pods", qps=1000.0, burst=1000)
+        self.events = EventRecorder(client, "kubelet", node_name)
+        self.probes = ProbeManager(self)
+        self.records: dict[str, PodRecord] = {}  # by uid
+        # uid -> {container id -> status}: the runtime's containers of each pod (PLEG keeps it fresh)
+        self.containers: dict[str, dict[str, ContainerStatus]] = {}
+        self.sandboxes: dict[str, str] = {}  # uid -> sandbox id
+        self.service_env: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.informer.add_handler(self._on_pod, lambda _old, new: self._on_pod(new), self._on_pod_deleted)
+
+    # ---- plumbing ---------------------------------------------------------------------------
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _on_pod(self, pod: Obj) -> None:
+        self.queue.add(object_key(pod))
+
+    def _on_pod_deleted(self, pod: Obj) -> None:
+        self.queue.add(object_key(pod))
+
+    def enqueue_uid(self, uid: str) -> None:
+        record = self.records.get(uid)
+        if record is not None:
+            self.queue.add(record.key)
+        else:
+            self.queue.add(("orphan", uid))
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def adopt(self) -> None:
+        """Index what the runtime already runs (a previous k3py run's pods keep running)."""
+        containers, sandboxes = await self.run_blocking(self._scan_runtime)
+        self.containers = containers
+        self.sandboxes = sandboxes
+
+    def _scan_runtime(self) -> tuple[dict[str, dict[str, ContainerStatus]], dict[str, str]]:
+        containers: dict[str, dict[str, ContainerStatus]] = {}
+        for status in self.runtime.list_containers():
+            uid = status.labels.get(LABEL_UID)
+            if uid:
+                containers.setdefault(uid, {})[status.id] = status
+        sandboxes = {sandbox_uid(s.name): s.id for s in self.runtime.list_sandboxes()}
+        return containers, sandboxes
+
+    async def start(self) -> None:
+        await self.adopt()
+        self.events.start()
+        self._tasks.append(asyncio.create_task(self.informer.run(), name="kubelet-pod-informer"))
+        await self.informer.wait_synced()
+        for _ in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._worker(), name="kubelet-pod-worker"))
+        self._tasks.append(asyncio.create_task(self._pleg(), name="kubelet-pleg"))
+        live = {p["metadata"]["uid"] for p in self.informer.cache.list()}
+        for uid in set(self.containers) | set(self.sandboxes):
+            if uid not in live:
+                self.queue.add(("orphan", uid))
+
+    async def stop(self) -> None:
+        """Stop managing (containers keep running: they belong to the supervisor)."""
+        self.queue.shutdown()
+        await self.probes.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.events.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except ShutDown:
+                return
+            try:
+                if isinstance(key, tuple):
+                    await self.cleanup_orphan(key[1])
+                    requeue = None
+                else:
+                    requeue = await self.sync_pod(str(key))
+                self.queue.forget(key)
+                if requeue is not None:
+                    self.queue.add_after(key, requeue)
+            except asyncio.CancelledError:
+                raise
+            except ApiError as e:
+                log.info("pod %s: %s (retrying)", key, e.message)
+                self.queue.add_rate_limited(key)
+            except Exception:
+                log.exception("pod %s: sync failed (retrying)", key)
+                self.queue.add_rate_limited(key)
+            finally:
+                self.queue.done(key)
+
+    async def _pleg(self) -> None:
+        """Relist the runtime; wake the pods whose containers changed state."""
+        while True:
+            await asyncio.sleep(PLEG_PERIOD)
+            try:
+                containers, sandboxes = await self.run_blocking(self._scan_runtime)
+            except OSError as e:
+                log.warning("runtime relist failed: %s", e)
+                continue
+            changed: set[str] = set()
+            # Merge, never replace: a sync may have created a container after this scan began.
+            for uid, current in containers.items():
+                known = self.containers.setdefault(uid, {})
+                for cid, status in current.items():
+                    old = known.get(cid)
+                    if old is None or old.state != status.state:
+                        known[cid] = status
+                        changed.add(uid)
+            for uid, sandbox in sandboxes.items():
+                if uid not in self.sandboxes and uid not in self.records:
+                    self.sandboxes[uid] = sandbox
+                    changed.add(uid)
+            for uid in changed:
+                self.enqueue_uid(uid)
+
+    # ---- the pod's runtime view ---------------------------------------------------------
+
+    def _refresh(self, uid: str) -> dict[str, ContainerStatus]:
+        """Re-read the statuses of the pod's known containers (blocking)."""
+        fresh: dict[str, ContainerStatus] = {}
+        for cid in list(self.containers.get(uid, {})):
+            with contextlib.suppress(ContainerNotFound, FileNotFoundError):
+                fresh[cid] = self.runtime.container_status(cid)
+        self.containers[uid] = fresh
+        return fresh
+
+    @staticmethod
+    def _attempts(statuses: dict[str, ContainerStatus], name: str, init: bool) -> list[ContainerStatus]:
+        """The runtime's containers for one spec container, oldest attempt first."""
+        found = [
+            s for s in statuses.values()
+            if s.labels.get(LABEL_CONTAINER) == name and (s.labels.get(LABEL_INIT) == "true") == init
+        ]
+        return sorted(found, key=lambda s: int(s.labels.get(LABEL_ATTEMPT, "0")))
+
+    # ---- sync -------------------------------------------------------------------------------
+
+    async def sync_pod(self, key: str) -> float | None:
+        """One level-triggered pass over pod ``key``; returns seconds until it wants another."""
+        pod = self.informer.cache.get(key)
+        if pod is None:
+            for uid, record in list(self.records.items()):
+                if record.key == key:
+                    await self.cleanup_orphan(uid)
+            return None
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        for other_uid, record in list(self.records.items()):
+            if record.key == key and other_uid != uid:
+                await self.cleanup_orphan(other_uid)  # a new pod of the same name replaced it
+        record = self.records.get(uid)
+        if record is None:
+            record = PodRecord(uid=uid, key=key)
+            self.records[uid] = record
+            old_status = pod.get("status") or {}
+            record.start_time = old_status.get("startTime") or ""
+            record.pod_ip = old_status.get("podIP") or ""
+        if meta.get("deletionTimestamp"):
+            await self.terminate_pod(pod, record)
+            return None
+        phase = (pod.get("status") or {}).get("phase")
+        statuses = await self.run_blocking(self._refresh, uid)
+        if phase in ("Succeeded", "Failed") and not any(s.state == "running" for s in statuses.values()):
+            await self._release_network(pod, record)
+            return None
+        if not record.start_time:
+            record.start_time = now_rfc3339()
+        requeue = await self._run_pod(pod, record)
+        await self._write_status(pod, record)
+        return requeue
+
+    async def _run_pod(self, pod: Obj, record: PodRecord) -> float | None:
+        spec = pod.get("spec") or {}
+        uid = record.uid
+        try:
+            await self._ensure_sandbox(pod, record)
+        except (ContainerError, NetworkError, OSError) as e:
+            self._event(pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}")
+            for container in spec.get("containers") or []:
+                record.waiting[container["name"]] = ("ContainerCreating", "")
+            return 5.0
+        try:
+            volume_paths = await self._prepare_volumes(pod, record)
+        except (VolumeError, ContainerConfigError, OSError) as e:
+            self._event(pod, "Warning", "FailedMount", f"MountVolume.SetUp failed: {e}")
+            return 5.0
+        policy = spec.get("restartPolicy", "Always")
+        statuses = self.containers.get(uid, {})
+        wake: list[float] = []
+        # Init containers, in order: each must succeed before the next starts.
+        inits_done = True
+        record.init_failed = False
+        for container in spec.get("initContainers") or []:
+            attempts = self._attempts(statuses, container["name"], True)
+            current = attempts[-1] if attempts else None
+            if current is not None and current.state == "exited" and current.exit_code == 0:
+                continue
+            inits_done = False
+            if current is not None and current.state == "running":
+                break
+            if current is not None and current.state == "exited":
+                if policy == "Never":
+                    record.init_failed = True
+                    break
+                delay = self._backoff_remaining(current, attempts)
+                if delay > 0:
+                    self._crash_loop(pod, record, container, current, delay)
+                    wake.append(delay)
+                    break
+            wait = await self._start_container(pod, record, container, True, volume_paths, attempts)
+            if wait is not None:
+                wake.append(wait)
+            break
+        if inits_done:
+            for container in spec.get("containers") or []:
+                name = container["name"]
+                attempts = self._attempts(statuses, name, False)
+                current = attempts[-1] if attempts else None
+                if current is not None and current.state in ("running", "created"):
+                    record.waiting.pop(name, None)
+                    continue
+                if current is not None and current.state == "exited":
+                    restart = policy == "Always" or (policy == "OnFailure" and current.exit_code != 0)
+                    if not restart:
+                        record.waiting.pop(name, None)
+                        continue
+                    delay = self._backoff_remaining(current, attempts)
+                    if delay > 0:
+                        self._crash_loop(pod, record, container, current, delay)
+                        wake.append(delay)
+                        continue
+                wait = await self._start_container(pod, record, container, False, volume_paths, attempts)
+                if wait is not None:
+                    wake.append(wait)
+        else:
+            for container in spec.get("containers") or []:
+                record.waiting[container["name"]] = ("PodInitializing", "")
+        return min(wake) if wake else None
+
+    @staticmethod
+    def _backoff_remaining(current: ContainerStatus, attempts: list[ContainerStatus]) -> float:
+        restarts = int(current.labels.get(LABEL_ATTEMPT, "0"))
+        ran = (current.finished_at - (current.started_at or current.created_at)) / 1e9
+        if ran >= BACKOFF_RESET_AFTER:
+            restarts = 0
+        delay = crash_loop_backoff(restarts)
+        elapsed = time.time() - current.finished_at / 1e9
+        return max(0.0, delay - elapsed)
+
+    def _crash_loop(
+        self, pod: Obj, record: PodRecord, container: Obj, current: ContainerStatus, delay: float
+    ) -> None:
+        meta = pod["metadata"]
+        name = container["name"]
+        total = round(crash_loop_backoff(int(current.labels.get(LABEL_ATTEMPT, "0"))))
+        record.waiting[name] = (
+            "CrashLoopBackOff",
+            f"back-off {total}s restarting failed container={name} "
+            f"pod={meta['name']}_{meta['namespace']}({meta['uid']})",
+        )
+        self._event(
+            pod, "Warning", "BackOff",
+            f"Back-off restarting failed container {name} in pod {meta['name']}_{meta['namespace']}({meta['uid']})",
+            once=f"backoff-{current.id}",
+        )
+
+    async def _ensure_sandbox(self, pod: Obj, record: PodRecord) -> None:
+        spec = pod.get("spec") or {}
+        meta = pod["metadata"]
+        uid = record.uid
+        sandbox_id = self.sandboxes.get(uid)
+        if sandbox_id is None:
+            sandbox = await self.run_blocking(
+                self.runtime.create_sandbox,
+                SandboxSpec(name=sandbox_name(meta["namespace"], meta["name"], uid), hostname=pod_hostname(pod)[:63]),
+            )
+            sandbox_id = sandbox.id
+            self.sandboxes[uid] = sandbox_id
+        record.sandbox_id = sandbox_id
+        if spec.get("hostNetwork"):
+            record.pod_ip = self.node_ip
+            return
+        if self.pod_network is None or not uses_pod_network(spec):
+            return
+        if record.pod_ip and record.network_torn_down is False and self._network_known(uid):
+            return
+        sandbox_obj = await self.run_blocking(self.runtime.get_sandbox, sandbox_id)
+        pod_ip = await self.run_blocking(
+            self.pod_network.setup, uid, sandbox_obj.netns_path, host_ports_of_pod(spec)
+        )
+        record.pod_ip = pod_ip.ip
+        record.network_torn_down = False
+
+    def _network_known(self, uid: str) -> bool:
+        assert self.pod_network is not None
+        try:
+            return self.pod_network.address(uid) is not None
+        except (NetworkError, OSError):
+            return False
+
+    async def _fetch_optional(self, resource: Resource, namespace: str, names: set[str]) -> dict[str, Obj | None]:
+        found: dict[str, Obj | None] = {}
+        for name in names:
+            try:
+                found[name] = await self.client.get(resource, name, namespace)
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+                found[name] = None
+        return found
+
+    async def _prepare_volumes(self, pod: Obj, record: PodRecord) -> dict[str, str]:
+        namespace = pod["metadata"]["namespace"]
+        cm_names, secret_names = referenced_volume_config(pod)
+        config_maps = await self._fetch_optional(CONFIGMAPS, namespace, cm_names)
+        secrets = await self._fetch_optional(SECRETS, namespace, secret_names)
+        volumes = PodVolumes(self.pods_dir / record.uid)
+        allocatable = self.allocatable()
+        return await self.run_blocking(
+            lambda: volumes.prepare(pod, pod_ip=record.pod_ip, config_maps=config_maps, secrets=secrets,
+                                    allocatable=allocatable)
+        )
+
+    # ---- images -----------------------------------------------------------------------------
+
+    async def _ensure_image(self, pod: Obj, record: PodRecord, container: Obj) -> bool:
+        """True when the image is in the store (pulling it if the policy allows)."""
+        image = container.get("image", "")
+        name = container["name"]
+        policy = container.get("imagePullPolicy") or "IfNotPresent"
+        present = await self.run_blocking(self._has_image, image)
+        if present:
+            # "Always" would re-resolve the tag at the registry; an image already imported into
+            # the node's store (airgap, tests) is used as it is.
+            self._event(pod, "Normal", "Pulled", f'Container image "{image}" already present on machine',
+                        once=f"pulled-{name}-{image}")
+            record.image_failures.pop(name, None)
+            return True
+        if policy == "Never":
+            record.waiting[name] = (
+                "ErrImageNeverPull",
+                f'Container image "{image}" is not present with pull policy of Never',
+            )
+            self._event(pod, "Warning", "ErrImageNeverPull", record.waiting[name][1], once=f"never-{name}")
+            return False
+        now = time.monotonic()
+        retry_at = record.image_retry_at.get(name, 0.0)
+        if now < retry_at:
+            record.waiting[name] = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
+            self._event(pod, "Normal", "BackOff", f'Back-off pulling image "{image}"')
+            return False
+        self._event(pod, "Normal", "Pulling", f'Pulling image "{image}"')
+        started = time.monotonic()
+        try:
+            await self.run_blocking(self._pull, image)
+        except (ImageError, OSError) as e:
+            failures = record.image_failures.get(name, 0) + 1
+            record.image_failures[name] = failures
+            record.image_retry_at[name] = time.monotonic() + min(IMAGE_BACKOFF_MAX, 10.0 * 2 ** (failures - 1))
+            message = f'Failed to pull image "{image}": {e}'
+            record.waiting[name] = ("ErrImagePull", message)
+            self._event(pod, "Warning", "Failed", message)
+            self._event(pod, "Warning", "Failed", "Error: ErrImagePull")
+            return False
+        record.image_failures.pop(name, None)
+        self._event(pod, "Normal", "Pulled",
+                    f'Successfully pulled image "{image}" in {time.monotonic() - started:.3f}s')
+        return True
+
+    def _has_image(self, image: str) -> bool:
+        try:
+            self.runtime.images.get(image)
+        except ImageError:
+            return False
+        return True
+
+    def _pull(self, image: str) -> None:
+        from k3py.runtime.registry import pull_image
+
+        pull_image(self.runtime.images, image)
+
+    # ---- containers -------------------------------------------------------------------------
+
+    async def _start_container(
+        self,
+        pod: Obj,
+        record: PodRecord,
+        container: Obj,
+        init: bool,
+        volume_paths: dict[str, str],
+        attempts: list[ContainerStatus],
+    ) -> float | None:
+        name = container["name"]
+        if not await self._ensure_image(pod, record, container):
+            retry = record.image_retry_at.get(name, 0.0) - time.monotonic()
+            return max(1.0, retry) if record.waiting.get(name, ("",))[0] != "ErrImageNeverPull" else 30.0
+        meta = pod["metadata"]
+        try:
+            cm_names, secret_names = referenced_config(container)
+            config_maps = await self._fetch_optional(CONFIGMAPS, meta["namespace"], cm_names)
+            secrets = await self._fetch_optional(SECRETS, meta["namespace"], secret_names)
+            env_pod = {**pod, "status": {**(pod.get("status") or {}), "podIP": record.pod_ip,
+                                         "hostIP": self.node_ip,
+                                         "podIPs": [{"ip": record.pod_ip}] if record.pod_ip else [],
+                                         "hostIPs": [{"ip": self.node_ip}]}}
+            env = container_env(env_pod, container, config_maps=config_maps, secrets=secrets,
+                                service_env=self.service_env,
+                                node_allocatable=self.allocatable())
+            command, args = command_and_args(container, env)
+            mounts = PodVolumes(self.pods_dir / record.uid).container_mounts(container, volume_paths, pod)
+        except (ContainerConfigError, VolumeError) as e:
+            record.waiting[name] = ("CreateContainerConfigError", str(e))
+            self._event(pod, "Warning", "Failed", f"Error: {e}")
+            return 10.0
+        attempt = int(attempts[-1].labels.get(LABEL_ATTEMPT, "0")) + 1 if attempts else 0
+        security = container.get("securityContext") or {}
+        pod_security = pod["spec"].get("securityContext") or {}
+        user = ""
+        run_as_user = security.get("runAsUser", pod_security.get("runAsUser"))
+        run_as_group = security.get("runAsGroup", pod_security.get("runAsGroup"))
+        if run_as_user is not None:
+            user = str(run_as_user) + (f":{run_as_group}" if run_as_group is not None else "")
+        capabilities = security.get("capabilities") or {}
+        spec = ContainerSpec(
+            name=name,
+            image=container.get("image", ""),
+            command=command,
+            args=args,
+            env=env,
+            working_dir=container.get("workingDir", ""),
+            user=user,
+            supplemental_groups=list(pod_security.get("supplementalGroups") or []),
+            capabilities_add=list(capabilities.get("add") or []),
+            capabilities_drop=list(capabilities.get("drop") or []),
+            privileged=bool(security.get("privileged")),
+            no_new_privs=security.get("allowPrivilegeEscalation") is False,
+            readonly_rootfs=bool(security.get("readOnlyRootFilesystem")),
+            mounts=mounts,
+            stdin=bool(container.get("stdin")),
+            tty=bool(container.get("tty")),
+            resources=runtime_resources(container),
+            sandbox_id=record.sandbox_id,
+            labels={
+                LABEL_UID: record.uid,
+                LABEL_NAMESPACE: meta["namespace"],
+                LABEL_NAME: meta["name"],
+                LABEL_CONTAINER: name,
+                LABEL_ATTEMPT: str(attempt),
+                LABEL_INIT: "true" if init else "false",
+            },
+        )
+        try:
+            cid = await self.run_blocking(self.runtime.create_container, spec)
+        except ContainerError as e:
+            record.waiting[name] = ("CreateContainerError", str(e))
+            self._event(pod, "Warning", "Failed", f"Error: {e}")
+            return 10.0
+        self.containers.setdefault(record.uid, {})[cid] = await self.run_blocking(self.runtime.container_status, cid)
+        self._event(pod, "Normal", "Created", f"Created container {name}")
+        try:
+            await self.run_blocking(self.runtime.start_container, cid)
+        except ContainerError as e:
+            record.waiting.pop(name, None)
+            self._event(pod, "Warning", "Failed", f"Error: {e}")
+        else:
+            record.waiting.pop(name, None)
+            self._event(pod, "Normal", "Started", f"Started container {name}")
+        self.containers[record.uid][cid] = await self.run_blocking(self.runtime.container_status, cid)
+        # Keep the previous attempt (for logs --previous and lastState) and drop older ones.
+        for old in attempts[:-1]:
+            with contextlib.suppress(ContainerError):
+                await self.run_blocking(self.runtime.remove_container, old.id, True)
+            self.containers[record.uid].pop(old.id, None)
+        if not init:
+            self.probes.container_started(pod, container, cid)
+        return None
+
+    # ---- termination ------------------------------------------------------------------------
+
+    async def terminate_pod(self, pod: Obj, record: PodRecord) -> None:
+        meta = pod["metadata"]
+        spec = pod.get("spec") or {}
+        grace = meta.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+        await self.kill_pod(record.uid, float(grace), pod)
+        try:
+            await self.client.delete(
+                PODS, meta["name"], meta["namespace"], grace_period_seconds=0,
+                preconditions={"uid": record.uid},
+            )
+        except ApiError as e:
+            if e.code not in (404, 409):
+                raise
+        self.records.pop(record.uid, None)
+
+    async def kill_pod(self, uid: str, grace: float, pod: Obj | None) -> None:
+        """Stop every container of the pod (SIGTERM, SIGKILL after ``grace``), then remove it all."""
+        self.probes.pod_removed(uid)
+        statuses = await self.run_blocking(self._refresh, uid)
+        running = [s for s in statuses.values() if s.state == "running"]
+        if pod is not None and running:
+            for status in running:
+                self._event(pod, "Normal", "Killing", f"Stopping container {status.name}")
+        await asyncio.gather(*(self.run_blocking(self._stop, s.id, grace) for s in running))
+        for status in statuses.values():
+            with contextlib.suppress(ContainerError):
+                await self.run_blocking(self.runtime.remove_container, status.id, True)
+        self.containers.pop(uid, None)
+        sandbox_id = self.sandboxes.pop(uid, None)
+        if self.pod_network is not None:
+            with contextlib.suppress(NetworkError, OSError):
+                await self.run_blocking(self.pod_network.teardown, uid)
+        if sandbox_id is not None:
+            with contextlib.suppress(ContainerError):
+                await self.run_blocking(self.runtime.remove_sandbox, sandbox_id)
+        await self.run_blocking(PodVolumes(self.pods_dir / uid).remove)
+
+    def _stop(self, cid: str, grace: float) -> None:
+        try:
+            if grace <= 0:
+                self.runtime.kill_container(cid, signal.SIGKILL)
+                self.runtime.wait_container(cid, 30)
+            else:
+                self.runtime.stop_container(cid, grace)
+        except ContainerError as e:
+            log.warning("stopping container %s: %s", cid, e)
+
+    async def cleanup_orphan(self, uid: str) -> None:
+        """Remove the runtime leftovers of a pod the API no longer has (or has under a new uid)."""
+        if any(p["metadata"]["uid"] == uid for p in self.informer.cache.list()):
+            return
+        record = self.records.pop(uid, None)
+        if uid in self.containers or uid in self.sandboxes or record is not None:
+            await self.kill_pod(uid, 2.0, None)
+
+    async def _release_network(self, pod: Obj, record: PodRecord) -> None:
+        """A finished pod keeps its exited containers (logs) but gives its address back."""
+        if record.network_torn_down or self.pod_network is None:
+            return
+        with contextlib.suppress(NetworkError, OSError):
+            await self.run_blocking(self.pod_network.teardown, record.uid)
+        record.network_torn_down = True
+
+    # ---- status -----------------------------------------------------------------------------
+
+    def _views(self, pod: Obj, record: PodRecord) -> tuple[list[ContainerView], list[ContainerView]]:
+        statuses = self.containers.get(record.uid, {})
+        spec = pod.get("spec") or {}
+        result = []
+        for init in (True, False):
+            views = []
+            for container in spec.get("initContainers" if init else "containers") or []:
+                name = container["name"]
+                attempts = self._attempts(statuses, name, init)
+                current = attempts[-1] if attempts else None
+                previous = attempts[-2] if len(attempts) > 1 else None
+                reason, message = record.waiting.get(name, ("", ""))
+                if current is not None and current.state == "running" and reason not in ("",):
+                    reason, message = "", ""
+                running = current is not None and current.state == "running"
+                started = running and self.probes.started(record.uid, name)
+                ready = started and self.probes.ready(record.uid, name)
+                if init:
+                    ready = current is not None and current.state == "exited" and current.exit_code == 0
+                views.append(ContainerView(
+                    name=name, image=container.get("image", ""), current=current, previous=previous,
+                    restart_count=int(current.labels.get(LABEL_ATTEMPT, "0")) if current else 0,
+                    ready=ready, started=started, waiting_reason=reason, waiting_message=message,
+                ))
+            result.append(views)
+        return result[0], result[1]
+
+    async def _write_status(self, pod: Obj, record: PodRecord) -> None:
+        init_views, views = self._views(pod, record)
+        status = pod_status(
+            pod, init_views=init_views, views=views, pod_ip=record.pod_ip, host_ip=self.node_ip,
+            start_time=record.start_time, sandbox_ready=bool(record.sandbox_id), init_failed=record.init_failed,
+        )
+        status["qosClass"] = qos_class(pod)
+        if status == record.last_status:
+            return
+        old = pod.get("status") or {}
+        patch = {"status": {**{k: None for k in old if k not in status and k not in ("qosClass",)}, **status}}
+        meta = pod["metadata"]
+        try:
+            await self.client.patch(PODS, meta["name"], patch, meta["namespace"], subresource="status")
+        except ApiError as e:
+            if e.code == 404:
+                return
+            raise
+        record.last_status = status
+
+    async def refresh_status(self, uid: str) -> None:
+        """Probe results changed: wake the pod so its status is rewritten."""
+        self.enqueue_uid(uid)
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def _event(self, pod: Obj, kind: str, reason: str, message: str, once: str = "") -> None:
+        record = self.records.get(pod["metadata"]["uid"])
+        if once and record is not None:
+            if once in record.events_sent:
+                return
+            record.events_sent.add(once)
+        self.events.record(pod, kind, reason, message)
+
+    # ---- lookups for the streaming backend --------------------------------------------------
+
+    def find_pod(self, namespace: str, name: str) -> Obj | None:
+        return self.informer.cache.get(f"{namespace}/{name}")
+
+    def container_attempts(self, uid: str, name: str) -> list[ContainerStatus]:
+        statuses = self._refresh(uid)
+        return self._attempts(statuses, name, False) or self._attempts(statuses, name, True)
+
+
+def pods_dir_for(data_dir: Path) -> Path:
+    path = data_dir / "pods"
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path

@@ -1,0 +1,293 @@
+"""Pure Pod-spec semantics the kubelet applies when it turns a container into a runtime spec.
+
+No I/O here: the pod manager fetches the ConfigMaps and Secrets a container references
+(``referenced_config``) and hands them in, so every rule below is unit-tested in milliseconds.
+
+- ``container_env``: the container's environment in Kubernetes order — the service variables
+  of the ``kubernetes`` Service first, then ``envFrom`` sources in order, then ``env`` entries in
+  order, each ``value`` with ``$(VAR)`` expanded against what came before. A missing ConfigMap,
+  Secret or key that is not ``optional`` raises ``ContainerConfigError`` (the kubelet's
+  ``CreateContainerConfigError``).
+- ``expand``: ``$(VAR)`` expansion as the kubelet does it: ``$$`` is a literal ``$``, an unknown
+  ``$(VAR)`` stays as written.
+- ``qos_class``, ``runtime_resources`` (requests/limits → cgroup shares, quota, memory limit),
+  ``crash_loop_backoff`` (10 s doubling to 5 min).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from k3py.api.quantity import parse_quantity
+from k3py.runtime.spec import Resources
+
+Obj = dict[str, Any]
+
+BACKOFF_INITIAL = 10.0
+BACKOFF_MAX = 300.0
+BACKOFF_RESET_AFTER = 600.0  # a container that ran this long starts its back-off afresh
+
+
+class ContainerConfigError(ValueError):
+    """The container cannot be configured (a missing ConfigMap/Secret/key): CreateContainerConfigError."""
+
+
+def crash_loop_backoff(restarts: int) -> float:
+    """Seconds to wait before restart number ``restarts + 1``: the first restart is immediate,
+    then 10 s, 20 s, 40 s ... up to 5 min (the kubelet's back-off, keyed by container)."""
+    if restarts <= 0:
+        return 0.0
+    return min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(restarts - 1, 10))
+
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Expand ``$(VAR)`` from ``env``; ``$$`` escapes a ``$``; unknown references stay as they are."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env[name] if name in env else match.group(0)
+
+    return _VAR.sub(replace, text)
+
+
+def referenced_config(container: Obj) -> tuple[set[str], set[str]]:
+    """The ConfigMap names and Secret names ``env``/``envFrom`` of ``container`` read."""
+    config_maps: set[str] = set()
+    secrets: set[str] = set()
+    for source in container.get("envFrom") or []:
+        if source.get("configMapRef"):
+            config_maps.add(source["configMapRef"].get("name", ""))
+        if source.get("secretRef"):
+            secrets.add(source["secretRef"].get("name", ""))
+    for var in container.get("env") or []:
+        value_from = var.get("valueFrom") or {}
+        if value_from.get("configMapKeyRef"):
+            config_maps.add(value_from["configMapKeyRef"].get("name", ""))
+        if value_from.get("secretKeyRef"):
+            secrets.add(value_from["secretKeyRef"].get("name", ""))
+    return config_maps, secrets
+
+
+def config_map_data(config_map: Obj) -> dict[str, str]:
+    return dict(config_map.get("data") or {})
+
+
+def secret_data(secret: Obj) -> dict[str, str]:
+    """A Secret's values decoded (data is base64; stringData is plain, when a server keeps it)."""
+    values = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
+    values.update(secret.get("stringData") or {})
+    return values
+
+
+_FIELD_LABEL = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+
+
+def pod_field(pod: Obj, path: str) -> str:
+    """The value of a downward-API ``fieldRef.fieldPath`` of ``pod``."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    simple = {
+        "metadata.name": meta.get("name", ""),
+        "metadata.namespace": meta.get("namespace", ""),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "status.hostIP": status.get("hostIP", ""),
+        "status.hostIPs": ",".join(i.get("ip", "") for i in status.get("hostIPs") or []),
+        "status.podIP": status.get("podIP", ""),
+        "status.podIPs": ",".join(i.get("ip", "") for i in status.get("podIPs") or []),
+    }
+    if path in simple:
+        return simple[path]
+    match = _FIELD_LABEL.match(path)
+    if match:
+        return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+    if path in ("metadata.labels", "metadata.annotations"):
+        items = meta.get(path.split(".")[1]) or {}
+        return "\n".join(f'{k}="{v}"' for k, v in sorted(items.items()))
+    raise ContainerConfigError(f"unsupported fieldPath {path!r}")
+
+
+def _container_named(pod: Obj, name: str) -> Obj:
+    spec = pod.get("spec") or {}
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        if container.get("name") == name:
+            return container
+    raise ContainerConfigError(f"resourceFieldRef names an unknown container {name!r}")
+
+
+def resource_field(
+    pod: Obj, container: Obj, ref: Obj, node_allocatable: Mapping[str, str]
+) -> str:
+    """A ``resourceFieldRef`` value: limits default to the node's allocatable, CPU rounds up."""
+    if ref.get("containerName"):
+        container = _container_named(pod, ref["containerName"])
+    resource = ref.get("resource", "")
+    kind, _, name = resource.partition(".")
+    if kind not in ("limits", "requests") or not name:
+        raise ContainerConfigError(f"unsupported resourceFieldRef resource {resource!r}")
+    resources = container.get("resources") or {}
+    raw = (resources.get(kind) or {}).get(name)
+    if raw is None and kind == "requests":
+        raw = (resources.get("limits") or {}).get(name)
+    if raw is None:
+        raw = node_allocatable.get(name, "0") if kind == "limits" else "0"
+    value = parse_quantity(raw)
+    divisor = parse_quantity(ref.get("divisor") or "1")
+    if divisor == 0:
+        raise ContainerConfigError("resourceFieldRef divisor must not be zero")
+    return str(math.ceil(value / divisor))
+
+
+def kubernetes_service_env(host: str, port: int) -> dict[str, str]:
+    """The variables every container gets for the ``kubernetes`` Service (as docker links name them)."""
+    if not host:
+        return {}
+    url = f"tcp://{host}:{port}"
+    return {
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": str(port),
+        "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+        "KUBERNETES_PORT": url,
+        f"KUBERNETES_PORT_{port}_TCP": url,
+        f"KUBERNETES_PORT_{port}_TCP_PROTO": "tcp",
+        f"KUBERNETES_PORT_{port}_TCP_PORT": str(port),
+        f"KUBERNETES_PORT_{port}_TCP_ADDR": host,
+    }
+
+
+def container_env(
+    pod: Obj,
+    container: Obj,
+    *,
+    config_maps: Mapping[str, Obj | None],
+    secrets: Mapping[str, Obj | None],
+    service_env: Mapping[str, str] | None = None,
+    node_allocatable: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The container's final environment; see the module docstring for the order."""
+    env: dict[str, str] = dict(service_env or {})
+    for source in container.get("envFrom") or []:
+        prefix = source.get("prefix", "")
+        if source.get("configMapRef"):
+            ref = source["configMapRef"]
+            found = config_maps.get(ref.get("name", ""))
+            if found is None:
+                if ref.get("optional"):
+                    continue
+                raise ContainerConfigError(f'configmap "{ref.get("name", "")}" not found')
+            values = config_map_data(found)
+        elif source.get("secretRef"):
+            ref = source["secretRef"]
+            found = secrets.get(ref.get("name", ""))
+            if found is None:
+                if ref.get("optional"):
+                    continue
+                raise ContainerConfigError(f'secret "{ref.get("name", "")}" not found')
+            values = secret_data(found)
+        else:
+            continue
+        for key, value in values.items():
+            env[prefix + key] = value
+    for var in container.get("env") or []:
+        name = var.get("name", "")
+        if "valueFrom" not in var:
+            env[name] = expand(str(var.get("value", "")), env)
+            continue
+        value_from = var["valueFrom"] or {}
+        value: str | None
+        if value_from.get("fieldRef"):
+            value = pod_field(pod, value_from["fieldRef"].get("fieldPath", ""))
+        elif value_from.get("resourceFieldRef"):
+            value = resource_field(pod, container, value_from["resourceFieldRef"], node_allocatable or {})
+        elif value_from.get("configMapKeyRef"):
+            value = _keyed(value_from["configMapKeyRef"], config_maps, "configmap", config_map_data)
+        elif value_from.get("secretKeyRef"):
+            value = _keyed(value_from["secretKeyRef"], secrets, "secret", secret_data)
+        else:
+            value = ""
+        if value is not None:
+            env[name] = value
+    return env
+
+
+def _keyed(ref: Obj, objects: Mapping[str, Obj | None], what: str, decode: Any) -> str | None:
+    name, key = ref.get("name", ""), ref.get("key", "")
+    found = objects.get(name)
+    if found is None:
+        if ref.get("optional"):
+            return None
+        raise ContainerConfigError(f'{what} "{name}" not found')
+    values = decode(found)
+    if key not in values:
+        if ref.get("optional"):
+            return None
+        kind = "ConfigMap" if what == "configmap" else "Secret"
+        raise ContainerConfigError(f"couldn't find key {key} in {kind} {name}")
+    return values[key]
+
+
+def command_and_args(container: Obj, env: Mapping[str, str]) -> tuple[list[str] | None, list[str] | None]:
+    """``command`` and ``args`` with ``$(VAR)`` expanded (None where the spec leaves the image's)."""
+    command = container.get("command")
+    args = container.get("args")
+    return (
+        [expand(str(c), env) for c in command] if command else None,
+        [expand(str(a), env) for a in args] if args is not None else None,
+    )
+
+
+def _requests_limits(container: Obj) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+    resources = container.get("resources") or {}
+    limits = {k: parse_quantity(v) for k, v in (resources.get("limits") or {}).items()}
+    requests = {k: parse_quantity(v) for k, v in (resources.get("requests") or {}).items()}
+    for name, value in limits.items():
+        requests.setdefault(name, value)  # a limit alone implies an equal request
+    return requests, limits
+
+
+def qos_class(pod: Obj) -> str:
+    """Guaranteed, Burstable or BestEffort, from cpu/memory requests and limits of all containers."""
+    spec = pod.get("spec") or {}
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    any_set = False
+    guaranteed = True
+    for container in containers:
+        requests, limits = _requests_limits(container)
+        for name in ("cpu", "memory"):
+            if requests.get(name) or limits.get(name):
+                any_set = True
+            if name not in limits or requests.get(name) != limits.get(name):
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def runtime_resources(container: Obj) -> Resources:
+    """cgroup settings: shares from the CPU request, CFS quota from the CPU limit, memory limit."""
+    requests, limits = _requests_limits(container)
+    resources = Resources()
+    cpu_request = requests.get("cpu")
+    if cpu_request is not None:
+        resources.cpu_shares = max(2, min(262144, int(cpu_request * 1024)))
+    else:
+        resources.cpu_shares = 2  # BestEffort CPU, as the kubelet sets it
+    cpu_limit = limits.get("cpu")
+    if cpu_limit:
+        resources.cpu_quota = max(1000, int(cpu_limit * resources.cpu_period))
+    memory_limit = limits.get("memory")
+    if memory_limit:
+        resources.memory_limit = int(memory_limit)
+    return resources

@@ -1,0 +1,334 @@
+"""The kubelet's ``StreamingBackend``: logs, exec, attach and port-forward over the runtime.
+
+- logs: read the container's CRI log file (``<RFC3339Nano> stdout|stderr F|P <text>``), joining
+  partial lines; ``tailLines``, ``timestamps``, ``sinceSeconds``, ``limitBytes`` and
+  ``previous`` (the attempt before the current one) as kubectl asks; ``follow`` keeps reading
+  until the container has exited and the file has no more.
+- exec: a process in the container's namespaces and cgroup (``ContainerRuntime.exec``), its
+  stdio pumped to the client streams by executor threads; terminal resizes are applied.
+- attach: the container's output from now on (followed from the log); stdin of a running
+  container cannot be reached through the runtime yet, so attaching with stdin is refused.
+- port-forward: a socket created inside the pod's network namespace (setns on a worker
+  thread, then back) connects to 127.0.0.1:<port> there — what the kubelet does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from k3py.agent.streaming.backend import (
+    ExecStreams,
+    InputStream,
+    LogOptions,
+    NotFoundError,
+    OutputStream,
+    PodRef,
+    StreamingBackend,
+    StreamingError,
+)
+from k3py.runtime.containers import ContainerError
+from k3py.runtime.spec import ContainerStatus
+
+if TYPE_CHECKING:
+    from k3py.agent.kubelet.pods import PodManager
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def parse_cri_line(line: bytes) -> tuple[str, str, bool, bytes] | None:
+    """(timestamp, stream, full line?, content) of one CRI log line; None when malformed."""
+    parts = line.rstrip(b"\n").split(b" ", 3)
+    if len(parts) < 3:
+        return None
+    content = parts[3] if len(parts) == 4 else b""
+    return parts[0].decode(errors="replace"), parts[1].decode(errors="replace"), parts[2] == b"F", content
+
+
+def _timestamp_seconds(stamp: str) -> float:
+    try:
+        main, _, frac = stamp.rstrip("Z").partition(".")
+        base = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+        return base + (float("0." + frac) if frac else 0.0)
+    except ValueError:
+        return 0.0
+
+
+def render_log_lines(raw: bytes, timestamps: bool) -> Iterator[tuple[float, bytes]]:
+    """Complete output lines (with the first fragment's time) from CRI log content."""
+    pending = b""
+    pending_stamp = ""
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break  # the writer is mid-line; the caller reads it next time
+        parsed = parse_cri_line(line)
+        if parsed is None:
+            continue
+        stamp, _stream, full, content = parsed
+        if not pending:
+            pending_stamp = stamp
+        pending += content
+        if full:
+            text = pending + b"\n"
+            if timestamps:
+                text = pending_stamp.encode() + b" " + text
+            yield _timestamp_seconds(pending_stamp), text
+            pending = b""
+
+
+class KubeletStreamingBackend(StreamingBackend):
+    def __init__(self, manager: PodManager) -> None:
+        self.manager = manager
+
+    # ---- lookups ----------------------------------------------------------------------------
+
+    def _pod(self, ref: PodRef) -> dict:
+        pod = self.manager.find_pod(ref.namespace, ref.name)
+        if pod is None or (ref.uid and pod["metadata"]["uid"] != ref.uid):
+            raise NotFoundError(f'pods "{ref.name}" not found')
+        return pod
+
+    def _default_container(self, pod: dict, container: str | None) -> str:
+        if container:
+            names = [c["name"] for c in (pod["spec"].get("containers") or []) + (pod["spec"].get("initContainers") or [])]
+            if container not in names:
+                raise NotFoundError(f"container {container} is not valid for pod {pod['metadata']['name']}")
+            return container
+        return pod["spec"]["containers"][0]["name"]
+
+    async def _attempts(self, ref: PodRef, container: str | None) -> tuple[dict, list[ContainerStatus]]:
+        pod = self._pod(ref)
+        name = self._default_container(pod, container)
+        attempts = await self.manager.run_blocking(self.manager.container_attempts, pod["metadata"]["uid"], name)
+        return pod, attempts
+
+    async def _running(self, ref: PodRef, container: str) -> str:
+        pod, attempts = await self._attempts(ref, container)
+        if not attempts or attempts[-1].state != "running":
+            raise StreamingError(
+                f"container {container} is not running in pod {pod['metadata']['name']}"
+            )
+        return attempts[-1].id
+
+    async def resolve(self, pod: PodRef, container: str | None) -> None:
+        found = self._pod(pod)
+        if container:
+            self._default_container(found, container)
+
+    # ---- logs -------------------------------------------------------------------------------
+
+    async def logs(self, pod: PodRef, container: str, options: LogOptions, out: OutputStream) -> None:
+        found, attempts = await self._attempts(pod, container)
+        if options.previous:
+            if len(attempts) < 2:
+                raise StreamingError(
+                    f'previous terminated container "{container}" in pod "{found["metadata"]["name"]}" not found'
+                )
+            target = attempts[-2]
+        elif attempts:
+            target = attempts[-1]
+        else:
+            raise StreamingError(
+                f'container "{container}" in pod "{found["metadata"]["name"]}" is waiting to start: ContainerCreating'
+            )
+        since = time.time() - options.since_seconds if options.since_seconds else None
+        remaining = options.limit_bytes
+        try:
+            with open(target.log_path, "rb") as handle:
+                raw = handle.read()
+                consumed = raw.rfind(b"\n") + 1
+                lines = [text for stamp, text in render_log_lines(raw[:consumed], options.timestamps)
+                         if since is None or stamp >= since]
+                if options.tail_lines is not None:
+                    lines = lines[-options.tail_lines:] if options.tail_lines > 0 else []
+                for text in lines:
+                    remaining = await self._emit(out, text, remaining)
+                    if remaining == 0:
+                        return
+                if not options.follow or options.previous:
+                    return
+                buffer = raw[consumed:]
+                while True:
+                    chunk = handle.read()
+                    if chunk:
+                        buffer += chunk
+                        cut = buffer.rfind(b"\n") + 1
+                        for _stamp, text in render_log_lines(buffer[:cut], options.timestamps):
+                            remaining = await self._emit(out, text, remaining)
+                            if remaining == 0:
+                                return
+                        buffer = buffer[cut:]
+                        continue
+                    status = await self.manager.run_blocking(self.manager.runtime.container_status, target.id)
+                    if status.state != "running":
+                        return
+                    await asyncio.sleep(0.2)
+        except FileNotFoundError:
+            return
+        except ContainerError:
+            return
+
+    @staticmethod
+    async def _emit(out: OutputStream, text: bytes, remaining: int | None) -> int | None:
+        if remaining is not None:
+            text = text[:remaining]
+            remaining -= len(text)
+        await out.write(text)
+        return remaining
+
+    # ---- exec and attach --------------------------------------------------------------------
+
+    async def exec(self, pod: PodRef, container: str, command: list[str], streams: ExecStreams) -> int:
+        cid = await self._running(pod, container)
+        runtime = self.manager.runtime
+        try:
+            session = await self.manager.run_blocking(
+                lambda: runtime.exec(cid, command, tty=streams.tty, stdin=streams.stdin is not None)
+            )
+        except ContainerError as e:
+            raise StreamingError(str(e)) from None
+        pumps: list[asyncio.Task[None]] = []
+        try:
+            if streams.stdin is not None and session.stdin is not None:
+                pumps.append(asyncio.create_task(self._pump_in(streams.stdin, session.stdin, session)))
+            outputs = [(session.stdout, streams.stdout)]
+            if session.stderr is not None:
+                outputs.append((session.stderr, streams.stderr))
+            readers = [asyncio.create_task(self._pump_out(fd, out)) for fd, out in outputs]
+            if streams.tty:
+                pumps.append(asyncio.create_task(self._resizes(streams, session)))
+            code = await self.manager.run_blocking(session.wait, None)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 5)
+            return code
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            session.close()
+
+    async def _pump_in(self, source: InputStream, fd: int, session: object) -> None:
+        while True:
+            data = await source.read()
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                written = await self.manager.run_blocking(os.write, fd, bytes(view))
+                view = view[written:]
+        close = getattr(session, "close_stdin", None)
+        if close is not None and not getattr(session, "tty", False):
+            close()
+
+    async def _pump_out(self, fd: int, out: OutputStream | None) -> None:
+        while True:
+            try:
+                data = await self.manager.run_blocking(os.read, fd, 65536)
+            except OSError:
+                return  # a pty master reads EIO once the process side is gone
+            if not data:
+                return
+            if out is not None:
+                await out.write(data)
+
+    async def _resizes(self, streams: ExecStreams, session: object) -> None:
+        while True:
+            size = await streams.resize.get()
+            if size is None:
+                return
+            with contextlib.suppress(ContainerError, OSError):
+                session.resize(size.height, size.width)  # type: ignore[attr-defined]
+
+    async def attach(self, pod: PodRef, container: str, streams: ExecStreams) -> None:
+        if streams.stdin is not None:
+            raise StreamingError("attaching to a container's stdin is not supported by this runtime yet")
+        await self._running(pod, container)
+        out = streams.stdout or streams.stderr
+        if out is None:
+            return
+        await self.logs(pod, container, LogOptions(follow=True, tail_lines=0), out)
+
+    # ---- port-forward -----------------------------------------------------------------------
+
+    async def port_forward(self, pod: PodRef, port: int, reader: InputStream, writer: OutputStream) -> None:
+        found = self._pod(pod)
+        uid = found["metadata"]["uid"]
+        sandbox_id = self.manager.sandboxes.get(uid)
+        if sandbox_id is None:
+            raise StreamingError(f"pod {pod} has no sandbox on this node")
+        if found["spec"].get("hostNetwork"):
+            netns_path = None
+        else:
+            sandbox = await self.manager.run_blocking(self.manager.runtime.get_sandbox, sandbox_id)
+            netns_path = sandbox.netns_path
+        try:
+            sock = await self.manager.run_blocking(_connect_in_netns, netns_path, port)
+        except OSError as e:
+            raise StreamingError(
+                f"error forwarding port {port} to pod {uid}: failed to connect to localhost:{port} inside namespace: {e}"
+            ) from None
+        stream_reader, stream_writer = await asyncio.open_connection(sock=sock)
+
+        async def upstream() -> None:
+            try:
+                while True:
+                    data = await reader.read()
+                    if not data:
+                        break
+                    stream_writer.write(data)
+                    await stream_writer.drain()
+            finally:
+                with contextlib.suppress(OSError):
+                    stream_writer.write_eof()
+
+        async def downstream() -> None:
+            while True:
+                data = await stream_reader.read(65536)
+                if not data:
+                    break
+                await writer.write(data)
+
+        try:
+            await asyncio.gather(upstream(), downstream())
+        finally:
+            stream_writer.close()
+            with contextlib.suppress(OSError):
+                await stream_writer.wait_closed()
+
+
+def _connect_in_netns(netns_path: str | None, port: int) -> socket.socket:
+    """A TCP connection to 127.0.0.1:port made inside ``netns_path`` (this thread returns after)."""
+    if netns_path is None:
+        return socket.create_connection(("127.0.0.1", port), timeout=5)
+    own = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+    target = os.open(netns_path, os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        finally:
+            if _libc.setns(own, CLONE_NEWNET) != 0:  # never leave a pool thread in the pod's netns
+                os._exit(70)
+        try:
+            sock.settimeout(5)
+            sock.connect(("127.0.0.1", port))
+            sock.settimeout(None)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    finally:
+        os.close(own)
+        os.close(target)

@@ -1,0 +1,149 @@
+"""Real pods on a real node: ``k3py agent`` joined to a server, driven by kubectl."""
+
+from __future__ import annotations
+
+import json
+
+import time
+
+from tests.kubelet.conftest import NODE, kubelet_get, wait_pod
+
+
+def phase_is(phase: str):  # type: ignore[no-untyped-def]
+    return lambda pod: pod.get("status", {}).get("phase") == phase
+
+
+def test_node_registered_with_host_capacity_and_lease(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    node = cluster.kubectl_json("get", "node", NODE)
+    labels = node["metadata"]["labels"]
+    assert labels["kubernetes.io/hostname"] == NODE
+    assert labels["kubernetes.io/os"] == "linux"
+    assert node["spec"]["podCIDR"] == "10.42.0.0/24"
+    capacity = node["status"]["capacity"]
+    assert set(capacity) >= {"cpu", "memory", "ephemeral-storage", "pods"}
+    assert capacity["pods"] == "110"
+    types = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert types == {"MemoryPressure": "False", "DiskPressure": "False", "PIDPressure": "False", "Ready": "True"}
+    lease = cluster.kubectl_json("get", "lease", NODE, "-n", "kube-node-lease")
+    assert lease["spec"]["holderIdentity"] == NODE
+
+
+def test_kubectl_run_busybox_runs_with_pod_ip(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, node = agent_cluster
+    cluster.kubectl("run", "sleeper", "--image=busybox", "--restart=Never", "--", "sleep", "3600")
+    pod = wait_pod(cluster, "sleeper", phase_is("Running"), "Running")
+    status = pod["status"]
+    assert status["podIP"].startswith("10.42.0."), status
+    assert status["hostIP"]
+    (container,) = status["containerStatuses"]
+    assert container["ready"] is True and "running" in container["state"]
+    assert container["containerID"].startswith("k3py://")
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Ready"] == "True" and conditions["Initialized"] == "True"
+    assert status["qosClass"] == "BestEffort"
+    table = cluster.kubectl("get", "pod", "sleeper", "-o", "wide").stdout
+    assert "Running" in table and status["podIP"] in table and NODE in table
+
+
+def test_pod_exiting_zero_completes(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    cluster.kubectl("run", "oneshot", "--image=busybox", "--restart=Never", "--", "sh", "-c", "echo hello from oneshot")
+    pod = wait_pod(cluster, "oneshot", phase_is("Succeeded"), "Succeeded")
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
+    assert "Completed" in cluster.kubectl("get", "pod", "oneshot").stdout
+
+
+def test_failing_pod_goes_into_crash_loop(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    cluster.kubectl("run", "crasher", "--image=busybox", "--", "sh", "-c", "echo boom; exit 3")
+
+    def looping(pod: dict) -> bool:
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        return bool(statuses) and statuses[0]["restartCount"] >= 1 and \
+            statuses[0]["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff"
+
+    pod = wait_pod(cluster, "crasher", looping, "CrashLoopBackOff after a restart", timeout=40)
+    status = pod["status"]["containerStatuses"][0]
+    assert status["lastState"]["terminated"]["exitCode"] == 3
+    assert status["lastState"]["terminated"]["reason"] == "Error"
+    assert pod["status"]["phase"] == "Running"
+    assert "CrashLoopBackOff" in cluster.kubectl("get", "pod", "crasher").stdout
+
+
+def test_configmap_as_env_and_volume(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    cluster.kubectl("create", "configmap", "settings", "--from-literal=GREETING=hi there",
+                    "--from-literal=color=blue")
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cm-reader"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main", "image": "busybox",
+                "command": ["sh", "-c", "echo env=$GREETING; echo file=$(cat /config/color); echo expanded=$(MSG)"],
+                "env": [{"name": "MSG", "value": "say $(GREETING)"}],
+                "envFrom": [{"configMapRef": {"name": "settings"}}],
+                "volumeMounts": [{"name": "cfg", "mountPath": "/config"}],
+            }],
+            "volumes": [{"name": "cfg", "configMap": {"name": "settings"}}],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_pod(cluster, "cm-reader", phase_is("Succeeded"), "Succeeded")
+    code, body = kubelet_get(cluster, "/containerLogs/default/cm-reader/main")
+    assert code == 200, body
+    assert body.decode().splitlines() == ["env=hi there", "file=blue", "expanded=say hi there"]
+
+
+def test_logs_tail_timestamps_and_previous(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    # The crasher of the crash-loop test has run at least twice by now.
+    code, body = kubelet_get(cluster, "/containerLogs/default/crasher/crasher?previous=true")
+    assert code == 200 and body == b"boom\n", body
+    code, body = kubelet_get(cluster, "/containerLogs/default/oneshot/oneshot?timestamps=true&tailLines=1")
+    assert code == 200
+    stamp, _, text = body.decode().rstrip("\n").partition(" ")
+    assert text == "hello from oneshot" and stamp.endswith("Z") and "T" in stamp
+    code, body = kubelet_get(cluster, "/containerLogs/default/no-such-pod/main")
+    assert code == 404, body
+
+
+def test_delete_honours_grace_period(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, node = agent_cluster
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stubborn"},
+        "spec": {
+            "terminationGracePeriodSeconds": 3,
+            "containers": [{"name": "main", "image": "busybox",
+                            "command": ["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"]}],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_pod(cluster, "stubborn", phase_is("Running"), "Running")
+    started = time.monotonic()
+    cluster.kubectl("delete", "pod", "stubborn", "--wait=true", timeout=60)
+    elapsed = time.monotonic() - started
+    assert 2.5 <= elapsed < 12, f"deletion took {elapsed:.1f}s for a 3 s grace period ignoring SIGTERM"
+    assert cluster.kubectl("get", "pod", "stubborn", check=False).returncode != 0
+    # The container and the sandbox are gone from the node.
+    from k3py.runtime.containers import ContainerRuntime
+
+    runtime = ContainerRuntime(node.data_dir / "runtime")
+    assert not [c for c in runtime.list_containers() if c.labels.get("io.kubernetes.pod.name") == "stubborn"]
+    assert not [s for s in runtime.list_sandboxes() if s.name.startswith("default_stubborn_")]
+
+
+def test_sigterm_ends_pod_quickly(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "polite"},
+        "spec": {"containers": [{"name": "main", "image": "busybox",
+                                 "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]}]},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_pod(cluster, "polite", phase_is("Running"), "Running")
+    started = time.monotonic()
+    cluster.kubectl("delete", "pod", "polite", "--wait=true", timeout=60)
+    assert time.monotonic() - started < 5

@@ -1,0 +1,195 @@
+"""Pure kubelet rules: env and $(VAR) expansion, QoS, cgroup resources, back-off, status, volumes."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from k3py.agent.kubelet.node import build_conditions, claim_pod_cidr
+from k3py.agent.kubelet.podspec import (
+    ContainerConfigError,
+    command_and_args,
+    container_env,
+    crash_loop_backoff,
+    expand,
+    qos_class,
+    runtime_resources,
+)
+from k3py.agent.kubelet.status import ContainerView, pod_phase, pod_status
+from k3py.agent.kubelet.streaming import render_log_lines
+from k3py.agent.kubelet.volumes import (
+    VolumeError,
+    publish_files,
+    render_resolv_conf,
+    render_volume_files,
+)
+from k3py.runtime.spec import ContainerStatus
+
+POD = {
+    "metadata": {"name": "web", "namespace": "shop", "uid": "u-1", "labels": {"app": "web"}},
+    "spec": {"nodeName": "n1", "serviceAccountName": "default", "containers": [
+        {"name": "main", "image": "busybox", "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}}}]},
+    "status": {"podIP": "10.42.0.7", "hostIP": "192.0.2.1"},
+}
+
+
+def test_expand_follows_kubelet_rules() -> None:
+    env = {"A": "x", "B": "y"}
+    assert expand("$(A)-$(B)", env) == "x-y"
+    assert expand("$$(A)", env) == "$(A)"
+    assert expand("$(MISSING) $A", env) == "$(MISSING) $A"
+
+
+def test_container_env_order_sources_and_expansion() -> None:
+    container = {
+        "name": "main",
+        "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}, {"secretRef": {"name": "s"}}],
+        "env": [
+            {"name": "GREETING", "value": "hello $(CM_who)"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+            {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
+            {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k", "optional": True}}},
+        ],
+        "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},
+        "command": ["echo", "$(GREETING)"],
+        "args": ["$(POD)", "$$(POD)"],
+    }
+    env = container_env(
+        POD, container,
+        config_maps={"cm": {"data": {"who": "world"}}, "gone": None},
+        secrets={"s": {"data": {"token": base64.b64encode(b"t0k").decode()}}},
+        service_env={"KUBERNETES_SERVICE_HOST": "10.43.0.1"},
+    )
+    assert list(env)[0] == "KUBERNETES_SERVICE_HOST"
+    assert env["CM_who"] == "world" and env["token"] == "t0k"
+    assert env["GREETING"] == "hello world"
+    assert (env["POD"], env["APP"], env["IP"]) == ("web", "web", "10.42.0.7")
+    assert (env["MEM"], env["CPU"]) == ("64", "1")  # CPU rounds up to whole cores
+    assert env["KEY"] == "t0k" and "OPT" not in env
+    assert command_and_args(container, env) == (["echo", "hello world"], ["web", "$(POD)"])
+
+
+def test_missing_required_config_is_a_config_error() -> None:
+    container = {"name": "m", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}}]}
+    with pytest.raises(ContainerConfigError, match='configmap "cm" not found'):
+        container_env(POD, container, config_maps={"cm": None}, secrets={})
+    with pytest.raises(ContainerConfigError, match="couldn't find key k"):
+        container_env(POD, container, config_maps={"cm": {"data": {}}}, secrets={})
+
+
+def test_backoff_qos_and_resources() -> None:
+    assert [crash_loop_backoff(n) for n in range(7)] == [0, 10, 20, 40, 80, 160, 300]
+    assert crash_loop_backoff(50) == 300
+    assert qos_class(POD) == "Guaranteed"
+    assert qos_class({"spec": {"containers": [{"name": "a"}]}}) == "BestEffort"
+    assert qos_class({"spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": "1"}}}]}}) == "Burstable"
+    resources = runtime_resources(POD["spec"]["containers"][0])
+    assert (resources.cpu_shares, resources.cpu_quota, resources.memory_limit) == (512, 50_000, 64 << 20)
+    assert runtime_resources({"name": "x"}).cpu_shares == 2
+
+
+def _exited(code: int, attempt: int = 0) -> ContainerStatus:
+    return ContainerStatus(id=f"c{attempt}", name="main", image="busybox", image_id="sha256:1", state="exited",
+                           exit_code=code, created_at=1, started_at=2, finished_at=3)
+
+
+def test_phase_rules() -> None:
+    def pod(policy: str) -> dict:
+        return {"spec": {"restartPolicy": policy}}
+
+    done = ContainerView("main", "busybox", current=_exited(0))
+    failed = ContainerView("main", "busybox", current=_exited(1))
+    waiting = ContainerView("main", "busybox")
+    assert pod_phase(pod("Never"), [], [done], False) == "Succeeded"
+    assert pod_phase(pod("OnFailure"), [], [done], False) == "Succeeded"
+    assert pod_phase(pod("Always"), [], [done], False) == "Running"
+    assert pod_phase(pod("Never"), [], [failed], False) == "Failed"
+    assert pod_phase(pod("Never"), [], [waiting], False) == "Pending"
+    assert pod_phase(pod("Always"), [waiting], [waiting], False) == "Pending"
+    assert pod_phase(pod("Never"), [ContainerView("init", "b", current=_exited(1))], [waiting], True) == "Failed"
+
+
+def test_status_of_crash_looping_container() -> None:
+    view = ContainerView("main", "busybox", current=_exited(3, 2), restart_count=2,
+                         waiting_reason="CrashLoopBackOff", waiting_message="back-off 20s")
+    status = pod_status({"spec": {"restartPolicy": "Always"}, "status": {}}, init_views=[], views=[view],
+                        pod_ip="10.42.0.9", host_ip="192.0.2.1", start_time="2024-01-01T00:00:00Z",
+                        sandbox_ready=True)
+    (container,) = status["containerStatuses"]
+    assert container["state"] == {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}}
+    assert container["lastState"]["terminated"]["exitCode"] == 3
+    assert container["lastState"]["terminated"]["reason"] == "Error"
+    assert container["restartCount"] == 2
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "False"
+    assert conditions["Ready"]["message"] == "containers with unready status: [main]"
+    assert status["phase"] == "Running" and status["podIPs"] == [{"ip": "10.42.0.9"}]
+
+
+def test_volume_rendering_items_modes_and_errors() -> None:
+    cm = {"data": {"a": "1", "b": "2"}}
+    files = render_volume_files(POD, {"name": "v", "configMap": {"name": "cm", "items": [
+        {"key": "a", "path": "sub/a.txt", "mode": 0o600}], "defaultMode": 0o640}}, config_maps={"cm": cm}, secrets={})
+    assert files == {"sub/a.txt": (b"1", 0o600)}
+    secret = {"data": {"pw": base64.b64encode(b"s3cret").decode()}}
+    files = render_volume_files(POD, {"name": "v", "projected": {"sources": [
+        {"secret": {"name": "s"}},
+        {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+    ]}}, config_maps={}, secrets={"s": secret})
+    assert files == {"pw": (b"s3cret", 0o644), "name": (b"web", 0o644)}
+    with pytest.raises(VolumeError, match='configmap "x" not found'):
+        render_volume_files(POD, {"name": "v", "configMap": {"name": "x"}}, config_maps={"x": None}, secrets={})
+    assert render_volume_files(POD, {"name": "v", "configMap": {"name": "x", "optional": True}},
+                               config_maps={"x": None}, secrets={}) == {}
+
+
+def test_publish_files_swaps_atomically(tmp_path: Path) -> None:
+    target = tmp_path / "vol"
+    assert publish_files(target, {"a": (b"1", 0o644), "d/b": (b"2", 0o600)})
+    assert (target / "a").read_bytes() == b"1" and (target / "d" / "b").read_bytes() == b"2"
+    assert os.readlink(target / "a") == "..data/a"
+    assert not publish_files(target, {"a": (b"1", 0o644), "d/b": (b"2", 0o600)})
+    assert publish_files(target, {"a": (b"new", 0o644)})
+    assert (target / "a").read_bytes() == b"new" and not (target / "d").exists()
+    assert len([e for e in os.listdir(target) if e.startswith("..") and e != "..data"]) == 1
+
+
+def test_resolv_conf_cluster_first() -> None:
+    text = render_resolv_conf(POD)
+    assert "search shop.svc.cluster.local svc.cluster.local cluster.local" in text
+    assert "nameserver 10.43.0.10" in text and "options ndots:5" in text
+    host = render_resolv_conf({"spec": {"dnsPolicy": "Default"}}, "nameserver 192.0.2.53\n")
+    assert host == "nameserver 192.0.2.53\n"
+
+
+def test_node_helpers() -> None:
+    nodes = [{"metadata": {"name": "a"}, "spec": {"podCIDR": "10.42.0.0/24"}},
+             {"metadata": {"name": "b"}, "spec": {}}]
+    assert claim_pod_cidr(nodes, "b") == "10.42.1.0/24"
+    assert claim_pod_cidr(nodes, "a") == "10.42.0.0/24"
+    first = build_conditions({"MemoryPressure": False, "DiskPressure": True, "PIDPressure": False}, True, "", [])
+    by_type = {c["type"]: c for c in first}
+    assert by_type["DiskPressure"]["status"] == "True" and by_type["Ready"]["reason"] == "KubeletReady"
+    old = [{**c, "lastTransitionTime": "2020-01-01T00:00:00Z"} for c in first]
+    again = build_conditions({"MemoryPressure": False, "DiskPressure": True, "PIDPressure": False}, False, "down", old)
+    again_by_type = {c["type"]: c for c in again}
+    assert again_by_type["DiskPressure"]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+    assert again_by_type["Ready"]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+
+
+def test_cri_log_rendering_joins_partials() -> None:
+    raw = (b"2024-01-01T00:00:00.000000001Z stdout P hel\n"
+           b"2024-01-01T00:00:00.100000000Z stdout F lo\n"
+           b"2024-01-01T00:00:01.000000000Z stderr F oops\n"
+           b"2024-01-01T00:00:02.000000000Z stdout F unfinished")
+    lines = [text for _t, text in render_log_lines(raw, False)]
+    assert lines == [b"hello\n", b"oops\n"]
+    stamped = [text for _t, text in render_log_lines(raw, True)]
+    assert stamped[0] == b"2024-01-01T00:00:00.000000001Z hello\n"
