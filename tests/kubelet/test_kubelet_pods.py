@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import time
 
 from tests.kubelet.conftest import NODE, kubelet_get, wait_pod
@@ -30,7 +29,7 @@ def test_node_registered_with_host_capacity_and_lease(agent_cluster) -> None:  #
 
 
 def test_kubectl_run_busybox_runs_with_pod_ip(agent_cluster) -> None:  # type: ignore[no-untyped-def]
-    cluster, node = agent_cluster
+    cluster, _node = agent_cluster
     cluster.kubectl("run", "sleeper", "--image=busybox", "--restart=Never", "--", "sleep", "3600")
     pod = wait_pod(cluster, "sleeper", phase_is("Running"), "Running")
     status = pod["status"]

@@ -67,7 +67,7 @@ def test_container_env_order_sources_and_expansion() -> None:
         secrets={"s": {"data": {"token": base64.b64encode(b"t0k").decode()}}},
         service_env={"KUBERNETES_SERVICE_HOST": "10.43.0.1"},
     )
-    assert list(env)[0] == "KUBERNETES_SERVICE_HOST"
+    assert next(iter(env)) == "KUBERNETES_SERVICE_HOST"
     assert env["CM_who"] == "world" and env["token"] == "t0k"
     assert env["GREETING"] == "hello world"
     assert (env["POD"], env["APP"], env["IP"]) == ("web", "web", "10.42.0.7")
