@@ -160,3 +160,49 @@ def test_get_watch_sees_added_modified_deleted(cluster: TestCluster) -> None:
     finally:
         watcher.kill()
         watcher.wait()
+
+
+def test_unknown_fields_are_refused_under_strict_and_warned_otherwise(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "fieldval")
+    bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad"}, "datta": {"a": "1"}}
+    refused = cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert refused.returncode == 1
+    assert (
+        'Error from server (BadRequest): error when creating "STDIN": ConfigMap in version "v1" '
+        'cannot be handled as a ConfigMap: strict decoding error: unknown field "datta"'
+    ) in refused.stderr
+    warned = cluster.kubectl("create", "--validate=warn", "-n", ns, "-f", "-", input=yaml.safe_dump(bad))
+    assert 'Warning: unknown field "datta"' in warned.stderr
+    dup = '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},"data":{"a":"1","a":"2"}}'
+    status, body, _ = cluster.request(
+        "POST", f"/api/v1/namespaces/{ns}/configmaps?fieldValidation=Strict", dup, {"Content-Type": "application/json"}
+    )
+    assert status == 400 and 'duplicate field \\"a\\"' in body.decode()
+
+
+def test_server_side_apply_creates_then_merges(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "ssa")
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"a": "1"}}
+    out = cluster.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=yaml.safe_dump(cm)).stdout
+    assert "configmap/s serverside-applied" in out
+    cm["data"]["b"] = "2"
+    cluster.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=yaml.safe_dump(cm))
+    got = cluster.kubectl_json("get", "cm", "s", "-n", ns, "--show-managed-fields")
+    assert got["data"] == {"a": "1", "b": "2"}
+    managers = [(m["manager"], m["operation"]) for m in got["metadata"]["managedFields"]]
+    assert ("kubectl", "Apply") in managers
+
+
+def test_diff_and_explain(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "diff")
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d", "namespace": ns}, "data": {"a": "1"}}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(cm))
+    same = cluster.kubectl("diff", "-f", "-", input=yaml.safe_dump(cm), check=False)
+    assert same.returncode == 0 and same.stdout == ""
+    cm["data"]["a"] = "2"
+    changed = cluster.kubectl("diff", "-f", "-", input=yaml.safe_dump(cm), check=False)
+    assert changed.returncode == 1
+    assert '-  a: "1"' in changed.stdout and '+  a: "2"' in changed.stdout
+    assert cluster.kubectl_json("get", "cm", "d", "-n", ns)["data"] == {"a": "1"}  # diff is a dry run
+    explained = cluster.kubectl("explain", "deployment.spec.replicas").stdout
+    assert "FIELD: replicas <integer>" in explained

@@ -38,6 +38,7 @@ from k3py.api.selectors import (
     supported_field_labels,
 )
 from k3py.server.apiserver import codec
+from k3py.server.apiserver.fieldcheck import duplicate_fields
 from k3py.server.apiserver.registry import (
     DeleteOptions,
     ListOptions,
@@ -334,15 +335,24 @@ class RestHandler:
         manager = q.get("fieldManager", "")
         if len(manager) > 128:
             raise errors.invalid("", "", [{"field": "fieldManager", "reason": "FieldValueTooLong", "message": "Too long: may not be more than 128 bytes"}])
-        return WriteOptions(dry_run=_dry_run(q), field_manager=manager)
+        return WriteOptions(dry_run=_dry_run(q), field_manager=manager, field_validation=validation)
 
     async def create(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         body = await self._read_body(request)
         obj = codec.decode_body(body, request.headers.get("Content-Type"))
         opts = self._write_options(request)
+        self._find_duplicates(request, body, opts)
         obj = self._strip_protobuf_zero_meta(obj)
         created = await self.registry.create(info, rr.namespace, obj, opts)
-        return self._object_response(request, info, created, 201)
+        return _warn(self._object_response(request, info, created, 201), opts)
+
+    @staticmethod
+    def _find_duplicates(request: web.BaseRequest, body: bytes, opts: WriteOptions) -> None:
+        media = codec.media_type(request.headers.get("Content-Type"))
+        if media == codec.PROTOBUF or body[:4] == b"k8s\x00":
+            opts.field_validation = "Ignore"  # a protobuf body cannot carry unknown fields
+        elif opts.field_validation != "Ignore" and media in ("", codec.JSON, codec.MERGE_PATCH, codec.STRATEGIC_MERGE_PATCH):
+            opts.duplicate_fields = duplicate_fields(body)
 
     @staticmethod
     def _strip_protobuf_zero_meta(obj: Any) -> Any:
@@ -362,12 +372,13 @@ class RestHandler:
         body = await self._read_body(request)
         obj = self._strip_protobuf_zero_meta(codec.decode_body(body, request.headers.get("Content-Type")))
         opts = self._write_options(request)
+        self._find_duplicates(request, body, opts)
         if rr.subresource == "scale":
             return self._plain(request, await self.update_scale(info, rr.namespace, rr.name, lambda _scale: obj, opts))
         if rr.subresource not in ("", "status", "finalize"):
             raise errors.method_not_allowed()
         updated = await self.registry.update(info, rr.namespace, rr.name, obj, opts, rr.subresource)
-        return self._object_response(request, info, updated)
+        return _warn(self._object_response(request, info, updated), opts)
 
     # -- patch ------------------------------------------------------------------------------
 
@@ -387,8 +398,9 @@ class RestHandler:
         if rr.subresource == "scale":
             scale = await self.patch_scale(info, rr.namespace, rr.name, content_type, patch_doc, opts)
             return self._plain(request, scale)
+        self._find_duplicates(request, body, opts)
         obj, created = await self.patch_object(info, rr.namespace, rr.name, rr.subresource, content_type, patch_doc, opts)
-        return self._object_response(request, info, obj, 201 if created else 200)
+        return _warn(self._object_response(request, info, obj, 201 if created else 200), opts)
 
     async def patch_scale(
         self, info: ResourceInfo, namespace: str, name: str, content_type: str, patch_doc: Any, opts: WriteOptions
@@ -418,7 +430,7 @@ class RestHandler:
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
             result = apply_fn(current)
             if content_type == codec.APPLY_PATCH_YAML:
-                self._record_apply_manager(result, opts.field_manager or "unknown")
+                self._record_apply_manager(result, opts.field_manager or "unknown", patch_doc)
             return result
 
         try:
@@ -435,7 +447,8 @@ class RestHandler:
         return updated, False
 
     @staticmethod
-    def _record_apply_manager(obj: dict[str, Any], manager: str) -> None:
+    def _record_apply_manager(obj: dict[str, Any], manager: str, applied: Any = None) -> None:
+        """Record the applier's fields in managedFields (the fields of its applied config)."""
         meta = obj.setdefault("metadata", {})
         entries = [e for e in meta.get("managedFields") or () if not (e.get("manager") == manager and e.get("operation") == "Apply")]
         entries.append(
@@ -445,7 +458,7 @@ class RestHandler:
                 "apiVersion": obj.get("apiVersion", ""),
                 "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "fieldsType": "FieldsV1",
-                "fieldsV1": _fields_v1(obj),
+                "fieldsV1": _fields_v1(applied if isinstance(applied, dict) else obj),
             }
         )
         meta["managedFields"] = entries
@@ -671,6 +684,14 @@ class RestHandler:
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
+
+
+def _warn(response: web.Response, opts: WriteOptions) -> web.Response:
+    """Field-validation warnings as Warning headers (kubectl prints "Warning: <text>")."""
+    for text in opts.warnings:
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        response.headers.add("Warning", f'299 - "{escaped}"')
+    return response
 
 
 class WatchSession:

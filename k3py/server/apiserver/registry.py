@@ -22,7 +22,7 @@ import binascii
 import copy
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,9 +30,10 @@ import orjson
 
 from k3py.api import errors
 from k3py.api import meta as objmeta
-from k3py.api.resources import ResourceInfo, ResourceTable
+from k3py.api.resources import BUILTIN_GROUP_ORDER, ResourceInfo, ResourceTable
 from k3py.server.apiserver import strategies
 from k3py.server.apiserver.allocators import ServiceAllocator
+from k3py.server.apiserver.fieldcheck import strict_error_message, unknown_fields
 from k3py.server.apiserver.semantics import apply_defaults, validate_name, validate_object
 from k3py.server.apiserver.watchcache import WatchCache, decode_value
 from k3py.store import KeyExistsError, Store, ValueTooLargeError
@@ -75,6 +76,9 @@ class ListResult:
 class WriteOptions:
     dry_run: bool = False
     field_manager: str = ""
+    field_validation: str = ""  # "", "Ignore", "Warn" or "Strict" ("" behaves as Warn)
+    duplicate_fields: list[str] = field(default_factory=list)  # found while decoding the body
+    warnings: list[str] = field(default_factory=list)  # filled in: sent as Warning headers
 
 
 @dataclass
@@ -260,6 +264,38 @@ class Registry:
         else:
             meta.pop("namespace", None)
 
+    def _crd_schema(self, info: ResourceInfo) -> dict[str, Any] | None:
+        """The openAPIV3Schema a CRD declares for this version ({} when it declares none)."""
+        crds = self.table.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        if crds is None:
+            return {}
+        crd = self.cache.cache(storage_prefix(crds)).objects.get(
+            object_key(crds, "", f"{info.plural}.{info.group}")
+        )
+        for version in ((crd or {}).get("spec") or {}).get("versions") or ():
+            if version.get("name") == info.version:
+                schema = (version.get("schema") or {}).get("openAPIV3Schema")
+                return schema if isinstance(schema, dict) else {}
+        return {}
+
+    def _check_fields(self, info: ResourceInfo, obj: dict[str, Any], opts: WriteOptions) -> None:
+        """fieldValidation: unknown and duplicate fields are an error (Strict) or a warning."""
+        if opts.field_validation == "Ignore":
+            return
+        if info.group in BUILTIN_GROUP_ORDER:
+            unknown = unknown_fields(info, obj)
+        else:
+            schema = self._crd_schema(info)
+            unknown = unknown_fields(info, obj, schema) if schema else []
+        duplicates = opts.duplicate_fields
+        if not unknown and not duplicates:
+            return
+        if opts.field_validation == "Strict":
+            raise errors.bad_request(strict_error_message(info, unknown, duplicates))
+        opts.warnings.extend(f'unknown field "{p}"' for p in unknown)
+        opts.warnings.extend(f'duplicate field "{d}"' for d in duplicates)
+        opts.duplicate_fields = []
+
     def _validate(self, info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         causes = validate_object(info, obj, old)
         if causes:
@@ -371,6 +407,7 @@ class Registry:
         self, info: ResourceInfo, namespace: str, obj: Any, opts: WriteOptions
     ) -> dict[str, Any]:
         obj = self._check_type(info, obj)
+        self._check_fields(info, obj, opts)
         self._check_namespace(info, obj, namespace)
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
@@ -491,6 +528,8 @@ class Registry:
             current = self._out(info, current)
             desired = mutate(copy.deepcopy(current))
             desired = self._check_type(info, desired)
+            if _attempt == 0:
+                self._check_fields(info, desired, opts)
             self._check_namespace(info, desired, namespace)
             wanted_rv = precondition_rv or desired["metadata"].get("resourceVersion") or ""
             if wanted_rv and wanted_rv != str(current_rev):
