@@ -308,7 +308,10 @@ def _fail(err_fd: int, exc: BaseException) -> None:
 
 
 def become_container(config: dict, stdio: list[int], err_fd: int, join_cgroup: bool = True) -> None:
-    """Turn this forked child into the container's pid 1 (never returns)."""
+    """Turn this forked child into the container's pid 1 (never returns).
+
+    ``join_cgroup=False`` is for zygotes, which joined their (renamed) cgroup in advance.
+    """
     try:
         process = config["process"]
         _stdio(stdio, bool(process.get("tty")))

@@ -167,6 +167,7 @@ class Container:
         self.streams: dict[int, OutputStream] = {}
         self.stdin_fd = -1
         self.tty_master = -1
+        self.held_namespaces: list[int] = []
         self.attached: list[socket.socket] = []
         self.log: CRILog | None = None
         self.waiters: list[socket.socket] = []
@@ -379,17 +380,17 @@ class Supervisor:
             pid = self._fork_in_new_pidns(
                 lambda: containerinit.become_container(config, child_stdio, err_w_sync)
             )
-        started = time.time_ns()
         os.close(err_w_sync)
         for fd in set(child_stdio):
             os.close(fd)
         error = b""
         while True:
-            chunk = os.read(err_r_sync, 4096)
+            chunk = os.read(err_r_sync, 4096)  # EOF: the close-on-exec pipe closed at execve
             if not chunk:
                 break
             error += chunk
         os.close(err_r_sync)
+        started = time.time_ns()
         container.pid = pid
         container.running = True
         for fd, name in outputs.items():
@@ -409,6 +410,16 @@ class Supervisor:
             "pid_start_time": process_start_time(pid),
         }
         write_json_atomic(container.state_path, container.state)
+        # Holding the namespaces keeps their teardown (unmounting the container's mounts waits
+        # for RCU grace periods) out of the container's exit, so its exit code arrives sooner;
+        # they are released right after the exit has been reported.
+        for kind in ("mnt", "pid"):
+            try:
+                container.held_namespaces.append(
+                    os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+                )
+            except OSError:
+                pass  # already gone: nothing to hold
         return {"ok": True, "pid": pid, "started_at": started}
 
     # ---- pre-forked container processes ("zygotes") -----------------------------------------
@@ -454,6 +465,8 @@ class Supervisor:
                 os.closerange(3, keep)
                 os.closerange(keep + 1, 4096)
                 cgroup.join_self()
+                # The mount namespace is unshared only at start: until then we share the
+                # supervisor's, so volumes and sandbox namespace files mounted later are visible.
                 channel = socket.socket(fileno=keep)
                 channel.send(b"ready")  # only now may the supervisor rename our cgroup
                 message, fds, _flags, _addr = socket.recv_fds(channel, 65536, 8)
@@ -838,6 +851,9 @@ class Supervisor:
             self._unregister(container.adopted_pidfd)
             os.close(container.adopted_pidfd)
             container.adopted_pidfd = -1
+        for fd in container.held_namespaces:
+            os.close(fd)
+        container.held_namespaces = []
 
     def _release(self, container: Container) -> None:
         for fd, stream in list(container.streams.items()):

@@ -680,3 +680,26 @@ def test_host_network_sandbox_uses_the_node_namespaces(runtime: ContainerRuntime
     remove_and_check(runtime, cid)
     runtime.remove_sandbox(sandbox.id)
     assert not [m for m in supervisor_mounts(runtime) if sandbox.id in m]
+
+
+def test_volumes_mounted_after_start_up_are_visible(
+    runtime: ContainerRuntime, tmp_path: Path
+) -> None:
+    # Like a kubelet mounting a secret tmpfs just before starting a container: the mount is made
+    # (in the supervisor's mount namespace) after the supervisor pre-forked its zygotes.
+    volume = tmp_path / "secret-volume"
+    volume.mkdir()
+    supervisor = str(runtime.supervisor_pid())
+    script = f"mount -t tmpfs tmpfs {volume} && echo s3cret > {volume}/token"
+    subprocess.run(["nsenter", "-t", supervisor, "-m", "sh", "-c", script], check=True, timeout=30)
+    try:
+        _, _, lines, _ = run_to_exit(
+            runtime,
+            "cat /var/run/secret/token",
+            mounts=[Mount("/var/run/secret", source=str(volume), readonly=True)],
+        )
+        assert stdout_of(lines) == ["s3cret"]
+    finally:
+        subprocess.run(
+            ["nsenter", "-t", supervisor, "-m", "umount", str(volume)], check=True, timeout=30
+        )
