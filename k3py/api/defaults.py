@@ -23,6 +23,7 @@ import base64
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from k3py.api.proto.structure import check_structure
 from k3py.api.quantity import canonical_quantity
 
 if TYPE_CHECKING:
@@ -566,9 +567,16 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[Obj], None]] = {
 
 
 def apply_defaults(info: ResourceInfo, obj: Obj) -> None:
-    """Fill in Kubernetes' defaults for `obj` (of the kind `info` describes), in place."""
+    """Fill in Kubernetes' defaults for `obj` (of the kind `info` describes), in place.
+
+    An object with values of the wrong JSON type is left alone: validation reports those.
+    """
     if not isinstance(obj, dict):
         return
     defaulter = _DEFAULTERS.get((info.group, info.kind))
-    if defaulter is not None:
-        defaulter(obj)
+    if defaulter is None:
+        return
+    api_version = f"{info.group}/{info.version}" if info.group else info.version
+    if check_structure(api_version, info.kind, obj).type_causes:
+        return
+    defaulter(obj)

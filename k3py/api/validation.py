@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from k3py.api.proto.structure import check_object_meta, check_structure
 from k3py.api.quantity import parse_quantity
 
 if TYPE_CHECKING:
@@ -1741,21 +1742,50 @@ _VALIDATORS: dict[tuple[str, str], _Validator] = {
 }
 
 
+def _api_version(info: ResourceInfo) -> str:
+    return f"{info.group}/{info.version}" if info.group else info.version
+
+
+def type_causes(info: ResourceInfo, obj: Any) -> list[dict[str, str]]:
+    """Causes for values of the wrong JSON type (the object's structure cannot be trusted)."""
+    if not isinstance(obj, dict):
+        return [
+            {
+                "reason": "FieldValueTypeInvalid",
+                "field": "",
+                "message": "Invalid value: the object must be a JSON object",
+            }
+        ]
+    report = check_structure(_api_version(info), info.kind, obj)
+    if not report.known:
+        report = check_object_meta(obj.get("metadata"))
+    return report.type_causes
+
+
 def validate_object(
     info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """Causes ({"field","message","reason"}) that make `obj` invalid; [] when it is valid.
 
     `old` is the stored object on an update (enables the immutable-field checks), else None.
+    Values of the wrong JSON type are reported alone: nothing else can be judged until the
+    object has the shape of its kind.
     """
+    wrong_types = type_causes(info, obj)
+    if wrong_types:
+        return wrong_types
     errs = _Errors()
-    if not isinstance(obj, dict):
-        errs.invalid("", obj, "must be an object")
-        return errs.causes
-    _validate_metadata(info, obj.get("metadata"), errs)
-    if old is not None and isinstance(obj.get("metadata"), dict):
-        _validate_metadata_update(obj["metadata"], old.get("metadata") or {}, errs)
-    validator = _VALIDATORS.get((info.group, info.kind))
-    if validator is not None:
-        validator(obj, old, errs)
+    try:
+        _validate_metadata(info, obj.get("metadata"), errs)
+        if old is not None and isinstance(obj.get("metadata"), dict):
+            old_meta = old.get("metadata") if isinstance(old, dict) else None
+            _validate_metadata_update(
+                obj["metadata"], old_meta if isinstance(old_meta, dict) else {}, errs
+            )
+        validator = _VALIDATORS.get((info.group, info.kind))
+        if validator is not None:
+            validator(obj, old if isinstance(old, dict) else None, errs)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+        # A shape the checks above did not foresee must still end as a 422, not a 500.
+        errs.invalid("", info.kind, f"the object could not be validated: {exc}")
     return errs.causes

@@ -299,13 +299,9 @@ def test_small_kinds() -> None:
     )
     assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
     quota = defaulted(
-        {
-            "apiVersion": "v1",
-            "kind": "ResourceQuota",
-            "spec": {"hard": {"cpu": "0.5", "pods": 10, "x": "bad"}},
-        }
+        {"apiVersion": "v1", "kind": "ResourceQuota", "spec": {"hard": {"cpu": "0.5", "pods": 10}}}
     )
-    assert quota["spec"]["hard"] == {"cpu": "500m", "pods": "10", "x": "bad"}
+    assert quota["spec"]["hard"] == {"cpu": "500m", "pods": "10"}
     assert pvc["spec"]["volumeMode"] == "Filesystem" and pvc["status"]["phase"] == "Pending"
     node = defaulted({"apiVersion": "v1", "kind": "Node", "status": {"capacity": {"cpu": "2"}}})
     assert node["status"]["allocatable"] == {"cpu": "2"}
@@ -332,3 +328,11 @@ def test_small_kinds() -> None:
     assert np["spec"]["egress"][0]["ports"][0]["protocol"] == "TCP"
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}}
     assert defaulted(cm) == cm
+
+
+def test_mistyped_objects_are_left_for_validation() -> None:
+    # Kubernetes refuses these while decoding, before defaulting: nothing is filled in.
+    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": "3", "template": {}}}
+    assert defaulted(bad) == bad
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "spec": {"hard": {"cpu": "lots"}}}
+    assert defaulted(quota) == quota

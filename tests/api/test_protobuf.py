@@ -622,3 +622,53 @@ def test_mutated_bodies_never_escape_as_other_errors() -> None:
 )
 def test_metav1_duration_text_is_gos(ns: int, text: str) -> None:
     assert _go_duration(ns) == text
+
+
+def test_structure_check_reports_unknown_fields_like_strict_decoding() -> None:
+    from k3py.api.proto.structure import check_structure
+
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "w", "labels": {"a": "b"}, "creationTimestamp": None, "colour": "red"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "i",
+                            "imagePullPolice": "Always",
+                            "livenessProbe": {"httpGet": {"port": "http"}, "periodSeconds": 5},
+                        }
+                    ],
+                    # VolumeSource is inlined in Volume; PVC templates carry TypeMeta.
+                    "volumes": [{"name": "v", "configMap": {"name": "c", "defaultMode": 420}}],
+                },
+            },
+            "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+        },
+        "status": {},
+    }
+    report = check_structure("apps/v1", "Deployment", dep)
+    assert report.known and report.type_causes == []
+    assert report.unknown_fields == [
+        "metadata.colour",
+        "spec.template.spec.containers[0].imagePullPolice",
+    ]
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "spec": {
+            "volumeClaimTemplates": [
+                {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "spec": {}}
+            ]
+        },
+    }
+    assert check_structure("apps/v1", "StatefulSet", sts).unknown_fields == []
+    ints = check_structure("v1", "Pod", {"spec": {"priority": 2**31, "hostNetwork": "yes"}})
+    assert [c["field"] for c in ints.type_causes] == ["spec.priority", "spec.hostNetwork"]
+    assert not check_structure("example.com/v1", "Widget", {"anything": 1}).known

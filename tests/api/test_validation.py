@@ -606,3 +606,85 @@ def test_pod_details_users_hit() -> None:
         "spec": {"type": "NodePort", "clusterIP": "None", "ports": [{"port": 80}]},
     }
     assert fields(causes(headless_np)) == ["spec.clusterIPs[0]"]
+
+
+def test_wrong_types_are_reported_alone() -> None:
+    dep = deployment(replicas="3")
+    dep["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": "80"}]
+    dep["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "lots"}}
+    found = causes(dep)
+    assert {
+        "reason": "FieldValueTypeInvalid",
+        "field": "spec.replicas",
+        "message": 'Invalid value: "string": spec.replicas in body must be of type integer: "string"',
+    } in found
+    assert sorted(fields(found)) == [
+        "spec.replicas",
+        "spec.template.spec.containers[0].ports[0].containerPort",
+        "spec.template.spec.containers[0].resources.limits[cpu]",
+    ]
+    assert causes({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(), "data": ["a"]}) == [
+        {
+            "reason": "FieldValueTypeInvalid",
+            "field": "data",
+            "message": 'Invalid value: "array": data in body must be of type object: "array"',
+        }
+    ]
+    # Custom resources: only their metadata has a known shape.
+    widget = TABLE.by_kind("", "v1", "ConfigMap")
+    assert widget is not None
+    from dataclasses import replace
+
+    custom = replace(
+        widget, group="example.com", kind="Widget", plural="widgets", singular="widget"
+    )
+    assert (
+        validate_object(
+            custom, {"metadata": {"name": "w", "namespace": "d"}, "spec": {"any": ["thing"]}}, None
+        )
+        == []
+    )
+    assert fields(
+        validate_object(
+            custom, {"metadata": {"name": "w", "namespace": "d", "labels": ["x"]}}, None
+        )
+    ) == ["metadata.labels"]
+
+
+def test_validation_survives_any_shape() -> None:
+    """Randomly broken objects yield causes, never exceptions (those would be 500s)."""
+    import random
+
+    junk: list[Any] = [None, 0, -1, 1.5, "x", "", True, [], {}, [1], {"a": 1}, ["a"], [{}]]
+    seeds = [
+        deployment(),
+        pod(),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(),
+            "spec": {"ports": [{"port": 80}]},
+        },
+    ]
+
+    def paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
+        out = [prefix]
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                out += paths(value, (*prefix, key))
+        elif isinstance(obj, list):
+            for i, value in enumerate(obj):
+                out += paths(value, (*prefix, i))
+        return out
+
+    rnd = random.Random(3)
+    for _ in range(1500):
+        obj = copy.deepcopy(rnd.choice(seeds))
+        for _ in range(rnd.randint(1, 3)):
+            path = rnd.choice([p for p in paths(obj) if p and p[0] not in ("apiVersion", "kind")])
+            target = obj
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = copy.deepcopy(rnd.choice(junk))
+        old = copy.deepcopy(rnd.choice(seeds)) if rnd.random() < 0.3 else None
+        causes(obj, old)

@@ -1,0 +1,231 @@
+"""Check a JSON object against the typed structure of its built-in kind.
+
+Kubernetes decodes request bodies into Go structs, so a value of the wrong JSON type (a string
+for `replicas`, an object for `containers`) is refused before any validation runs, and with
+`fieldValidation=Strict` so is a field the type does not have (`unknown field "spec.foo"`).
+k3py keeps objects as dicts; this module gives the same guarantees by walking the object along
+the generated protobuf descriptor of its kind (JSON names, repeated, maps, inlined embedded
+structs, TypeMeta) and reporting:
+
+* `type_causes`: Status causes (`FieldValueTypeInvalid`) for values of the wrong type, worded
+  like the API server's schema errors: `Invalid value: "string": spec.replicas in body must be
+  of type integer: "string"`;
+* `unknown_fields`: paths such as `spec.template.spec.containers[0].imagePullPolice`, in the
+  form strict decoding reports them.
+
+`null` is accepted anywhere (it decodes to the zero value). Kinds without a built-in definition
+(custom resources) get an empty report with `known=False`.
+"""
+
+from __future__ import annotations
+
+import binascii
+from base64 import b64decode
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from k3py.api.proto import schema as proto_schema
+from k3py.api.quantity import parse_quantity
+
+_INT_RANGES = {
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "sint32": (-(2**31), 2**31 - 1),
+    "sint64": (-(2**63), 2**63 - 1),
+    "sfixed32": (-(2**31), 2**31 - 1),
+    "sfixed64": (-(2**63), 2**63 - 1),
+    "uint32": (0, 2**32 - 1),
+    "fixed32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+    "fixed64": (0, 2**64 - 1),
+}
+_MAX_DEPTH = 100
+
+
+@dataclass
+class StructureReport:
+    known: bool = True
+    type_causes: list[dict[str, str]] = field(default_factory=list)
+    unknown_fields: list[str] = field(default_factory=list)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+@cache
+def _json_fields(message: str) -> dict[str, tuple[str, str]]:
+    """JSON name → (type, flags) of a message, with inlined embedded structs flattened in."""
+    out: dict[str, tuple[str, str]] = {}
+    for _number, json_name, ftype, flags in proto_schema.load().messages[message]:
+        if "i" in flags:
+            out.update(_json_fields(ftype))
+        else:
+            out[json_name] = (ftype, flags)
+    return out
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.report = StructureReport()
+
+    def wrong(self, path: str, value: Any, want: str) -> None:
+        got = _json_type(value)
+        self.report.type_causes.append(
+            {
+                "reason": "FieldValueTypeInvalid",
+                "field": path,
+                "message": f'Invalid value: "{got}": {path} in body must be of type {want}: "{got}"',
+            }
+        )
+
+    def invalid(self, path: str, value: str, detail: str) -> None:
+        self.report.type_causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "field": path,
+                "message": f'Invalid value: "{value}": {detail}',
+            }
+        )
+
+    def value(self, value: Any, ftype: str, path: str, depth: int) -> None:
+        if value is None:
+            return
+        if ftype in proto_schema.load().messages:
+            self.message(value, ftype, path, depth + 1)
+        else:
+            self.scalar(value, ftype, path)
+
+    def scalar(self, value: Any, ftype: str, path: str) -> None:
+        if ftype == "string":
+            if not isinstance(value, str):
+                self.wrong(path, value, "string")
+        elif ftype == "bool":
+            if not isinstance(value, bool):
+                self.wrong(path, value, "boolean")
+        elif ftype in _INT_RANGES:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.wrong(path, value, "integer")
+            else:
+                low, high = _INT_RANGES[ftype]
+                if not low <= value <= high:
+                    self.invalid(path, str(value), f"{path} in body must fit in {ftype}")
+        elif ftype == "bytes":
+            if not isinstance(value, str):
+                self.wrong(path, value, "string")
+            else:
+                try:
+                    b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    self.invalid(path, "<value omitted>", f"{path} in body must be base64-encoded")
+        elif ftype in ("double", "float"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.wrong(path, value, "number")
+
+    def special(self, value: Any, name: str, path: str) -> None:
+        if name in (proto_schema.TIME, proto_schema.MICROTIME):
+            if not isinstance(value, str):
+                self.wrong(path, value, "string")
+                return
+            try:
+                datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                self.invalid(
+                    value=value, path=path, detail=f"{path} in body must be of type date-time"
+                )
+        elif name in (proto_schema.QUANTITY, proto_schema.QUANTITY_VALUE):
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                self.wrong(path, value, "string")
+                return
+            try:
+                parse_quantity(value)
+            except ValueError as exc:
+                self.invalid(path, str(value), str(exc))
+        elif name == proto_schema.INT_OR_STRING:
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                self.wrong(path, value, "integer or string")
+        elif name == proto_schema.DURATION:
+            if not isinstance(value, str):
+                self.wrong(path, value, "string")
+        # RawExtension and FieldsV1 hold arbitrary JSON.
+
+    def message(self, value: Any, name: str, path: str, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            self.invalid(path, "...", "nested too deeply")
+            return
+        schema = proto_schema.load()
+        if name in proto_schema.SPECIAL:
+            self.special(value, name, path)
+            return
+        if name in schema.lists:
+            if not isinstance(value, list):
+                self.wrong(path, value, "array")
+                return
+            for i, item in enumerate(value):
+                if item is not None and not isinstance(item, str):
+                    self.wrong(f"{path}[{i}]", item, "string")
+            return
+        if not isinstance(value, dict):
+            self.wrong(path, value, "object")
+            return
+        fields = _json_fields(name)
+        typemeta = name in schema.typemeta
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if typemeta and key in ("apiVersion", "kind"):
+                if item is not None and not isinstance(item, str):
+                    self.wrong(child, item, "string")
+                continue
+            spec = fields.get(key)
+            if spec is None:
+                self.report.unknown_fields.append(child)
+                continue
+            if item is None:
+                continue
+            ftype, flags = spec
+            if "m" in flags:
+                if not isinstance(item, dict):
+                    self.wrong(child, item, "object")
+                    continue
+                _map, _key_type, value_type = ftype.split(":")
+                for map_key, map_value in item.items():
+                    self.value(map_value, value_type, f"{child}[{map_key}]", depth)
+            elif "r" in flags:
+                if not isinstance(item, list):
+                    self.wrong(child, item, "array")
+                    continue
+                for i, element in enumerate(item):
+                    self.value(element, ftype, f"{child}[{i}]", depth)
+            else:
+                self.value(item, ftype, child, depth)
+
+
+def check_object_meta(meta: Any, path: str = "metadata") -> StructureReport:
+    """Check just an ObjectMeta (custom resources: their metadata is still typed)."""
+    walker = _Walker()
+    walker.message(meta, f"{proto_schema.META}.ObjectMeta", path, 0)
+    return walker.report
+
+
+def check_structure(api_version: str, kind: str, obj: Any) -> StructureReport:
+    """Wrong-typed values and unknown fields of `obj`, a `kind` in `api_version`."""
+    name = proto_schema.message_for(api_version, kind)
+    if name is None:
+        return StructureReport(known=False)
+    walker = _Walker()
+    walker.message(obj, name, "", 0)
+    return walker.report
