@@ -24,6 +24,8 @@ from k3py.client.workqueue import ShutDown, WorkQueue
 
 log = logging.getLogger("k3py.controller")
 
+CONFLICT_RETRY_SECONDS = 0.02
+
 
 class Controller:
     """Base class; see the module docstring."""
@@ -70,9 +72,12 @@ class Controller:
         except ApiError as e:
             self.failures += 1
             if e.code == 409:
+                # A stale cache: the informer is about to deliver the newer object (which
+                # enqueues the key too). Retry soon, without growing the key's backoff.
                 log.debug("%s: conflict on %s, retrying", self.name, key)
-            else:
-                log.info("%s: reconcile %s failed: %s %s", self.name, key, e.code, e.message)
+                self.queue.add_after(key, CONFLICT_RETRY_SECONDS)
+                return
+            log.info("%s: reconcile %s failed: %s %s", self.name, key, e.code, e.message)
             self.queue.add_rate_limited(key)
             return
         except Exception:

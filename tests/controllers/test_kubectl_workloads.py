@@ -191,3 +191,52 @@ def test_daemonset_rollout_status_and_history(sim: TestCluster) -> None:
                  == {"busybox:1.37"} and len(_items(sim, "pods", ns, "-l", "app=agent")) == 3, what="3 updated pods")
     history = sim.kubectl("rollout", "history", "daemonset/agent", "-n", ns).stdout
     assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
+
+
+STATEFULSET = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 3
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      containers:
+      - name: db
+        image: postgres:16
+  volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests:
+          storage: 1Gi
+"""
+
+
+def test_statefulset_ordinals_claims_rollout_and_scale(sim: TestCluster) -> None:
+    ns = _ns(sim, "stateful")
+    sim.kubectl("apply", "-n", ns, "-f", "-", input=STATEFULSET)
+    out = sim.kubectl("rollout", "status", "statefulset/db", "-n", ns, "--timeout=60s").stdout
+    assert "partitioned roll out complete" in out or "roll out complete" in out
+    pods = {p["metadata"]["name"]: p for p in _items(sim, "pods", ns, "-l", "app=db")}
+    assert sorted(pods) == ["db-0", "db-1", "db-2"]
+    assert pods["db-1"]["spec"]["hostname"] == "db-1" and pods["db-1"]["spec"]["subdomain"] == "db"
+    assert pods["db-2"]["metadata"]["labels"]["apps.kubernetes.io/pod-index"] == "2"
+    claims = sorted(c["metadata"]["name"] for c in _items(sim, "pvc", ns))
+    assert claims == ["data-db-0", "data-db-1", "data-db-2"]
+    sim.kubectl("set", "image", "statefulset/db", "db=postgres:17", "-n", ns)
+    sim.kubectl("rollout", "status", "statefulset/db", "-n", ns, "--timeout=60s")
+    sim.wait_for(lambda: {p["spec"]["containers"][0]["image"] for p in _items(sim, "pods", ns, "-l", "app=db")} == {"postgres:17"},
+                 what="all pods on postgres:17")
+    sim.kubectl("scale", "statefulset/db", "--replicas=1", "-n", ns)
+    sim.wait_for(lambda: [p["metadata"]["name"] for p in _items(sim, "pods", ns, "-l", "app=db")] == ["db-0"],
+                 what="scaled down to db-0")
+    assert len(_items(sim, "pvc", ns)) == 3  # claims outlive scale-down

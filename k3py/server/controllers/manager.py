@@ -36,6 +36,7 @@ from k3py.server.controllers.job import JobController
 from k3py.server.controllers.namespace import NamespaceController
 from k3py.server.controllers.replicaset import ReplicaSetController
 from k3py.server.controllers.serviceaccount import ServiceAccountController
+from k3py.server.controllers.statefulset import StatefulSetController
 from k3py.server.scheduler.scheduler import Scheduler
 from k3py.server.simnodes.kubelet import SimulatedNodes
 
@@ -46,6 +47,7 @@ CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     DeploymentController,
     JobController,
     DaemonSetController,
+    StatefulSetController,
     GarbageCollector,
     NamespaceController,
     ServiceAccountController,
