@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import subprocess
 import tarfile
 from collections.abc import Iterable
@@ -226,7 +227,7 @@ def build_busybox_images(out_dir: Path) -> tuple[Path, Path]:
         (docker_path, lambda p: write_docker_archive(p, [layer], ["busybox:latest"])),
         (oci_path, lambda p: write_oci_archive(p, [layer], "docker.io/library/busybox:latest")),
     ):
-        tmp = final.with_suffix(".tmp")
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")  # concurrent builders never share
         writer(tmp)
         tmp.replace(final)
     return docker_path, oci_path
@@ -316,7 +317,7 @@ def build_debian_image(out_dir: Path, suite: str = "stable") -> Path:
         layer = layer_path.read_bytes()
         config = image_config([sha256(layer)], cmd=["bash"])
         final = out_dir / "debian-docker.tar"
-        tmp = final.with_suffix(".tmp")
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")  # concurrent builders never share
         write_docker_archive(tmp, [layer], ["debian:stable"], config=config)
         tmp.replace(final)
         return final
