@@ -8,6 +8,7 @@ scripted one (its behaviour is chosen by the command), enough to observe what re
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import json
@@ -293,7 +294,7 @@ async def test_websocket_with_unknown_subprotocol_is_refused_so_clients_fall_bac
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await http.ws_connect(
                 f"{server.url}/exec/default/x/c?command=cat&stdout=true",
-                protocols=["base64.channel.k8s.io"],
+                protocols=["v9.channel.k8s.io"],
             )
         assert refused.value.status == 400
 
@@ -321,6 +322,32 @@ async def test_websocket_v5_exec_stdin_close_signal_and_exit_status(server: Runn
             received, code = await ws_exchange(ws)
     assert received[1] == b"hello world"
     assert json.loads(received[3]) == {"metadata": {}, "status": "Success"}
+    assert code == 1000
+
+
+async def test_websocket_v4_base64_exec(server: Running) -> None:
+    async with session_for(server) as http:
+        url = f"{server.url}/exec/default/x/c?command=cat&stdin=true&stdout=true"
+        async with http.ws_connect(url, protocols=["v4.base64.channel.k8s.io"]) as ws:
+            assert ws.protocol == "v4.base64.channel.k8s.io"
+            first = await ws.receive_str()
+            assert first == "1"  # "connected": an empty message on stdout
+            await ws.send_str("0" + base64.b64encode(b"\x00binary\xff").decode())
+            echoed = await ws.receive_str()
+            assert echoed[0] == "1" and base64.b64decode(echoed[1:]) == b"\x00binary\xff"
+            await ws.close()
+
+
+@pytest.mark.parametrize("protocols", [["channel.k8s.io"], []], ids=["v1", "no-subprotocol"])
+async def test_websocket_pre_v4_reports_failure_as_text(
+    server: Running, protocols: list[str]
+) -> None:
+    async with session_for(server) as http:
+        url = f"{server.url}/exec/default/x/c?command=exit&command=9&stdout=true"
+        async with http.ws_connect(url, protocols=protocols) as ws:
+            received, code = await ws_exchange(ws)
+    assert received[1] == b""  # only the "connected" message
+    assert received[3].decode().startswith("command terminated with non-zero exit code")
     assert code == 1000
 
 

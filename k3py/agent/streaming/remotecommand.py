@@ -12,6 +12,9 @@ details.causes[reason=ExitCode]); v2/v3 write only an error text there.
 WebSocket (subprotocol v5/v4.channel.k8s.io): binary messages whose first byte is the channel:
 0 stdin, 1 stdout, 2 stderr, 3 error/status, 4 resize; v5 adds 255 = "close channel N" (kubectl
 sends [255, 0] at stdin EOF). The server sends the Status on channel 3 and closes with 1000.
+Older subprotocols are served as the kubelet does: `v4.base64.channel.k8s.io` (text messages,
+channel as an ASCII digit, base64 data), and the pre-v4 `channel.k8s.io` / `base64.channel.k8s.io`
+(or no subprotocol) whose error channel carries only an error text.
 
 Who runs the command is not this module's business: the handlers take a `run(streams)` callable.
 """
@@ -19,13 +22,14 @@ Who runs the command is not this module's business: the handlers take a `run(str
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from k3py.agent.streaming.backend import ExecStreams, InputStream, StreamingError, TerminalSize
 from k3py.agent.streaming.spdy_session import SpdySession, SpdyStream, StreamClosedError
@@ -37,8 +41,18 @@ PROTOCOL_V4 = "v4.channel.k8s.io"
 PROTOCOL_V3 = "v3.channel.k8s.io"
 PROTOCOL_V2 = "v2.channel.k8s.io"
 SPDY_PROTOCOLS = (PROTOCOL_V5, PROTOCOL_V4, PROTOCOL_V3, PROTOCOL_V2)
-WEBSOCKET_PROTOCOLS = (PROTOCOL_V5, PROTOCOL_V4)
+PROTOCOL_V4_BASE64 = "v4.base64.channel.k8s.io"
+PROTOCOL_V1 = "channel.k8s.io"
+PROTOCOL_V1_BASE64 = "base64.channel.k8s.io"
+WEBSOCKET_PROTOCOLS = (
+    PROTOCOL_V5,
+    PROTOCOL_V4,
+    PROTOCOL_V4_BASE64,
+    PROTOCOL_V1,
+    PROTOCOL_V1_BASE64,
+)
 STATUS_PROTOCOLS = (PROTOCOL_V5, PROTOCOL_V4)
+STATUS_WEBSOCKET_PROTOCOLS = (PROTOCOL_V5, PROTOCOL_V4, PROTOCOL_V4_BASE64)
 
 CHANNEL_STDIN = 0
 CHANNEL_STDOUT = 1
@@ -275,6 +289,46 @@ async def _pump_spdy_resize(stream: InputStream, queue: asyncio.Queue[TerminalSi
 # --- WebSocket ------------------------------------------------------------------------------
 
 
+class ChannelCodec:
+    """How one WebSocket subprotocol frames channel data.
+
+    Binary protocols: a binary message = channel byte + raw data (text frames are read the same
+    way, as the Python client sends str payloads as text). base64 protocols: a text message =
+    ASCII digit of the channel + base64 of the data.
+    """
+
+    def __init__(self, protocol: str | None) -> None:
+        self.protocol = protocol or ""
+        self.base64 = "base64" in self.protocol
+
+    async def send(self, ws: web.WebSocketResponse, channel: int, data: bytes) -> None:
+        try:
+            if self.base64:
+                await ws.send_str(chr(ord("0") + channel) + base64.b64encode(data).decode())
+            else:
+                await ws.send_bytes(bytes([channel]) + data)
+        except (ConnectionError, RuntimeError) as exc:
+            raise StreamClosedError(f"websocket closed: {exc}") from exc
+
+    def decode(self, message: WSMessage) -> tuple[int, bytes] | None:
+        """(channel, data) of a client message; None for anything else or undecodable."""
+        if message.type == WSMsgType.BINARY:
+            raw: bytes = message.data
+        elif message.type == WSMsgType.TEXT:
+            raw = message.data.encode()
+        else:
+            return None
+        if not raw:
+            return None
+        if not self.base64:
+            return raw[0], raw[1:]
+        try:
+            return raw[0] - ord("0"), base64.b64decode(raw[1:], validate=True)
+        except ValueError:
+            log.info("dropping a malformed base64 WebSocket message")
+            return None
+
+
 class _WebSocketStdin:
     def __init__(self) -> None:
         self.chunks: asyncio.Queue[bytes] = asyncio.Queue()
@@ -293,29 +347,33 @@ class _WebSocketStdin:
 
 
 class _WebSocketOutput:
-    def __init__(self, ws: web.WebSocketResponse, channel: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse, codec: ChannelCodec, channel: int) -> None:
         self._ws = ws
-        self._prefix = bytes([channel])
+        self._codec = codec
+        self._channel = channel
 
     async def write(self, data: bytes) -> None:
         if data:
-            try:
-                await self._ws.send_bytes(self._prefix + data)
-            except (ConnectionError, RuntimeError) as exc:
-                raise StreamClosedError(f"websocket closed: {exc}") from exc
+            await self._codec.send(self._ws, self._channel, data)
 
 
 async def serve_websocket(ws: web.WebSocketResponse, options: ExecOptions, run: RunCommand) -> None:
-    """Run one exec/attach over a prepared WebSocket (v4 or v5 channel protocol)."""
-    protocol = ws.ws_protocol or PROTOCOL_V4
+    """Run one exec/attach over a prepared WebSocket (any of WEBSOCKET_PROTOCOLS, or none)."""
+    codec = ChannelCodec(ws.ws_protocol)
     stdin = _WebSocketStdin() if options.stdin else None
     exec_streams = ExecStreams(
         stdin=stdin,
-        stdout=_WebSocketOutput(ws, CHANNEL_STDOUT) if options.stdout else None,
-        stderr=_WebSocketOutput(ws, CHANNEL_STDERR) if options.stderr else None,
+        stdout=_WebSocketOutput(ws, codec, CHANNEL_STDOUT) if options.stdout else None,
+        stderr=_WebSocketOutput(ws, codec, CHANNEL_STDERR) if options.stderr else None,
         tty=options.tty,
     )
-    reader = asyncio.create_task(_read_websocket(ws, protocol, stdin, exec_streams.resize))
+    # Like the kubelet: an empty message on the lowest writable channel says "connected".
+    first_channel = (
+        CHANNEL_STDOUT if options.stdout else CHANNEL_STDERR if options.stderr else CHANNEL_ERROR
+    )
+    with contextlib.suppress(StreamClosedError):
+        await codec.send(ws, first_channel, b"")
+    reader = asyncio.create_task(_read_websocket(ws, codec, stdin, exec_streams.resize))
     runner = asyncio.create_task(_run_reporting(run, exec_streams))
     try:
         await asyncio.wait({runner, reader}, return_when=asyncio.FIRST_COMPLETED)
@@ -325,9 +383,17 @@ async def serve_websocket(ws: web.WebSocketResponse, options: ExecOptions, run: 
                 await runner
             return
         exit_code, error = runner.result()
-        status = status_for_error(error) if error else status_for(exit_code, options.command)
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_bytes(bytes([CHANNEL_ERROR]) + json.dumps(status).encode())
+        with contextlib.suppress(StreamClosedError):
+            if codec.protocol in STATUS_WEBSOCKET_PROTOCOLS:
+                status = (
+                    status_for_error(error) if error else status_for(exit_code, options.command)
+                )
+                await codec.send(ws, CHANNEL_ERROR, json.dumps(status).encode())
+            elif error is not None or exit_code:
+                text = (
+                    str(error) if error else str(status_for(exit_code, options.command)["message"])
+                )
+                await codec.send(ws, CHANNEL_ERROR, text.encode())
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -338,46 +404,29 @@ async def serve_websocket(ws: web.WebSocketResponse, options: ExecOptions, run: 
 
 async def _read_websocket(
     ws: web.WebSocketResponse,
-    protocol: str,
+    codec: ChannelCodec,
     stdin: _WebSocketStdin | None,
     resize: asyncio.Queue[TerminalSize | None],
 ) -> None:
+    """Route each client message to stdin, resize or the v5 close signal until the client leaves."""
     decoder = ResizeDecoder()
     try:
-        await _dispatch_websocket(ws, protocol, stdin, resize, decoder)
+        async for message in ws:
+            decoded = codec.decode(message)
+            if decoded is None:
+                continue
+            channel, payload = decoded
+            if channel == CHANNEL_STDIN and stdin is not None:
+                if payload and not stdin.ended:
+                    stdin.chunks.put_nowait(payload)
+            elif channel == CHANNEL_RESIZE:
+                for size in decoder.feed(payload):
+                    resize.put_nowait(size)
+            elif channel == CHANNEL_CLOSE and codec.protocol == PROTOCOL_V5:
+                if payload[:1] == bytes([CHANNEL_STDIN]) and stdin is not None:
+                    stdin.end()
     except TimeoutError:
         log.info("closing idle exec/attach WebSocket")
     finally:
         if stdin is not None:
             stdin.end()
-
-
-async def _dispatch_websocket(
-    ws: web.WebSocketResponse,
-    protocol: str,
-    stdin: _WebSocketStdin | None,
-    resize: asyncio.Queue[TerminalSize | None],
-    decoder: ResizeDecoder,
-) -> None:
-    """Route each client message to stdin, resize or the v5 close signal until the client leaves."""
-    async for message in ws:
-        # Binary normally; the Python client sends str payloads as text frames, which the
-        # kubelet accepts alike (the base64 protocols are not offered, so no decoding).
-        if message.type == WSMsgType.BINARY:
-            data: bytes = message.data
-        elif message.type == WSMsgType.TEXT:
-            data = message.data.encode()
-        else:
-            continue
-        if not data:
-            continue
-        channel, payload = data[0], data[1:]
-        if channel == CHANNEL_STDIN and stdin is not None:
-            if payload and not stdin.ended:
-                stdin.chunks.put_nowait(payload)
-        elif channel == CHANNEL_RESIZE:
-            for size in decoder.feed(payload):
-                resize.put_nowait(size)
-        elif channel == CHANNEL_CLOSE and protocol == PROTOCOL_V5:
-            if payload[:1] == bytes([CHANNEL_STDIN]) and stdin is not None:
-                stdin.end()

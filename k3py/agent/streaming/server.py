@@ -215,7 +215,9 @@ async def serve_remote_command(
     """Upgrade (WebSocket or SPDY) and run one exec/attach on the connection."""
     try:
         if wants_websocket(request):
-            protocol = check_websocket(request, WEBSOCKET_PROTOCOLS)
+            offered = client_protocols(request, "Sec-WebSocket-Protocol")
+            # No subprotocol at all is the kubelet's oldest flavour (binary, pre-v4).
+            protocol = check_websocket(request, WEBSOCKET_PROTOCOLS) if offered else None
             ws = await accept_websocket(request, protocol, idle_timeout)
             await serve_websocket(ws, options, run)
             return ws
