@@ -146,3 +146,21 @@ def test_sigterm_ends_pod_quickly(agent_cluster) -> None:  # type: ignore[no-unt
     started = time.monotonic()
     cluster.kubectl("delete", "pod", "polite", "--wait=true", timeout=60)
     assert time.monotonic() - started < 5
+
+
+def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, node = agent_cluster
+    cluster.kubectl("run", "survivor", "--image=busybox", "--", "sleep", "3600")
+    before = wait_pod(cluster, "survivor", phase_is("Running"), "Running")["status"]
+    node.stop()
+    node.start()
+    node.wait_node_ready()
+    # A pod created while the agent was away and one created after it is back both start.
+    cluster.kubectl("run", "newcomer", "--image=busybox", "--", "sleep", "3600")
+    wait_pod(cluster, "newcomer", phase_is("Running"), "Running")
+    after = wait_pod(cluster, "survivor", phase_is("Running"), "Running")["status"]
+    assert after["containerStatuses"][0]["containerID"] == before["containerStatuses"][0]["containerID"]
+    assert after["containerStatuses"][0]["restartCount"] == 0
+    assert after["podIP"] == before["podIP"] and after["startTime"] == before["startTime"]
+    # Deleting works for the adopted pod too.
+    cluster.kubectl("delete", "pod", "survivor", "newcomer", "--grace-period=1", "--wait=true", timeout=60)

@@ -429,12 +429,27 @@ class PodManager:
             return
         if record.pod_ip and record.network_torn_down is False and self._network_known(uid):
             return
-        sandbox_obj = await self.run_blocking(self.runtime.get_sandbox, sandbox_id)
-        pod_ip = await self.run_blocking(
-            self.pod_network.setup, uid, sandbox_obj.netns_path, host_ports_of_pod(spec)
-        )
+        netns_path = await self.run_blocking(self.sandbox_netns, sandbox_id)
+        pod_ip = await self.run_blocking(self.pod_network.setup, uid, netns_path, host_ports_of_pod(spec))
         record.pod_ip = pod_ip.ip
         record.network_torn_down = False
+
+    def sandbox_netns(self, sandbox_id: str) -> str:
+        """The path of the sandbox's network namespace file as this process can open it.
+
+        The namespace files are bind mounts the supervisor made in its own mount namespace; when
+        ours differs (an agent restarted in a fresh private mount namespace, as tests run it) they
+        are reached through the supervisor's root, ``/proc/<pid>/root``.
+        """
+        path = self.runtime.get_sandbox(sandbox_id).netns_path
+        pid = self.runtime.supervisor_pid()
+        if pid is None:
+            return path
+        try:
+            same = os.readlink("/proc/self/ns/mnt") == os.readlink(f"/proc/{pid}/ns/mnt")
+        except OSError:
+            return path
+        return path if same else f"/proc/{pid}/root{path}"
 
     def _network_known(self, uid: str) -> bool:
         assert self.pod_network is not None

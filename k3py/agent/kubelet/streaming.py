@@ -268,8 +268,7 @@ class KubeletStreamingBackend(StreamingBackend):
         if found["spec"].get("hostNetwork"):
             netns_path = None
         else:
-            sandbox = await self.manager.run_blocking(self.manager.runtime.get_sandbox, sandbox_id)
-            netns_path = sandbox.netns_path
+            netns_path = await self.manager.run_blocking(self.manager.sandbox_netns, sandbox_id)
         try:
             sock = await self.manager.run_blocking(_connect_in_netns, netns_path, port)
         except OSError as e:
