@@ -277,8 +277,15 @@ class PatchSchema:
 
     def __init__(self, node: dict | None) -> None:
         self._node = schemas.resolve(node) or {}
+        self._fields: dict[str, tuple[PatchSchema, FieldPatchMeta]] = {}
 
     def field(self, name: str) -> tuple[PatchSchema, FieldPatchMeta]:
+        found = self._fields.get(name)
+        if found is None:
+            found = self._fields[name] = self._lookup(name)
+        return found
+
+    def _lookup(self, name: str) -> tuple[PatchSchema, FieldPatchMeta]:
         props = self._node.get("properties")
         prop: Any = props.get(name) if isinstance(props, dict) else None
         if prop is None:
@@ -313,32 +320,63 @@ def _is_directive_key(key: str) -> bool:
     )
 
 
-def _merge_key_value(item: Any, merge_key: str, where: str) -> Any:
+def _merge_key_value(item: Any, merge_key: str, field: str) -> Any:
     if not isinstance(item, dict) or merge_key not in item:
-        raise PatchError(f"map: {json.dumps(item)} does not contain declared merge key: {merge_key}")
+        raise PatchError(
+            f"map: {json.dumps(item)} does not contain declared merge key: {merge_key} "
+            f"(in {field})"
+        )
     return item[merge_key]
 
 
-def _position(items: list, value: Any, merge_key: str) -> int:
-    """Where `value` (matched by merge key for maps) sits in `items`; -1 if absent."""
+def _canon(value: Any) -> str:
+    """A hashable identity for a JSON value, equal for values JSON considers equal (1 == 1.0)."""
+    if isinstance(value, str):
+        return "s" + value
+    if isinstance(value, bool) or value is None:
+        return f"c{value}"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int | float):
+        return f"n{value!r}"
+    return "j" + json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _identity(item: Any, merge_key: str) -> str | None:
+    """What list items are matched by: the merge key's value for maps, the value for scalars.
+    Lists are matched with dictionaries of these, so merging stays linear in their length."""
+    if merge_key:
+        if isinstance(item, dict) and merge_key in item:
+            return _canon(item[merge_key])
+        return None
+    return _canon(item)
+
+
+def _positions(items: list, merge_key: str) -> dict[str, int]:
+    """Identity → index of its first occurrence in `items`."""
+    found: dict[str, int] = {}
     for i, item in enumerate(items):
-        if merge_key:
-            if isinstance(item, dict) and isinstance(value, dict):
-                if merge_key in item and _json_equal(item[merge_key], value.get(merge_key)):
-                    return i
-        elif _json_equal(item, value):
-            return i
-    return -1
+        ident = _identity(item, merge_key)
+        if ident is not None and ident not in found:
+            found[ident] = i
+    return found
 
 
-def _sort_by(items: list, order: list, merge_key: str) -> list:
-    known = [x for x in items if _position(order, x, merge_key) >= 0]
-    unknown = [x for x in items if _position(order, x, merge_key) < 0]
-    known.sort(key=lambda x: _position(order, x, merge_key))
-    return known + unknown
+def _sort_by(items: list, order: dict[str, int], merge_key: str) -> list:
+    """Items found in `order` sorted by it, the rest after them in their own order."""
+    known: list[tuple[int, int, Any]] = []
+    unknown: list = []
+    for n, item in enumerate(items):
+        pos = order.get(_identity(item, merge_key) or "")
+        if pos is None:
+            unknown.append(item)
+        else:
+            known.append((pos, n, item))
+    known.sort(key=lambda entry: (entry[0], entry[1]))
+    return [item for _pos, _n, item in known] + unknown
 
 
-def _interleave(server_only: list, patch_items: list, server_order: list, merge_key: str) -> list:
+def _interleave(server_only: list, patch_items: list, server_order: dict[str, int], merge_key: str) -> list:
     """Slot server-only items among patch items, keeping both relative orders (upstream's
     mergeSortedSlice): a server item goes first when the live list had it earlier."""
     out: list = []
@@ -351,9 +389,9 @@ def _interleave(server_only: list, patch_items: list, server_order: list, merge_
             out.append(server_only[i])
             i += 1
         else:
-            li = _position(server_order, server_only[i], merge_key)
-            ri = _position(server_order, patch_items[j], merge_key)
-            if li >= 0 and ri >= 0 and li < ri:
+            li = server_order.get(_identity(server_only[i], merge_key) or "")
+            ri = server_order.get(_identity(patch_items[j], merge_key) or "")
+            if li is not None and ri is not None and li < ri:
                 out.append(server_only[i])
                 i += 1
             else:
@@ -364,12 +402,14 @@ def _interleave(server_only: list, patch_items: list, server_order: list, merge_
 
 def _order(merged: list, order_by: list, server_order: list, merge_key: str) -> list:
     """Put patch items in `order_by`'s order, server-only items in their live order."""
-    patch_items = [x for x in merged if _position(order_by, x, merge_key) >= 0]
-    server_only = [x for x in merged if _position(order_by, x, merge_key) < 0]
+    wanted = _positions(order_by, merge_key)
+    live = _positions(server_order, merge_key)
+    patch_items = [x for x in merged if _identity(x, merge_key) in wanted]
+    server_only = [x for x in merged if _identity(x, merge_key) not in wanted]
     return _interleave(
-        _sort_by(server_only, server_order, merge_key),
-        _sort_by(patch_items, order_by, merge_key),
-        server_order,
+        _sort_by(server_only, live, merge_key),
+        _sort_by(patch_items, wanted, merge_key),
+        live,
         merge_key,
     )
 
@@ -400,10 +440,14 @@ def _merge_list(
     kind = _element_kind(original, patch)
     if kind != "map":
         if delete_list:
-            return [x for x in original if _position(patch, x, "") < 0]
+            doomed = _positions(patch, "")
+            return [x for x in original if _identity(x, "") not in doomed]
         merged: list = []
+        seen: set[str | None] = set()
         for item in original + patch:
-            if _position(merged, item, "") < 0:
+            ident = _identity(item, "")
+            if ident not in seen:
+                seen.add(ident)
                 merged.append(_json_copy(item))
         return _order(merged, patch, original, "")
     if not merge_key:
@@ -417,8 +461,8 @@ def _merge_list(
         if directive is None:
             plain.append(item)
         elif directive == "delete":
-            value = _merge_key_value(item, merge_key, field)
-            current = [x for x in current if not (isinstance(x, dict) and _json_equal(x.get(merge_key), value))]
+            doomed = _canon(_merge_key_value(item, merge_key, field))
+            current = [x for x in current if _identity(x, merge_key) != doomed]
         elif directive == "replace":
             replace = True
         elif directive == "merge":
@@ -428,12 +472,14 @@ def _merge_list(
     if replace:
         return [_merge_map({}, x, schema) for x in plain]
     merged = list(current)
+    where = _positions(merged, merge_key)
     for item in plain:
-        value = _merge_key_value(item, merge_key, field)
-        pos = _position(merged, {merge_key: value}, merge_key)
-        if pos >= 0:
+        ident = _canon(_merge_key_value(item, merge_key, field))
+        pos = where.get(ident)
+        if pos is not None:
             merged[pos] = _merge_map(merged[pos], item, schema)
         else:
+            where[ident] = len(merged)
             merged.append(_merge_map({}, item, schema))
     return _order(merged, patch, current, merge_key)
 
