@@ -28,6 +28,7 @@ from k3py.client.controller import Controller
 from k3py.client.informer import InformerFactory
 from k3py.client.interface import NAMESPACES, Client
 from k3py.client.leaderelection import LeaderElector
+from k3py.server.controllers.cronjob import CronJobController
 from k3py.server.controllers.daemonset import DaemonSetController
 from k3py.server.controllers.deployment import DeploymentController
 from k3py.server.controllers.endpoints import EndpointsController, EndpointSliceController
@@ -46,6 +47,7 @@ CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     ReplicaSetController,
     DeploymentController,
     JobController,
+    CronJobController,
     DaemonSetController,
     StatefulSetController,
     GarbageCollector,

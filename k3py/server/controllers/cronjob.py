@@ -1,0 +1,210 @@
+"""The CronJob controller: create a Job at each scheduled time.
+
+For each CronJob (batch/v1): find the latest scheduled time at or before now that has not
+run yet (counting from ``status.lastScheduleTime`` or, first, the creation time); if there is
+one and it is not older than ``startingDeadlineSeconds``, start a Job named
+``<cronjob>-<scheduled time in minutes since the epoch>`` from ``spec.jobTemplate`` (owned by
+the CronJob, annotated ``batch.kubernetes.io/cronjob-scheduled-timestamp``) — unless the
+CronJob is suspended, or ``concurrencyPolicy`` is Forbid and a Job is still running; Replace
+deletes the running Jobs first. Status lists the active Jobs and the last schedule and
+success times; finished Jobs beyond ``successfulJobsHistoryLimit`` (3) and
+``failedJobsHistoryLimit`` (1) are deleted. The controller asks to be woken at the next
+scheduled time. An invalid schedule is reported once as an ``UnparseableSchedule`` warning
+event and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Hashable
+from datetime import UTC, datetime, timedelta
+
+from k3py.api.errors import ApiError
+from k3py.api.meta import parse_rfc3339
+from k3py.client.controller import Controller
+from k3py.client.events import EventRecorder
+from k3py.client.informer import OWNER_UID_INDEX, InformerFactory, index_by_owner_uid
+from k3py.client.interface import CRONJOBS, JOBS, Client
+from k3py.server.controllers.common import (
+    Obj,
+    controller_ref,
+    get_condition,
+    meta,
+    name_of,
+    namespace_of,
+    owner_reference,
+    timestamp_of,
+    uid_of,
+)
+from k3py.server.controllers.cron import CronError, parse_schedule
+
+log = logging.getLogger("k3py.controllers.cronjob")
+
+SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+MAX_MISSED = 100
+
+
+def _job_finished(job: Obj) -> str | None:
+    for cond_type in ("Complete", "Failed"):
+        cond = get_condition(job, cond_type)
+        if cond is not None and cond.get("status") == "True":
+            return cond_type
+    return None
+
+
+def job_reference(job: Obj) -> Obj:
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": name_of(job), "namespace": namespace_of(job),
+            "uid": uid_of(job), "resourceVersion": meta(job).get("resourceVersion", "")}
+
+
+def job_from_template(cj: Obj, scheduled: datetime) -> Obj:
+    template = copy.deepcopy((cj.get("spec") or {}).get("jobTemplate") or {})
+    tmeta = template.get("metadata") or {}
+    annotations = dict(tmeta.get("annotations") or {})
+    annotations[SCHEDULED_ANNOTATION] = scheduled.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{name_of(cj)}-{int(scheduled.timestamp()) // 60}",
+            "namespace": namespace_of(cj),
+            "labels": dict(tmeta.get("labels") or {}),
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(cj, "batch/v1", "CronJob")],
+        },
+        "spec": template.get("spec") or {},
+    }
+
+
+class CronJobController(Controller):
+    """See the module docstring."""
+
+    name = "cronjob"
+    workers = 2
+
+    def __init__(self, client: Client, informers: InformerFactory) -> None:
+        super().__init__(client, informers)
+        self.cronjobs = informers.informer(CRONJOBS)
+        self.jobs = informers.informer(JOBS, {OWNER_UID_INDEX: index_by_owner_uid})
+        self.cronjobs.add_handler(self.enqueue, lambda _o, n: self.enqueue(n))
+        self.jobs.add_handler(self._job_changed, lambda _o, n: self._job_changed(n), self._job_changed)
+        self.recorder = EventRecorder(client, "cronjob-controller")
+        self._reported_bad: set[str] = set()
+
+    def _job_changed(self, job: Obj) -> None:
+        ref = controller_ref(job)
+        if ref is not None and ref.get("kind") == "CronJob":
+            self.queue.add(f"{namespace_of(job)}/{ref.get('name')}")
+
+    async def run(self) -> None:
+        self.recorder.start()
+        try:
+            await super().run()
+        finally:
+            await self.recorder.stop()
+
+    async def reconcile(self, key: Hashable) -> float | None:
+        cached = self.cronjobs.cache.get(str(key))
+        if cached is None or meta(cached).get("deletionTimestamp"):
+            return None
+        cj = copy.deepcopy(cached)
+        spec = cj.get("spec") or {}
+        status = copy.deepcopy(cj.get("status") or {})
+        jobs = [j for j in self.jobs.cache.by_index(OWNER_UID_INDEX, uid_of(cj))
+                if (controller_ref(j) or {}).get("uid") == uid_of(cj)]
+        active = [j for j in jobs if _job_finished(j) is None and not meta(j).get("deletionTimestamp")]
+        finished = [j for j in jobs if _job_finished(j) is not None]
+        successes = [j for j in finished if _job_finished(j) == "Complete"]
+        if successes:
+            times = [(j.get("status") or {}).get("completionTime") or "" for j in successes]
+            latest = max(times)
+            if latest and latest > (status.get("lastSuccessfulTime") or ""):
+                status["lastSuccessfulTime"] = latest
+        await self._prune(finished, spec)
+
+        try:
+            schedule = parse_schedule(str(spec.get("schedule", "")), spec.get("timeZone"))
+        except CronError as e:
+            if uid_of(cj) not in self._reported_bad:
+                self._reported_bad.add(uid_of(cj))
+                self.recorder.record(cj, "Warning", "UnparseableSchedule", f"unparseable schedule: {spec.get('schedule')!r} : {e}")
+            await self._write_status(cj, status, active)
+            return None
+
+        now = datetime.now(UTC)
+        since_text = status.get("lastScheduleTime") or timestamp_of(cj)
+        since = parse_rfc3339(since_text) if since_text else now
+        due: datetime | None = None
+        t = since
+        for _ in range(MAX_MISSED + 1):
+            nxt = schedule.next_after(t)
+            if nxt > now:
+                break
+            due = nxt
+            t = nxt
+        else:
+            # Too many missed start times: take the most recent one (upstream logs and does the same).
+            due = t
+        next_run = schedule.next_after(now)
+        requeue = max(0.05, (next_run - now).total_seconds() + 0.05)
+
+        if due is not None and not spec.get("suspend"):
+            deadline = spec.get("startingDeadlineSeconds")
+            too_late = deadline is not None and (now - due) > timedelta(seconds=int(deadline))
+            policy = spec.get("concurrencyPolicy") or "Allow"
+            if not too_late and not (policy == "Forbid" and active):
+                if policy == "Replace":
+                    for job in active:
+                        await self._delete_job(job)
+                    active = []
+                job = job_from_template(cj, due)
+                try:
+                    created = await self.client.create(JOBS, job, namespace_of(cj))
+                    active.append(created)
+                    self.recorder.record(cj, "Normal", "SuccessfulCreate", f"Created job {name_of(created)}")
+                except ApiError as e:
+                    if e.code != 409:  # already created for this time
+                        raise
+                status["lastScheduleTime"] = due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            elif too_late:
+                status["lastScheduleTime"] = due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self._write_status(cj, status, active)
+        return requeue
+
+    async def _write_status(self, cj: Obj, status: Obj, active: list[Obj]) -> None:
+        if active:
+            status["active"] = [job_reference(j) for j in sorted(active, key=name_of)]
+        else:
+            status.pop("active", None)
+        old = cj.get("status") or {}
+        # References carry resourceVersions that change constantly; compare names only.
+        def names(s: Obj) -> list[str]:
+            return [r.get("name", "") for r in s.get("active") or []]
+
+        same = names(old) == names(status) and {k: v for k, v in old.items() if k != "active"} == {
+            k: v for k, v in status.items() if k != "active"}
+        if same:
+            return
+        try:
+            await self.client.update_status(CRONJOBS, {**cj, "status": status})
+        except ApiError as e:
+            if e.code != 404:
+                raise
+
+    async def _prune(self, finished: list[Obj], spec: Obj) -> None:
+        limits = {"Complete": spec.get("successfulJobsHistoryLimit", 3), "Failed": spec.get("failedJobsHistoryLimit", 1)}
+        for outcome, limit in limits.items():
+            limit = 3 if limit is None and outcome == "Complete" else (1 if limit is None else int(limit))
+            done = sorted((j for j in finished if _job_finished(j) == outcome),
+                          key=lambda j: (j.get("status") or {}).get("startTime") or timestamp_of(j))
+            for job in done[: max(0, len(done) - limit)]:
+                await self._delete_job(job)
+
+    async def _delete_job(self, job: Obj) -> None:
+        try:
+            await self.client.delete(JOBS, name_of(job), namespace_of(job), propagation_policy="Background",
+                                     preconditions={"uid": uid_of(job)})
+        except ApiError as e:
+            if e.code not in (404, 409):
+                raise
