@@ -109,3 +109,10 @@ def test_describe_and_explain(cluster: TestCluster) -> None:
     cluster.kubectl("create", "configmap", "d1", "--from-literal=k=v", "-n", ns)
     out = cluster.kubectl("describe", "cm", "d1", "-n", ns).stdout
     assert "Name:" in out and "d1" in out and "k:" in out
+
+
+def test_auth_can_i_and_whoami(cluster: TestCluster) -> None:
+    assert cluster.kubectl("auth", "can-i", "create", "pods").stdout.strip() == "yes"
+    who = cluster.kubectl("auth", "whoami", "-o", "json").stdout
+    info = json.loads(who)["status"]["userInfo"]
+    assert info["username"] == "system:admin" and "system:masters" in info["groups"]

@@ -47,6 +47,7 @@ from k3py.server.apiserver.registry import (
     namespace_prefix,
     storage_prefix,
 )
+from k3py.server.apiserver.reviews import REVIEW_KINDS, review, user_from_peercert
 from k3py.server.apiserver.semantics import table_columns, table_row_cells
 from k3py.server.apiserver.watchcache import CacheEvent, Watcher
 
@@ -133,6 +134,8 @@ class RestHandler:
         self.registry = registry
         self.table = table
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Set by the server: whether a bearer token is one it accepts (for TokenReview).
+        self.token_valid: Callable[[str], bool] = lambda _token: False
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -165,6 +168,11 @@ class RestHandler:
                 raise errors.method_not_allowed()
             if info.kind == "Binding" and info.group == "":
                 return await self._binding_resource(request, info, rr)
+            if (info.group, info.kind) in REVIEW_KINDS:
+                body = codec.decode_body(await self._read_body(request), request.headers.get("Content-Type"))
+                transport = request.transport
+                user = user_from_peercert(transport.get_extra_info("peercert") if transport else None)
+                return self._plain(request, review(info, body, user, self.token_valid), 201)
             return await self.create(request, info, rr)
         if method == "PUT" and rr.name:
             return await self.update(request, info, rr)

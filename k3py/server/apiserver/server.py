@@ -34,6 +34,7 @@ from k3py.server.apiserver.discovery import Discovery, aggregated_version
 from k3py.server.apiserver.handlers import RestHandler, json_response
 from k3py.server.apiserver.openapi_routes import OpenAPIRoutes
 from k3py.server.apiserver.registry import Registry
+from k3py.server.apiserver.reviews import REVIEW_RESOURCES
 
 log = logging.getLogger("k3py.apiserver")
 
@@ -81,6 +82,10 @@ class ApiServer:
         self.advertise_address = advertise_address
         self.discovery = Discovery(table)
         self.rest = RestHandler(registry, table)
+        self.rest.token_valid = self._token_valid
+        for info in REVIEW_RESOURCES:
+            if table.lookup(info.group, info.version, info.plural) is None:
+                table.add(info)
         self.openapi = OpenAPIRoutes(table)
         self.ready = False
         self._version_body = orjson.dumps(version_info())
@@ -95,9 +100,12 @@ class ApiServer:
             if peercert:
                 return True  # the TLS layer has verified it against the cluster CA
         auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer ") and self.token:
-            return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
+        if auth.startswith("Bearer "):
+            return self._token_valid(auth[7:].strip())
         return False
+
+    def _token_valid(self, token: str) -> bool:
+        return bool(self.token) and hmac.compare_digest(token.encode(), self.token.encode())
 
     async def _boundary(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
@@ -213,20 +221,3 @@ def server_ssl_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext
 
 def elapsed_ms(start: float) -> float:
     return (time.monotonic() - start) * 1000
-
-
-def user_of(request: web.BaseRequest) -> dict[str, Any]:
-    """The authenticated user from the client certificate (CN user, O groups)."""
-    transport = request.transport
-    cert = transport.get_extra_info("peercert") if transport else None
-    if not cert:
-        return {"username": "system:admin", "groups": ["system:masters"]}
-    name = ""
-    groups = []
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                name = value
-            elif key == "organizationName":
-                groups.append(value)
-    return {"username": name, "groups": groups}
