@@ -25,8 +25,8 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
 
 
-def is_v2() -> bool:
-    return os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
+def is_v2(root: str = CGROUP_ROOT) -> bool:
+    return os.path.exists(os.path.join(root, "cgroup.controllers"))
 
 
 def _write(path: str, value: str) -> None:
@@ -52,16 +52,17 @@ def shares_to_weight(shares: int) -> int:
 class Cgroup:
     """The cgroup directories of one container (or sandbox)."""
 
-    def __init__(self, parent: str, name: str) -> None:
+    def __init__(self, parent: str, name: str, root: str = CGROUP_ROOT) -> None:
+        self.root = root
         self.relative = os.path.join(parent.strip("/"), name)
-        self.v2 = is_v2()
+        self.v2 = is_v2(root)
         if self.v2:
-            self.dirs = {"": os.path.join(CGROUP_ROOT, self.relative)}
+            self.dirs = {"": os.path.join(root, self.relative)}
         else:
             self.dirs = {
-                c: os.path.join(CGROUP_ROOT, c, self.relative)
+                c: os.path.join(root, c, self.relative)
                 for c in V1_CONTROLLERS
-                if os.path.isdir(os.path.join(CGROUP_ROOT, c))
+                if os.path.isdir(os.path.join(root, c))
             }
 
     @property
@@ -96,7 +97,10 @@ class Cgroup:
                 _write(self._file("cpu", "cpu.max"), f"{quota} {period}")
             if memory:
                 _write(self._file("memory", "memory.max"), str(memory))
-                _write(self._file("memory", "memory.swap.max"), "0")
+                if os.path.exists(self._file("memory", "memory.swap.max")):
+                    _write(
+                        self._file("memory", "memory.swap.max"), "0"
+                    )  # no swap, as on v1 without memsw
             if pids:
                 _write(self._file("pids", "pids.max"), str(pids))
             return
@@ -111,7 +115,7 @@ class Cgroup:
             _write(self._file("pids", "pids.max"), str(pids))
 
     def _enable_v2_controllers(self) -> None:
-        path = CGROUP_ROOT
+        path = self.root
         for part in self.relative.split("/")[:-1]:
             control = os.path.join(path, "cgroup.subtree_control")
             try:
