@@ -497,6 +497,13 @@ async def test_spdy_port_forward_pairs_and_errors(server: Running) -> None:
             assert await asyncio.wait_for(read_all(pairs[port][0]), 5) == b""
         refused = (await asyncio.wait_for(read_all(pairs[81][0]), 5)).decode()
         assert refused == "error forwarding port 81 to pod default/x: connection refused"
+        # A pair whose port header is not a port gets told so on its error stream.
+        bad_error = await session.open_stream(
+            {"streamType": "error", "port": "http", "requestID": "9"}
+        )
+        await session.open_stream({"streamType": "data", "port": "http", "requestID": "9"})
+        text = (await asyncio.wait_for(read_all(bad_error), 5)).decode()
+        assert text == "error forwarding port http to pod default/x: invalid port 'http'"
 
 
 # --- pure pieces ------------------------------------------------------------------------------
@@ -567,13 +574,30 @@ async def test_websocket_channel_port_forward(server: Running) -> None:
             }
 
 
-async def test_websocket_channel_port_forward_needs_ports(server: Running) -> None:
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", 'query parameter "port" is required'),
+        ("?port=0", "port 0 must be between 1 and 65535"),
+        ("?ports=80,x", "invalid port 'x'"),
+    ],
+)
+async def test_websocket_channel_port_forward_needs_valid_ports(
+    server: Running, query: str, message: str
+) -> None:
     async with session_for(server) as http:
-        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await http.ws_connect(
-                f"{server.url}/portForward/default/x", protocols=["v4.channel.k8s.io"]
-            )
-        assert refused.value.status == 400
+        async with http.get(
+            f"{server.url}/portForward/default/x{query}",
+            headers={
+                "Connection": "Upgrade",
+                "Upgrade": "websocket",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode(),
+                "Sec-WebSocket-Protocol": "v4.channel.k8s.io",
+            },
+        ) as response:
+            assert response.status == 400
+            assert (await response.json())["message"] == message
 
 
 async def test_exec_route_with_pod_uid(server: Running) -> None:
