@@ -16,8 +16,8 @@ the ResourceTable, so they follow CRDs as they come and go. A custom resource is
 the schema its CRD declares (`ResourceTable.set_schema`) — or, without one, as an open object —
 tagged with its GVK. v2 also comes as gnostic protobuf (`openapi_v2_protobuf`), the only form
 kubectl up to 1.28 reads. Documents are large and built lazily — once per table generation
-and group-version — and cached; the v3 index's `?hash=` is a digest of each document's
-inputs, so a client may cache a document for as long as its URL is served.
+and group-version — and cached; the v3 index's `?hash=` is the SHA-512 of each document, so a
+client may cache a document for as long as its URL is served.
 """
 
 from __future__ import annotations
@@ -26,15 +26,12 @@ import hashlib
 import json
 import threading
 import weakref
-from dataclasses import asdict
 from typing import Any
 
 from k3py import KUBERNETES_VERSION
 from k3py.api import schemas
 from k3py.api.openapi_v2_proto import encode_openapi_v2
 from k3py.api.resources import ResourceInfo, ResourceTable
-
-FORMAT = "k3py-openapi-1"  # bump when the shape of generated documents changes
 
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 STATUS = META + "Status"
@@ -560,21 +557,6 @@ def _build_v3(table: ResourceTable, group: str, version: str) -> bytes | None:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def _input_hash(table: ResourceTable, group: str, version: str) -> str:
-    """A digest of everything a v3 document is built from (its resources and schema data)."""
-    infos = table.resources(group, version)
-    payload = json.dumps(
-        [
-            FORMAT,
-            schemas.source(),
-            [asdict(i) for i in infos],
-            [table.schema(i.group, i.version, i.kind) for i in infos],
-        ],
-        sort_keys=True,
-    ).encode()
-    return hashlib.sha512(payload).hexdigest().upper()
-
-
 class _Cache:
     def __init__(self) -> None:
         self.generation = -1
@@ -627,7 +609,11 @@ def openapi_v3_index(table: ResourceTable) -> dict:
             for group, versions in table.groups():
                 for version in versions:
                     path = gv_path(group, version)
-                    digest = _input_hash(table, group, version)
+                    if path not in cache.v3:
+                        cache.v3[path] = _build_v3(table, group, version)
+                    body = cache.v3[path] or b""
+                    # upstream's ETag: the SHA-512 of the document, in upper-case hex
+                    digest = hashlib.sha512(body).hexdigest().upper()
                     paths[path] = {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}
             cache.index = {"paths": paths}
         return json.loads(json.dumps(cache.index))
