@@ -37,7 +37,7 @@ from k3py.runtime.cgroups import Cgroup
 from k3py.runtime.containerinit import DEFAULT_CAPABILITIES
 from k3py.runtime.images import ImageError, ImageStore
 from k3py.runtime.linux import capability_mask
-from k3py.runtime.spec import ContainerSpec, ContainerStatus, Sandbox, SandboxSpec
+from k3py.runtime.spec import ContainerSpec, ContainerStatus, Resources, Sandbox, SandboxSpec
 
 
 class ContainerError(RuntimeError):
@@ -559,6 +559,14 @@ class ContainerRuntime:
             with contextlib.suppress(ContainerNotFound, FileNotFoundError):
                 result.append(self.container_status(entry.name))
         return result
+
+    def update_container_resources(self, cid: str, resources: Resources) -> None:
+        """Apply new cpu/memory/pids limits to a running container."""
+        bundle = self._bundle(cid)
+        self._request({"op": "update", "id": cid, "resources": asdict(resources)})
+        config = json.loads((bundle / "config.json").read_text())
+        config["resources"] = asdict(resources)
+        (bundle / "config.json").write_text(json.dumps(config))
 
     def container_stats(self, cid: str) -> dict:
         """Memory bytes, cpu nanoseconds and pid count of a running container."""

@@ -610,6 +610,16 @@ class Supervisor:
         cg = container.cgroup()
         self._reply(conn, {"ok": True, "usage": cg.usage() if cg else {}})
 
+    def op_update(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+        """New resource limits for a running container (CRI UpdateContainerResources)."""
+        container = self._container(request["id"])
+        cg = container.cgroup()
+        if not container.running or cg is None:
+            raise ValueError(f"container {container.id} is not running")
+        cg.create(request.get("resources") or {})
+        container.config["resources"] = request.get("resources") or {}
+        self._reply(conn, {"ok": True})
+
     def op_forget(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         """Drop a container that has exited (the client removes its files)."""
         container = self.containers.get(request["id"])

@@ -418,6 +418,15 @@ def test_cpu_and_memory_limits_are_written(runtime: ContainerRuntime) -> None:
     )
     stats = runtime.container_stats(cid)
     assert stats["memory_bytes"] > 0 and stats["pids"] == 1
+    runtime.update_container_resources(
+        cid, Resources(cpu_quota=20_000, memory_limit=48 << 20, pids_limit=4)
+    )
+    if cg.v2:
+        assert Path(cg.dirs[""], "cpu.max").read_text().split() == ["20000", "100000"]
+    else:
+        assert Path(cg.dirs["cpu"], "cpu.cfs_quota_us").read_text().strip() == "20000"
+        assert Path(cg.dirs["memory"], "memory.limit_in_bytes").read_text().strip() == str(48 << 20)
+        assert Path(cg.dirs["pids"], "pids.max").read_text().strip() == "4"
     remove_and_check(runtime, cid)
 
 

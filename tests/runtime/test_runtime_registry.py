@@ -489,3 +489,29 @@ def test_unreachable_registry_and_bad_reference(store: ImageStore) -> None:
         pull_image(store, f"127.0.0.1:{free_port()}/x/y:1", timeout=5)
     with pytest.raises(RegistryError, match="invalid image reference"):
         pull_image(store, "UPPER/case")
+
+
+def test_cli_pull(open_registry: Registry, tmp_path: Path) -> None:
+    import sys
+
+    run_image_app = (
+        "import sys; from k3py.cli.image import image_app; sys.argv[0] = 'k3py image'; image_app()"
+    )
+    data = tmp_path / "data"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            run_image_app,
+            "pull",
+            f"{open_registry.host}/team/app:v1",
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"pulled {open_registry.host}/team/app:v1 sha256:")
+    assert ImageStore(data / "images").get(f"{open_registry.host}/team/app:v1")
