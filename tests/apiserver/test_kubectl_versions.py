@@ -21,6 +21,10 @@ def test_kubectl_version_smoke(cluster: TestCluster, version: str) -> None:
     assert rows[1].split()[0] == "web" and "nginx:1.25" in rows[1]
     cm = yaml.safe_load(cluster.kubectl("get", "cm", "cm", "-n", ns, "-o", "yaml", version=version).stdout)
     assert cm["data"] == {"a": "b"}
+    applied = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied", "namespace": ns}, "data": {"k": "1"}}
+    assert "created" in cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(applied), version=version).stdout
+    applied["data"]["k"] = "2"
+    assert "configured" in cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(applied), version=version).stdout
     cluster.kubectl("label", "cm", "cm", "x=y", "-n", ns, version=version)
     assert cluster.kubectl("get", "cm", "-l", "x=y", "-n", ns, "-o", "name", version=version).stdout.split() == ["configmap/cm"]
     out = cluster.kubectl("delete", "deploy", "web", "-n", ns, version=version).stdout

@@ -109,12 +109,17 @@ class CRDRegistrar:
         name = crd["metadata"].get("name", "")
         for info in self._served.pop(name, []):
             self.table.remove(info.group, info.version, info.plural)
+            self.table.set_schema(info.group, info.version, info.kind, None)
         if crd["metadata"].get("deletionTimestamp"):
             self._spawn(self._finish_deletion(crd))
             return
         infos = infos_for(crd)
+        schemas = {v.get("name"): (v.get("schema") or {}).get("openAPIV3Schema") for v in (crd.get("spec") or {}).get("versions") or ()}
         for info in infos:
             self.table.add(info)
+            schema = schemas.get(info.version)
+            # The structural schema describes the CR in OpenAPI (kubectl explain, client validation).
+            self.table.set_schema(info.group, info.version, info.kind, schema if isinstance(schema, dict) else None)
         self._served[name] = infos
         if not _established(crd):
             self._spawn(self._establish(name))
@@ -123,6 +128,7 @@ class CRDRegistrar:
         name = crd["metadata"].get("name", "")
         for info in self._served.pop(name, []):
             self.table.remove(info.group, info.version, info.plural)
+            self.table.set_schema(info.group, info.version, info.kind, None)
         self._spawn(self._delete_objects(infos_for(crd)))
 
     async def _establish(self, name: str) -> None:

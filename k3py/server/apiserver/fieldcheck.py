@@ -2,8 +2,9 @@
 
 ``fieldValidation=Strict`` (what kubectl sends with create and apply) turns an unknown or
 duplicated field into a 400 "strict decoding error"; ``Warn`` (the default upstream) reports
-each one in a ``Warning`` header; ``Ignore`` says nothing. Built-in kinds are checked against
-``k3py.api.schemas``; custom resources against their CRD's ``openAPIV3Schema`` (a schema with
+each one in a ``Warning`` header; ``Ignore`` says nothing. Built-in kinds are checked against their
+typed structure (``k3py.api.proto.structure``, the protobuf descriptors upstream's Go types
+come from); custom resources against their CRD's ``openAPIV3Schema`` (a schema with
 ``x-kubernetes-preserve-unknown-fields`` accepts anything below it).
 
 Paths are written as upstream writes them: ``spec.template.spec.containers[0].imagePullPolice``.
@@ -15,6 +16,7 @@ import json
 from typing import Any
 
 from k3py.api import schemas
+from k3py.api.proto.structure import check_structure
 from k3py.api.resources import ResourceInfo
 
 _MAX_REPORTED = 20
@@ -65,6 +67,11 @@ def unknown_fields(info: ResourceInfo, obj: dict[str, Any], crd_schema: dict | N
         schema["properties"] = props
         _walk(obj, schema, "", out, schemas.resolve)
         return out
+    # Built-in kinds: the typed structure (what upstream's strict JSON decoding follows),
+    # else their OpenAPI definition.
+    report = check_structure(info.api_version, info.kind, obj)
+    if report.known:
+        return list(report.unknown_fields)
     name = schemas.definition_name(info.group, info.version, info.kind)
     if name is None:
         return out

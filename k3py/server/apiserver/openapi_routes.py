@@ -40,11 +40,16 @@ class OpenAPIRoutes:
             self._cache[key] = build()
         return self._cache[key]
 
-    def serve(self, request: web.Request, segments: list[str]) -> web.Response:
+    def serve(self, request: web.BaseRequest, segments: list[str]) -> web.Response:
         if self._module is None:
             raise errors.not_found_path(request.path)
         module = self._module
-        if segments == ["openapi", "v2"]:
+        content_type = "application/json"
+        if segments == ["openapi", "v2"] and "protobuf" in request.headers.get("Accept", "") and hasattr(module, "openapi_v2_protobuf"):
+            # kubectl <= 1.28 asks for the gnostic protobuf form first.
+            body = self._cached("v2pb", lambda: module.openapi_v2_protobuf(self.table))
+            content_type = importlib.import_module("k3py.api.openapi_v2_proto").CONTENT_TYPE
+        elif segments == ["openapi", "v2"]:
             body = self._cached("v2", lambda: module.openapi_v2(self.table))
         elif segments == ["openapi", "v3"]:
             body = self._cached("v3", lambda: orjson.dumps(module.openapi_v3_index(self.table)))
@@ -60,6 +65,5 @@ class OpenAPIRoutes:
             return web.Response(status=304, headers={"ETag": etag})
         return web.Response(
             body=body,
-            content_type="application/json",
-            headers={"ETag": etag, "Cache-Control": "no-cache, private"},
+            headers={"Content-Type": content_type, "ETag": etag, "Cache-Control": "no-cache, private", "Vary": "Accept"},
         )

@@ -30,6 +30,7 @@ import orjson
 
 from k3py.api import errors
 from k3py.api import meta as objmeta
+from k3py.api.conversion import convert_object
 from k3py.api.resources import BUILTIN_GROUP_ORDER, ResourceInfo, ResourceTable
 from k3py.server.apiserver import strategies
 from k3py.server.apiserver.allocators import ServiceAllocator
@@ -187,9 +188,9 @@ class Registry:
         return await self.cache.wait_for(self.last_write_revision, CACHE_CATCH_UP_SECONDS)
 
     def _out(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
-        """The object as this resource's version shows it (apiVersion of the request's version)."""
+        """The object as this resource's version shows it (converted when stored in another)."""
         if obj.get("apiVersion") != info.api_version or obj.get("kind") != info.kind:
-            return {**obj, "apiVersion": info.api_version, "kind": info.kind}
+            return convert_object(obj, info)
         return obj
 
     async def _read_store(self, key: str) -> tuple[dict[str, Any], int] | None:
