@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from k3py.api.proto.structure import check_structure
-from k3py.api.quantity import canonical_quantity
+from k3py.api.quantity import canonical_quantity, parse_quantity
 
 if TYPE_CHECKING:
     from k3py.api.resources import ResourceInfo
@@ -236,6 +237,45 @@ def _default_pod(obj: Obj) -> None:
                 }
             )
     spec["tolerations"] = tolerations
+    # The registry records the QoS class at creation; `kubectl describe` shows it.
+    status = obj.get("status")
+    if isinstance(status, dict) and not status.get("qosClass"):
+        status["qosClass"] = pod_qos_class(obj)
+
+
+def pod_qos_class(pod: Obj) -> str:
+    """Guaranteed, Burstable or BestEffort, from the cpu/memory requests and limits of all
+    containers (init containers included), as upstream's GetPodQOS."""
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    requests: dict[str, Decimal] = {}
+    limits: dict[str, Decimal] = {}
+    guaranteed = True
+    for key in ("initContainers", "containers"):
+        for container in _dicts(spec.get(key)):
+            resources = (
+                container.get("resources") if isinstance(container.get("resources"), dict) else {}
+            )
+            for part, sums in (("requests", requests), ("limits", limits)):
+                found = set()
+                values = resources.get(part) if isinstance(resources.get(part), dict) else {}
+                for name in ("cpu", "memory"):
+                    if name not in values:
+                        continue
+                    try:
+                        quantity = parse_quantity(values[name])
+                    except ValueError:
+                        continue
+                    if quantity > 0:
+                        found.add(name)
+                        sums[name] = sums.get(name, Decimal(0)) + quantity
+                if part == "limits" and found != {"cpu", "memory"}:
+                    guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    if guaranteed and requests.keys() == limits.keys():
+        if all(limits[name] == value for name, value in requests.items()):
+            return "Guaranteed"
+    return "Burstable"
 
 
 # ------------------------------------------------------------------------------ workloads

@@ -336,3 +336,30 @@ def test_mistyped_objects_are_left_for_validation() -> None:
     assert defaulted(bad) == bad
     quota = {"apiVersion": "v1", "kind": "ResourceQuota", "spec": {"hard": {"cpu": "lots"}}}
     assert defaulted(quota) == quota
+
+
+@pytest.mark.parametrize(
+    ("resources", "qos"),
+    [
+        ([{}], "BestEffort"),
+        ([{"limits": {"cpu": "1", "memory": "1Gi"}}], "Guaranteed"),  # requests default to limits
+        ([{"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m"}}], "Burstable"),
+        ([{"limits": {"cpu": "1"}}], "Burstable"),
+        ([{"requests": {"memory": "64Mi"}}, {}], "Burstable"),
+        ([{"limits": {"cpu": "1", "memory": "1Gi"}}, {}], "Burstable"),
+        ([{"limits": {"example.com/gpu": "1"}}], "BestEffort"),
+    ],
+)
+def test_pod_qos_class(resources: list[dict[str, Any]], qos: str) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [
+                {"name": f"c{i}", "image": "i", "resources": r} for i, r in enumerate(resources)
+            ]
+        },
+        "status": {"phase": "Pending"},
+    }
+    assert defaulted(pod)["status"] == {"phase": "Pending", "qosClass": qos}
