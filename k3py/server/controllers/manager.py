@@ -35,6 +35,7 @@ from k3py.server.controllers.endpoints import EndpointsController, EndpointSlice
 from k3py.server.controllers.garbagecollector import GarbageCollector
 from k3py.server.controllers.job import JobController
 from k3py.server.controllers.namespace import NamespaceController
+from k3py.server.controllers.nodelifecycle import NodeLifecycleController
 from k3py.server.controllers.replicaset import ReplicaSetController
 from k3py.server.controllers.serviceaccount import ServiceAccountController
 from k3py.server.controllers.statefulset import StatefulSetController
@@ -52,6 +53,7 @@ CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     StatefulSetController,
     GarbageCollector,
     NamespaceController,
+    NodeLifecycleController,
     ServiceAccountController,
     EndpointsController,
     EndpointSliceController,
