@@ -672,3 +672,12 @@ def test_structure_check_reports_unknown_fields_like_strict_decoding() -> None:
     ints = check_structure("v1", "Pod", {"spec": {"priority": 2**31, "hostNetwork": "yes"}})
     assert [c["field"] for c in ints.type_causes] == ["spec.priority", "spec.hostNetwork"]
     assert not check_structure("example.com/v1", "Widget", {"anything": 1}).known
+    lease = {"spec": {"renewTime": "2026-11-27T21:00:00.123456Z", "acquireTime": "2026-11-27"}}
+    times = check_structure("coordination.k8s.io/v1", "Lease", lease).type_causes
+    assert times == [
+        {
+            "reason": "FieldValueInvalid",
+            "field": "spec.acquireTime",
+            "message": 'Invalid value: "2026-11-27": spec.acquireTime in body must be of type date-time',
+        }
+    ]

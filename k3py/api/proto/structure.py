@@ -20,6 +20,7 @@ structs, TypeMeta) and reporting:
 from __future__ import annotations
 
 import binascii
+import re
 from base64 import b64decode
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +43,8 @@ _INT_RANGES = {
     "fixed64": (0, 2**64 - 1),
 }
 _MAX_DEPTH = 100
+# What Go's time.Parse(time.RFC3339, ...) accepts: date, 'T', time, optional fraction, zone.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
 @dataclass
@@ -142,6 +145,8 @@ class _Walker:
                 self.wrong(path, value, "string")
                 return
             try:
+                if not _RFC3339.match(value):
+                    raise ValueError(value)
                 datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
                 self.invalid(
