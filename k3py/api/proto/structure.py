@@ -144,6 +144,8 @@ class _Walker:
             if not isinstance(value, str):
                 self.wrong(path, value, "string")
                 return
+            if value == "":
+                return  # read as the zero time (Go would refuse it; k3py's own writers send it)
             try:
                 if not _RFC3339.match(value):
                     raise ValueError(value)
