@@ -82,6 +82,8 @@ def _join_netns(path: str) -> None:
 class TestHost:
     """A network namespace with loopback up; removed by ``close``."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, prefix: str = "k3py-t") -> None:
         self.name = f"{prefix}-{os.getpid()}-{next(_counter)}"
         subprocess.run(["ip", "netns", "add", self.name], check=True)
@@ -106,6 +108,8 @@ class TestHost:
 
 class TestCluster:
     """A ``k3py server`` on its own test host. Use as a context manager."""
+
+    __test__ = False  # not a pytest test class
 
     def __init__(
         self,
