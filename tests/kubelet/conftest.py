@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,3 +159,37 @@ def kubelet_get(cluster: TestCluster, path: str, timeout: float = 30) -> tuple[i
             conn.close()
 
     return cluster.in_netns(_do)
+
+
+def kubelet_websocket(
+    cluster: TestCluster, path: str, protocol: str, send: Sequence[bytes] = (),
+    done: Callable[[list[bytes]], bool] | None = None,
+) -> list[bytes]:
+    """Open a WebSocket stream on the kubelet, send ``send`` frames and return the frames received
+    until the server closes (or ``done(frames)`` holds: then the client closes)."""
+    import asyncio
+    import ssl
+
+    import aiohttp
+
+    context = cluster.ssl_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    async def _run() -> list[bytes]:
+        frames: list[bytes] = []
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+            f"wss://127.0.0.1:10250{path}", protocols=(protocol,), ssl=context
+        ) as ws:
+            for frame in send:
+                await ws.send_bytes(frame)
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    frames.append(message.data)
+                    if done is not None and done(frames):
+                        break
+                elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR):
+                    break
+        return frames
+
+    return cluster.in_netns(lambda: asyncio.run(asyncio.wait_for(_run(), 30)))

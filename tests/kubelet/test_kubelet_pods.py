@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.kubelet.conftest import NODE, kubelet_get, wait_pod
+from tests.kubelet.conftest import NODE, kubelet_get, kubelet_websocket, wait_pod
 
 
 def phase_is(phase: str):  # type: ignore[no-untyped-def]
@@ -164,3 +164,104 @@ def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignor
     assert after["podIP"] == before["podIP"] and after["startTime"] == before["startTime"]
     # Deleting works for the adopted pod too.
     cluster.kubectl("delete", "pod", "survivor", "newcomer", "--grace-period=1", "--wait=true", timeout=60)
+
+
+def test_exec_through_the_kubelet_websocket(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    cluster.kubectl("run", "execme", "--image=busybox", "--", "sleep", "3600")
+    wait_pod(cluster, "execme", phase_is("Running"), "Running")
+    query = "&".join(["command=sh", "command=-c", "command=echo out%3B hostname%3B echo err >%262%3B exit 7",
+                      "stdout=1", "stderr=1"])
+    frames = kubelet_websocket(cluster, f"/exec/default/execme/execme?{query}", "v4.channel.k8s.io")
+    stdout = b"".join(f[1:] for f in frames if f[:1] == b"\x01")
+    stderr = b"".join(f[1:] for f in frames if f[:1] == b"\x02")
+    error = json.loads(b"".join(f[1:] for f in frames if f[:1] == b"\x03"))
+    assert stdout == b"out\nexecme\n" and stderr == b"err\n"
+    assert error["reason"] == "NonZeroExitCode"
+    assert error["details"]["causes"][0]["message"] == "7"
+
+
+def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {
+            "initContainers": [{"name": "prepare", "image": "busybox",
+                                "command": ["sh", "-c", "echo served-page > /www/index.html"],
+                                "volumeMounts": [{"name": "www", "mountPath": "/www"}]}],
+            "containers": [{
+                "name": "httpd", "image": "busybox",
+                "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "volumeMounts": [{"name": "www", "mountPath": "/www"}],
+                "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
+                "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                "startupProbe": {"exec": {"command": ["test", "-s", "/www/index.html"]}, "periodSeconds": 1},
+            }],
+            "volumes": [{"name": "www", "emptyDir": {}}],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+
+    def ready(pod: dict) -> bool:
+        conditions = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+        return conditions.get("Ready") == "True"
+
+    status = wait_pod(cluster, "web", ready, "Ready")["status"]
+    (init,) = status["initContainerStatuses"]
+    assert init["state"]["terminated"]["reason"] == "Completed" and init["ready"] is True
+    assert status["containerStatuses"][0]["started"] is True
+    frames = kubelet_websocket(cluster, "/portForward/default/web?ports=8080", "v4.channel.k8s.io",
+                               send=[b"\x00GET /index.html HTTP/1.0\r\n\r\n"],
+                               done=lambda frames: b"served-page" in b"".join(frames))
+    data = b"".join(f[1:] for f in frames if f[:1] == b"\x00")
+    # Each channel first carries its port (2 bytes, little endian), then the bytes of the connection.
+    assert data[:2] == (8080).to_bytes(2, "little")
+    assert data[2:].startswith(b"HTTP/1.") and data.endswith(b"served-page\n"), data
+
+
+def test_liveness_failure_restarts_and_oom_is_reported(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    pods = [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unhealthy"},
+         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+             "name": "main", "image": "busybox", "command": ["sleep", "3600"],
+             "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1}}]}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hog"},
+         "spec": {"restartPolicy": "Never", "containers": [{
+             "name": "main", "image": "busybox",
+             "command": ["sh", "-c", "head -c 200m /dev/zero | tail"],
+             "resources": {"limits": {"memory": "32Mi"}}}]}},
+    ]
+    for pod in pods:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+
+    def restarted(pod: dict) -> bool:
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        return bool(statuses) and statuses[0]["restartCount"] >= 1
+
+    wait_pod(cluster, "unhealthy", restarted, "a restart after the liveness probe failed", timeout=40)
+    events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=unhealthy").stdout
+    assert "Unhealthy" in events and "failed liveness probe" in events
+    hog = wait_pod(cluster, "hog", phase_is("Failed"), "Failed")
+    terminated = hog["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "OOMKilled" and terminated["exitCode"] == 137
+    assert hog["status"]["qosClass"] == "Burstable"
+
+
+def test_missing_image_reports_pull_errors(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    # A registry on a loopback port nothing listens on: the pull fails at once, locally.
+    cluster.kubectl("run", "ghost", "--image=127.0.0.1:1/nothing/here:v1", "--restart=Never")
+
+    def pull_failed(pod: dict) -> bool:
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        reason = statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
+        return reason in ("ErrImagePull", "ImagePullBackOff")
+
+    wait_pod(cluster, "ghost", pull_failed, "ErrImagePull")
+    events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=ghost").stdout
+    assert "Pulling" in events and "Failed" in events
+    cluster.kubectl("run", "never", "--image=not-imported:v1", "--image-pull-policy=Never", "--restart=Never")
+    wait_pod(cluster, "never", lambda p: (p.get("status", {}).get("containerStatuses") or [{}])[0]
+             .get("state", {}).get("waiting", {}).get("reason") == "ErrImageNeverPull", "ErrImageNeverPull")
