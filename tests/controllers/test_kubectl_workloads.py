@@ -240,3 +240,17 @@ def test_statefulset_ordinals_claims_rollout_and_scale(sim: TestCluster) -> None
     sim.wait_for(lambda: [p["metadata"]["name"] for p in _items(sim, "pods", ns, "-l", "app=db")] == ["db-0"],
                  what="scaled down to db-0")
     assert len(_items(sim, "pvc", ns)) == 3  # claims outlive scale-down
+
+
+def test_pod_disruption_budget_status(sim: TestCluster) -> None:
+    ns = _ns(sim, "pdb")
+    sim.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=3", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
+    sim.kubectl("create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=2", "-n", ns)
+    pdb = sim.wait_for(lambda: (p := sim.kubectl_json("get", "pdb", "web", "-n", ns)).get("status", {}).get("expectedPods") == 3 and p,
+                       what="PDB status")
+    assert (pdb["status"]["currentHealthy"], pdb["status"]["desiredHealthy"], pdb["status"]["disruptionsAllowed"]) == (3, 2, 1)
+    cond = next(c for c in pdb["status"]["conditions"] if c["type"] == "DisruptionAllowed")
+    assert (cond["status"], cond["reason"]) == ("True", "SufficientPods")
+    table = sim.kubectl("get", "pdb", "web", "-n", ns).stdout
+    assert table.split("\n")[1].split()[:4] == ["web", "2", "N/A", "1"]

@@ -31,6 +31,7 @@ from k3py.client.leaderelection import LeaderElector
 from k3py.server.controllers.cronjob import CronJobController
 from k3py.server.controllers.daemonset import DaemonSetController
 from k3py.server.controllers.deployment import DeploymentController
+from k3py.server.controllers.disruption import DisruptionController
 from k3py.server.controllers.endpoints import EndpointsController, EndpointSliceController
 from k3py.server.controllers.garbagecollector import GarbageCollector
 from k3py.server.controllers.job import JobController
@@ -54,6 +55,7 @@ CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     GarbageCollector,
     NamespaceController,
     NodeLifecycleController,
+    DisruptionController,
     ServiceAccountController,
     EndpointsController,
     EndpointSliceController,
