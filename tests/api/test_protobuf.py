@@ -681,3 +681,92 @@ def test_structure_check_reports_unknown_fields_like_strict_decoding() -> None:
             "message": 'Invalid value: "2026-11-27": spec.acquireTime in body must be of type date-time',
         }
     ]
+
+
+def test_schema_generator_reads_proto_and_go_tags(tmp_path: Path) -> None:
+    """scripts/gen-proto-schema.py on a miniature API: the facts it must carry into the data."""
+    import subprocess as sp
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proto_dir = tmp_path / "proto" / "k8s.io" / "api" / "demo" / "v1"
+    go_dir = tmp_path / "go" / "demo" / "v1"
+    proto_dir.mkdir(parents=True)
+    go_dir.mkdir(parents=True)
+    (proto_dir / "generated.proto").write_text(
+        """
+syntax = "proto2";
+package k8s.io.api.demo.v1;
+// Widget is a demo.
+message Widget {
+  optional WidgetSpec spec = 2;
+  // comments are skipped
+  repeated string tags = 3;
+  map<string, bytes> blobs = 4;
+  optional Inner inner = 5;
+}
+message WidgetSpec {
+  optional int32 replicas = 1;
+  optional bool paused = 2;
+  optional string name = 3;
+}
+message Inner {
+  optional string colour = 1;
+}
+message Names {
+  repeated string items = 1;
+}
+"""
+    )
+    (go_dir / "types.go").write_text(
+        """package v1
+type Widget struct {
+\tmetav1.TypeMeta `json:",inline"`
+\tSpec WidgetSpec `json:"spec" protobuf:"bytes,2,opt,name=spec"`
+\tTags []string `json:"tags,omitempty" protobuf:"bytes,3,rep,name=tags"`
+\tBlobs map[string][]byte `json:"blobs,omitempty" protobuf:"bytes,4,rep,name=blobs"`
+\tInner `json:"" protobuf:"bytes,5,opt,name=inner"`
+}
+type WidgetSpec struct {
+\tReplicas *int32 `json:"replicas,omitempty" protobuf:"varint,1,opt,name=replicas"`
+\tPaused bool `json:"paused,omitempty" protobuf:"varint,2,opt,name=paused"`
+\tName string `json:"name" protobuf:"bytes,3,opt,name=name"`
+}
+type Inner struct {
+\tColour string `json:"colour,omitempty" protobuf:"bytes,1,opt,name=colour"`
+}
+type Names []string
+"""
+    )
+    out = tmp_path / "schema.json.gz"
+    script = root / "scripts" / "gen-proto-schema.py"
+    proc = sp.run(
+        [
+            sys.executable,
+            str(script),
+            "--proto-root",
+            str(tmp_path / "proto"),
+            "--go-api",
+            str(tmp_path / "go"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(gzip.decompress(out.read_bytes()))
+    messages = doc["messages"]
+    assert messages["k8s.io.api.demo.v1.Widget"] == [
+        [2, "spec", "k8s.io.api.demo.v1.WidgetSpec", ""],
+        [3, "tags", "string", "ro"],
+        [4, "blobs", "map:string:bytes", "mo"],
+        [5, "", "k8s.io.api.demo.v1.Inner", "i"],
+    ]
+    assert messages["k8s.io.api.demo.v1.WidgetSpec"] == [
+        [1, "replicas", "int32", "po"],
+        [2, "paused", "bool", "o"],
+        [3, "name", "string", ""],
+    ]
+    assert doc["lists"] == ["k8s.io.api.demo.v1.Names"]
+    assert doc["typemeta"] == ["k8s.io.api.demo.v1.Widget"]
