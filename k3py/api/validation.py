@@ -1578,6 +1578,48 @@ def _validate_pod_template_object(
     _validate_pod_template(obj.get("template"), "template", errs)
 
 
+def _validate_node(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors) -> None:
+    spec = obj.get("spec") or {}
+    seen: set[tuple[str, str]] = set()
+    for i, taint in _dicts(spec.get("taints")):
+        path = f"spec.taints[{i}]"
+        key, value, effect = (
+            taint.get("key") or "",
+            taint.get("value") or "",
+            taint.get("effect") or "",
+        )
+        if not key:
+            errs.required(f"{path}.key")
+        else:
+            errs.invalid_all(f"{path}.key", key, qualified_name_errors(str(key)))
+        if value:
+            errs.invalid_all(f"{path}.value", value, label_value_errors(str(value)))
+        if not effect:
+            errs.required(f"{path}.effect")
+        elif effect not in _TAINT_EFFECTS:
+            errs.not_supported(f"{path}.effect", effect, _TAINT_EFFECTS)
+        if (key, effect) in seen:
+            errs.duplicate(path, f"{key}:{effect}")
+        seen.add((key, effect))
+    for i, cidr in enumerate(
+        spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    ):
+        try:
+            ipaddress.ip_network(str(cidr), strict=False)
+        except ValueError:
+            errs.invalid(
+                f"spec.podCIDRs[{i}]",
+                cidr,
+                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            )
+    if old is not None:
+        old_cidrs = (old.get("spec") or {}).get("podCIDRs") or []
+        if old_cidrs and (spec.get("podCIDRs") or []) != old_cidrs:
+            errs.forbidden(
+                "spec.podCIDRs", 'node updates may not change podCIDR except from "" to valid'
+            )
+
+
 def _validate_pdb(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors) -> None:
     spec = obj.get("spec") or {}
     if spec.get("minAvailable") is not None and spec.get("maxUnavailable") is not None:
@@ -1727,6 +1769,7 @@ _VALIDATORS: dict[tuple[str, str], _Validator] = {
     ("batch", "Job"): _validate_job,
     ("batch", "CronJob"): _validate_cronjob,
     ("", "ResourceQuota"): _validate_resource_quota,
+    ("", "Node"): _validate_node,
     ("", "LimitRange"): _validate_limit_range,
     ("networking.k8s.io", "Ingress"): _validate_ingress,
     ("networking.k8s.io", "NetworkPolicy"): _validate_network_policy,

@@ -688,3 +688,30 @@ def test_validation_survives_any_shape() -> None:
             target[path[-1]] = copy.deepcopy(rnd.choice(junk))
         old = copy.deepcopy(rnd.choice(seeds)) if rnd.random() < 0.3 else None
         causes(obj, old)
+
+
+def test_node_taints_and_cidrs() -> None:
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": meta("n1", namespace=None),
+        "spec": {
+            "podCIDR": "10.42.0.0/24",
+            "podCIDRs": ["10.42.0.0/24"],
+            "taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}],
+        },
+    }
+    assert causes(node) == []
+    bad = copy.deepcopy(node)
+    bad["spec"]["taints"] += [
+        {"key": "dedicated", "effect": "NoSchedule"},
+        {"key": "x", "effect": "Sometimes"},
+    ]
+    found = causes(bad)
+    assert [c["message"] for c in found] == [
+        'Duplicate value: "dedicated:NoSchedule"',
+        'Unsupported value: "Sometimes": supported values: "NoSchedule", "PreferNoSchedule", "NoExecute"',
+    ]
+    moved = copy.deepcopy(node)
+    moved["spec"]["podCIDRs"] = ["10.42.9.0/24"]
+    assert fields(causes(moved, node)) == ["spec.podCIDRs"]
