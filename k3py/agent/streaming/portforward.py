@@ -185,9 +185,14 @@ async def serve_port_forward_channels(
 ) -> None:
     """The channel flavour of WebSocket port-forward; closes the WebSocket when all ports are done."""
     inputs = [_ChannelInput() for _ in ports]
-    for index, port in enumerate(ports):
-        for channel in (2 * index, 2 * index + 1):
-            await ws.send_bytes(bytes([channel]) + port.to_bytes(2, "little"))
+    try:
+        # Each channel first carries its port (little-endian u16): the client checks it.
+        for index, port in enumerate(ports):
+            for channel in (2 * index, 2 * index + 1):
+                await _ChannelOutput(ws, channel).write(port.to_bytes(2, "little"))
+    except StreamClosedError:
+        await ws.close()
+        return
 
     async def run_port(index: int, port: int) -> None:
         data_out = _ChannelOutput(ws, 2 * index)
