@@ -1,0 +1,463 @@
+"""Server-side apply: field ownership (managedFields) and the apply merge.
+
+`kubectl apply --server-side` sends the whole intended configuration of an object as an
+apply patch, with a field manager name. The server remembers, per manager, which fields that
+manager set (`metadata.managedFields`, in the FieldsV1 trie format), and on each apply:
+
+* merges the applied configuration into the live object — maps field by field, lists
+  keyed by their `x-kubernetes-list-map-keys` item by item, `set` lists as sets, other lists
+  (atomic) whole;
+* removes the fields this manager applied last time but no longer applies, unless another
+  manager also owns them;
+* refuses (409 Conflict) to change a field another manager owns to a different value, unless
+  the apply is forced — then the field changes hands.
+
+Ordinary writes (create, update, the other patch types) go through `track_update`: the fields
+they changed become the writing manager's ("Update" operation) and leave other managers.
+
+This follows the behaviour of upstream's structured-merge-diff in the cases clients meet
+(re-apply, shrink, conflicts with `kubectl scale` or another applier, force), simplified:
+ownership is tracked at leaf fields and list items, and list order is the live order with new
+items appended.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from k3py.api import schemas
+from k3py.api.patch import PatchError
+
+Path = tuple[str, ...]
+
+# Fields that belong to the system, never to a manager.
+_IGNORED_TOP = {"apiVersion", "kind", "status"}
+_IGNORED_META = {
+    "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink",
+}  # fmt: skip
+
+
+class ApplyConflict(PatchError):
+    """An apply that would change fields other managers own (409, reason Conflict)."""
+
+    def __init__(self, conflicts: list[tuple[str, str, str]]) -> None:
+        # conflicts: (manager, apiVersion, field path like ".spec.replicas")
+        self.conflicts = conflicts
+        parts = [f'conflict with "{m}" using {v}: {p}' for m, v, p in conflicts]
+        count = len(conflicts)
+        noun = "conflict" if count == 1 else "conflicts"
+        super().__init__(f"Apply failed with {count} {noun}: " + "\n".join(parts), 409)
+
+    def causes(self) -> list[dict]:
+        """details.causes of the Status, as upstream reports them."""
+        return [
+            {"type": "FieldManagerConflict", "message": f'conflict with "{m}" using {v}', "field": p}
+            for m, v, p in self.conflicts
+        ]
+
+
+# --- schema navigation ----------------------------------------------------------------------
+
+
+class _Shape:
+    """What a schema says about one node: struct/map fields, list kind and keys, atomicity."""
+
+    def __init__(self, node: dict | None) -> None:
+        self.node = schemas.resolve(node) or {}
+
+    def child(self, name: str) -> _Shape:
+        props = self.node.get("properties")
+        if isinstance(props, dict) and name in props:
+            return _Shape(props[name])
+        additional = self.node.get("additionalProperties")
+        return _Shape(additional if isinstance(additional, dict) else None)
+
+    def items(self) -> _Shape:
+        items = self.node.get("items")
+        return _Shape(items if isinstance(items, dict) else None)
+
+    @property
+    def list_type(self) -> str:
+        return str(self.node.get("x-kubernetes-list-type") or "atomic")
+
+    @property
+    def keys(self) -> list[str]:
+        return [str(k) for k in self.node.get("x-kubernetes-list-map-keys") or []]
+
+    @property
+    def atomic_map(self) -> bool:
+        return self.node.get("x-kubernetes-map-type") == "atomic"
+
+
+def _shape_for(group: str, version: str, kind: str) -> _Shape:
+    name = schemas.definition_name(group, version, kind)
+    return _Shape(schemas.definitions().get(name) if name else None)
+
+
+def _key_element(item: dict, keys: list[str]) -> str:
+    return "k:" + json.dumps({k: item.get(k) for k in keys}, sort_keys=True, separators=(",", ":"))
+
+
+def _value_element(value: Any) -> str:
+    return "v:" + json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# --- field sets -----------------------------------------------------------------------------
+
+
+def _collect(value: Any, shape: _Shape, path: Path, out: set[Path]) -> None:
+    if isinstance(value, dict) and value and not shape.atomic_map:
+        for key, sub in value.items():
+            _collect(sub, shape.child(key), (*path, f"f:{key}"), out)
+        return
+    if isinstance(value, list) and shape.list_type == "map" and shape.keys:
+        item_shape = shape.items()
+        for item in value:
+            if not isinstance(item, dict):
+                out.add(path)
+                return
+            item_path = (*path, _key_element(item, shape.keys))
+            out.add(item_path)
+            _collect(item, item_shape, item_path, out)
+        return
+    if isinstance(value, list) and shape.list_type == "set":
+        for item in value:
+            out.add((*path, _value_element(item)))
+        if not value:
+            out.add(path)
+        return
+    out.add(path)
+
+
+def field_set(obj: dict, shape: _Shape) -> set[Path]:
+    """The fields an object (or applied configuration) sets, as paths."""
+    out: set[Path] = set()
+    for key, value in obj.items():
+        if key in _IGNORED_TOP:
+            continue
+        if key == "metadata" and isinstance(value, dict):
+            for mkey, mvalue in value.items():
+                if mkey not in _IGNORED_META:
+                    _collect(mvalue, shape.child("metadata").child(mkey), ("f:metadata", f"f:{mkey}"), out)
+            continue
+        _collect(value, shape.child(key), (f"f:{key}",), out)
+    return out
+
+
+def to_fields_v1(paths: set[Path]) -> dict:
+    """A set of paths as a FieldsV1 trie ({"f:spec": {"f:replicas": {}}, ...})."""
+    root: dict = {}
+    for path in sorted(paths):
+        node = root
+        for element in path:
+            node = node.setdefault(element, {})
+    # a path that is also the prefix of others is marked with "."
+    for path in paths:
+        node = root
+        for element in path:
+            node = node[element]
+        if node and "." not in node:
+            node["."] = {}
+    return root
+
+
+def from_fields_v1(trie: Any) -> set[Path]:
+    """The paths of a FieldsV1 trie."""
+    out: set[Path] = set()
+
+    def walk(node: Any, path: Path) -> None:
+        if not isinstance(node, dict):
+            return
+        for key, sub in node.items():
+            if key == ".":
+                out.add(path)
+            elif isinstance(sub, dict) and sub:
+                walk(sub, (*path, key))
+            else:
+                out.add((*path, key))
+
+    walk(trie, ())
+    return out
+
+
+def path_string(path: Path) -> str:
+    """A path the way conflict messages print it: .spec.containers[name="app"].image"""
+    text = ""
+    for element in path:
+        kind, _, rest = element.partition(":")
+        if kind == "f":
+            text += f".{rest}"
+        elif kind == "k":
+            try:
+                keys = json.loads(rest)
+                text += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in keys.items()) + "]"
+            except ValueError:
+                text += f"[{rest}]"
+        elif kind == "v":
+            text += f"[={rest}]"
+    return text
+
+
+# --- values at paths ------------------------------------------------------------------------
+
+
+_MISSING = object()
+
+
+def _step(node: Any, element: str) -> Any:
+    kind, _, rest = element.partition(":")
+    if kind == "f":
+        return node.get(rest, _MISSING) if isinstance(node, dict) else _MISSING
+    if kind == "k" and isinstance(node, list):
+        want = json.loads(rest)
+        for item in node:
+            if isinstance(item, dict) and all(item.get(k) == v for k, v in want.items()):
+                return item
+        return _MISSING
+    if kind == "v" and isinstance(node, list):
+        value = json.loads(rest)
+        return value if value in node else _MISSING
+    return _MISSING
+
+
+def value_at(obj: Any, path: Path) -> Any:
+    node = obj
+    for element in path:
+        node = _step(node, element)
+        if node is _MISSING:
+            return _MISSING
+    return node
+
+
+def _is_key_field(path: Path) -> bool:
+    """A list item's key field (the item goes as a whole, or keeps its key)."""
+    if len(path) < 2 or not path[-2].startswith("k:") or not path[-1].startswith("f:"):
+        return False
+    try:
+        return path[-1][2:] in json.loads(path[-2][2:])
+    except ValueError:
+        return False
+
+
+def _remove_at(obj: Any, path: Path) -> None:
+    """Remove what `path` points at; a map or list this empties goes too (its owner only
+    owned what was in it)."""
+    parent = value_at(obj, path[:-1]) if len(path) > 1 else obj
+    if parent is _MISSING:
+        return
+    kind, _, rest = path[-1].partition(":")
+    if kind == "f" and isinstance(parent, dict):
+        if rest not in parent:
+            return
+        parent.pop(rest)
+    elif kind in ("k", "v") and isinstance(parent, list):
+        target = _step(parent, path[-1])
+        if target is _MISSING:
+            return
+        parent[:] = [x for x in parent if x is not target and not (kind == "v" and x == target)]
+    else:
+        return
+    if not parent and len(path) > 1 and path[-2].startswith("f:"):
+        _remove_at(obj, path[:-1])
+
+
+# --- merge ----------------------------------------------------------------------------------
+
+
+def _merge(live: Any, applied: Any, shape: _Shape) -> Any:
+    if isinstance(live, dict) and isinstance(applied, dict) and applied and not shape.atomic_map:
+        out = dict(live)
+        for key, value in applied.items():
+            out[key] = _merge(live.get(key), value, shape.child(key))
+        return out
+    if isinstance(live, list) and isinstance(applied, list):
+        if shape.list_type == "map" and shape.keys and all(isinstance(x, dict) for x in live + applied):
+            out_list = list(live)
+            index = {_key_element(x, shape.keys): i for i, x in enumerate(out_list)}
+            for item in applied:
+                element = _key_element(item, shape.keys)
+                if element in index:
+                    out_list[index[element]] = _merge(out_list[index[element]], item, shape.items())
+                else:
+                    index[element] = len(out_list)
+                    out_list.append(item)
+            return out_list
+        if shape.list_type == "set":
+            return list(live) + [x for x in applied if x not in live]
+    return json.loads(json.dumps(applied))
+
+
+# --- managedFields --------------------------------------------------------------------------
+
+
+def _entries(obj: dict | None) -> list[dict]:
+    meta = (obj or {}).get("metadata") or {}
+    return [e for e in meta.get("managedFields") or [] if isinstance(e, dict)]
+
+
+def _entry(manager: str, operation: str, api_version: str, now: str, paths: set[Path], sub: str) -> dict:
+    entry = {
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": api_version,
+        "time": now,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(paths),
+    }
+    if sub:
+        entry["subresource"] = sub
+    return entry
+
+
+def _same_owner(entry: dict, manager: str, operation: str, sub: str) -> bool:
+    return (
+        entry.get("manager") == manager
+        and entry.get("operation") == operation
+        and (entry.get("subresource") or "") == sub
+    )
+
+
+def server_side_apply(
+    live: dict | None,
+    applied: dict,
+    manager: str,
+    *,
+    group: str,
+    version: str,
+    kind: str,
+    now: str,
+    force: bool = False,
+    subresource: str = "",
+) -> dict:
+    """The object after `manager` applies `applied` to `live` (None: the object is new).
+
+    Raises ApplyConflict (409) when other managers own fields the apply would change and
+    `force` is false. The result carries the updated metadata.managedFields."""
+    try:
+        return _server_side_apply(
+            live, applied, manager, group=group, version=version, kind=kind, now=now,
+            force=force, subresource=subresource,
+        )
+    except RecursionError:
+        raise PatchError("the apply configuration or the object is nested too deeply", 400) from None
+
+
+def _server_side_apply(
+    live: dict | None,
+    applied: dict,
+    manager: str,
+    *,
+    group: str,
+    version: str,
+    kind: str,
+    now: str,
+    force: bool = False,
+    subresource: str = "",
+) -> dict:
+    if not isinstance(applied, dict):
+        raise PatchError("an apply configuration must be an object", 400)
+    if not manager:
+        raise PatchError("fieldManager is required for apply requests", 400)
+    shape = _shape_for(group, version, kind)
+    api_version = f"{group}/{version}" if group else version
+    base = json.loads(json.dumps(live)) if live else {}
+    entries = _entries(base)
+    applied_set = field_set(applied, shape)
+    previous: set[Path] = set()
+    others: list[tuple[dict, set[Path]]] = []
+    for entry in entries:
+        paths = from_fields_v1(entry.get("fieldsV1"))
+        if _same_owner(entry, manager, "Apply", subresource):
+            previous = paths
+        else:
+            others.append((entry, paths))
+
+    conflicts: list[tuple[str, str, str]] = []
+    taken: set[Path] = set()
+    if live:
+        for path in sorted(applied_set):
+            if path and path[-1].startswith("k:"):
+                continue  # a list item as such: its fields are what can conflict
+            current = value_at(base, path)
+            wanted = value_at(applied, path)
+            if current is _MISSING or current == wanted:
+                continue
+            for entry, paths in others:
+                if path in paths:
+                    if force:
+                        taken.add(path)
+                    else:
+                        conflicts.append(
+                            (str(entry.get("manager")), str(entry.get("apiVersion")), path_string(path))
+                        )
+    if conflicts:
+        raise ApplyConflict(conflicts)
+
+    body = {k: v for k, v in applied.items() if k not in ("apiVersion", "kind", "status")}
+    merged = _merge(base, body, shape)
+    owned_by_others = set().union(*(paths for _e, paths in others)) - taken
+    # what others own keeps its place: not the field itself, nor a map or item around it
+    kept = {q[:n] for q in owned_by_others for n in range(1, len(q) + 1)}
+    dropped = {p for p in previous - applied_set if p not in kept and not _is_key_field(p)}
+    # a dropped list item takes its fields with it: remove only the outermost dropped paths
+    for path in sorted(dropped, key=len):
+        if not any(path[:n] in dropped for n in range(1, len(path))):
+            _remove_at(merged, path)
+
+    new_entries = []
+    for entry, paths in others:
+        remaining = paths - taken
+        if remaining:
+            new_entries.append({**entry, "fieldsV1": to_fields_v1(remaining)})
+    new_entries.append(_entry(manager, "Apply", api_version, now, applied_set, subresource))
+    merged.setdefault("metadata", {})["managedFields"] = new_entries
+    merged["apiVersion"] = applied.get("apiVersion") or (live or {}).get("apiVersion") or api_version
+    merged["kind"] = applied.get("kind") or (live or {}).get("kind") or kind
+    return merged
+
+
+def track_update(
+    old: dict | None,
+    new: dict,
+    manager: str,
+    *,
+    group: str,
+    version: str,
+    kind: str,
+    now: str,
+    operation: str = "Update",
+    subresource: str = "",
+) -> None:
+    """Record in `new`'s managedFields (in place) that `manager` wrote the fields that differ
+    from `old` (all of them on create); those fields leave every other manager."""
+    try:
+        _track_update(old, new, manager, group, version, kind, now, operation, subresource)
+    except RecursionError:
+        pass  # bookkeeping only: an absurdly deep object keeps its old managedFields
+
+
+def _track_update(
+    old: dict | None, new: dict, manager: str, group: str, version: str, kind: str, now: str,
+    operation: str, subresource: str,
+) -> None:
+    shape = _shape_for(group, version, kind)
+    api_version = f"{group}/{version}" if group else version
+    new_paths = field_set(new, shape)
+    changed = {p for p in new_paths if old is None or value_at(old, p) != value_at(new, p)}
+    entries = _entries(new) or _entries(old)
+    kept: list[dict] = []
+    mine: set[Path] = set()
+    for entry in entries:
+        paths = from_fields_v1(entry.get("fieldsV1")) & new_paths
+        if _same_owner(entry, manager, operation, subresource):
+            mine = paths
+            continue
+        remaining = paths - changed
+        if remaining:
+            kept.append({**entry, "fieldsV1": to_fields_v1(remaining)})
+    owned = mine | changed
+    if owned:
+        kept.append(_entry(manager, operation, api_version, now, owned, subresource))
+    new.setdefault("metadata", {})["managedFields"] = kept
