@@ -52,23 +52,24 @@ def summary(samples: list[float]) -> dict:
     }
 
 
-def floor(runs: int) -> dict:
-    fork_samples, spawn_samples = [], []
-    for _ in range(runs):
-        start = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.execv("/bin/busybox", ["true"])
-            finally:
-                os._exit(127)
-        os.waitpid(pid, 0)
-        fork_samples.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        pid = os.posix_spawn("/bin/busybox", ["true"], {})
-        os.waitpid(pid, 0)
-        spawn_samples.append(time.perf_counter() - start)
-    return {"fork_exec": summary(fork_samples), "posix_spawn": summary(spawn_samples)}
+def fork_exec_true() -> float:
+    """One bare fork + exec of busybox ``true`` from this (large) Python process."""
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execv("/bin/busybox", ["true"])
+        finally:
+            os._exit(127)
+    os.waitpid(pid, 0)
+    return time.perf_counter() - start
+
+
+def posix_spawn_true() -> float:
+    start = time.perf_counter()
+    pid = os.posix_spawn("/bin/busybox", ["true"], {})
+    os.waitpid(pid, 0)
+    return time.perf_counter() - start
 
 
 def uss(pid: int) -> int:
@@ -101,12 +102,14 @@ def main() -> None:
         import_archive(rt.images, docker_archive)
         supervisor = rt.ensure_supervisor()
         try:
-            results["floor"] = floor(options.runs)
             spec = ContainerSpec(name="bench", image="busybox", command=["true"])
             for _ in range(5):  # warm up caches
                 rt.remove_container(rt.wait_container(rt.run(spec), 30).id)
-            start_to_exit, start_to_running, full = [], [], []
+            # Floor and container samples alternate, so both see the same load on a shared host.
+            floor_fork, floor_spawn, start_to_exit, start_to_running, full = [], [], [], [], []
             for _ in range(options.runs):
+                floor_fork.append(fork_exec_true())
+                floor_spawn.append(posix_spawn_true())
                 cid = rt.create_container(spec)
                 start = time.perf_counter()
                 rt.start_container(cid)
@@ -117,12 +120,16 @@ def main() -> None:
                 start_to_running.append(running - start)
                 start_to_exit.append(done - start)
                 rt.remove_container(cid)
-            for _ in range(options.runs):
                 start = time.perf_counter()
                 cid = rt.run(spec)
                 rt.wait_container(cid, 30)
                 full.append(time.perf_counter() - start)
                 rt.remove_container(cid)
+            results["floor"] = {
+                "fork_exec": summary(floor_fork),
+                "posix_spawn": summary(floor_spawn),
+            }
+            results["load_average"] = os.getloadavg()
             results["start_to_exit"] = summary(start_to_exit)
             results["start_to_running"] = summary(start_to_running)
             results["create_start_exit"] = summary(full)

@@ -131,7 +131,11 @@ class Cgroup:
 
     def join_self(self) -> None:
         for directory in self.dirs.values():
-            _write(os.path.join(directory, "cgroup.procs"), "0")
+            try:
+                _write(os.path.join(directory, "cgroup.procs"), "0")
+            except OSError as exc:
+                # EINVAL from the v1 cpu controller: a real-time task without an RT budget.
+                raise OSError(exc.errno, f"cannot join cgroup {directory}: {exc.strerror}") from None
 
     def join(self, pid: int) -> None:
         for directory in self.dirs.values():

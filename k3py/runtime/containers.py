@@ -521,12 +521,9 @@ class ContainerRuntime:
         cgroup = Cgroup(self.cgroup_parent, cid)
         if cgroup.exists():
             cgroup.remove()
-        meta = json.loads((bundle / "meta.json").read_text())
+        # The bundle holds the upper dir and the default log; a log the kubelet placed
+        # elsewhere (log_path) is the kubelet's to remove with the pod.
         shutil.rmtree(bundle)
-        log_path = Path(meta.get("log_path", ""))
-        if log_path.is_absolute() and not log_path.is_relative_to(bundle):
-            # The kubelet owns logs it placed elsewhere; it removes them with the pod.
-            pass
 
     def container_status(self, cid: str) -> ContainerStatus:
         bundle = self._bundle(cid)

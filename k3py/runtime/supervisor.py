@@ -353,8 +353,6 @@ class Supervisor:
             int(log_cfg.get("max_files", 5)),
         )
         cg = container.cgroup()
-        if cg is not None and not (self.pool and cg.renamable):
-            cg.create(config.get("resources") or {})
         tty = bool(process.get("tty"))
         if tty:
             import pty
@@ -377,6 +375,8 @@ class Supervisor:
         err_r_sync, err_w_sync = os.pipe()
         pid = self._start_in_zygote(container, child_stdio, err_w_sync)
         if pid == 0:
+            if cg is not None:
+                cg.create(config.get("resources") or {})
             pid = self._fork_in_new_pidns(
                 lambda: containerinit.become_container(config, child_stdio, err_w_sync)
             )
@@ -499,7 +499,8 @@ class Supervisor:
                     zygote.sock, [json.dumps(container.config).encode()], [*stdio, err_w]
                 )
                 return zygote.pid
-            except OSError:
+            except OSError as exc:
+                sys.stderr.write(f"zygote {zygote.pid} unusable, discarded: {exc}\n")
                 self._discard_zygote(zygote)
             finally:
                 zygote.sock.close()
