@@ -39,22 +39,45 @@ _IGNORED_META = {
 }  # fmt: skip
 
 
+def describe_manager(entry: dict) -> str:
+    """A manager as upstream's conflict messages name it: "kubectl-scale" using apps/v1 at T
+    for an Update manager, just "name" for an Apply manager."""
+    text = json.dumps(str(entry.get("manager", "")))
+    if entry.get("subresource"):
+        text += f" with subresource {json.dumps(str(entry['subresource']))}"
+    if entry.get("operation") == "Update":
+        text += f" using {entry.get('apiVersion', '')}"
+        if entry.get("time"):
+            text += f" at {entry['time']}"
+    return text
+
+
 class ApplyConflict(PatchError):
     """An apply that would change fields other managers own (409, reason Conflict)."""
 
-    def __init__(self, conflicts: list[tuple[str, str, str]]) -> None:
-        # conflicts: (manager, apiVersion, field path like ".spec.replicas")
+    def __init__(self, conflicts: list[tuple[dict, str]]) -> None:
+        # conflicts: (the other manager's managedFields entry, field path like ".spec.replicas")
         self.conflicts = conflicts
-        parts = [f'conflict with "{m}" using {v}: {p}' for m, v, p in conflicts]
-        count = len(conflicts)
-        noun = "conflict" if count == 1 else "conflicts"
-        super().__init__(f"Apply failed with {count} {noun}: " + "\n".join(parts), 409)
+        super().__init__(self._message(), 409)
+
+    def _message(self) -> str:
+        if len(self.conflicts) == 1:
+            entry, path = self.conflicts[0]
+            return f"Apply failed with 1 conflict: conflict with {describe_manager(entry)}: {path}"
+        by_manager: dict[str, list[str]] = {}
+        for entry, path in self.conflicts:
+            by_manager.setdefault(describe_manager(entry), []).append(path)
+        lines: list[str] = []
+        for manager in sorted(by_manager):
+            lines.append(f"conflicts with {manager}:")
+            lines.extend(f"- {path}" for path in by_manager[manager])
+        return f"Apply failed with {len(self.conflicts)} conflicts: " + "\n".join(lines)
 
     def causes(self) -> list[dict]:
         """details.causes of the Status, as upstream reports them."""
         return [
-            {"type": "FieldManagerConflict", "message": f'conflict with "{m}" using {v}', "field": p}
-            for m, v, p in self.conflicts
+            {"type": "FieldManagerConflict", "message": f"conflict with {describe_manager(e)}", "field": p}
+            for e, p in self.conflicts
         ]
 
 
@@ -389,9 +412,7 @@ def _server_side_apply(
                     if force:
                         taken.add(path)
                     else:
-                        conflicts.append(
-                            (str(entry.get("manager")), str(entry.get("apiVersion")), path_string(path))
-                        )
+                        conflicts.append((entry, path_string(path)))
     if conflicts:
         raise ApplyConflict(conflicts)
 

@@ -81,9 +81,10 @@ def test_conflict_with_kubectl_scale_and_force() -> None:
     with pytest.raises(ApplyConflict) as err:
         server_side_apply(scaled, manifest(replicas=3), "kubectl", now=NOW, **GVK)
     assert err.value.code == 409
-    assert str(err.value) == 'Apply failed with 1 conflict: conflict with "kubectl-scale" using apps/v1: .spec.replicas'
+    assert str(err.value) == (
+        f'Apply failed with 1 conflict: conflict with "kubectl-scale" using apps/v1 at {NOW}: .spec.replicas')
     assert err.value.causes() == [{"type": "FieldManagerConflict",
-                                   "message": 'conflict with "kubectl-scale" using apps/v1',
+                                   "message": f'conflict with "kubectl-scale" using apps/v1 at {NOW}',
                                    "field": ".spec.replicas"}]
     # applying the value the field already has is no conflict
     same = server_side_apply(scaled, manifest(replicas=5), "kubectl", now=NOW, **GVK)
@@ -145,3 +146,14 @@ def test_an_item_keeps_fields_other_managers_own() -> None:
     names = [c["name"] for c in out["spec"]["template"]["spec"]["containers"]]
     assert names == ["app", "log"]  # the edited image keeps "log" alive
     assert out["spec"]["template"]["spec"]["containers"][1]["image"] == "busybox:2"
+
+
+def test_conflicts_between_appliers_are_listed_per_manager() -> None:
+    live = server_side_apply(None, manifest(), "alice", now=NOW, **GVK)
+    changed = manifest(replicas=9, containers=[{"name": "app", "image": "nginx:9"}])
+    with pytest.raises(ApplyConflict) as err:
+        server_side_apply(live, changed, "bob", now=NOW, **GVK)
+    assert str(err.value) == (
+        'Apply failed with 2 conflicts: conflicts with "alice":\n'
+        '- .spec.replicas\n'
+        '- .spec.template.spec.containers[name="app"].image')
