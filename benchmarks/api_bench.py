@@ -64,12 +64,21 @@ def _start_server(workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], Pa
     started = time.monotonic()
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "k3py", "server",
-            "--data-dir", str(workdir / "data"),
-            "--write-kubeconfig", str(kubeconfig),
-            "--bind-address", "127.0.0.1",
-            "--https-listen-port", str(port),
-            "--disable-agent", "--log-level", "WARNING",
+            sys.executable,
+            "-m",
+            "k3py",
+            "server",
+            "--data-dir",
+            str(workdir / "data"),
+            "--write-kubeconfig",
+            str(kubeconfig),
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            str(port),
+            "--disable-agent",
+            "--log-level",
+            "WARNING",
         ],
         stdout=open(workdir / "server.log", "wb"),
         stderr=subprocess.STDOUT,
@@ -84,7 +93,12 @@ def _start_server(workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], Pa
 
 def _configmap(name: str) -> bytes:
     return json.dumps(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"bench": "yes"}}, "data": {"key": "value" * 8}}
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": {"bench": "yes"}},
+            "data": {"key": "value" * 8},
+        }
     ).encode()
 
 
@@ -111,7 +125,16 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
 
 
-async def _bench(base: str, context: ssl.SSLContext, args: argparse.Namespace) -> dict[str, Any]:
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def _bench(
+    base: str, context: ssl.SSLContext, args: argparse.Namespace, server: psutil.Process
+) -> dict[str, Any]:
+    """Wall-clock rates, plus the server's own CPU seconds per operation (robust to a busy
+    machine: 1e6 / cpu_us_per_op is what one core of server could sustain)."""
     results: dict[str, Any] = {}
     connector = aiohttp.TCPConnector(ssl=context, limit=args.concurrency + 8)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -125,25 +148,37 @@ async def _bench(base: str, context: ssl.SSLContext, args: argparse.Namespace) -
                     raise RuntimeError(f"create answered {r.status}")
 
         async with session.post(
-            f"{base}/api/v1/namespaces", data=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}), headers=headers
+            f"{base}/api/v1/namespaces",
+            data=json.dumps(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}
+            ),
+            headers=headers,
         ) as r:
             assert r.status == 201, await r.text()
         # Warm up connections (TLS handshakes are not what is measured).
-        await _run_concurrently(args.concurrency, args.concurrency, lambda i: create(10_000_000 + i))
+        await _run_concurrently(
+            args.concurrency, args.concurrency, lambda i: create(10_000_000 + i)
+        )
 
+        cpu0 = _cpu(server)
         elapsed, lat = await _run_concurrently(args.creates, args.concurrency, create)
+        results["server_cpu_us_per_create"] = round((_cpu(server) - cpu0) / args.creates * 1e6)
         results["creates"] = args.creates
         results["creates_per_s"] = round(args.creates / elapsed)
         results["create_p99_ms_under_load"] = round(_pct(lat, 0.99), 1)
 
         async def get(i: int) -> None:
-            async with session.get(f"{ns_path}/cm-{i % args.creates:06d}", headers={"Accept": "application/json"}) as r:
+            async with session.get(
+                f"{ns_path}/cm-{i % args.creates:06d}", headers={"Accept": "application/json"}
+            ) as r:
                 await r.read()
                 if r.status != 200:
                     raise RuntimeError(f"get answered {r.status}")
 
         gets = args.creates * 3
+        cpu0 = _cpu(server)
         elapsed, lat = await _run_concurrently(gets, args.concurrency, get)
+        results["server_cpu_us_per_get"] = round((_cpu(server) - cpu0) / gets * 1e6)
         results["gets_per_s"] = round(gets / elapsed)
         results["get_p99_ms_under_load"] = round(_pct(lat, 0.99), 1)
 
@@ -204,10 +239,15 @@ def main() -> None:
                 uvloop.install()
             except ImportError:
                 pass
-            results = asyncio.run(_bench(f"https://127.0.0.1:{port}", context, args))
+            results = asyncio.run(
+                _bench(f"https://127.0.0.1:{port}", context, args, psutil.Process(process.pid))
+            )
+            results["load_average_1m"] = round(os.getloadavg()[0], 2)
             results["startup_to_kubeconfig_s"] = round(startup, 3)
             results["idle_rss_mb"] = round(idle_rss, 1)
-            results["rss_after_mb"] = round(psutil.Process(process.pid).memory_info().rss / 2**20, 1)
+            results["rss_after_mb"] = round(
+                psutil.Process(process.pid).memory_info().rss / 2**20, 1
+            )
             results["cpus"] = os.cpu_count()
         finally:
             process.terminate()

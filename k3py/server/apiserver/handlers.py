@@ -653,7 +653,10 @@ class RestHandler:
             raise errors.method_not_allowed()
         opts = await self._delete_options(request)
         obj, gone_now = await self.registry.delete(info, rr.namespace, rr.name, opts)
-        return self._object_response(request, info, obj, 200 if gone_now else 202)
+        # Upstream answers 202 only for a pending delete that asked to cascade explicitly
+        # (orphanDependents=false); everything else, graceful deletes included, is 200.
+        accepted = not gone_now and opts.orphan_dependents is False
+        return self._object_response(request, info, obj, 202 if accepted else 200)
 
     async def delete_collection(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         if "deletecollection" not in info.verbs:
