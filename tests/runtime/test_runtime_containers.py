@@ -712,3 +712,17 @@ def test_volumes_mounted_after_start_up_are_visible(
         subprocess.run(
             ["nsenter", "-t", supervisor, "-m", "umount", str(volume)], check=True, timeout=30
         )
+
+
+def test_start_falls_back_when_pre_forked_zygotes_die(own_runtime: ContainerRuntime) -> None:
+    import psutil
+
+    rt = own_runtime
+    supervisor = psutil.Process(rt.supervisor_pid())
+    assert wait_for(lambda: len(supervisor.children()) >= 1)
+    for zygote in supervisor.children():
+        zygote.kill()
+    code, reason, lines, _ = run_to_exit(rt, "echo still-works")
+    assert (code, reason, stdout_of(lines)) == (0, "Completed", ["still-works"])
+    if not Cgroup(rt.cgroup_parent, "x").v2:  # zygotes exist only where cgroups can be renamed
+        assert "unusable, discarded" in (rt.data_dir / "supervisor.log").read_text()
