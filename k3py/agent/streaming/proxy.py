@@ -21,6 +21,7 @@ import contextlib
 import ssl
 from collections.abc import Iterable
 
+import aiohttp
 from aiohttp import web
 
 from k3py.agent.streaming.transport import ByteTransport, StreamTransport
@@ -146,3 +147,41 @@ async def _pipe_both_ways(a: ByteTransport, b: ByteTransport) -> None:
                 await task
         await a.close()
         await b.close()
+
+
+async def proxy_streaming_get(
+    request: web.Request,
+    host: str,
+    port: int,
+    path_qs: str,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None = None,
+) -> web.StreamResponse:
+    """Forward a plain GET (container logs, possibly followed) and stream the body back as it
+    arrives, with the streaming server's status and content type."""
+    scheme = "https" if ssl_context else "http"
+    connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context else False)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        try:
+            upstream = await session.get(
+                f"{scheme}://{host}:{port}{path_qs}",
+                server_hostname=server_hostname,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError(
+                f"cannot reach the streaming server at {host}:{port}: {exc}"
+            ) from exc
+        async with upstream:
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={"Content-Type": upstream.headers.get("Content-Type", "text/plain")},
+            )
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            return response
