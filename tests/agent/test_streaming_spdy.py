@@ -283,11 +283,11 @@ async def test_server_pings_are_answered_by_a_client_session() -> None:
 async def test_idle_session_is_closed_and_traffic_keeps_it_open() -> None:
     client_end, server_end = pipe()
     async with SpdySession(client_end, is_server=False) as client:
-        server = SpdySession(server_end, idle_timeout=0.3)
+        server = SpdySession(server_end, idle_timeout=1.0)
         server.start()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 0.9
-        while loop.time() < deadline:  # pings every 0.1 s: three timeouts' worth of activity
+        deadline = loop.time() + 1.5
+        while loop.time() < deadline:  # pings every 0.1 s for longer than the timeout
             await client.ping()
             await asyncio.sleep(0.1)
         assert not server.closed
