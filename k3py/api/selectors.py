@@ -99,7 +99,8 @@ class LabelSelector:
     def matches(self, labels: Mapping[str, str] | None) -> bool:
         if self.nothing:
             return False
-        labels = labels or {}
+        if not isinstance(labels, Mapping):
+            labels = {}  # no labels (or a malformed labels field) is an empty set
         return all(r.matches(labels) for r in self.requirements)
 
     def __str__(self) -> str:

@@ -99,6 +99,12 @@ def test_label_selector_empty_values_in_sets() -> None:
     assert not parse_label_selector("a in (x)").matches({"a": ""})
 
 
+def test_label_selector_on_missing_or_malformed_labels() -> None:
+    assert parse_label_selector("!a").matches(None)
+    assert not parse_label_selector("a").matches(None)
+    assert parse_label_selector("a!=x").matches(["not", "a", "map"])  # type: ignore[arg-type]
+
+
 def test_label_selector_string_is_canonical() -> None:
     sel = parse_label_selector("z=1, a in (y, x), !b, c")
     assert str(sel) == "a in (x,y),!b,c,z=1"
