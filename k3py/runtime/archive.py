@@ -276,4 +276,23 @@ def import_archive(store: ImageStore, path: Path, names: list[str] | None = None
     return images
 
 
-__all__ = ["import_archive", "open_decompressed"]
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tar.xz")
+
+
+def import_directory(store: ImageStore, directory: Path) -> list[Image]:
+    """Import every archive in an airgap images directory (k3s' agent/images), in name order.
+
+    An unreadable or hostile archive is refused with an ImageError naming it; the archives
+    before it stay imported.
+    """
+    images: list[Image] = []
+    for path in sorted(Path(directory).iterdir()):
+        if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
+            try:
+                images.extend(import_archive(store, path))
+            except ImageError as exc:
+                raise ImageError(f"{path.name}: {exc}") from None
+    return images
+
+
+__all__ = ["import_archive", "import_directory", "open_decompressed"]

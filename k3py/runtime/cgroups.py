@@ -135,7 +135,9 @@ class Cgroup:
                 _write(os.path.join(directory, "cgroup.procs"), "0")
             except OSError as exc:
                 # EINVAL from the v1 cpu controller: a real-time task without an RT budget.
-                raise OSError(exc.errno, f"cannot join cgroup {directory}: {exc.strerror}") from None
+                raise OSError(
+                    exc.errno, f"cannot join cgroup {directory}: {exc.strerror}"
+                ) from None
 
     def join(self, pid: int) -> None:
         for directory in self.dirs.values():

@@ -25,7 +25,7 @@ from imagebuilder import (
     write_oci_archive,
 )
 
-from k3py.runtime.archive import import_archive
+from k3py.runtime.archive import import_archive, import_directory
 from k3py.runtime.images import ImageError, ImageNotFound, ImageStore
 
 
@@ -362,3 +362,22 @@ def test_remove_and_prune(store: ImageStore, test_images: Path) -> None:
     assert store_contents(store)[:2] == ([], [])
     with pytest.raises(ImageNotFound, match="busybox:latest"):
         store.get("busybox")
+
+
+def test_airgap_directory_import(store: ImageStore, test_images: Path, tmp_path: Path) -> None:
+    import shutil
+
+    airgap = tmp_path / "agent-images"
+    airgap.mkdir()
+    shutil.copy(test_images / "busybox-oci.tar", airgap / "01-busybox.tar")
+    layer = layer_tar([Entry("hello", data=b"x")])
+    write_docker_archive(airgap / "02-hello.tar", [layer], ["localhost/hello:1"])
+    (airgap / "README.txt").write_text("not an image")
+    images = import_directory(store, airgap)
+    assert [i.names for i in images] == [
+        ["docker.io/library/busybox:latest"],
+        ["localhost/hello:1"],
+    ]
+    (airgap / "03-bad.tar").write_bytes(b"garbage" * 100)
+    with pytest.raises(ImageError, match=r"03-bad\.tar"):
+        import_directory(store, airgap)
