@@ -7,8 +7,10 @@ Two layers live here:
   Each returns a list of human-readable problems, worded exactly like upstream's
   `k8s.io/apimachinery/pkg/util/validation`, so selector parsing and object validation print the
   same sentences a real cluster prints.
-* **Object validation** (`validate_object`): metadata rules shared by every kind plus the
-  per-kind essentials kubectl users run into, returned as Status causes
+* **Object validation** (`validate_object`): first the object's JSON types are checked
+  against its kind's typed structure (`k3py.api.proto.structure`; Kubernetes would refuse
+  those while decoding, so they are reported alone), then metadata rules shared by every kind
+  and the per-kind essentials kubectl users run into, returned as Status causes
   `{"field", "message", "reason"}`; with `old` set (an update) it also refuses changes to
   immutable fields.
 
