@@ -500,3 +500,62 @@ def test_kubectl_explain_custom_resource(serve: Any, tmp_path: Path, minor: int)
     assert "knobs" in out.stdout and "How many knobs to turn." in out.stdout
     out = _kubectl(tmp_path, server, "explain", "widget.spec.parts.name")
     assert out.returncode == 0 and "Part name." in out.stdout, out.stdout + out.stderr
+
+
+CHART_TEMPLATE = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: "{{ .Release.Name }}-cfg"}
+data: {a: b}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: "{{ .Release.Name }}-web"}
+spec:
+  selector: {matchLabels: {app: web}}
+  notAField: 1
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+"""
+
+
+def test_helm_validates_against_our_openapi(serve: Any, tmp_path: Path) -> None:
+    """`helm template --validate` runs install's checks against the server (no writes)."""
+    from tests.cluster import find_helm
+
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 0.1.0\n")
+    (chart / "templates" / "all.yaml").write_text(CHART_TEMPLATE)
+    releases = {"/api/v1/namespaces/default/secrets": {
+        "kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []}}
+
+    def helm(server: str) -> subprocess.CompletedProcess[str]:
+        kubeconfig = tmp_path / f"kc-{server.rsplit(':', 1)[1]}.yaml"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": server}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "namespace": "default"}}],
+            "users": [{"name": "u", "user": {}}]}))
+        env = {**os.environ, "KUBECACHEDIR": str(tmp_path / "cache"), "HELM_CACHE_HOME": str(tmp_path / "hc"),
+               "HELM_CONFIG_HOME": str(tmp_path / "hcfg"), "HELM_DATA_HOME": str(tmp_path / "hd")}
+        return subprocess.run([find_helm(), "template", "r", str(chart), "--validate",
+                               "--kubeconfig", str(kubeconfig)],
+                              capture_output=True, text=True, env=env, timeout=120, check=False)
+
+    out = helm(serve(objects=releases))
+    assert out.returncode == 0, out.stderr
+    assert 'name: "r-web"' in out.stdout
+
+    def drop_field_validation(_gv: str, body: bytes) -> bytes:
+        doc = json.loads(body)
+        for item in doc["paths"].values():
+            if "patch" in item:
+                item["patch"]["parameters"] = [
+                    p for p in item["patch"]["parameters"] if p["name"] != "fieldValidation"]
+        return json.dumps(doc).encode()
+
+    # Control: when the server does not take fieldValidation, Helm checks the schema itself
+    out = helm(serve(drop_field_validation, objects=releases))
+    assert out.returncode != 0 and "notAField" in out.stderr, out.stderr
