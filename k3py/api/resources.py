@@ -8,7 +8,8 @@ advertises is exactly what is served.
 The built-in entries mirror an upstream Kubernetes 1.32 API server for the GA groups k3py
 serves (the REST storage of each kind upstream decides its verbs: a storage that cannot be
 listed has no `list`; namespaces have no `deletecollection`; bindings are create-only).
-CustomResourceDefinitions add and remove entries at run time, hence a mutable table.
+CustomResourceDefinitions add and remove entries at run time, hence a mutable table; they
+can also attach their versions' schemas (`set_schema`), which the OpenAPI documents publish.
 
 Versions of one group that share stored objects (autoscaling/v1 and v2 HPAs; core/v1 and
 events.k8s.io/v1 Events) say so with `storage_resource`, written `group/plural` (the core
