@@ -625,7 +625,7 @@ def test_metav1_duration_text_is_gos(ns: int, text: str) -> None:
 
 
 def test_structure_check_reports_unknown_fields_like_strict_decoding() -> None:
-    from k3py.api.proto.structure import check_structure
+    from k3py.api.proto.structure import check_structure, prune_unknown_fields
 
     dep = {
         "apiVersion": "apps/v1",
@@ -672,6 +672,11 @@ def test_structure_check_reports_unknown_fields_like_strict_decoding() -> None:
     ints = check_structure("v1", "Pod", {"spec": {"priority": 2**31, "hostNetwork": "yes"}})
     assert [c["field"] for c in ints.type_causes] == ["spec.priority", "spec.hostNetwork"]
     assert not check_structure("example.com/v1", "Widget", {"anything": 1}).known
+    pruned = prune_unknown_fields("apps/v1", "Deployment", dep)
+    assert pruned == ["metadata.colour", "spec.template.spec.containers[0].imagePullPolice"]
+    assert "colour" not in dep["metadata"]
+    assert "imagePullPolice" not in dep["spec"]["template"]["spec"]["containers"][0]
+    assert check_structure("apps/v1", "Deployment", dep).unknown_fields == []
     lease = {"spec": {"renewTime": "2026-11-27T21:00:00.123456Z", "acquireTime": "2026-11-27"}}
     times = check_structure("coordination.k8s.io/v1", "Lease", lease).type_causes
     assert times == [

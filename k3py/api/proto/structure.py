@@ -11,7 +11,8 @@ structs, TypeMeta) and reporting:
   like the API server's schema errors: `Invalid value: "string": spec.replicas in body must be
   of type integer: "string"`;
 * `unknown_fields`: paths such as `spec.template.spec.containers[0].imagePullPolice`, in the
-  form strict decoding reports them.
+  form strict decoding reports them; `prune_unknown_fields` removes them, as decoding into
+  Go types does when the request is not refused.
 
 `null` is accepted anywhere (it decodes to the zero value). Kinds without a built-in definition
 (custom resources) get an empty report with `known=False`.
@@ -85,6 +86,7 @@ def _json_fields(message: str) -> dict[str, tuple[str, str]]:
 class _Walker:
     def __init__(self) -> None:
         self.report = StructureReport()
+        self.unknown_refs: list[tuple[dict[str, Any], str]] = []  # (holder, key) to prune
 
     def wrong(self, path: str, value: Any, want: str) -> None:
         got = _json_type(value)
@@ -200,6 +202,7 @@ class _Walker:
             spec = fields.get(key)
             if spec is None:
                 self.report.unknown_fields.append(child)
+                self.unknown_refs.append((value, key))
                 continue
             if item is None:
                 continue
@@ -236,3 +239,19 @@ def check_structure(api_version: str, kind: str, obj: Any) -> StructureReport:
     walker = _Walker()
     walker.message(obj, name, "", 0)
     return walker.report
+
+
+def prune_unknown_fields(api_version: str, kind: str, obj: Any) -> list[str]:
+    """Remove, in place, the fields a built-in kind does not have; returns their paths.
+
+    Kubernetes drops them while decoding into its Go types, so they are never stored (with
+    fieldValidation=Strict the request fails instead, with Warn the paths become warnings).
+    """
+    name = proto_schema.message_for(api_version, kind)
+    if name is None:
+        return []
+    walker = _Walker()
+    walker.message(obj, name, "", 0)
+    for holder, key in walker.unknown_refs:
+        holder.pop(key, None)
+    return walker.report.unknown_fields
