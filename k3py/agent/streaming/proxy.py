@@ -121,8 +121,8 @@ async def proxy_streaming_upgrade(
             if value is not None:
                 response.headers[name] = value
         response.force_close()
+        client = RawUpgradeTransport(request)  # before the 101: see upgrade.accept_spdy
         await response.prepare(request)
-        client = RawUpgradeTransport(request)
         await _pipe_both_ways(client, upstream)
         return response
     finally:

@@ -197,5 +197,8 @@ async def accept_spdy(
         headers={"Connection": "Upgrade", "Upgrade": SPDY_UPGRADE, STREAM_PROTOCOL_HEADER: chosen},
     )
     response.force_close()
+    # Take the connection over *before* the 101 goes out: the client's first frame may arrive
+    # while prepare() waits to drain, and must not reach aiohttp's HTTP parser.
+    transport = RawUpgradeTransport(request)
     await response.prepare(request)
-    return chosen, RawUpgradeTransport(request), response
+    return chosen, transport, response
