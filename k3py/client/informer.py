@@ -38,6 +38,7 @@ IndexFunc = Callable[[Obj], Iterable[str]]
 NAMESPACE_INDEX = "namespace"
 OWNER_UID_INDEX = "owner-uid"
 NODE_NAME_INDEX = "node-name"
+ORPHAN_INDEX = "orphans-by-namespace"
 
 
 def object_key(obj: Obj) -> str:
@@ -59,6 +60,14 @@ def index_by_namespace(obj: Obj) -> list[str]:
 
 def index_by_owner_uid(obj: Obj) -> list[str]:
     return [ref["uid"] for ref in (obj.get("metadata") or {}).get("ownerReferences") or () if ref.get("uid")]
+
+
+def index_orphans(obj: Obj) -> list[str]:
+    """Objects without a controller ownerReference, by namespace (adoption candidates)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or ()
+    if any(ref.get("controller") for ref in refs):
+        return []
+    return [(obj.get("metadata") or {}).get("namespace", "")]
 
 
 def index_by_node_name(obj: Obj) -> list[str]:

@@ -25,7 +25,14 @@ from typing import Any
 
 from k3py.api.errors import ApiError
 from k3py.client.controller import Controller
-from k3py.client.informer import OWNER_UID_INDEX, InformerFactory, index_by_owner_uid, object_key
+from k3py.client.informer import (
+    ORPHAN_INDEX,
+    OWNER_UID_INDEX,
+    InformerFactory,
+    index_by_owner_uid,
+    index_orphans,
+    object_key,
+)
 from k3py.client.interface import PODS, REPLICASETS, Client, Resource
 from k3py.server.controllers.common import (
     Expectations,
@@ -104,7 +111,7 @@ class PodOwnerController(Controller):
         super().__init__(client, informers)
         self.expectations = Expectations()
         self.owners = informers.informer(self.owner_resource)
-        self.pods = informers.informer(PODS, {OWNER_UID_INDEX: index_by_owner_uid})
+        self.pods = informers.informer(PODS, {OWNER_UID_INDEX: index_by_owner_uid, ORPHAN_INDEX: index_orphans})
         self.owners.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self._owner_deleted)
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
 
@@ -154,7 +161,11 @@ class PodOwnerController(Controller):
         owner_uid = uid_of(owner)
         namespace = meta(owner).get("namespace", "")
         claimed: list[Obj] = []
-        for pod in self.pods.cache.list(namespace):
+        # Only pods that reference this owner or have no controller can be claimed: walk the
+        # two indexes instead of the whole namespace.
+        candidates = {object_key(p): p for p in self.pods.cache.by_index(OWNER_UID_INDEX, owner_uid)}
+        candidates.update((object_key(p), p) for p in self.pods.cache.by_index(ORPHAN_INDEX, namespace))
+        for pod in candidates.values():
             ref = controller_ref(pod)
             labels = meta(pod).get("labels") or {}
             matches = sel is not None and not sel.empty and sel.matches(labels)
