@@ -234,3 +234,25 @@ def test_never_a_traceback_for_garbage(cluster: TestCluster) -> None:
         status, data, _ = cluster.request(method, path, body, {"Content-Type": ctype})
         assert 400 <= status < 500, (method, path, status, data)
         assert json.loads(data)["kind"] == "Status"
+
+
+def test_deletecollection_by_label(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-dc")
+    for name, keep in (("a", "no"), ("b", "no"), ("c", "yes")):
+        body = _cm(name)
+        body["metadata"]["labels"]["keep"] = keep
+        cluster.request_json("POST", CM.format(ns=ns), body)
+    status, deleted = cluster.request_json("DELETE", CM.format(ns=ns) + "?labelSelector=keep%3Dno")
+    assert status == 200 and sorted(i["metadata"]["name"] for i in deleted["items"]) == ["a", "b"]
+    _, left = cluster.request_json("GET", CM.format(ns=ns) + "?labelSelector=test%3Dyes")
+    assert [i["metadata"]["name"] for i in left["items"]] == ["c"]
+
+
+def test_watch_list_initial_events_end_with_a_bookmark(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-wl")
+    cluster.request_json("POST", CM.format(ns=ns), _cm("x"))
+    query = "?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&labelSelector=test%3Dyes"
+    events = _watch_lines(cluster, CM.format(ns=ns) + query, 2)
+    assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "x"
+    assert events[1]["type"] == "BOOKMARK"
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}

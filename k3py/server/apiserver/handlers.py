@@ -57,6 +57,7 @@ NAMESPACE_SUBRESOURCES = ("status", "finalize")
 STREAMING_SUBRESOURCES = ("log", "exec", "attach", "portforward", "proxy")
 SCALABLE = {("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"), ("", "ReplicationController")}
 BOOKMARK_INTERVAL = 30.0
+LIVENESS_INTERVAL = 5.0
 DEFAULT_WATCH_TIMEOUT = 1800
 
 
@@ -672,6 +673,8 @@ class RestHandler:
     async def watch(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         neg = codec.negotiate(request.headers.get("Accept"))
         session = WatchSession(self, info, rr.namespace, rr.name, request.query)
+        transport = request.transport
+        session.alive = lambda: transport is not None and not transport.is_closing()
         await session.open()
         response = web.StreamResponse(status=200, headers={"Content-Type": codec.JSON, "Cache-Control": "no-cache, private"})
         response.enable_chunked_encoding()
@@ -725,6 +728,8 @@ class WatchSession:
         self.initial: list[CacheEvent] = []
         self.too_old = False
         self.start_revision = 0
+        # Polled while no event arrives, so a watch whose client went away ends promptly.
+        self.alive: Callable[[], bool] = lambda: True
 
     def _predicate(self) -> Callable[[dict[str, Any]], bool]:
         base = self.handler._predicate(self.info, self.query)
@@ -801,15 +806,18 @@ class WatchSession:
         assert watcher is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        next_bookmark = loop.time() + BOOKMARK_INTERVAL
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            now = loop.time()
+            remaining = deadline - now
+            if remaining <= 0 or not self.alive():
                 return
             try:
-                async with asyncio.timeout(min(remaining, BOOKMARK_INTERVAL)):
+                async with asyncio.timeout(min(remaining, LIVENESS_INTERVAL)):
                     event = await watcher.queue.get()
             except TimeoutError:
-                if self.bookmarks and remaining > BOOKMARK_INTERVAL:
+                if self.bookmarks and loop.time() >= next_bookmark and remaining > BOOKMARK_INTERVAL:
+                    next_bookmark = loop.time() + BOOKMARK_INTERVAL
                     yield [("BOOKMARK", (str(self.cache.revision), False))]
                 continue
             if event is None:
