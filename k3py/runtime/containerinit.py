@@ -142,6 +142,12 @@ def _setup_rootfs(config: dict) -> str:
     rootfs = config["rootfs"]
     merged = rootfs["merged"]
     lowers = list(reversed(rootfs["layers"])) or [rootfs["empty"]]
+    parents = {os.path.dirname(layer) for layer in lowers}
+    if len(parents) == 1:
+        # Mount options must fit in one page: name the layers relative to their common folder
+        # (64 hex digits each) so images with many layers still mount.
+        os.chdir(parents.pop())
+        lowers = [os.path.basename(layer) for layer in lowers]
     options = f"lowerdir={':'.join(lowers)},upperdir={rootfs['upper']},workdir={rootfs['work']}"
     linux.mount("overlay", merged, "overlay", 0, options)
     flags = linux.MS_NOSUID | linux.MS_NOEXEC | linux.MS_NODEV
@@ -185,7 +191,7 @@ def _pivot(root: str) -> None:
     os.chdir("/")
 
 
-def _mask_paths(readonly_rootfs: bool) -> None:
+def _mask_paths() -> None:
     for path in MASKED_PATHS:
         try:
             st = os.stat(path)
@@ -341,7 +347,7 @@ def become_container(config: dict, stdio: list[int], err_fd: int, join_cgroup: b
         root = _setup_rootfs(config)
         _pivot(root)
         if not config.get("privileged"):
-            _mask_paths(bool(config.get("readonly_rootfs")))
+            _mask_paths()
         if config.get("readonly_rootfs"):
             linux.mount("", "/", None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
         if config.get("hostname") and flags & linux.CLONE_NEWUTS:

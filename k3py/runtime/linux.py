@@ -63,6 +63,10 @@ def _check(result: int, what: str) -> int:
     return result
 
 
+def _shorten(text: str | None, limit: int = 160) -> str | None:
+    return text if text is None or len(text) <= limit else text[:limit] + "..."
+
+
 def unshare(flags: int) -> None:
     _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
 
@@ -82,7 +86,7 @@ def mount(
             ctypes.c_ulong(flags),
             data.encode() if data else None,
         ),
-        f"mount {source} on {target} ({fstype}, flags {flags:#x}, {data})",
+        f"mount {source} on {target} ({fstype}, flags {flags:#x}, {_shorten(data)})",
     )
 
 

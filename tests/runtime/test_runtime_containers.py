@@ -726,3 +726,32 @@ def test_start_falls_back_when_pre_forked_zygotes_die(own_runtime: ContainerRunt
     assert (code, reason, stdout_of(lines)) == (0, "Completed", ["still-works"])
     if not Cgroup(rt.cgroup_parent, "x").v2:  # zygotes exist only where cgroups can be renamed
         assert "unusable, discarded" in (rt.data_dir / "supervisor.log").read_text()
+
+
+def test_image_with_many_layers(
+    runtime: ContainerRuntime, test_images: Path, tmp_path: Path
+) -> None:
+    import tarfile
+
+    from imagebuilder import Entry, busybox_layer, layer_tar, write_oci_archive
+
+    layers = [busybox_layer()] + [
+        layer_tar(
+            [Entry("layers", tarfile.DIRTYPE, mode=0o755), Entry(f"layers/{n:02d}", data=b"")]
+        )
+        for n in range(40)
+    ]
+    archive = tmp_path / "many.tar"
+    write_oci_archive(archive, layers, "docker.io/library/many:1")
+    import_archive(runtime.images, archive)
+    assert (
+        len(runtime.images.get("many:1").layers) == 41
+    )  # absolute lower dirs would not fit a page
+    cid = runtime.run(
+        ContainerSpec(name="many", image="many:1", command=["sh", "-c", "ls /layers | wc -l"])
+    )
+    status = runtime.wait_container(cid, 30)
+    assert status.exit_code == 0, status.message
+    assert LOG_LINE.match(Path(status.log_path).read_text().splitlines()[0])[4].strip() == "40"
+    remove_and_check(runtime, cid)
+    runtime.images.remove("many:1")
