@@ -160,6 +160,15 @@ def capability_mask(names: list[str]) -> int:
     return mask
 
 
+PR_SET_NAME = 15
+
+
+def set_process_name(name: str) -> None:
+    """The name ``ps -o comm`` and ``top`` show (15 bytes at most)."""
+    buffer = ctypes.create_string_buffer(name.encode()[:15])
+    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), buffer, 0, 0, 0), "prctl(PR_SET_NAME)")
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), f"sethostname({name})")

@@ -459,9 +459,10 @@ class Supervisor:
             keep = theirs.fileno()
 
             def zygote(cgroup: Cgroup = cgroup, keep: int = keep) -> None:
-                from k3py.runtime import containerinit
+                from k3py.runtime import containerinit, linux
 
                 signal.set_wakeup_fd(-1)
+                linux.set_process_name("k3py-zygote")
                 os.closerange(3, keep)
                 os.closerange(keep + 1, 4096)
                 cgroup.join_self()
@@ -942,6 +943,9 @@ def main(argv: list[str]) -> int:
     )
     os.dup2(log_fd, 2)
     try:
+        from k3py.runtime import linux
+
+        linux.set_process_name("k3py-supervise")
         supervisor = Supervisor(data_dir, cgroup_parent)
     except BaseException as exc:
         os.write(ready_w, f"error {exc}".encode())
