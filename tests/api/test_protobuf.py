@@ -221,7 +221,8 @@ def _drop_nulls(value: Any) -> Any:
 CREATE_COMMANDS = [
     ["configmap", "cfg", "--from-literal=a=b", "--from-literal=empty="],
     ["secret", "generic", "sec", "--from-literal=password=s3cr\x01t", "--type=Opaque"],
-    ["secret", "tls-free", "--from-literal=k=v"],
+    ["secret", "generic", "plain", "--from-literal=k=v"],
+    ["configmap", "blob", "--from-file=blob.bin={blob}", "--from-literal=text=hi"],
     ["deployment", "web", "--image=nginx:1.25", "--replicas=0", "--port=8080"],
     ["deployment", "two", "--image=nginx", "--image=redis:7"],
     ["job", "once", "--image=busybox", "--", "sh", "-c", "echo hi"],
@@ -259,12 +260,21 @@ CREATE_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("args", CREATE_COMMANDS, ids=lambda a: "-".join(a[:2]))
+@pytest.fixture(scope="module")
+def blob(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file that is not UTF-8: kubectl puts it in binaryData (protobuf bytes)."""
+    path = tmp_path_factory.mktemp("blob") / "blob.bin"
+    path.write_bytes(bytes(range(256)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "args", CREATE_COMMANDS, ids=lambda a: "-".join(x for x in a[:3] if not x.startswith("-"))
+)
 def test_kubectl_create_body_decodes_like_kubectl_json(
-    args: list[str], kubectl: Any, recorder: _Recorder
+    args: list[str], kubectl: Any, recorder: _Recorder, blob: Path
 ) -> None:
-    if args[:2] == ["secret", "tls-free"]:
-        args = ["secret", "generic", "tls-free", *args[2:]]
+    args = [a.replace("{blob}", str(blob)) for a in args]
     before = len(recorder.bodies)
     kubectl("create", "--dry-run=server", "-o", "name", *args)
     assert len(recorder.bodies) == before + 1
