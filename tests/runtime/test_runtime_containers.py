@@ -755,3 +755,25 @@ def test_image_with_many_layers(
     assert LOG_LINE.match(Path(status.log_path).read_text().splitlines()[0])[4].strip() == "40"
     remove_and_check(runtime, cid)
     runtime.images.remove("many:1")
+
+
+def test_supervisor_survives_bad_requests(runtime: ContainerRuntime) -> None:
+    import socket
+
+    for payload in (
+        b"not json\n",
+        b'{"op": "nosuch"}\n',
+        b'{"op": "start"}\n',
+        b'{"op": "kill", "id": "x"}\n',
+        b"\n",
+    ):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(runtime.socket_path)
+            sock.sendall(payload)
+            reply = json.loads(sock.makefile("rb").readline())
+            assert "error" in reply, payload
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(runtime.socket_path)  # and one that hangs up without a word
+    code, _, _, _ = run_to_exit(runtime, "exit 0")
+    assert code == 0
