@@ -241,8 +241,20 @@ class Supervisor:
             for fd, mask in events:
                 handler = self.handlers.get(fd)
                 if handler is not None:
-                    handler(fd, mask)  # type: ignore[operator]
-            self._reap()
+                    self._guarded(handler, fd, mask)
+            self._guarded(self._reap)
+
+    @staticmethod
+    def _guarded(call: Callable[..., None], *args: int) -> None:
+        """Run one event handler; a bug in it is logged, never fatal: containers depend on us."""
+        try:
+            call(*args)
+        except Exception:
+            import traceback
+
+            sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} handler failed:\n")
+            traceback.print_exc()
+            sys.stderr.flush()
 
     def _on_signal(self, fd: int, mask: int) -> None:
         try:
