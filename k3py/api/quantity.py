@@ -35,6 +35,10 @@ ERR_FORMAT = (
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
 )
 ERR_SUFFIX = "unable to parse quantity's suffix"
+ERR_TOO_LARGE = "quantity is too large"
+# Far beyond any real resource amount (upstream keeps 2^63 milli-units exactly); bounds the
+# work a hostile "1e999999" could cause.
+_TOO_LARGE = Decimal("1e40")
 
 
 def _split(text: str) -> tuple[Decimal, str, str]:
@@ -68,21 +72,29 @@ def _round_nano(value: Decimal) -> Decimal:
         return value.quantize(_NANO, rounding=ROUND_UP)
 
 
+def _bounded(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError(ERR_FORMAT)
+    if abs(value) >= _TOO_LARGE:
+        raise ValueError(ERR_TOO_LARGE)
+    return _round_nano(value)
+
+
 def parse_quantity(text: str | int | float) -> Decimal:
     """The exact value of a quantity (`"1.5Gi"`, `"250m"`, `3`, `0.5`); raises ValueError."""
     if isinstance(text, bool):
         raise ValueError(ERR_FORMAT)
     if isinstance(text, int):
-        return Decimal(text)
+        return _bounded(Decimal(text))
     if isinstance(text, float):
         try:
-            return _round_nano(Decimal(repr(text)))
+            return _bounded(Decimal(repr(text)))
         except InvalidOperation:
             raise ValueError(ERR_FORMAT) from None
     if not isinstance(text, str) or not text:
         raise ValueError(ERR_FORMAT)
     value, _suffix, _style = _split(text)
-    return _round_nano(value)
+    return _bounded(value)
 
 
 def quantity_style(text: str | int | float) -> str:
@@ -93,21 +105,19 @@ def quantity_style(text: str | int | float) -> str:
 
 
 def _decimal_parts(value: Decimal) -> tuple[int, int]:
-    """value = mantissa * 10**exp, exp a multiple of 3, mantissa integral and as small as allowed."""
-    with localcontext() as ctx:
-        ctx.prec = 200
-        exp = -9
-        mantissa = value.scaleb(9)
-        # Move factors of 1000 from the mantissa into the exponent.
-        while mantissa != 0 and mantissa % 1000 == 0:
-            mantissa /= 1000
-            exp += 3
-        return int(mantissa), exp
+    """value = mantissa * 10**exp with exp a multiple of 3 and the smallest integral mantissa."""
+    sign, digits, exponent = value.normalize().as_tuple()
+    assert isinstance(exponent, int)  # finite values only reach here
+    shift = exponent % 3  # Python's modulo is non-negative: round the exponent down to x3
+    mantissa = int("".join(map(str, digits)) or "0") * 10**shift
+    return (-mantissa if sign else mantissa), exponent - shift
 
 
 def format_quantity(value: Decimal, suffix_style: str = DECIMAL_SI) -> str:
     """Canonical text of `value` in the given suffix family, as Kubernetes prints it."""
     value = _round_nano(Decimal(value))
+    if not value.is_finite():
+        raise ValueError(ERR_FORMAT)
     if value == 0:
         return "0"
     if suffix_style == BINARY_SI and abs(value) >= 1024 and value == value.to_integral_value():

@@ -61,6 +61,8 @@ def test_parse(text: str | int | float, value: Decimal) -> None:
         ("-1.5", "-1500m"),
         ("1n", "1n"),
         ("100M", "100M"),
+        ("123456789n", "123456789n"),
+        ("1e30", "1e30"),
     ],
 )
 def test_canonical(text: str, canonical: str) -> None:
@@ -76,7 +78,25 @@ def test_format_styles() -> None:
     assert format_quantity(Decimal(10**21), DECIMAL_SI) == "1e21"
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "1.2.3", "1Kb", "1 Ki", "--1", "1e", "1ki", "+", True])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "abc",
+        "1.2.3",
+        "1Kb",
+        "1 Ki",
+        "--1",
+        "1e",
+        "1ki",
+        "+",
+        True,
+        float("inf"),
+        float("nan"),
+        "1e999",
+        1e300,
+    ],
+)
 def test_bad_quantities(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_quantity(bad)  # type: ignore[arg-type]
