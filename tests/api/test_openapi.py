@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from k3py.api import openapi
+from k3py.api.apply import ApplyConflict, server_side_apply
 from k3py.api.openapi_v2_proto import CONTENT_TYPE, encode_openapi_v2
 from k3py.api.patch import apply_strategic_merge_patch, patch_schema_for
 from k3py.api.resources import ResourceInfo, ResourceTable, builtin_resources
@@ -265,11 +266,15 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
                 self._send(200 if body is not None else 404, body)
 
             def do_PATCH(self) -> None:
-                path = urlsplit(self.path).path
+                url = urlsplit(self.path)
+                path = url.path
                 patch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if patches is not None:
                     patches.append(patch)
                 current = store.get(path)
+                if self.headers["Content-Type"] == "application/apply-patch+yaml":
+                    self._apply(path, current, patch, parse_qs(url.query))
+                    return
                 kind = table.by_kind(*_gvk_of(current)) if current else None
                 schema = patch_schema_for(kind.group, kind.version, kind.kind) if kind else None
                 if current is None or schema is None or \
@@ -278,6 +283,21 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
                     return
                 store[path] = apply_strategic_merge_patch(current, patch, schema)
                 self._send(200, json.dumps(store[path]).encode())
+
+            def _apply(self, path: str, current: dict | None, applied: dict, query: dict) -> None:
+                group, version, kind = _gvk_of(applied)
+                try:
+                    store[path] = server_side_apply(
+                        current, applied, query.get("fieldManager", [""])[0], group=group,
+                        version=version, kind=kind, now="2026-01-01T00:00:00Z",
+                        force=query.get("force", ["false"])[0] == "true")
+                except ApplyConflict as conflict:
+                    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                              "message": str(conflict), "reason": "Conflict", "code": 409,
+                              "details": {"causes": conflict.causes()}}
+                    self._send(409, json.dumps(status).encode())
+                    return
+                self._send(201 if current is None else 200, json.dumps(store[path]).encode())
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -559,3 +579,46 @@ def test_helm_validates_against_our_openapi(serve: Any, tmp_path: Path) -> None:
     # Control: when the server does not take fieldValidation, Helm checks the schema itself
     out = helm(serve(drop_field_validation, objects=releases))
     assert out.returncode != 0 and "notAField" in out.stderr, out.stderr
+
+
+SSA_MANIFEST = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default, labels: {app: web, tier: fe}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app, image: nginx}]}
+"""
+
+
+def test_kubectl_server_side_apply_conflicts_and_pruning(serve: Any, tmp_path: Path) -> None:
+    """kubectl apply --server-side against k3py's apply: create, conflict, force, field removal."""
+    path = "/apis/apps/v1/namespaces/default/deployments/web"
+    objects: dict[str, dict] = {}
+    server = serve(objects=objects)
+    (tmp_path / "d.yaml").write_text(SSA_MANIFEST)
+    out = _kubectl(tmp_path, server, "apply", "--server-side", "-f", "d.yaml")
+    assert out.returncode == 0 and "deployment.apps/web serverside-applied" in out.stdout, out.stderr
+    assert objects[path]["metadata"]["managedFields"][0]["manager"] == "kubectl"
+
+    (tmp_path / "other.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\n"
+        "spec: {replicas: 5}\n")
+    out = _kubectl(tmp_path, server, "apply", "--server-side", "--field-manager=ops", "-f", "other.yaml")
+    assert out.returncode != 0
+    assert 'Apply failed with 1 conflict: conflict with "kubectl": .spec.replicas' in out.stderr
+    assert "--force-conflicts" in out.stderr  # kubectl's advice for FieldManagerConflict causes
+    out = _kubectl(tmp_path, server, "apply", "--server-side", "--field-manager=ops",
+                   "--force-conflicts", "-f", "other.yaml")
+    assert out.returncode == 0, out.stderr
+    assert objects[path]["spec"]["replicas"] == 5
+
+    # kubectl drops the tier label (and replicas, now ops'): the label goes, replicas stays
+    (tmp_path / "d.yaml").write_text(SSA_MANIFEST.replace(", tier: fe", "").replace("  replicas: 2\n", ""))
+    out = _kubectl(tmp_path, server, "apply", "--server-side", "-f", "d.yaml")
+    assert out.returncode == 0, out.stderr
+    assert objects[path]["metadata"]["labels"] == {"app": "web"}
+    assert objects[path]["spec"]["replicas"] == 5
