@@ -24,6 +24,7 @@ items appended.
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Any
 
 from k3py.api import schemas
@@ -89,17 +90,26 @@ class _Shape:
 
     def __init__(self, node: dict | None) -> None:
         self.node = schemas.resolve(node) or {}
+        self._children: dict[str, _Shape] = {}  # memoized: list items share their shape
+        self._items: _Shape | None = None
 
     def child(self, name: str) -> _Shape:
-        props = self.node.get("properties")
-        if isinstance(props, dict) and name in props:
-            return _Shape(props[name])
-        additional = self.node.get("additionalProperties")
-        return _Shape(additional if isinstance(additional, dict) else None)
+        found = self._children.get(name)
+        if found is None:
+            props = self.node.get("properties")
+            if isinstance(props, dict) and name in props:
+                found = _Shape(props[name])
+            else:
+                additional = self.node.get("additionalProperties")
+                found = _Shape(additional if isinstance(additional, dict) else None)
+            self._children[name] = found
+        return found
 
     def items(self) -> _Shape:
-        items = self.node.get("items")
-        return _Shape(items if isinstance(items, dict) else None)
+        if self._items is None:
+            items = self.node.get("items")
+            self._items = _Shape(items if isinstance(items, dict) else None)
+        return self._items
 
     @property
     def list_type(self) -> str:
@@ -114,6 +124,7 @@ class _Shape:
         return self.node.get("x-kubernetes-map-type") == "atomic"
 
 
+@cache
 def _shape_for(group: str, version: str, kind: str) -> _Shape:
     name = schemas.definition_name(group, version, kind)
     return _Shape(schemas.definitions().get(name) if name else None)
@@ -166,6 +177,58 @@ def field_set(obj: dict, shape: _Shape) -> set[Path]:
                     _collect(mvalue, shape.child("metadata").child(mkey), ("f:metadata", f"f:{mkey}"), out)
             continue
         _collect(value, shape.child(key), (f"f:{key}",), out)
+    return out
+
+
+def _diff(value: Any, old: Any, shape: _Shape, path: Path, out: set[Path], missing: bool) -> None:
+    """The paths of `value`'s fields whose value in `old` differs; absent ones too when
+    `missing`. Walks both at once (linear, where looking each path up would be quadratic)."""
+    if isinstance(value, dict) and value and not shape.atomic_map:
+        old_map = old if isinstance(old, dict) else {}
+        for key, sub in value.items():
+            _diff(sub, old_map.get(key, _MISSING), shape.child(key), (*path, f"f:{key}"), out, missing)
+        return
+    if isinstance(value, list) and shape.list_type == "map" and shape.keys and all(
+        isinstance(x, dict) for x in value
+    ):
+        old_items = {
+            _key_element(x, shape.keys): x for x in (old if isinstance(old, list) else []) if isinstance(x, dict)
+        }
+        for item in value:
+            element = _key_element(item, shape.keys)
+            before = old_items.get(element, _MISSING)
+            if (before is _MISSING and missing) or (before is not _MISSING and before != item and missing):
+                out.add((*path, element))  # the item itself: changed hands only with its fields
+            _diff(item, before, shape.items(), (*path, element), out, missing)
+        return
+    if isinstance(value, list) and shape.list_type == "set":
+        if missing:
+            present = old if isinstance(old, list) else []
+            out.update((*path, _value_element(x)) for x in value if x not in present)
+        return
+    if old is _MISSING:
+        if missing:
+            out.add(path)
+    elif old != value:
+        out.add(path)
+
+
+def changed_fields(new: dict, old: dict | None, shape: _Shape, missing: bool = True) -> set[Path]:
+    """The fields `new` sets with a value other than `old`'s (and, when `missing`, those `old`
+    lacks). With `missing` false: the fields both set, to different values."""
+    out: set[Path] = set()
+    old_obj = old if isinstance(old, dict) else {}
+    for key, value in new.items():
+        if key in _IGNORED_TOP:
+            continue
+        if key == "metadata" and isinstance(value, dict):
+            old_meta = old_obj.get("metadata") if isinstance(old_obj.get("metadata"), dict) else {}
+            for mkey, mvalue in value.items():
+                if mkey not in _IGNORED_META:
+                    _diff(mvalue, old_meta.get(mkey, _MISSING), shape.child("metadata").child(mkey),
+                          ("f:metadata", f"f:{mkey}"), out, missing)
+            continue
+        _diff(value, old_obj.get(key, _MISSING), shape.child(key), (f"f:{key}",), out, missing)
     return out
 
 
@@ -400,13 +463,8 @@ def _server_side_apply(
     conflicts: list[tuple[str, str, str]] = []
     taken: set[Path] = set()
     if live:
-        for path in sorted(applied_set):
-            if path and path[-1].startswith("k:"):
-                continue  # a list item as such: its fields are what can conflict
-            current = value_at(base, path)
-            wanted = value_at(applied, path)
-            if current is _MISSING or current == wanted:
-                continue
+        # fields both the live object and the apply set, to different values
+        for path in sorted(changed_fields(applied, base, shape, missing=False)):
             for entry, paths in others:
                 if path in paths:
                     if force:
@@ -466,7 +524,7 @@ def _track_update(
     shape = _shape_for(group, version, kind)
     api_version = f"{group}/{version}" if group else version
     new_paths = field_set(new, shape)
-    changed = {p for p in new_paths if old is None or value_at(old, p) != value_at(new, p)}
+    changed = changed_fields(new, old, shape)
     entries = _entries(new) or _entries(old)
     kept: list[dict] = []
     mine: set[Path] = set()
