@@ -131,6 +131,7 @@ class ScriptedBackend(StreamingBackend):
 
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
+        self.hanging = asyncio.Event()
 
     async def resolve(self, pod: PodRef, container: str | None) -> None:
         if pod.name != "x":
@@ -159,6 +160,7 @@ class ScriptedBackend(StreamingBackend):
         if verb == "fail":
             raise StreamingError("container runtime exploded")
         if verb == "hang":
+            self.hanging.set()
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
@@ -646,3 +648,40 @@ async def test_idle_websocket_exec_is_closed_and_the_command_stopped(pki: Pki) -
         assert code == 1000 and 3 not in received  # closed, no result: the command never ended
     finally:
         await streaming.stop()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "spdy"])
+async def test_stop_ends_open_streams_promptly(pki: Pki, transport: str) -> None:
+    backend = ScriptedBackend()
+    streaming = StreamingServer(
+        backend,
+        cert_file=pki.server[0],
+        key_file=pki.server[1],
+        client_ca_file=pki.ca,
+        allowed_common_names=[ALLOWED_CN],
+    )
+    port = await streaming.start("127.0.0.1", 0)
+    running = Running(f"https://127.0.0.1:{port}", port, pki, backend)
+    path = "/exec/default/x/c?command=hang&stdout=true"
+    loop = asyncio.get_running_loop()
+    async with session_for(running) as http:
+        if transport == "websocket":
+            ws = await http.ws_connect(running.url + path, protocols=["v5.channel.k8s.io"])
+        else:
+            session, _ = await spdy_connect(running, path, "v5.channel.k8s.io")
+            for kind in ("error", "stdout"):
+                await session.open_stream({"streamType": kind})
+        await asyncio.wait_for(backend.hanging.wait(), 5)  # the command runs: now shut down
+        started = loop.time()
+        await asyncio.wait_for(streaming.stop(), 10)
+        # A node agent shutting down must not wait for clients to hang up (aiohttp's default
+        # would be a minute); these clients do not even answer a close.
+        assert loop.time() - started < 8
+        await asyncio.wait_for(backend.cancelled.wait(), 5)
+        if transport == "websocket":
+            received, _code = await asyncio.wait_for(ws_exchange(ws), 5)
+            assert 3 not in received  # closed without a result: the command was stopped
+            await ws.close()
+        else:
+            await asyncio.wait_for(session.wait_closed(), 5)
+            await session.close()

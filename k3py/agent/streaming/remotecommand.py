@@ -395,9 +395,11 @@ async def serve_websocket(ws: web.WebSocketResponse, options: ExecOptions, run: 
                 )
                 await codec.send(ws, CHANNEL_ERROR, text.encode())
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        # Also reached when this handler is cancelled (server shutdown): stop the command too.
+        for task in (runner, reader):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         exec_streams.resize.put_nowait(None)
         await ws.close(code=1000)
 

@@ -68,6 +68,7 @@ from k3py.api.errors import ApiError
 log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT = 4 * 60 * 60.0
+STOP_GRACE = 0.5
 
 
 def status_response(code: int, reason: str, message: str) -> web.Response:
@@ -363,7 +364,11 @@ class StreamingServer:
         self.port = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # Open exec/attach/port-forward connections last as long as their clients; stopping
+        # the node agent must not wait for them, so handlers get a short grace, then are cancelled.
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=STOP_GRACE
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context)
         await site.start()

@@ -27,6 +27,9 @@ STREAM_PROTOCOL_HEADER = "X-Stream-Protocol-Version"
 SPDY_UPGRADE = "SPDY/3.1"
 # Clients send at most 1 MiB per message (kubectl 32 KiB, the Python client's port-forward 1 MiB).
 MAX_WEBSOCKET_MESSAGE = 16 * 1024 * 1024
+# How long closing waits for the client's close frame (kubectl answers at once; a stuck client
+# must not hold up the end of an exec or a server shutdown).
+CLOSE_HANDSHAKE_TIMEOUT = 2.0
 
 
 def wants_websocket(request: web.BaseRequest) -> bool:
@@ -92,6 +95,7 @@ async def accept_websocket(
         max_msg_size=MAX_WEBSOCKET_MESSAGE,
         autoping=True,
         receive_timeout=idle_timeout,
+        timeout=CLOSE_HANDSHAKE_TIMEOUT,
     )
     await ws.prepare(request)
     return ws
