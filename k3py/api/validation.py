@@ -646,8 +646,11 @@ def _validate_container(
         errs.required(f"{path}.name")
     else:
         errs.invalid_all(f"{path}.name", name, dns1123_label_errors(str(name)))
-    if not container.get("image"):
+    image = container.get("image")
+    if not image:
         errs.required(f"{path}.image")
+    elif isinstance(image, str) and image != image.strip():
+        errs.invalid(f"{path}.image", image, "must not have leading or trailing whitespace")
     errs.supported(
         f"{path}.imagePullPolicy", container.get("imagePullPolicy"), PULL_POLICIES, required=False
     )
@@ -707,6 +710,27 @@ _VOLUME_SOURCES = (
 ).split()
 
 
+def _validate_container_restart_policy(
+    key: str, container: dict[str, Any], path: str, errs: _Errors
+) -> None:
+    """Only init containers may set restartPolicy (Always: a sidecar); plain init containers
+    run to completion, so they take no probes."""
+    policy = container.get("restartPolicy")
+    if key == "containers":
+        if policy:
+            errs.forbidden(f"{path}.restartPolicy", "may not be set for non-init containers")
+        return
+    if policy and policy != "Always":
+        errs.not_supported(f"{path}.restartPolicy", policy, ["Always"])
+    if policy != "Always":
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            if container.get(probe) is not None:
+                errs.forbidden(
+                    f"{path}.{probe}",
+                    "may not be set for init containers without restartPolicy=Always",
+                )
+
+
 def validate_pod_spec(spec: Any, path: str, errs: _Errors) -> None:
     """ValidatePodSpec's essentials, for Pods and every pod template."""
     if not isinstance(spec, dict):
@@ -740,6 +764,7 @@ def validate_pod_spec(spec: Any, path: str, errs: _Errors) -> None:
         for i, container in _dicts(spec.get(key)):
             cpath = f"{path}.{key}[{i}]"
             _validate_container(container, cpath, volumes, errs)
+            _validate_container_restart_policy(key, container, cpath, errs)
             cname = container.get("name")
             if cname:
                 if cname in names:

@@ -715,3 +715,26 @@ def test_node_taints_and_cidrs() -> None:
     moved = copy.deepcopy(node)
     moved["spec"]["podCIDRs"] = ["10.42.9.0/24"]
     assert fields(causes(moved, node)) == ["spec.podCIDRs"]
+
+
+def test_init_containers_and_sidecars() -> None:
+    sidecar = pod(
+        initContainers=[
+            {
+                "name": "proxy",
+                "image": "envoy",
+                "restartPolicy": "Always",
+                "readinessProbe": {"tcpSocket": {"port": 80}},
+            },
+            {"name": "setup", "image": "busybox", "livenessProbe": {"exec": {"command": ["true"]}}},
+            {"name": "odd", "image": "busybox", "restartPolicy": "Never"},
+        ],
+        containers=[{"name": "c", "image": " nginx", "restartPolicy": "Always"}],
+    )
+    by_field = {c["field"]: c["message"] for c in causes(sidecar)}
+    assert by_field == {
+        "spec.initContainers[1].livenessProbe": "Forbidden: may not be set for init containers without restartPolicy=Always",
+        "spec.initContainers[2].restartPolicy": 'Unsupported value: "Never": supported values: "Always"',
+        "spec.containers[0].image": 'Invalid value: " nginx": must not have leading or trailing whitespace',
+        "spec.containers[0].restartPolicy": "Forbidden: may not be set for non-init containers",
+    }
