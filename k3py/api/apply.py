@@ -416,15 +416,17 @@ def server_side_apply(
     now: str,
     force: bool = False,
     subresource: str = "",
+    schema: dict | None = None,
 ) -> dict:
     """The object after `manager` applies `applied` to `live` (None: the object is new).
 
     Raises ApplyConflict (409) when other managers own fields the apply would change and
-    `force` is false. The result carries the updated metadata.managedFields."""
+    `force` is false. The result carries the updated metadata.managedFields. `schema` is a
+    custom resource's schema (its list types and keys); built-in kinds need none."""
     try:
         return _server_side_apply(
             live, applied, manager, group=group, version=version, kind=kind, now=now,
-            force=force, subresource=subresource,
+            force=force, subresource=subresource, schema=schema,
         )
     except RecursionError:
         raise PatchError("the apply configuration or the object is nested too deeply", 400) from None
@@ -441,12 +443,13 @@ def _server_side_apply(
     now: str,
     force: bool = False,
     subresource: str = "",
+    schema: dict | None = None,
 ) -> dict:
     if not isinstance(applied, dict):
         raise PatchError("an apply configuration must be an object", 400)
     if not manager:
         raise PatchError("fieldManager is required for apply requests", 400)
-    shape = _shape_for(group, version, kind)
+    shape = _Shape(schema) if schema is not None else _shape_for(group, version, kind)
     api_version = f"{group}/{version}" if group else version
     base = json.loads(json.dumps(live)) if live else {}
     entries = _entries(base)
@@ -508,20 +511,21 @@ def track_update(
     now: str,
     operation: str = "Update",
     subresource: str = "",
+    schema: dict | None = None,
 ) -> None:
     """Record in `new`'s managedFields (in place) that `manager` wrote the fields that differ
     from `old` (all of them on create); those fields leave every other manager."""
     try:
-        _track_update(old, new, manager, group, version, kind, now, operation, subresource)
+        _track_update(old, new, manager, group, version, kind, now, operation, subresource, schema)
     except RecursionError:
         pass  # bookkeeping only: an absurdly deep object keeps its old managedFields
 
 
 def _track_update(
     old: dict | None, new: dict, manager: str, group: str, version: str, kind: str, now: str,
-    operation: str, subresource: str,
+    operation: str, subresource: str, schema: dict | None,
 ) -> None:
-    shape = _shape_for(group, version, kind)
+    shape = _Shape(schema) if schema is not None else _shape_for(group, version, kind)
     api_version = f"{group}/{version}" if group else version
     new_paths = field_set(new, shape)
     changed = changed_fields(new, old, shape)

@@ -157,3 +157,18 @@ def test_conflicts_between_appliers_are_listed_per_manager() -> None:
         'Apply failed with 2 conflicts: conflicts with "alice":\n'
         '- .spec.replicas\n'
         '- .spec.template.spec.containers[name="app"].image')
+
+
+def test_custom_resource_list_map_keys_from_its_schema() -> None:
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {"ports": {
+        "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["port"],
+        "items": {"type": "object", "properties": {"port": {"type": "integer"}, "name": {"type": "string"}}}}}}}}
+    cr = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+          "spec": {"ports": [{"port": 80, "name": "http"}]}}
+    gvk = {"group": "example.com", "version": "v1", "kind": "Widget"}
+    live = server_side_apply(None, cr, "a", now=NOW, schema=schema, **gvk)
+    theirs = {**cr, "spec": {"ports": [{"port": 443, "name": "https"}]}}
+    out = server_side_apply(live, theirs, "b", now=NOW, schema=schema, **gvk)
+    assert out["spec"]["ports"] == [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}]
+    fields = {e["manager"]: e["fieldsV1"] for e in out["metadata"]["managedFields"]}
+    assert 'k:{"port":443}' in fields["b"]["f:spec"]["f:ports"]
