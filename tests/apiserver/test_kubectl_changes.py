@@ -191,6 +191,9 @@ def test_server_side_apply_creates_then_merges(cluster: TestCluster) -> None:
     assert got["data"] == {"a": "1", "b": "2"}
     managers = [(m["manager"], m["operation"]) for m in got["metadata"]["managedFields"]]
     assert ("kubectl", "Apply") in managers
+    del cm["data"]["a"]  # a field the applier stops applying is removed
+    cluster.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=yaml.safe_dump(cm))
+    assert cluster.kubectl_json("get", "cm", "s", "-n", ns)["data"] == {"b": "2"}
 
 
 def test_diff_and_explain(cluster: TestCluster) -> None:

@@ -415,7 +415,7 @@ class RestHandler:
         self, info: ResourceInfo, namespace: str, name: str, content_type: str, patch_doc: Any, opts: WriteOptions
     ) -> dict[str, Any]:
         patch_module = importlib.import_module("k3py.api.patch")
-        apply_fn = self._patch_function(info, content_type, patch_doc, patch_module)
+        apply_fn = self._patch_function(info, content_type, patch_doc, patch_module, opts.field_manager)
         return await self.update_scale(info, namespace, name, apply_fn, opts)
 
     async def patch_object(
@@ -432,7 +432,7 @@ class RestHandler:
         if content_type not in codec.PATCH_TYPES:
             raise errors.ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
         patch_module = importlib.import_module("k3py.api.patch")
-        apply_fn = self._patch_function(info, content_type, patch_doc, patch_module)
+        apply_fn = self._patch_function(info, content_type, patch_doc, patch_module, opts.field_manager)
         if subresource not in ("", "status"):
             raise errors.method_not_allowed()
 
@@ -473,7 +473,7 @@ class RestHandler:
         meta["managedFields"] = entries
 
     def _patch_function(
-        self, info: ResourceInfo, content_type: str, patch_doc: Any, patch_module: Any
+        self, info: ResourceInfo, content_type: str, patch_doc: Any, patch_module: Any, manager: str = ""
     ) -> Callable[[dict[str, Any]], dict[str, Any]]:
         PatchError = patch_module.PatchError
 
@@ -505,11 +505,20 @@ class RestHandler:
                     f"the body of the request was in an unknown format - accepted media types include: {codec.JSON_PATCH}, {codec.MERGE_PATCH}, {codec.APPLY_PATCH_YAML}",
                 )  # fmt: skip
             return guarded(lambda cur: patch_module.apply_strategic_merge_patch(cur, patch_doc, schema))
-        # Server-side apply, approximated: the applied configuration is merged into the object.
+        # Server-side apply, simplified: fields this manager applied before and no longer
+        # applies are removed, then the applied configuration is merged into the object.
+        # (Ownership conflicts between managers are not detected.)
         schema = patch_module.patch_schema_for(info.group, info.version, info.kind)
+        applier = manager or "unknown"
 
         def apply(cur: dict[str, Any]) -> dict[str, Any]:
             doc = {k: v for k, v in patch_doc.items() if k not in ("status",)}
+            previous: dict[str, Any] = {}
+            for entry in (cur.get("metadata") or {}).get("managedFields") or ():
+                if entry.get("manager") == applier and entry.get("operation") == "Apply":
+                    previous = entry.get("fieldsV1") or {}
+            for path in _leaf_paths(previous) - _leaf_paths(_fields_v1(doc)):
+                _remove_path(cur, path)
             if schema is not None:
                 return patch_module.apply_strategic_merge_patch(cur, doc, schema)
             return patch_module.apply_merge_patch(cur, doc)
@@ -890,3 +899,27 @@ def _fields_v1(obj: dict[str, Any]) -> dict[str, Any]:
     if not meta:
         body.pop("metadata")
     return walk(body)
+
+
+def _leaf_paths(fields: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The leaf field paths of a FieldsV1 set (only ``f:<name>`` map keys are followed)."""
+    out: set[tuple[str, ...]] = set()
+    for key, sub in fields.items():
+        if not key.startswith("f:"):
+            continue
+        path = (*prefix, key[2:])
+        if isinstance(sub, dict) and any(k.startswith("f:") for k in sub):
+            out |= _leaf_paths(sub, path)
+        else:
+            out.add(path)
+    return out
+
+
+def _remove_path(obj: dict[str, Any], path: tuple[str, ...]) -> None:
+    node: Any = obj
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
