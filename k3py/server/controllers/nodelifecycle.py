@@ -6,7 +6,8 @@ Lease's own ``leaseDurationSeconds`` if longer) the node's Ready, MemoryPressure
 and PIDPressure conditions become Unknown ("Kubelet stopped posting node status.") and the node
 gets the ``node.kubernetes.io/unreachable`` NoSchedule and NoExecute taints; a node that
 reports Ready=False gets ``node.kubernetes.io/not-ready`` instead. The taints go as soon as
-the node is Ready again. Pods on an unreachable node are marked not Ready.
+the node is Ready again. Pods on an unreachable node are marked not Ready. A node that has
+not posted any status yet gets 60 s to start before it is judged.
 
 Taint-based eviction: pods on a node with a NoExecute taint they do not tolerate are deleted
 at once; those that tolerate it for ``tolerationSeconds`` are deleted when that time has
@@ -41,6 +42,7 @@ log = logging.getLogger("k3py.controllers.nodelifecycle")
 
 LEASE_NAMESPACE = "kube-node-lease"
 GRACE_SECONDS = 40.0
+STARTUP_GRACE_SECONDS = 60.0  # a new node has this long to post its first status
 UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"
 UNKNOWN_MESSAGE = "Kubelet stopped posting node status."
@@ -99,14 +101,20 @@ class NodeLifecycleController(Controller):
         cached = self.nodes.cache.get(str(key))
         if cached is None:
             return None
-        node = copy.deepcopy(cached)
+        node = cached  # read-only until a write is needed (lease renewals wake us often)
         now = utcnow()
         last, grace = self.heartbeat(node)
         silent = (now - last).total_seconds() if last else grace + 1
         requeue: float | None = max(1.0, grace - silent + 0.5) if silent <= grace else None
-        status = node.setdefault("status", {})
         ready = get_condition(node, "Ready")
+        created = _time(meta(node).get("creationTimestamp"))
+        starting = ready is None and created is not None and (now - created).total_seconds() < STARTUP_GRACE_SECONDS
+        if starting:
+            silent = 0.0
+            requeue = STARTUP_GRACE_SECONDS
         if silent > grace and (ready is None or ready.get("status") != "Unknown"):
+            node = copy.deepcopy(cached)
+            status = node.setdefault("status", {})
             stamp = now_rfc3339()
             for cond_type in ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure"):
                 cond = get_condition(node, cond_type)
@@ -119,7 +127,10 @@ class NodeLifecycleController(Controller):
             log.info("node %s stopped posting status (silent %.0fs)", key, silent)
             return 1.0
         ready = get_condition(node, "Ready")
-        state = (ready or {}).get("status", "Unknown")
+        if ready is None:
+            # A node that has not posted status yet is still starting: leave it untainted.
+            return requeue
+        state = ready.get("status", "Unknown")
         wanted_key = None if state == "True" else (UNREACHABLE if state == "Unknown" else NOT_READY)
         taints = list((node.get("spec") or {}).get("taints") or [])
         managed = [t for t in taints if t.get("key") in (UNREACHABLE, NOT_READY)]
@@ -136,6 +147,7 @@ class NodeLifecycleController(Controller):
             return sorted((t.get("key", ""), t.get("effect", "")) for t in ts)
 
         if shape(desired_managed) != shape(managed):
+            node = copy.deepcopy(cached)
             node.setdefault("spec", {})["taints"] = keep + desired_managed or None
             if node["spec"]["taints"] is None:
                 node["spec"].pop("taints")

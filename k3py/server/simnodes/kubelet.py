@@ -163,7 +163,8 @@ class SimulatedNodes(Controller):
         async def one(name: str, index: int) -> None:
             async with limit:
                 await self._register_node(name, index)
-                await self._renew_lease(name)
+                if not await self._create_lease(name):
+                    await self._renew_lease(name)
 
         await asyncio.gather(*(one(n, i) for n, i in self.node_names.items()))
         self.registered.set()
@@ -181,22 +182,31 @@ class SimulatedNodes(Controller):
             # The server may drop status on create (or the node is a stale one): set it.
             await self.client.update_status(NODES, {**created, "status": node["status"]})
 
-    async def _renew_lease(self, name: str) -> None:
-        stamp = now_rfc3339_micro()
-        spec = {"holderIdentity": name, "leaseDurationSeconds": int(self.heartbeat_interval * 4), "renewTime": stamp}
+    def _lease_spec(self, name: str) -> Obj:
+        return {"holderIdentity": name, "leaseDurationSeconds": int(self.heartbeat_interval * 4),
+                "renewTime": now_rfc3339_micro()}
+
+    async def _create_lease(self, name: str) -> bool:
+        """Create the node's Lease; False when it already exists (a restart)."""
+        spec = self._lease_spec(name)
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": name, "namespace": LEASE_NAMESPACE},
+                 "spec": {**spec, "acquireTime": spec["renewTime"]}}
         try:
-            await self.client.patch(LEASES, name, {"spec": spec}, LEASE_NAMESPACE)
+            await self.client.create(LEASES, lease, LEASE_NAMESPACE)
+            return True
+        except ApiError as e:
+            if e.code != 409:
+                raise
+            return False
+
+    async def _renew_lease(self, name: str) -> None:
+        try:
+            await self.client.patch(LEASES, name, {"spec": self._lease_spec(name)}, LEASE_NAMESPACE)
         except ApiError as e:
             if e.code != 404:
                 raise
-            lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": name, "namespace": LEASE_NAMESPACE},
-                     "spec": {**spec, "acquireTime": stamp}}
-            try:
-                await self.client.create(LEASES, lease, LEASE_NAMESPACE)
-            except ApiError as e2:
-                if e2.code != 409:
-                    raise
+            await self._create_lease(name)
 
     async def heartbeats(self) -> None:
         """Renew every node's Lease each interval, spread evenly over the interval."""
