@@ -176,16 +176,18 @@ def prune(data_dir: Path = DataDir) -> None:
     """Delete blobs and unpacked layers that no named image and no container needs."""
     import json
 
-    store = _store(data_dir)
-    in_use: set[str] = set()
-    containers = data_dir / "containers"
-    if containers.is_dir():
-        for entry in os.listdir(containers):
-            try:
-                in_use.update(
-                    json.loads((containers / entry / "meta.json").read_text()).get("layers", [])
-                )
-            except (OSError, ValueError):
-                continue
-    removed, freed = store.prune(in_use)
+    def layers_in_use() -> set[str]:
+        # Asked by prune under its lock, so a container created meanwhile is seen.
+        in_use: set[str] = set()
+        containers = data_dir / "containers"
+        if containers.is_dir():
+            for entry in os.listdir(containers):
+                try:
+                    meta = json.loads((containers / entry / "meta.json").read_text())
+                except (OSError, ValueError):
+                    continue
+                in_use.update(meta.get("layers", []))
+        return in_use
+
+    removed, freed = _store(data_dir).prune(layers_in_use)
     typer.echo(f"removed {removed} files, freed {_human_size(freed)}")

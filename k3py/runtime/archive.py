@@ -244,6 +244,11 @@ def import_archive(store: ImageStore, path: Path, names: list[str] | None = None
 
     ``names`` replaces the names recorded in the archive (for a single-image archive).
     """
+    with store.adding():
+        return _import_archive(store, path, names)
+
+
+def _import_archive(store: ImageStore, path: Path, names: list[str] | None) -> list[Image]:
     archive = _Archive(Path(path), store.tmp)
     importer = _Importer(store, archive)
     try:

@@ -358,6 +358,10 @@ class ContainerRuntime:
 
     def create_container(self, spec: ContainerSpec) -> str:
         """Prepare a container from ``spec`` (its image must be in the store); returns its ID."""
+        with self.images.adding():  # a concurrent prune waits until meta.json names our layers
+            return self._create_container(spec)
+
+    def _create_container(self, spec: ContainerSpec) -> str:
         try:
             image, layer_dirs = self.images.rootfs_layers(spec.image)
         except ImageError as exc:

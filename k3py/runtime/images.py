@@ -25,7 +25,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -196,6 +196,16 @@ class ImageStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def adding(self) -> Iterator[None]:
+        """Held (shared) while blobs are added and named, so a prune never sees them half-done."""
+        with open(self.root / "gc.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _read_index(self) -> list[dict[str, Any]]:
         try:
             return json.loads((self.root / "index.json").read_text()).get("manifests", [])
@@ -333,11 +343,16 @@ class ImageStore:
             self._write_index(kept)
         return removed
 
-    def prune(self, layers_in_use: set[str] | None = None) -> tuple[int, int]:
+    def prune(
+        self, layers_in_use: set[str] | Callable[[], set[str]] | None = None
+    ) -> tuple[int, int]:
         """Delete blobs and layer dirs no indexed image needs; returns (files removed, bytes)."""
         keep_blobs: set[str] = set()
-        keep_layers: set[str] = set(layers_in_use or ())
-        with self._locked():
+        with open(self.root / "gc.lock", "a") as gc_lock, self._locked():
+            fcntl.flock(gc_lock, fcntl.LOCK_EX)  # waits for imports, pulls and creates in progress
+            # A callable is asked only now, under the lock, so no container slips in between.
+            in_use = layers_in_use() if callable(layers_in_use) else layers_in_use
+            keep_layers: set[str] = set(in_use or ())
             for image in self.list():
                 keep_blobs.add(digest_hex(image.manifest_digest))
                 keep_blobs.add(digest_hex(image.config_digest))

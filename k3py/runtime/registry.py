@@ -47,7 +47,7 @@ from k3py.runtime.images import (
     digest_hex,
     go_arch,
 )
-from k3py.runtime.reference import ReferenceError_, parse_reference
+from k3py.runtime.reference import ImageReference, ReferenceError_, parse_reference
 
 ACCEPT_MANIFESTS = ", ".join(
     [
@@ -308,6 +308,18 @@ def pull_image(
         ref = parse_reference(reference)
     except ReferenceError_ as exc:
         raise RegistryError(str(exc)) from None
+    with store.adding():
+        return _pull(store, ref, credentials, plain_http, max_parallel, timeout)
+
+
+def _pull(
+    store: ImageStore,
+    ref: ImageReference,
+    credentials: Credentials | None,
+    plain_http: bool | None,
+    max_parallel: int,
+    timeout: float,
+) -> Image:
     client = RegistryClient(
         ref.registry, credentials=credentials, plain_http=plain_http, timeout=timeout
     )

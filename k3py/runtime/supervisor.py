@@ -252,7 +252,9 @@ class Supervisor:
         except Exception:
             import traceback
 
-            sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} handler failed:\n")
+            sys.stderr.write(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} handler failed:\n"
+            )
             traceback.print_exc()
             sys.stderr.flush()
 

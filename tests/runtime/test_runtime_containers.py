@@ -777,3 +777,30 @@ def test_supervisor_survives_bad_requests(runtime: ContainerRuntime) -> None:
         sock.connect(runtime.socket_path)  # and one that hangs up without a word
     code, _, _, _ = run_to_exit(runtime, "exit 0")
     assert code == 0
+
+
+def test_prune_keeps_layers_of_existing_containers(
+    runtime: ContainerRuntime, tmp_path: Path
+) -> None:
+    from imagebuilder import Entry, busybox_layer, layer_tar, write_docker_archive
+
+    archive = tmp_path / "keep.tar"
+    write_docker_archive(
+        archive, [busybox_layer(), layer_tar([Entry("kept", data=b"yes\n")])], ["localhost/keep:1"]
+    )
+    [image] = import_archive(runtime.images, archive)
+    cid = runtime.create_container(
+        ContainerSpec(name="keep", image="localhost/keep:1", command=["cat", "/kept"])
+    )
+    runtime.images.remove("localhost/keep:1")
+    runtime.images.prune(runtime.layers_in_use)
+    own_layer = runtime.images.layer_dir(image.diff_ids[1])
+    assert own_layer.is_dir()  # the image is gone, its layer stays while a container uses it
+    runtime.start_container(cid)
+    status = runtime.wait_container(cid, 30)
+    assert status.exit_code == 0 and Path(status.log_path).read_text().endswith("stdout F yes\n")
+    remove_and_check(runtime, cid)
+    runtime.images.prune(runtime.layers_in_use)
+    assert not own_layer.exists()
+    assert runtime.images.get("busybox")  # shared layers of named images are untouched
+    assert runtime.images.layer_dir(image.diff_ids[0]).is_dir()
