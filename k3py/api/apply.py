@@ -34,6 +34,14 @@ Path = tuple[str, ...]
 
 # Fields that belong to the system, never to a manager.
 _IGNORED_TOP = {"apiVersion", "kind", "status"}
+
+
+def _tracked(key: str, subresource: str) -> bool:
+    """Whether a top-level field is written through this endpoint: the status subresource
+    writes only status, the main resource everything but status."""
+    if subresource == "status":
+        return key == "status"
+    return key not in _IGNORED_TOP
 _IGNORED_META = {
     "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
     "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink",
@@ -165,11 +173,11 @@ def _collect(value: Any, shape: _Shape, path: Path, out: set[Path]) -> None:
     out.add(path)
 
 
-def field_set(obj: dict, shape: _Shape) -> set[Path]:
+def field_set(obj: dict, shape: _Shape, subresource: str = "") -> set[Path]:
     """The fields an object (or applied configuration) sets, as paths."""
     out: set[Path] = set()
     for key, value in obj.items():
-        if key in _IGNORED_TOP:
+        if not _tracked(key, subresource):
             continue
         if key == "metadata" and isinstance(value, dict):
             for mkey, mvalue in value.items():
@@ -213,13 +221,15 @@ def _diff(value: Any, old: Any, shape: _Shape, path: Path, out: set[Path], missi
         out.add(path)
 
 
-def changed_fields(new: dict, old: dict | None, shape: _Shape, missing: bool = True) -> set[Path]:
+def changed_fields(
+    new: dict, old: dict | None, shape: _Shape, missing: bool = True, subresource: str = ""
+) -> set[Path]:
     """The fields `new` sets with a value other than `old`'s (and, when `missing`, those `old`
     lacks). With `missing` false: the fields both set, to different values."""
     out: set[Path] = set()
     old_obj = old if isinstance(old, dict) else {}
     for key, value in new.items():
-        if key in _IGNORED_TOP:
+        if not _tracked(key, subresource):
             continue
         if key == "metadata" and isinstance(value, dict):
             old_meta = old_obj.get("metadata") if isinstance(old_obj.get("metadata"), dict) else {}
@@ -453,7 +463,7 @@ def _server_side_apply(
     api_version = f"{group}/{version}" if group else version
     base = json.loads(json.dumps(live)) if live else {}
     entries = _entries(base)
-    applied_set = field_set(applied, shape)
+    applied_set = field_set(applied, shape, subresource)
     previous: set[Path] = set()
     others: list[tuple[dict, set[Path]]] = []
     for entry in entries:
@@ -467,7 +477,7 @@ def _server_side_apply(
     taken: set[Path] = set()
     if live:
         # fields both the live object and the apply set, to different values
-        for path in sorted(changed_fields(applied, base, shape, missing=False)):
+        for path in sorted(changed_fields(applied, base, shape, missing=False, subresource=subresource)):
             for entry, paths in others:
                 if path in paths:
                     if force:
@@ -477,7 +487,7 @@ def _server_side_apply(
     if conflicts:
         raise ApplyConflict(conflicts)
 
-    body = {k: v for k, v in applied.items() if k not in ("apiVersion", "kind", "status")}
+    body = {k: v for k, v in applied.items() if _tracked(k, subresource)}
     merged = _merge(base, body, shape)
     owned_by_others = set().union(*(paths for _e, paths in others)) - taken
     # what others own keeps its place: not the field itself, nor a map or item around it
@@ -527,8 +537,8 @@ def _track_update(
 ) -> None:
     shape = _Shape(schema) if schema is not None else _shape_for(group, version, kind)
     api_version = f"{group}/{version}" if group else version
-    new_paths = field_set(new, shape)
-    changed = changed_fields(new, old, shape)
+    new_paths = field_set(new, shape, subresource)
+    changed = changed_fields(new, old, shape, subresource=subresource)
     entries = _entries(new) or _entries(old)
     kept: list[dict] = []
     mine: set[Path] = set()

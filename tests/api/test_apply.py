@@ -172,3 +172,17 @@ def test_custom_resource_list_map_keys_from_its_schema() -> None:
     assert out["spec"]["ports"] == [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}]
     fields = {e["manager"]: e["fieldsV1"] for e in out["metadata"]["managedFields"]}
     assert 'k:{"port":443}' in fields["b"]["f:spec"]["f:ports"]
+
+
+def test_status_subresource_apply_touches_only_status() -> None:
+    live = server_side_apply(None, manifest(), "kubectl", now=NOW, **GVK)
+    status_apply = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                    "spec": {"replicas": 99}, "status": {"replicas": 2, "readyReplicas": 1}}
+    out = server_side_apply(live, status_apply, "controller", now=NOW, subresource="status", **GVK)
+    assert out["status"] == {"replicas": 2, "readyReplicas": 1}
+    assert out["spec"]["replicas"] == 2  # spec is not written through /status
+    entry = next(e for e in out["metadata"]["managedFields"] if e["manager"] == "controller")
+    assert entry["subresource"] == "status" and set(entry["fieldsV1"]) == {"f:status"}
+    # a main-resource apply neither writes nor claims status
+    again = server_side_apply(out, {**manifest(), "status": {"replicas": 7}}, "kubectl", now=NOW, **GVK)
+    assert again["status"] == {"replicas": 2, "readyReplicas": 1}
