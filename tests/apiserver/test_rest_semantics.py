@@ -194,6 +194,7 @@ def test_crd_serves_its_resource_with_crud_and_status(cluster: TestCluster) -> N
             "group": "example.com", "scope": "Namespaced",
             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
             "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                          "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
                           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
         },
     }  # fmt: skip
@@ -216,6 +217,8 @@ def test_crd_serves_its_resource_with_crud_and_status(cluster: TestCluster) -> N
     assert status == 201 and created["spec"] == {"size": 3} and "status" not in created
     got = cluster.kubectl_json("get", "widget", "w", "-n", "sem-crd")
     assert got["spec"]["size"] == 3
+    table = cluster.kubectl("get", "wd", "-n", "sem-crd").stdout.splitlines()
+    assert table[0].split() == ["NAME", "SIZE"] and table[1].split() == ["w", "3"]
     created["status"] = {"ok": True}
     status, after = cluster.request_json("PUT", path + "/w/status", created)
     assert status == 200 and after["status"] == {"ok": True}

@@ -37,6 +37,7 @@ from k3py.api.selectors import (
     parse_label_selector,
     supported_field_labels,
 )
+from k3py.api.tables import custom_row_cells, custom_table_columns
 from k3py.server.apiserver import codec
 from k3py.server.apiserver.fieldcheck import duplicate_fields
 from k3py.server.apiserver.registry import (
@@ -216,9 +217,21 @@ class RestHandler:
         if include not in ("Metadata", "Object", "None"):
             raise errors.bad_request(f'includeObject: Unsupported value: "{include}": supported values: "Metadata", "Object", "None"')
         now = datetime.now(UTC)
+        printer_columns = self.registry.crd_version(info).get("additionalPrinterColumns") or []
+        if printer_columns:
+            column_defs = custom_table_columns(printer_columns)
+
+            def cells(obj: dict[str, Any]) -> list[Any]:
+                return custom_row_cells(printer_columns, obj, now)
+        else:
+            column_defs = table_columns(info)
+
+            def cells(obj: dict[str, Any]) -> list[Any]:
+                return table_row_cells(info, obj, now)
+
         rows = []
         for obj in objs:
-            row: dict[str, Any] = {"cells": table_row_cells(info, obj, now)}
+            row: dict[str, Any] = {"cells": cells(obj)}
             if include == "Object":
                 row["object"] = obj
             elif include == "Metadata":
@@ -237,7 +250,7 @@ class RestHandler:
             "kind": "Table",
             "apiVersion": f"meta.k8s.io/{neg.as_version}",
             "metadata": list_meta,
-            "columnDefinitions": table_columns(info) if columns else [],
+            "columnDefinitions": column_defs if columns else [],
             "rows": rows,
         }
 

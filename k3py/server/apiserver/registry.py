@@ -265,8 +265,10 @@ class Registry:
         else:
             meta.pop("namespace", None)
 
-    def _crd_schema(self, info: ResourceInfo) -> dict[str, Any] | None:
-        """The openAPIV3Schema a CRD declares for this version ({} when it declares none)."""
+    def crd_version(self, info: ResourceInfo) -> dict[str, Any]:
+        """The CRD's spec.versions entry serving this custom resource version ({} if none)."""
+        if info.group in BUILTIN_GROUP_ORDER:
+            return {}
         crds = self.table.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
         if crds is None:
             return {}
@@ -274,10 +276,14 @@ class Registry:
             object_key(crds, "", f"{info.plural}.{info.group}")
         )
         for version in ((crd or {}).get("spec") or {}).get("versions") or ():
-            if version.get("name") == info.version:
-                schema = (version.get("schema") or {}).get("openAPIV3Schema")
-                return schema if isinstance(schema, dict) else {}
+            if isinstance(version, dict) and version.get("name") == info.version:
+                return version
         return {}
+
+    def _crd_schema(self, info: ResourceInfo) -> dict[str, Any] | None:
+        """The openAPIV3Schema a CRD declares for this version ({} when it declares none)."""
+        schema = (self.crd_version(info).get("schema") or {}).get("openAPIV3Schema")
+        return schema if isinstance(schema, dict) else {}
 
     def _check_fields(self, info: ResourceInfo, obj: dict[str, Any], opts: WriteOptions) -> None:
         """fieldValidation: unknown and duplicate fields are an error (Strict) or a warning."""
