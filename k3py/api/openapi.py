@@ -26,6 +26,7 @@ import hashlib
 import json
 import threading
 import weakref
+from dataclasses import asdict
 from typing import Any
 
 from k3py import KUBERNETES_VERSION
@@ -567,6 +568,33 @@ class _Cache:
 
 
 _caches: weakref.WeakKeyDictionary[ResourceTable, _Cache] = weakref.WeakKeyDictionary()
+# v3 documents by what they are built from, kept across table generations: a CRD coming or
+# going rebuilds its own group-version's document, not every other one.
+_v3_by_inputs: weakref.WeakKeyDictionary[ResourceTable, dict[str, bytes | None]] = (
+    weakref.WeakKeyDictionary()
+)
+_MAX_REMEMBERED_DOCUMENTS = 256
+
+
+def _v3_inputs(table: ResourceTable, group: str, version: str) -> str:
+    infos = table.resources(group, version)
+    return json.dumps(
+        [group, version, [asdict(i) for i in infos], [table.schema(i.group, i.version, i.kind) for i in infos]],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _v3_cached(table: ResourceTable, cache: _Cache, path: str, group: str, version: str) -> bytes | None:
+    if path not in cache.v3:
+        remembered = _v3_by_inputs.setdefault(table, {})
+        inputs = _v3_inputs(table, group, version)
+        if inputs not in remembered:
+            if len(remembered) >= _MAX_REMEMBERED_DOCUMENTS:
+                remembered.clear()
+            remembered[inputs] = _build_v3(table, group, version)
+        cache.v3[path] = remembered[inputs]
+    return cache.v3[path]
 _lock = threading.Lock()
 
 
@@ -609,9 +637,7 @@ def openapi_v3_index(table: ResourceTable) -> dict:
             for group, versions in table.groups():
                 for version in versions:
                     path = gv_path(group, version)
-                    if path not in cache.v3:
-                        cache.v3[path] = _build_v3(table, group, version)
-                    body = cache.v3[path] or b""
+                    body = _v3_cached(table, cache, path, group, version) or b""
                     # upstream's ETag: the SHA-512 of the document, in upper-case hex
                     digest = hashlib.sha512(body).hexdigest().upper()
                     paths[path] = {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}
@@ -625,8 +651,4 @@ def openapi_v3_document(table: ResourceTable, gv_path: str) -> bytes | None:
     if parsed is None:
         return None
     with _lock:
-        cache = _cache_for(table)
-        key = gv_path.strip("/")
-        if key not in cache.v3:
-            cache.v3[key] = _build_v3(table, *parsed)
-        return cache.v3[key]
+        return _v3_cached(table, _cache_for(table), gv_path.strip("/"), *parsed)

@@ -149,11 +149,13 @@ def test_v2_document() -> None:
 def test_crds_appear_and_caches_follow_the_table() -> None:
     table = builtin_resources()
     before = openapi.openapi_v3_index(table)
+    core = openapi.openapi_v3_document(table, "api/v1")
     assert openapi.openapi_v3_document(table, "apis/example.com/v1") is None
     table.add(ResourceInfo("example.com", "v1", "Widget", "widgets", "widget", True,
                            ("create", "delete", "get", "list", "patch", "update", "watch")))
     after = openapi.openapi_v3_index(table)
     assert after["paths"]["api/v1"] == before["paths"]["api/v1"]  # unchanged GVs keep their hash
+    assert openapi.openapi_v3_document(table, "api/v1") is core  # ... and are not rebuilt
     assert "apis/example.com/v1" in after["paths"]
     doc = _v3(table, "apis/example.com/v1")
     patch = doc["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"]
