@@ -259,3 +259,12 @@ def test_watch_list_initial_events_end_with_a_bookmark(cluster: TestCluster) -> 
     assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "x"
     assert events[1]["type"] == "BOOKMARK"
     assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_delete_then_create_same_name_immediately(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-recreate")
+    for _ in range(20):
+        status, _ = cluster.request_json("POST", CM.format(ns=ns), _cm("again"))
+        assert status == 201
+        status, _ = cluster.request_json("DELETE", CM.format(ns=ns) + "/again")
+        assert status == 200

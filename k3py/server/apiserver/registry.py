@@ -464,9 +464,8 @@ class Registry:
         strategies.prepare_for_create(info, obj)
         apply_defaults(info, obj)
         self._validate(info, obj, None)
+        # The store decides whether the name is taken: the cache may not have seen a delete yet.
         key = object_key(info, namespace, meta["name"])
-        if key in self.cache.cache(storage_prefix(info)).objects:
-            raise errors.already_exists(info.plural, meta["name"], info.group)
         release = await self.allocator.allocate(info, obj, None, opts.dry_run)
         try:
             if opts.dry_run:
