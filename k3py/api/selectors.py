@@ -532,6 +532,8 @@ _KIND_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     # The events.k8s.io API shares storage with core Events and accepts both spellings.
     ("events.k8s.io", "Event"): _EVENTS_API_FIELDS + _CORE_EVENT_FIELDS,
     ("", "Secret"): ("type",),
+    # Since Kubernetes 1.31 (kube-proxy and kubelet skip headless Services with these).
+    ("", "Service"): ("spec.clusterIP", "spec.type"),
     ("", "Node"): ("spec.unschedulable",),
     ("", "Namespace"): ("status.phase",),
     ("", "ReplicationController"): ("status.replicas",),

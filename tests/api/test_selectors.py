@@ -177,6 +177,12 @@ def test_supported_fields_per_kind() -> None:
     assert "status.podIP" in supported_field_labels("", "Pod")
     assert "involvedObject.uid" in supported_field_labels("", "Event")
     assert "regarding.name" in supported_field_labels("events.k8s.io", "Event")
+    svc = {"metadata": {"name": "dns"}, "spec": {"clusterIP": "None", "type": "ClusterIP"}}
+    assert (
+        parse_field_selector("spec.clusterIP!=None").matches(object_fields("", "Service", svc))
+        is False
+    )
+    assert parse_field_selector("spec.type=ClusterIP").matches(object_fields("", "Service", svc))
     assert supported_field_labels("example.com", "Widget", namespaced=False) == {"metadata.name"}
     with pytest.raises(SelectorError, match=r"field label not supported: spec\.foo"):
         check_field_selector(parse_field_selector("spec.foo=x"), "", "Pod")
