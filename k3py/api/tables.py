@@ -1322,6 +1322,24 @@ HPA_COLUMNS = [
 ]
 
 
+def _scale_cells(obj: dict, now: datetime) -> Cells:
+    return [
+        _name(obj),
+        _int(_get(obj, "spec", "replicas")),
+        _int(_get(obj, "status", "replicas")),
+        _age(obj, now),
+    ]
+
+
+# `kubectl get --subresource=scale`: the Scale object's own columns.
+SCALE_COLUMNS = [
+    NAME_COL,
+    _col("Desired", "integer", "Desired number of replicas."),
+    _col("Available", "integer", "Observed number of replicas."),
+    AGE_COL,
+]
+
+
 def _name_age_cells(obj: dict, now: datetime) -> Cells:
     return [_name(obj), _age(obj, now)]
 
@@ -1356,6 +1374,7 @@ PRINTERS: dict[tuple[str, str], tuple[list[dict], Printer]] = {
     ("batch", "Job"): (JOB_COLUMNS, _job_cells),
     ("batch", "CronJob"): (CRONJOB_COLUMNS, _cronjob_cells),
     ("autoscaling", "HorizontalPodAutoscaler"): (HPA_COLUMNS, _hpa_cells),
+    ("autoscaling", "Scale"): (SCALE_COLUMNS, _scale_cells),
     ("events.k8s.io", "Event"): (EVENT_COLUMNS, _event_cells),
     ("networking.k8s.io", "Ingress"): (INGRESS_COLUMNS, _ingress_cells),
     ("networking.k8s.io", "IngressClass"): (INGRESSCLASS_COLUMNS, _ingressclass_cells),

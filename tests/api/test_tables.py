@@ -364,3 +364,12 @@ def test_custom_resource_printer_columns() -> None:
     assert jsonpath_values({"a": {"x.y": 1}}, ".a['x.y']") == [1]
     bad = [{"name": "Bad", "type": "string", "jsonPath": ".spec[?(foo)]"}]
     assert custom_row_cells(bad, obj, NOW) == ["w", None]
+
+
+def test_scale_subresource_table() -> None:
+    """`kubectl get deploy/web --subresource=scale` prints the Scale's columns."""
+    scale = ResourceInfo("autoscaling", "v1", "Scale", "scale", "scale", True, ("get",))
+    assert header(scale) == ["NAME", "DESIRED", "AVAILABLE", "AGE"]
+    obj = {"metadata": {"name": "web", "creationTimestamp": ago(minutes=3)},
+           "spec": {"replicas": 3}, "status": {"replicas": 2, "selector": "app=web"}}
+    assert table_row_cells(scale, obj, NOW) == ["web", 3, 2, "3m"]
