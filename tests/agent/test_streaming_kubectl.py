@@ -20,7 +20,7 @@ import struct
 import termios
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -661,7 +661,7 @@ async def test_port_forward_to_closed_port_reports_the_error(fake_api: FakeApi) 
 
 
 @contextlib.contextmanager
-def socket_bound_but_not_listening() -> object:
+def socket_bound_but_not_listening() -> Iterator[int]:
     import socket
 
     sock = socket.socket()

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -89,7 +89,7 @@ async def proxied_api(tmp_path: Path) -> AsyncIterator[FakeApi]:
             request, "127.0.0.1", kubelet_port, path_qs, kubelet_client
         )
 
-    def static(payload: object) -> web.Handler:
+    def static(payload: object) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def answer(request: web.Request) -> web.Response:
             return web.json_response(payload)
 

@@ -11,6 +11,7 @@ import pytest
 from k3py.agent.streaming.spdy_frames import (
     HEADER_DICTIONARY,
     DataFrame,
+    Frame,
     FrameDecoder,
     FrameEncoder,
     GoAwayFrame,
@@ -61,7 +62,7 @@ def test_bad_header_blocks_are_protocol_errors(block: bytes) -> None:
         decode_header_block(block)
 
 
-ALL_FRAMES = [
+ALL_FRAMES: list[Frame] = [
     SynStreamFrame(
         1, {"streamtype": ["error"], "port": ["80"]}, associated_to=0, priority=3, fin=True
     ),
@@ -232,13 +233,13 @@ class RawPeer:
         self.end = end
         self.encoder = FrameEncoder()
         self.decoder = FrameDecoder()
-        self.pending: list[object] = []
+        self.pending: list[Frame] = []
 
-    async def send(self, *frames: object) -> None:
+    async def send(self, *frames: Frame) -> None:
         for frame in frames:
-            await self.end.write(self.encoder.encode(frame))  # type: ignore[arg-type]
+            await self.end.write(self.encoder.encode(frame))
 
-    async def next_frame(self) -> object:
+    async def next_frame(self) -> Frame:
         while not self.pending:
             chunk = await asyncio.wait_for(self.end.read(), 2)
             assert chunk, "session hung up"
