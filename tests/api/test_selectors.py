@@ -230,3 +230,18 @@ def test_object_fields_pod_and_event() -> None:
         "spec.unschedulable": "false",
     }
     assert object_fields("apps", "ReplicaSet", {"metadata": {}})["status.replicas"] == "0"
+
+
+def test_any_text_parses_or_raises_selector_error() -> None:
+    """Whatever a user types ends as a selector or a SelectorError (a 400), never a crash."""
+    import random
+
+    alphabet = list("ab=!(),<> in notin 12-./\\x")
+    rnd = random.Random(5)
+    for _ in range(5000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 14)))
+        for parse in (parse_label_selector, parse_field_selector):
+            try:
+                parse(text)
+            except SelectorError:
+                pass
