@@ -253,6 +253,13 @@ def _permitted_now() -> int:
 
 
 def _apply_identity(process: dict, capabilities: int, no_new_privs: bool) -> tuple[int, str]:
+    # The supervisor shields itself from the OOM killer (-999); containers must not inherit that.
+    # Best effort: some hosts (sandboxes) refuse any lowering of the score even to root.
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(int(process.get("oom_score_adj", 0))))
+    except PermissionError:
+        pass
     capabilities &= _permitted_now()  # "all" means all this host lets us have
     uid, gid, groups, home = resolve_user(
         process.get("user", "0"), process.get("supplemental_groups", [])

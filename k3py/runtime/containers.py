@@ -436,6 +436,7 @@ class ContainerRuntime:
                 "cwd": spec.working_dir or image_cfg.get("WorkingDir") or "/",
                 "user": spec.user or image_cfg.get("User") or "0",
                 "supplemental_groups": list(spec.supplemental_groups),
+                "oom_score_adj": spec.oom_score_adj,
                 "tty": spec.tty,
                 "stdin": spec.stdin,
             },

@@ -960,6 +960,13 @@ def main(argv: list[str]) -> int:
         from k3py.runtime import linux
 
         linux.set_process_name("k3py-supervise")
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(
+                    "-999"
+                )  # as containerd's shims: the OOM killer should pick a container, not us
+        except PermissionError:
+            sys.stderr.write("this host does not let us lower our oom_score_adj; left as it is\n")
         supervisor = Supervisor(data_dir, cgroup_parent)
     except BaseException as exc:
         os.write(ready_w, f"error {exc}".encode())

@@ -804,3 +804,21 @@ def test_prune_keeps_layers_of_existing_containers(
     assert not own_layer.exists()
     assert runtime.images.get("busybox")  # shared layers of named images are untouched
     assert runtime.images.layer_dir(image.diff_ids[0]).is_dir()
+
+
+def test_oom_score_adj(runtime: ContainerRuntime) -> None:
+    supervisor = runtime.supervisor_pid()
+    lowering_allowed = (
+        "does not let us lower" not in (runtime.data_dir / "supervisor.log").read_text()
+    )
+    expected = "-999" if lowering_allowed else "0"  # some sandboxes refuse lowering even to root
+    assert Path(f"/proc/{supervisor}/oom_score_adj").read_text().strip() == expected
+    _, _, lines, _ = run_to_exit(runtime, "cat /proc/self/oom_score_adj")
+    assert stdout_of(lines) == ["0"]  # not the supervisor's shield
+    _, _, lines, _ = run_to_exit(runtime, "cat /proc/self/oom_score_adj", oom_score_adj=1000)
+    assert stdout_of(lines) == ["1000"]
+    cid = runtime.run(
+        ContainerSpec(name="oomadj", image="busybox", command=["sleep", "60"], oom_score_adj=500)
+    )
+    assert runtime.exec_sync(cid, ["cat", "/proc/self/oom_score_adj"]).stdout == b"500\n"
+    remove_and_check(runtime, cid)
