@@ -373,7 +373,8 @@ class RestHandler:
         media = codec.media_type(request.headers.get("Content-Type"))
         if media == codec.PROTOBUF or body[:4] == b"k8s\x00":
             opts.field_validation = "Ignore"  # a protobuf body cannot carry unknown fields
-        elif opts.field_validation != "Ignore" and media in ("", codec.JSON, codec.MERGE_PATCH, codec.STRATEGIC_MERGE_PATCH):
+        elif opts.field_validation in ("Strict", "Warn") and media in ("", codec.JSON, codec.MERGE_PATCH, codec.STRATEGIC_MERGE_PATCH):
+            # Finding duplicate keys needs a second, slow parse: done only when asked for.
             opts.duplicate_fields = duplicate_fields(body)
 
     @staticmethod
