@@ -362,6 +362,52 @@ def _remove_at(obj: Any, path: Path) -> None:
 # --- merge ----------------------------------------------------------------------------------
 
 
+def _merge_ordered(live: list, applied: list, identity: Any, merge_item: Any) -> list:
+    """Merge two keyed lists the way structured-merge-diff orders them: items both lists have
+    come in the applied order, items only the live list has keep their place among them, items
+    only the applied list has are placed where the applied order puts them."""
+    live_ids = [identity(x) for x in live]
+    applied_ids = [identity(x) for x in applied]
+    live_by_id = dict(zip(live_ids, live, strict=True))
+    applied_by_id = dict(zip(applied_ids, applied, strict=True))
+    shared = [i for i in applied_ids if i in live_by_id]
+    next_shared = 0  # index into `shared` of the shared item due next
+    done: set = set()
+    out: list = []
+    li = ri = 0
+    while li < len(live) or ri < len(applied):
+        if li < len(live) and ri < len(applied):
+            ident = live_ids[li]
+            if ident == applied_ids[ri]:
+                done.add(ident)
+                out.append(merge_item(live_by_id[ident], applied_by_id[ident]))
+                li += 1
+                ri += 1
+                next_shared += 1
+                continue
+            due = shared[next_shared] if next_shared < len(shared) else None
+            if ident in applied_by_id and due is not None and due != ident:
+                li += 1  # shared, but another shared item comes first: it is placed later
+                continue
+        if li < len(live):
+            ident = live_ids[li]
+            if ident not in applied_by_id:
+                out.append(live[li])
+                li += 1
+                continue
+            if ident in done:
+                li += 1
+                continue
+        if ri < len(applied):
+            ident = applied_ids[ri]
+            done.add(ident)
+            out.append(merge_item(live_by_id.get(ident, _MISSING), applied_by_id[ident]))
+            ri += 1
+            if next_shared < len(shared) and shared[next_shared] == ident:
+                next_shared += 1
+    return out
+
+
 def _merge(live: Any, applied: Any, shape: _Shape) -> Any:
     if isinstance(live, dict) and isinstance(applied, dict) and applied and not shape.atomic_map:
         out = dict(live)
@@ -370,19 +416,36 @@ def _merge(live: Any, applied: Any, shape: _Shape) -> Any:
         return out
     if isinstance(live, list) and isinstance(applied, list):
         if shape.list_type == "map" and shape.keys and all(isinstance(x, dict) for x in live + applied):
-            out_list = list(live)
-            index = {_key_element(x, shape.keys): i for i, x in enumerate(out_list)}
-            for item in applied:
-                element = _key_element(item, shape.keys)
-                if element in index:
-                    out_list[index[element]] = _merge(out_list[index[element]], item, shape.items())
-                else:
-                    index[element] = len(out_list)
-                    out_list.append(item)
-            return out_list
+            items = shape.items()
+            return _merge_ordered(
+                live,
+                applied,
+                lambda x: _key_element(x, shape.keys),
+                lambda old, new: _merge(old, new, items) if old is not _MISSING else _copy(new),
+            )
         if shape.list_type == "set":
-            return list(live) + [x for x in applied if x not in live]
-    return json.loads(json.dumps(applied))
+            return _merge_ordered(
+                _dedupe(live),
+                _dedupe(applied),
+                _value_element,
+                lambda _old, new: _copy(new),
+            )
+    return _copy(applied)
+
+
+def _copy(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _dedupe(values: list) -> list:
+    seen: set[str] = set()
+    out = []
+    for value in values:
+        element = _value_element(value)
+        if element not in seen:
+            seen.add(element)
+            out.append(value)
+    return out
 
 
 # --- managedFields --------------------------------------------------------------------------

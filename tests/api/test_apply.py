@@ -186,3 +186,20 @@ def test_status_subresource_apply_touches_only_status() -> None:
     # a main-resource apply neither writes nor claims status
     again = server_side_apply(out, {**manifest(), "status": {"replicas": 7}}, "kubectl", now=NOW, **GVK)
     assert again["status"] == {"replicas": 2, "readyReplicas": 1}
+
+
+def test_list_order_follows_the_applied_order() -> None:
+    from k3py.api.apply import _merge_ordered
+
+    def merge(live: list[str], applied: list[str]) -> list[str]:
+        return _merge_ordered(live, applied, lambda x: x, lambda _old, new: new)
+
+    assert merge(["a", "b"], ["a", "c", "b"]) == ["a", "c", "b"]  # new item where applied puts it
+    assert merge(["a", "b", "c"], ["c", "a"]) == ["b", "c", "a"]  # shared items in applied order
+    assert merge(["x", "a", "y", "b"], ["b", "a"]) == ["x", "y", "b", "a"]  # live-only items stay
+    assert merge([], ["a", "b"]) == ["a", "b"] and merge(["a", "b"], []) == ["a", "b"]
+    live = server_side_apply(None, manifest(), "kubectl", now=NOW, **GVK)
+    reordered = manifest(containers=[{"name": "log", "image": "busybox"}, {"name": "side", "image": "envoy"},
+                                     {"name": "app", "image": "nginx:1", "env": [{"name": "A", "value": "1"}]}])
+    out = server_side_apply(live, reordered, "kubectl", now=NOW, **GVK)
+    assert [c["name"] for c in out["spec"]["template"]["spec"]["containers"]] == ["log", "side", "app"]
