@@ -16,9 +16,9 @@ Ordinary writes (create, update, the other patch types) go through `track_update
 they changed become the writing manager's ("Update" operation) and leave other managers.
 
 This follows the behaviour of upstream's structured-merge-diff in the cases clients meet
-(re-apply, shrink, conflicts with `kubectl scale` or another applier, force), simplified:
-ownership is tracked at leaf fields and list items, and list order is the live order with new
-items appended.
+(re-apply, shrink, conflicts with `kubectl scale` or another applier, force, list order),
+simplified: ownership is tracked at leaf fields and list items, and objects that never went
+through apply have no "before-first-apply" owner.
 """
 
 from __future__ import annotations
