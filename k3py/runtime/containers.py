@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import selectors
@@ -38,6 +39,8 @@ from k3py.runtime.containerinit import DEFAULT_CAPABILITIES
 from k3py.runtime.images import ImageError, ImageStore
 from k3py.runtime.linux import capability_mask
 from k3py.runtime.spec import ContainerSpec, ContainerStatus, Resources, Sandbox, SandboxSpec
+
+log = logging.getLogger(__name__)
 
 
 class ContainerError(RuntimeError):
@@ -182,6 +185,7 @@ class ContainerRuntime:
         self.cgroup_parent = cgroup_parent
         # Run the supervisor in a private mount namespace (tests): its mounts never reach the host.
         self.isolate_mounts = isolate_mounts
+        self._version_checked = False  # compared with the running supervisor on first use
 
     # ---- supervisor --------------------------------------------------------------------------
 
@@ -199,6 +203,8 @@ class ContainerRuntime:
         return sock
 
     def _send(self, request: dict, fds: list[int] | None = None) -> socket.socket:
+        if not self._version_checked and request.get("op") != "shutdown":
+            self.ensure_supervisor()
         try:
             sock = self._connect()
         except (FileNotFoundError, ConnectionRefusedError):
@@ -228,8 +234,7 @@ class ContainerRuntime:
             raise ContainerError(reply["error"])
         return reply
 
-    def supervisor_pid(self) -> int | None:
-        """The running supervisor's pid, or None (never starts one)."""
+    def _ping(self) -> dict | None:
         try:
             sock = self._connect()
         except (FileNotFoundError, ConnectionRefusedError):
@@ -238,19 +243,36 @@ class ContainerRuntime:
             sock.settimeout(10)
             sock.sendall(b'{"op": "ping"}\n')
             with sock.makefile("rb") as reader:
-                reply = json.loads(reader.readline() or b"{}")
+                return json.loads(reader.readline() or b"{}") or None
         except (OSError, ValueError):
             return None  # it died while we asked
         finally:
             sock.close()
-        return reply.get("pid")
+
+    def supervisor_pid(self) -> int | None:
+        """The running supervisor's pid, or None (never starts one)."""
+        reply = self._ping()
+        return reply.get("pid") if reply else None
 
     def ensure_supervisor(self) -> int:
+        """The supervisor's pid, starting it if needed (or replacing an idle outdated one)."""
         with open(self.data_dir / "supervisor.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            pid = self.supervisor_pid()
-            if pid is not None:
-                return pid
+            reply = self._ping()
+            self._version_checked = True
+            if reply is not None:
+                if reply.get("version") == supervisor_module.code_version():
+                    return int(reply["pid"])
+                if reply.get("running"):
+                    log.warning(
+                        "supervisor %s runs other k3py code; kept while it owns %d containers",
+                        reply["pid"],
+                        len(reply["running"]),
+                    )
+                    return int(reply["pid"])
+                log.info("replacing idle supervisor %s, which runs other k3py code", reply["pid"])
+                self._request({"op": "shutdown"})
+                self._wait_gone(int(reply["pid"]))
             command = [
                 sys.executable,
                 "-S",
@@ -268,22 +290,25 @@ class ContainerRuntime:
                 )
             return int(result.stdout.split()[1])
 
+    @staticmethod
+    def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        status = Path(f"/proc/{pid}/status")
+        while time.monotonic() < deadline:
+            try:
+                if "State:\tZ" in status.read_text():
+                    return
+            except FileNotFoundError:
+                return
+            time.sleep(0.005)
+
     def shutdown_supervisor(self, force: bool = False) -> None:
         """Stop the supervisor (refused while containers run unless ``force``, which kills them)."""
         pid = self.supervisor_pid()
         if pid is None:
             return
         self._request({"op": "shutdown", "force": force})
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            status = (
-                Path(f"/proc/{pid}/status").read_text()
-                if Path(f"/proc/{pid}/status").exists()
-                else ""
-            )
-            if "State:\tZ" in status:
-                break
-            time.sleep(0.005)
+        self._wait_gone(pid)
 
     # ---- sandboxes ---------------------------------------------------------------------------
 

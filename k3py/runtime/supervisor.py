@@ -47,6 +47,22 @@ FRAME_STDIN, FRAME_STDOUT, FRAME_STDERR, FRAME_RESIZE, FRAME_EXIT, FRAME_CLOSE_S
 _FRAME_HEADER = 5
 
 
+def code_version() -> str:
+    """A fingerprint of the code a supervisor runs (this module and what it loads).
+
+    k3py compares it with the running supervisor's: an idle supervisor from an older k3py is
+    replaced; one that owns containers is kept until they are gone.
+    """
+    import hashlib
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for name in ("supervisor.py", "containerinit.py", "cgroups.py", "linux.py"):
+        with open(os.path.join(here, name), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 def frame(kind: int, payload: bytes) -> bytes:
     return bytes([kind]) + len(payload).to_bytes(4, "big") + payload
 
@@ -188,6 +204,7 @@ class Supervisor:
     def __init__(self, data_dir: str, cgroup_parent: str) -> None:
         self.data_dir = data_dir
         self.cgroup_parent = cgroup_parent
+        self.version = code_version()
         self.pool: list[Zygote] = []
         self.containers_dir = os.path.join(data_dir, "containers")
         os.makedirs(self.containers_dir, exist_ok=True)
@@ -322,7 +339,9 @@ class Supervisor:
 
     def op_ping(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         running = sorted(c.id for c in self.containers.values() if c.running)
-        self._reply(conn, {"ok": True, "pid": os.getpid(), "running": running})
+        self._reply(
+            conn, {"ok": True, "pid": os.getpid(), "running": running, "version": self.version}
+        )
 
     def op_shutdown(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         running = [c.id for c in self.containers.values() if c.running]

@@ -822,3 +822,23 @@ def test_oom_score_adj(runtime: ContainerRuntime) -> None:
     )
     assert runtime.exec_sync(cid, ["cat", "/proc/self/oom_score_adj"]).stdout == b"500\n"
     remove_and_check(runtime, cid)
+
+
+def test_outdated_supervisor_is_replaced_only_when_idle(
+    own_runtime: ContainerRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from k3py.runtime import supervisor as supervisor_module
+
+    rt = own_runtime
+    first = rt.supervisor_pid()
+    cid = rt.run(ContainerSpec(name="busy", image="busybox", command=["sleep", "60"]))
+    # Pretend k3py was upgraded: this client's supervisor code differs from the running one's.
+    monkeypatch.setattr(supervisor_module, "code_version", lambda: "0" * 16)
+    upgraded = ContainerRuntime(rt.data_dir, cgroup_parent=rt.cgroup_parent, isolate_mounts=True)
+    assert upgraded.ensure_supervisor() == first  # it owns a container: kept
+    assert upgraded.container_status(cid).state == "running"
+    upgraded.stop_container(cid, timeout=0)
+    remove_and_check(upgraded, cid)
+    again = ContainerRuntime(rt.data_dir, cgroup_parent=rt.cgroup_parent, isolate_mounts=True)
+    second = again.ensure_supervisor()  # idle now: replaced by one running this code
+    assert second != first and is_zombie(first)  # gone (or exited, awaiting its reaper)
