@@ -46,6 +46,7 @@ _KINDS = {
     "clusterrolebindings": "ClusterRoleBinding",
     "rolebindings": "RoleBinding",
     "clusterroles": "ClusterRole",
+    "horizontalpodautoscalers": "HorizontalPodAutoscaler",
     "poddisruptionbudgets": "PodDisruptionBudget",
     "resourcequotas": "ResourceQuota",
     "priorityclasses": "PriorityClass",
@@ -54,12 +55,20 @@ _KINDS = {
 
 
 _APPS_V1 = {"groupVersion": "apps/v1", "version": "v1"}
+_AUTOSCALING_V1 = {"groupVersion": "autoscaling/v1", "version": "v1"}
 _DISCOVERY: dict[str, dict[str, Any]] = {
     "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
     "/apis": {
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [{"name": "apps", "versions": [_APPS_V1], "preferredVersion": _APPS_V1}],
+        "groups": [
+            {"name": "apps", "versions": [_APPS_V1], "preferredVersion": _APPS_V1},
+            {
+                "name": "autoscaling",
+                "versions": [_AUTOSCALING_V1],
+                "preferredVersion": _AUTOSCALING_V1,
+            },
+        ],
     },
     "/api/v1": {
         "kind": "APIResourceList",
@@ -84,8 +93,42 @@ _DISCOVERY: dict[str, dict[str, Any]] = {
                 "namespaced": True,
                 "kind": "Deployment",
                 "verbs": ["get", "list"],
+            },
+            {
+                "name": "deployments/scale",
+                "group": "autoscaling",
+                "version": "v1",
+                "namespaced": True,
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            },
+        ],
+    },
+    "/apis/autoscaling/v1": {
+        "kind": "APIResourceList",
+        "groupVersion": "autoscaling/v1",
+        "resources": [
+            {
+                "name": "horizontalpodautoscalers",
+                "singularName": "horizontalpodautoscaler",
+                "namespaced": True,
+                "kind": "HorizontalPodAutoscaler",
+                "verbs": ["create", "get", "list"],
             }
         ],
+    },
+}
+# `kubectl autoscale` reads its target first.
+_WEB_DEPLOYMENT = {
+    "kind": "Deployment",
+    "apiVersion": "apps/v1",
+    "metadata": {"name": "web", "namespace": "default"},
+    "spec": {
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+        },
     },
 }
 
@@ -121,6 +164,8 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
             self._reply(200, {"major": "1", "minor": minor, "gitVersion": f"v1.{minor}.0"})
         elif path in _DISCOVERY:  # `create role --resource=...` maps resources via discovery
             self._reply(200, _DISCOVERY[path])
+        elif path == "/apis/apps/v1/namespaces/default/deployments/web":
+            self._reply(200, _WEB_DEPLOYMENT)
         elif path.endswith("/secrets"):  # Helm looks for earlier releases first
             self._reply(
                 200, {"kind": "SecretList", "apiVersion": "v1", "metadata": {}, "items": []}
@@ -298,6 +343,22 @@ def test_kubectl_create_body_decodes_like_kubectl_json(
     decoded["metadata"]["uid"] = "0b5e7a5e-0000-4000-8000-000000000001"
     apply_defaults(info, decoded)
     assert validate_object(info, decoded, None) == []
+
+
+def test_kubectl_autoscale_posts_a_protobuf_hpa(kubectl: Any, recorder: _Recorder) -> None:
+    args = ["autoscale", "deployment", "web", "--min=2", "--max=5", "--cpu-percent=80"]
+    kubectl(*args, "--dry-run=server", "-o", "name")
+    path, content_type, body = recorder.bodies[-1]
+    # kubectl 1.32 writes autoscaling/v1, 1.33 autoscaling/v2 (metrics list instead of a field).
+    version = "v1" if recorder.minor == "32" else "v2"
+    assert path.startswith(
+        f"/apis/autoscaling/{version}/namespaces/default/horizontalpodautoscalers?"
+    )
+    assert content_type == "application/vnd.kubernetes.protobuf"
+    expected = _drop_nulls(json.loads(kubectl(*args, "--dry-run=client", "-o", "json")))
+    decoded = decode_k8s_protobuf(body)
+    assert decoded == expected
+    assert (decoded["spec"]["minReplicas"], decoded["spec"]["maxReplicas"]) == (2, 5)
 
 
 def test_kubectl_create_token_request(kubectl: Any, recorder: _Recorder) -> None:
