@@ -77,7 +77,7 @@ class ListResult:
 class WriteOptions:
     dry_run: bool = False
     field_manager: str = ""
-    field_validation: str = ""  # "", "Ignore", "Warn" or "Strict" ("" behaves as Warn)
+    field_validation: str = ""  # "", "Ignore", "Warn" or "Strict" ("" checks nothing)
     duplicate_fields: list[str] = field(default_factory=list)  # found while decoding the body
     warnings: list[str] = field(default_factory=list)  # filled in: sent as Warning headers
 
@@ -287,7 +287,8 @@ class Registry:
 
     def _check_fields(self, info: ResourceInfo, obj: dict[str, Any], opts: WriteOptions) -> None:
         """fieldValidation: unknown and duplicate fields are an error (Strict) or a warning."""
-        if opts.field_validation == "Ignore":
+        if opts.field_validation not in ("Strict", "Warn"):
+            # Not asked for (kubectl always asks): skip the walk, it is a good part of a write.
             return
         if info.group in BUILTIN_GROUP_ORDER:
             unknown = unknown_fields(info, obj)
