@@ -359,6 +359,11 @@ def test_kubectl_autoscale_posts_a_protobuf_hpa(kubectl: Any, recorder: _Recorde
     decoded = decode_k8s_protobuf(body)
     assert decoded == expected
     assert (decoded["spec"]["minReplicas"], decoded["spec"]["maxReplicas"]) == (2, 5)
+    info = builtin_resources().by_kind("autoscaling", version, "HorizontalPodAutoscaler")
+    assert info is not None
+    decoded["metadata"]["namespace"] = "default"
+    apply_defaults(info, decoded)
+    assert validate_object(info, decoded, None) == []
 
 
 def test_kubectl_create_token_request(kubectl: Any, recorder: _Recorder) -> None:
