@@ -26,6 +26,7 @@ import binascii
 import ipaddress
 import json
 import re
+import zoneinfo
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -1168,6 +1169,17 @@ def cron_schedule_errors(schedule: str) -> list[str]:
     return []
 
 
+def time_zone_errors(name: str) -> list[str]:
+    """A CronJob timeZone must be an IANA zone name the host's tz database knows."""
+    if name.startswith((".", "/")) or ".." in name or name.lower() == "local":
+        return [f"unknown time zone {name}"]
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return [f"unknown time zone {name}"]
+    return []
+
+
 def _cron_part_error(
     part: str, low: int, high: int, names: dict[str, int], allow_question: bool
 ) -> str:
@@ -1208,6 +1220,9 @@ def _validate_cronjob(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Er
         errs.required("spec.schedule")
     else:
         errs.invalid_all("spec.schedule", schedule, cron_schedule_errors(str(schedule)))
+    time_zone = spec.get("timeZone")
+    if time_zone:
+        errs.invalid_all("spec.timeZone", time_zone, time_zone_errors(str(time_zone)))
     errs.supported(
         "spec.concurrencyPolicy",
         spec.get("concurrencyPolicy"),

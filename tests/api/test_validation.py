@@ -294,6 +294,17 @@ def test_job_and_cronjob() -> None:
         "field": "spec.schedule",
         "message": 'Invalid value: "every minute": expected exactly 5 fields, found 2: [every minute]',
     }
+    cron["spec"]["schedule"] = "0 3 * * *"
+    cron["spec"]["timeZone"] = "Europe/Berlin"
+    assert causes(cron) == []
+    cron["spec"]["timeZone"] = "Mars/Olympus_Mons"
+    assert causes(cron) == [
+        {
+            "reason": "FieldValueInvalid",
+            "field": "spec.timeZone",
+            "message": 'Invalid value: "Mars/Olympus_Mons": unknown time zone Mars/Olympus_Mons',
+        }
+    ]
     assert cron_schedule_errors("@hourly") == []
     assert cron_schedule_errors("0 0 * JAN-MAR mon-fri") == []
     assert cron_schedule_errors("60 * * * *") == [
