@@ -3,25 +3,32 @@
 Why one process and not one shim per container: a Python process costs ~8 MB of private
 memory, far above the 2 MB-per-container budget, and forking from a small process is fast
 (fork cost grows with the parent's size, and k3py itself is large). So k3py starts this script
-once with ``python -S -B`` (no site, only the stdlib modules listed below plus three small k3py
+once with ``python -S -B`` (no site; the stdlib modules imported below plus four small k3py
 modules), it daemonises (double fork + setsid) and then:
 
-- listens on ``<data>/supervisor.sock``; each connection carries one JSON request line, file
-  descriptors ride along with SCM_RIGHTS (an exec's stdio), and gets JSON reply lines;
-- forks containers: around ``fork`` it unshares the pid namespace (so the child is pid 1 of a
-  new one and still our direct child, with no intermediate process) and then ``setns`` back;
-  the child runs ``containerinit.become_container``; a CLOEXEC error pipe tells us whether the
+- listens on ``<data>/supervisor.sock``; each connection carries one JSON request line (file
+  descriptors ride along with SCM_RIGHTS: an exec's stdio) and gets JSON reply lines;
+- keeps two pre-forked "zygotes": each is pid 1 of a fresh pid namespace (we unshare the pid
+  namespace around ``fork`` and ``setns`` back, so it is still our direct child) and has already
+  moved itself into a cgroup of its own, which costs a ~10 ms RCU grace period on cgroup v1.
+  At start we rename that cgroup to the container's, write the limits and hand the zygote the
+  config and stdio; it runs ``containerinit.become_container``. Without a usable zygote (cgroup
+  v2, or it died) we fork the same way on the spot. A CLOEXEC error pipe tells us whether the
   ``execve`` happened or why set-up failed;
 - reads the containers' stdout/stderr (pipes, or a pty master) and writes CRI log lines
-  ``<RFC3339Nano> stdout|stderr F|P <text>``, rotating by size;
+  ``<RFC3339Nano> stdout|stderr F|P <text>``, rotating by size, and streams them to attached
+  clients (framed; stdin and tty resizes flow back);
 - reaps children on SIGCHLD and writes each container's ``state.json`` (pid, times, exit code,
   OOM kill read from the cgroup) atomically, so k3py can restart, or be SIGKILLed, without
-  losing a container or its exit code: the state lives in files and this process;
+  losing a container or its exit code: the state lives in files and in this process. We hold
+  the container's mount and pid namespaces open until its exit is reported, so their teardown
+  (which waits for RCU grace periods) is not on the exit path;
 - on its own start, adopts containers a previous supervisor left running (watching them with
-  a pidfd; their exit code cannot be learnt, it is recorded as unknown).
+  a pidfd; their exit code cannot be learnt, it is recorded as 255/Unknown). If this process
+  dies, running containers lose their log reader (their next write gets SIGPIPE).
 
-Protocol ops: ping, start, kill, wait, exec, stats, forget, sandbox_create, sandbox_remove,
-shutdown. The client side is ``k3py.runtime.client``.
+Protocol ops: ping, start, kill, wait, exec, attach, stats, update, forget, sandbox_create,
+sandbox_remove, shutdown. The client side is ``k3py.runtime.containers.ContainerRuntime``.
 """
 
 from __future__ import annotations
