@@ -34,6 +34,7 @@ from k3py.agent.streaming.backend import (
     StreamingBackend,
     StreamingError,
 )
+from k3py.agent.streaming.bytequeue import ByteQueue
 from k3py.agent.streaming.remotecommand import ExecOptions, ResizeDecoder, status_for
 from k3py.agent.streaming.server import StreamingServer
 from k3py.agent.streaming.spdy_session import SpdySession
@@ -685,3 +686,16 @@ async def test_stop_ends_open_streams_promptly(pki: Pki, transport: str) -> None
         else:
             await asyncio.wait_for(session.wait_closed(), 5)
             await session.close()
+
+
+async def test_byte_queue_pushes_back_and_ends() -> None:
+    queue = ByteQueue(limit=10)
+    await queue.put(b"0123456789ab")  # over the limit: the next put has to wait
+    blocked = asyncio.create_task(queue.put(b"more"))
+    await asyncio.sleep(0)
+    assert not blocked.done()
+    assert await queue.read() == b"0123456789ab"
+    await asyncio.wait_for(blocked, 1)
+    queue.end()
+    await queue.put(b"ignored after the end")
+    assert [await queue.read(), await queue.read(), await queue.read()] == [b"more", b"", b""]

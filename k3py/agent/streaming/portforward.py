@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 from k3py.agent.streaming.backend import InputStream, OutputStream, StreamingError
+from k3py.agent.streaming.bytequeue import ByteQueue
 from k3py.agent.streaming.spdy_session import SpdySession, SpdyStream, StreamClosedError
 
 log = logging.getLogger(__name__)
@@ -149,25 +150,6 @@ async def _forward_pair(
         await error.close()
 
 
-class _ChannelInput:
-    """Client-to-pod bytes of one port's data channel."""
-
-    def __init__(self) -> None:
-        self.chunks: asyncio.Queue[bytes] = asyncio.Queue()
-        self.ended = False
-
-    def end(self) -> None:
-        if not self.ended:
-            self.ended = True
-            self.chunks.put_nowait(b"")
-
-    async def read(self) -> bytes:
-        data = await self.chunks.get()
-        if not data:
-            self.chunks.put_nowait(b"")
-        return data
-
-
 class _ChannelOutput:
     def __init__(self, ws: web.WebSocketResponse, channel: int) -> None:
         self._ws = ws
@@ -184,7 +166,7 @@ async def serve_port_forward_channels(
     ws: web.WebSocketResponse, ports: list[int], pod_description: str, forward: Forward
 ) -> None:
     """The channel flavour of WebSocket port-forward; closes the WebSocket when all ports are done."""
-    inputs = [_ChannelInput() for _ in ports]
+    inputs = [ByteQueue() for _ in ports]
     try:
         # Each channel first carries its port (little-endian u16): the client checks it.
         for index, port in enumerate(ports):
@@ -226,7 +208,7 @@ async def serve_port_forward_channels(
                 continue
             channel = data[0]
             if channel % 2 == 0 and channel // 2 < len(inputs) and len(data) > 1:
-                inputs[channel // 2].chunks.put_nowait(data[1:])
+                await inputs[channel // 2].put(data[1:])
 
     reader = asyncio.create_task(read_client())
     try:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from aiohttp import WSMessage, WSMsgType, web
 
 from k3py.agent.streaming.backend import ExecStreams, InputStream, StreamingError, TerminalSize
+from k3py.agent.streaming.bytequeue import ByteQueue
 from k3py.agent.streaming.spdy_session import SpdySession, SpdyStream, StreamClosedError
 
 log = logging.getLogger(__name__)
@@ -329,23 +330,6 @@ class ChannelCodec:
             return None
 
 
-class _WebSocketStdin:
-    def __init__(self) -> None:
-        self.chunks: asyncio.Queue[bytes] = asyncio.Queue()
-        self.ended = False
-
-    def end(self) -> None:
-        if not self.ended:
-            self.ended = True
-            self.chunks.put_nowait(b"")
-
-    async def read(self) -> bytes:
-        data = await self.chunks.get()
-        if not data:
-            self.chunks.put_nowait(b"")  # stay at EOF for later reads
-        return data
-
-
 class _WebSocketOutput:
     def __init__(self, ws: web.WebSocketResponse, codec: ChannelCodec, channel: int) -> None:
         self._ws = ws
@@ -360,7 +344,7 @@ class _WebSocketOutput:
 async def serve_websocket(ws: web.WebSocketResponse, options: ExecOptions, run: RunCommand) -> None:
     """Run one exec/attach over a prepared WebSocket (any of WEBSOCKET_PROTOCOLS, or none)."""
     codec = ChannelCodec(ws.ws_protocol)
-    stdin = _WebSocketStdin() if options.stdin else None
+    stdin = ByteQueue() if options.stdin else None
     exec_streams = ExecStreams(
         stdin=stdin,
         stdout=_WebSocketOutput(ws, codec, CHANNEL_STDOUT) if options.stdout else None,
@@ -407,7 +391,7 @@ async def serve_websocket(ws: web.WebSocketResponse, options: ExecOptions, run: 
 async def _read_websocket(
     ws: web.WebSocketResponse,
     codec: ChannelCodec,
-    stdin: _WebSocketStdin | None,
+    stdin: ByteQueue | None,
     resize: asyncio.Queue[TerminalSize | None],
 ) -> None:
     """Route each client message to stdin, resize or the v5 close signal until the client leaves."""
@@ -419,8 +403,7 @@ async def _read_websocket(
                 continue
             channel, payload = decoded
             if channel == CHANNEL_STDIN and stdin is not None:
-                if payload and not stdin.ended:
-                    stdin.chunks.put_nowait(payload)
+                await stdin.put(payload)  # waits while the command is behind
             elif channel == CHANNEL_RESIZE:
                 for size in decoder.feed(payload):
                     resize.put_nowait(size)
