@@ -14,6 +14,7 @@ import gc
 import ipaddress
 import logging
 import signal
+import socket
 import time
 
 from k3py.api.resources import builtin_resources
@@ -47,14 +48,30 @@ def _tune_gc() -> None:
 
 
 def _advertise_ip(bind_address: str) -> str:
-    """The address clients (and the `kubernetes` Endpoints) use to reach this server."""
+    """The address clients (and the `kubernetes` Endpoints) use to reach this server.
+
+    A specific bind address is used as is; for a wildcard bind, the host's first non-loopback
+    IPv4 address (what pods can reach), else loopback.
+    """
     try:
         addr = ipaddress.ip_address(bind_address)
     except ValueError:
         return "127.0.0.1"
-    if addr.is_unspecified:
-        return "127.0.0.1"
-    return str(addr)
+    if not addr.is_unspecified:
+        return str(addr)
+    try:
+        import psutil
+
+        stats = psutil.net_if_stats()
+        for name, addrs in psutil.net_if_addrs().items():
+            if name in stats and not stats[name].isup:
+                continue
+            for a in addrs:
+                if a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback:
+                    return str(a.address)
+    except Exception:  # psutil trouble must not stop the server: fall back to loopback
+        log.debug("could not list host addresses", exc_info=True)
+    return "127.0.0.1"
 
 
 async def run_server(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
@@ -82,7 +99,9 @@ async def run_server(config: ServerConfig, stop: asyncio.Event | None = None) ->
         await ensure_system_objects(registry, advertise_ip, config.https_listen_port)
         _tune_gc()
         apiserver.ready = True
-        host = advertise_ip if ":" not in advertise_ip else f"[{advertise_ip}]"
+        # As k3s: the admin kubeconfig points at loopback unless a specific address was bound.
+        local = "127.0.0.1" if config.bind_address in ("0.0.0.0", "::", "") else advertise_ip
+        host = local if ":" not in local else f"[{local}]"
         write_kubeconfig(
             config.write_kubeconfig,
             f"https://{host}:{config.https_listen_port}",
