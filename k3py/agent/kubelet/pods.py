@@ -33,7 +33,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +84,7 @@ LABEL_INIT = "k3py.io/init-container"
 SANDBOX_SEPARATOR = "_"
 PLEG_PERIOD = 1.0
 IMAGE_BACKOFF_MAX = 300.0
+ORPHAN_GRACE_SECONDS = 2.0  # the kubelet's minimum for pods that vanished from the API
 
 
 def sandbox_name(namespace: str, name: str, uid: str) -> str:
@@ -145,6 +146,8 @@ class PodManager:
         self.containers: dict[str, dict[str, ContainerStatus]] = {}
         self.sandboxes: dict[str, str] = {}  # uid -> sandbox id
         self.service_env: dict[str, str] = {}
+        self._supervisor_root: tuple[int, str] | None = None  # (pid, prefix) for sandbox_netns
+        self._kills: dict[str, asyncio.Task[None]] = {}  # uid -> its termination in progress
         self._tasks: list[asyncio.Task[Any]] = []
         self.informer.add_handler(self._on_pod, lambda _old, new: self._on_pod(new), self._on_pod_deleted)
 
@@ -200,6 +203,9 @@ class PodManager:
         """Stop managing (containers keep running: they belong to the supervisor)."""
         self.queue.shutdown()
         await self.probes.stop()
+        for task in list(self._kills.values()):
+            task.cancel()
+        await asyncio.gather(*self._kills.values(), return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -301,8 +307,10 @@ class PodManager:
             record.start_time = old_status.get("startTime") or ""
             record.pod_ip = old_status.get("podIP") or ""
         if meta.get("deletionTimestamp"):
-            await self.terminate_pod(pod, record)
+            self._start_kill(uid, key, lambda: self.terminate_pod(pod, record))
             return None
+        if uid in self._kills:
+            return None  # being torn down (a probe or the PLEG woke it): nothing to start
         phase = (pod.get("status") or {}).get("phase")
         statuses = await self.run_blocking(self._refresh, uid)
         if phase in ("Succeeded", "Failed") and not any(s.state == "running" for s in statuses.values()):
@@ -439,17 +447,22 @@ class PodManager:
 
         The namespace files are bind mounts the supervisor made in its own mount namespace; when
         ours differs (an agent restarted in a fresh private mount namespace, as tests run it) they
-        are reached through the supervisor's root, ``/proc/<pid>/root``.
+        are reached through the supervisor's root, ``/proc/<pid>/root``. The supervisor's pid is
+        asked once (it answers on the same socket every runtime call queues on) and again only
+        when that process is gone.
         """
         path = self.runtime.get_sandbox(sandbox_id).netns_path
-        pid = self.runtime.supervisor_pid()
-        if pid is None:
-            return path
-        try:
-            same = os.readlink("/proc/self/ns/mnt") == os.readlink(f"/proc/{pid}/ns/mnt")
-        except OSError:
-            return path
-        return path if same else f"/proc/{pid}/root{path}"
+        cached = self._supervisor_root
+        if cached is None or not os.path.exists(f"/proc/{cached[0]}/ns/mnt"):
+            pid = self.runtime.supervisor_pid()
+            if pid is None:
+                return path
+            try:
+                same = os.readlink("/proc/self/ns/mnt") == os.readlink(f"/proc/{pid}/ns/mnt")
+            except OSError:
+                return path
+            cached = self._supervisor_root = (pid, "" if same else f"/proc/{pid}/root")
+        return cached[1] + path
 
     def _network_known(self, uid: str) -> bool:
         assert self.pod_network is not None
@@ -637,13 +650,42 @@ class PodManager:
 
     # ---- termination ------------------------------------------------------------------------
 
+    def _start_kill(self, uid: str, key: Any, work: Callable[[], Awaitable[None]]) -> None:
+        """Run a pod's termination as its own task: a long grace period must not hold a worker
+        (other pods keep starting), and the pod's later syncs see it in ``_kills`` and wait."""
+        if uid in self._kills:
+            return
+
+        async def run() -> None:
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                message = e.message if isinstance(e, ApiError) else str(e)
+                log.warning("terminating pod %s failed: %s (retrying)", uid, message)
+                self.queue.add_after(key, 1.0)
+            finally:
+                self._kills.pop(uid, None)
+
+        self._kills[uid] = asyncio.create_task(run(), name=f"kubelet-kill-{uid}")
+
+    def _grace_of(self, key: str, uid: str, default: float) -> float:
+        """The pod's current grace period (a second delete may shorten it while it stops)."""
+        pod = self.informer.cache.get(key)
+        if pod is None or pod["metadata"].get("uid") != uid:
+            return min(default, ORPHAN_GRACE_SECONDS)
+        grace = pod["metadata"].get("deletionGracePeriodSeconds")
+        return default if grace is None else min(default, float(grace))
+
     async def terminate_pod(self, pod: Obj, record: PodRecord) -> None:
         meta = pod["metadata"]
         spec = pod.get("spec") or {}
         grace = meta.get("deletionGracePeriodSeconds")
         if grace is None:
             grace = spec.get("terminationGracePeriodSeconds", 30)
-        await self.kill_pod(record.uid, float(grace), pod)
+        uid, key = record.uid, record.key
+        await self.kill_pod(uid, lambda: self._grace_of(key, uid, float(grace)), pod)
         try:
             await self.client.delete(
                 PODS, meta["name"], meta["namespace"], grace_period_seconds=0,
@@ -654,7 +696,7 @@ class PodManager:
                 raise
         self.records.pop(record.uid, None)
 
-    async def kill_pod(self, uid: str, grace: float, pod: Obj | None) -> None:
+    async def kill_pod(self, uid: str, grace: Callable[[], float], pod: Obj | None) -> None:
         """Stop every container of the pod (SIGTERM, SIGKILL after ``grace``), then remove it all."""
         self.probes.pod_removed(uid)
         statuses = await self.run_blocking(self._refresh, uid)
@@ -662,7 +704,7 @@ class PodManager:
         if pod is not None and running:
             for status in running:
                 self._event(pod, "Normal", "Killing", f"Stopping container {status.name}")
-        await asyncio.gather(*(self.run_blocking(self._stop, s.id, grace) for s in running))
+        await asyncio.gather(*(self._stop_container(s.id, grace) for s in running))
         for status in statuses.values():
             with contextlib.suppress(ContainerError):
                 await self.run_blocking(self.runtime.remove_container, status.id, True)
@@ -676,13 +718,28 @@ class PodManager:
                 await self.run_blocking(self.runtime.remove_sandbox, sandbox_id)
         await self.run_blocking(PodVolumes(self.pods_dir / uid).remove)
 
-    def _stop(self, cid: str, grace: float) -> None:
+    async def _stop_container(self, cid: str, grace: Callable[[], float]) -> None:
+        """SIGTERM, then SIGKILL once the grace period is over; polls without holding a thread."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            if grace <= 0:
-                self.runtime.kill_container(cid, signal.SIGKILL)
-                self.runtime.wait_container(cid, 30)
-            else:
-                self.runtime.stop_container(cid, grace)
+            if grace() > 0:
+                await self.run_blocking(self.runtime.kill_container, cid, signal.SIGTERM)
+                interval = 0.02
+                while loop.time() - started < grace():
+                    status = await self.run_blocking(self.runtime.container_status, cid)
+                    if status.state != "running":
+                        return
+                    await asyncio.sleep(interval)
+                    interval = min(0.5, interval * 2)
+            await self.run_blocking(self.runtime.kill_container, cid, signal.SIGKILL)
+            for _ in range(300):
+                if (await self.run_blocking(self.runtime.container_status, cid)).state != "running":
+                    return
+                await asyncio.sleep(0.1)
+            log.warning("container %s still running 30 s after SIGKILL", cid)
+        except ContainerNotFound:
+            return
         except ContainerError as e:
             log.warning("stopping container %s: %s", cid, e)
 
@@ -692,7 +749,7 @@ class PodManager:
             return
         record = self.records.pop(uid, None)
         if uid in self.containers or uid in self.sandboxes or record is not None:
-            await self.kill_pod(uid, 2.0, None)
+            self._start_kill(uid, ("orphan", uid), lambda: self.kill_pod(uid, lambda: ORPHAN_GRACE_SECONDS, None))
 
     async def _release_network(self, pod: Obj, record: PodRecord) -> None:
         """A finished pod keeps its exited containers (logs) but gives its address back."""
