@@ -254,3 +254,41 @@ def test_pod_disruption_budget_status(sim: TestCluster) -> None:
     assert (cond["status"], cond["reason"]) == ("True", "SufficientPods")
     table = sim.kubectl("get", "pdb", "web", "-n", ns).stdout
     assert table.split("\n")[1].split()[:4] == ["web", "2", "N/A", "1"]
+
+
+WEB_CHART = {
+    "Chart.yaml": "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+    "values.yaml": "image: nginx:1.25\nreplicas: 3\n",
+    "templates/deployment.yaml": (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n"
+        "  replicas: {{ .Values.replicas }}\n  selector:\n    matchLabels: {app: {{ .Release.Name }}}\n"
+        "  template:\n    metadata:\n      labels: {app: {{ .Release.Name }}}\n    spec:\n"
+        "      containers:\n      - name: web\n        image: {{ .Values.image }}\n"
+        "        ports: [{containerPort: 80}]\n"
+    ),
+    "templates/service.yaml": (
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n"
+        "  selector: {app: {{ .Release.Name }}}\n  ports: [{port: 80}]\n"
+    ),
+}
+
+
+def test_helm_install_and_upgrade_wait_for_rollouts(sim: TestCluster) -> None:
+    ns = _ns(sim, "helmwait")
+    chart = sim.base_dir / "web-chart"
+    for rel, text in WEB_CHART.items():
+        path = chart / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    out = sim.helm("install", "site", str(chart), "-n", ns, "--wait", "--timeout", "60s").stdout
+    assert "STATUS: deployed" in out
+    d = sim.kubectl_json("get", "deployment", "site", "-n", ns)
+    assert d["status"]["readyReplicas"] == 3
+    out = sim.helm("upgrade", "site", str(chart), "-n", ns, "--wait", "--timeout", "60s", "--set", "image=nginx:1.26").stdout
+    assert "STATUS: deployed" in out
+    pods = _items(sim, "pods", ns, "-l", "app=site")
+    sim.wait_for(lambda: {p["spec"]["containers"][0]["image"] for p in _items(sim, "pods", ns, "-l", "app=site")} == {"nginx:1.26"},
+                 what="old pods gone after upgrade")
+    assert pods
+    history = sim.kubectl("rollout", "history", "deployment/site", "-n", ns).stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
