@@ -90,6 +90,12 @@ def test_configmap_as_env_and_volume(agent_cluster) -> None:  # type: ignore[no-
         },
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    host_pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hostnet"},
+        "spec": {"hostNetwork": True, "restartPolicy": "Never",
+                 "containers": [{"name": "main", "image": "busybox", "command": ["cat", "/proc/net/dev"]}]},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(host_pod))
     wait_pod(cluster, "cm-reader", phase_is("Succeeded"), "Succeeded")
     code, body = kubelet_get(cluster, "/containerLogs/default/cm-reader/main")
     assert code == 200, body
@@ -105,6 +111,9 @@ def test_logs_tail_timestamps_and_previous(agent_cluster) -> None:  # type: igno
     assert code == 200
     stamp, _, text = body.decode().rstrip("\n").partition(" ")
     assert text == "hello from oneshot" and stamp.endswith("Z") and "T" in stamp
+    wait_pod(cluster, "hostnet", phase_is("Succeeded"), "Succeeded")
+    code, body = kubelet_get(cluster, "/containerLogs/default/hostnet/main")
+    assert code == 200 and b"k3py0:" in body, body  # it sees the node's bridge
     code, body = kubelet_get(cluster, "/containerLogs/default/no-such-pod/main")
     assert code == 404, body
 

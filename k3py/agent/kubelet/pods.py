@@ -612,7 +612,11 @@ class PodManager:
             stdin=bool(container.get("stdin")),
             tty=bool(container.get("tty")),
             resources=runtime_resources(container),
-            sandbox_id=record.sandbox_id,
+            # hostNetwork: the runtime's sandboxes always own a network namespace, so such a pod's
+            # containers join the host's network instead (each with its own ipc/uts namespace).
+            sandbox_id="" if pod["spec"].get("hostNetwork") else record.sandbox_id,
+            network="host",
+            hostname=os.uname().nodename if pod["spec"].get("hostNetwork") else "",
             labels={
                 LABEL_UID: record.uid,
                 LABEL_NAMESPACE: meta["namespace"],
