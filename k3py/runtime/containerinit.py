@@ -59,6 +59,10 @@ DEV_LINKS = [
 ]  # fmt: skip
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _TIOCSCTTY = 0x540E
+# Where a container keeps spare read ends of its own stdout/stderr pipes. They keep the pipes
+# open if the supervisor dies (writes block instead of killing the container with SIGPIPE),
+# and a new supervisor takes them back with pidfd_getfd to resume logging.
+PARKED_OUTPUT_FDS = (1021, 1022)
 _NS_FLAGS = {
     "net": linux.CLONE_NEWNET,
     "ipc": linux.CLONE_NEWIPC,
@@ -312,6 +316,14 @@ def _stdio(stdio: list[int], tty: bool) -> None:
         fcntl.ioctl(0, _TIOCSCTTY, 0)
 
 
+def _park(read_ends: list[int]) -> None:
+    for fd, target in zip(read_ends, PARKED_OUTPUT_FDS, strict=False):
+        try:
+            os.dup2(fd, target, inheritable=True)
+        except OSError:
+            return  # a low descriptor limit: go without (only supervisor crashes need them)
+
+
 def _fail(err_fd: int, exc: BaseException) -> None:
     message = str(exc) if isinstance(exc, InitError) else f"{type(exc).__name__}: {exc}"
     try:
@@ -320,7 +332,13 @@ def _fail(err_fd: int, exc: BaseException) -> None:
         os._exit(127)
 
 
-def become_container(config: dict, stdio: list[int], err_fd: int, join_cgroup: bool = True) -> None:
+def become_container(
+    config: dict,
+    stdio: list[int],
+    err_fd: int,
+    join_cgroup: bool = True,
+    parked: list[int] | None = None,
+) -> None:
     """Turn this forked child into the container's pid 1 (never returns).
 
     ``join_cgroup=False`` is for zygotes, which joined their (renamed) cgroup in advance.
@@ -328,6 +346,7 @@ def become_container(config: dict, stdio: list[int], err_fd: int, join_cgroup: b
     try:
         process = config["process"]
         _stdio(stdio, bool(process.get("tty")))
+        _park(parked or [])
         cg = config.get("cgroup")
         if cg and join_cgroup:
             Cgroup(cg["parent"], cg["name"]).join_self()

@@ -160,6 +160,16 @@ def capability_mask(names: list[str]) -> int:
     return mask
 
 
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """A duplicate of another process's descriptor (Linux 5.6+; close-on-exec)."""
+    return _check(
+        _libc.syscall(
+            ctypes.c_long(438), ctypes.c_int(pidfd), ctypes.c_int(target_fd), ctypes.c_uint(0)
+        ),
+        f"pidfd_getfd({target_fd})",
+    )
+
+
 PR_SET_NAME = 15
 
 

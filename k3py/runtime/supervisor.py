@@ -412,13 +412,16 @@ class Supervisor:
                 in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             child_stdio = [in_r, out_w, err_w]
             outputs = {out_r: "stdout", err_r: "stderr"}
+        parked = [] if tty else list(outputs)
         err_r_sync, err_w_sync = os.pipe()
-        pid = self._start_in_zygote(container, child_stdio, err_w_sync)
+        pid = self._start_in_zygote(container, child_stdio, err_w_sync, parked)
         if pid == 0:
             if cg is not None:
                 cg.create(config.get("resources") or {})
             pid = self._fork_in_new_pidns(
-                lambda: containerinit.become_container(config, child_stdio, err_w_sync)
+                lambda: containerinit.become_container(
+                    config, child_stdio, err_w_sync, parked=parked
+                )
             )
         os.close(err_w_sync)
         for fd in set(child_stdio):
@@ -516,13 +519,17 @@ class Supervisor:
                 for fd in fds:
                     os.set_inheritable(fd, False)  # SCM_RIGHTS fds arrive without close-on-exec
                 config = json.loads(message)
-                containerinit.become_container(config, fds[:3], fds[3], join_cgroup=False)
+                containerinit.become_container(
+                    config, fds[:3], fds[3], join_cgroup=False, parked=fds[4:]
+                )
 
             pid = self._fork_in_new_pidns(zygote)
             theirs.close()
             self.pool.append(Zygote(pid, ours, name))
 
-    def _start_in_zygote(self, container: Container, stdio: list[int], err_w: int) -> int:
+    def _start_in_zygote(
+        self, container: Container, stdio: list[int], err_w: int, parked: list[int]
+    ) -> int:
         """Hand the container to a waiting zygote; its pid, or 0 when none is available."""
         from k3py.runtime.cgroups import Cgroup
 
@@ -537,7 +544,7 @@ class Supervisor:
                 Cgroup(self.cgroup_parent, zygote.cgroup).rename_to(cg)
                 cg.create(container.config.get("resources") or {})
                 socket.send_fds(
-                    zygote.sock, [json.dumps(container.config).encode()], [*stdio, err_w]
+                    zygote.sock, [json.dumps(container.config).encode()], [*stdio, err_w, *parked]
                 )
                 return zygote.pid
             except OSError as exc:
@@ -938,6 +945,7 @@ class Supervisor:
             if alive:
                 container.running = True
                 self._register(container.adopted_pidfd, self._on_adopted_exit)
+                self._reclaim_output(container)
             else:
                 container.running = True
                 self._finish(
@@ -946,6 +954,28 @@ class Supervisor:
                     reason="Unknown",
                     message="exited while no supervisor was running",
                 )
+
+    def _reclaim_output(self, container: Container) -> None:
+        """Take back the read ends of an adopted container's output pipes and log again."""
+        from k3py.runtime import containerinit, linux
+
+        log_cfg = container.config.get("log") or {}
+        if container.config["process"].get("tty") or not log_cfg.get("path"):
+            return
+        for target, name in zip(containerinit.PARKED_OUTPUT_FDS, ("stdout", "stderr"), strict=True):
+            try:
+                fd = linux.pidfd_getfd(container.adopted_pidfd, target)
+            except OSError:
+                continue  # the container closed it: that stream is lost
+            if container.log is None:
+                container.log = CRILog(
+                    log_cfg["path"],
+                    int(log_cfg.get("max_size", 10 << 20)),
+                    int(log_cfg.get("max_files", 5)),
+                )
+            os.set_blocking(fd, False)
+            container.streams[fd] = OutputStream(container.log, name)
+            self._register(fd, self._on_output)
 
     def _on_adopted_exit(self, fd: int, mask: int) -> None:
         for container in self.containers.values():

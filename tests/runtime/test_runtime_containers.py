@@ -580,15 +580,29 @@ def test_supervisor_restart_adopts_running_containers(own_runtime: ContainerRunt
     rt = own_runtime
     finished = rt.run(ContainerSpec(name="done", image="busybox", command=["true"]))
     rt.wait_container(finished, 10)
-    cid = rt.run(ContainerSpec(name="adopted", image="busybox", command=["sleep", "60"]))
+    ticking = "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.02; done"
+    cid = rt.run(ContainerSpec(name="adopted", image="busybox", command=["sh", "-c", ticking]))
+    log = Path(rt.container_status(cid).log_path)
+
+    def last_tick() -> int:
+        lines = log.read_text().splitlines()
+        return int(lines[-1].rsplit("-", 1)[1]) if lines else -1
+
+    assert wait_for(lambda: last_tick() >= 3)
     old = rt.supervisor_pid()
     assert old is not None
     os.kill(old, signal.SIGKILL)
     assert wait_for(lambda: rt.supervisor_pid() is None)
+    before_restart = last_tick()
     assert rt.container_status(cid).state == "running"  # state lives in files
     new = rt.ensure_supervisor()
     assert new != old
     assert rt.container_status(finished).exit_code == 0
+    # The container outlived its supervisor (no SIGPIPE: it keeps spare read ends of its pipes)
+    # and the new supervisor took those back: the log goes on, nothing printed meanwhile lost.
+    assert wait_for(lambda: last_tick() > before_restart + 10)
+    ticks = [int(line.rsplit("-", 1)[1]) for line in log.read_text().splitlines()]
+    assert ticks == list(range(len(ticks)))
     rt.kill_container(cid, signal.SIGKILL)
     status = rt.wait_container(cid, 10)
     assert (status.state, status.reason) == ("exited", "Unknown")
