@@ -24,8 +24,10 @@ modules), it daemonises (double fork + setsid) and then:
   the container's mount and pid namespaces open until its exit is reported, so their teardown
   (which waits for RCU grace periods) is not on the exit path;
 - on its own start, adopts containers a previous supervisor left running (watching them with
-  a pidfd; their exit code cannot be learnt, it is recorded as 255/Unknown). If this process
-  dies, running containers lose their log reader (their next write gets SIGPIPE).
+  a pidfd; their exit code cannot be learnt, it is recorded as 255/Unknown). Each container
+  keeps spare read ends of its stdout/stderr pipes (fds 1021/1022, see containerinit), so
+  while no supervisor runs its writes block instead of raising SIGPIPE, and the adopting
+  supervisor takes them back with pidfd_getfd and logging resumes where it stopped.
 
 Protocol ops: ping, start, kill, wait, exec, attach, stats, update, forget, sandbox_create,
 sandbox_remove, shutdown. The client side is ``k3py.runtime.containers.ContainerRuntime``.
