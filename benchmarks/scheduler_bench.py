@@ -32,11 +32,19 @@ from k3py.server.simnodes.kubelet import NodeShape, node_object
 
 def pending_pod(i: int) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": f"p-{i}", "namespace": "default"},
-        "spec": {"schedulerName": "default-scheduler",
-                 "containers": [{"name": "c", "image": "busybox",
-                                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]},
+        "spec": {
+            "schedulerName": "default-scheduler",
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                }
+            ],
+        },
     }
 
 
@@ -56,9 +64,15 @@ async def decisions(nodes: int, pods: int) -> dict[str, Any]:
             sched._place(f"default/{pod['metadata']['name']}", node, *_reqs(pod))
             placed += 1
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return {"nodes": nodes, "pods": pods, "placed": placed, "seconds": round(elapsed, 3),
-            "cpu_seconds": round(cpu, 3), "decisions_per_second": round(pods / elapsed),
-            "decisions_per_cpu_second": round(pods / cpu)}
+    return {
+        "nodes": nodes,
+        "pods": pods,
+        "placed": placed,
+        "seconds": round(elapsed, 3),
+        "cpu_seconds": round(cpu, 3),
+        "decisions_per_second": round(pods / elapsed),
+        "decisions_per_cpu_second": round(pods / cpu),
+    }
 
 
 def _reqs(pod: dict[str, Any]) -> tuple[Any, Any]:
@@ -88,9 +102,15 @@ async def end_to_end(nodes: int, pods: int) -> dict[str, Any]:
     await asyncio.gather(task, return_exceptions=True)
     await informers.stop()
     bound = sum(1 for p in transport.objects[("", "pods")].values() if p["spec"].get("nodeName"))
-    return {"nodes": nodes, "pods": pods, "bound": bound, "seconds": round(elapsed, 3),
-            "cpu_seconds": round(cpu, 3), "pods_per_second": round(pods / elapsed),
-            "pods_per_cpu_second": round(pods / cpu)}
+    return {
+        "nodes": nodes,
+        "pods": pods,
+        "bound": bound,
+        "seconds": round(elapsed, 3),
+        "cpu_seconds": round(cpu, 3),
+        "pods_per_second": round(pods / elapsed),
+        "pods_per_cpu_second": round(pods / cpu),
+    }
 
 
 async def main() -> None:

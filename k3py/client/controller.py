@@ -18,6 +18,7 @@ import logging
 from collections.abc import Hashable
 
 from k3py.api.errors import ApiError
+from k3py.client.events import EventRecorder
 from k3py.client.informer import InformerFactory, Obj, object_key
 from k3py.client.interface import Client
 from k3py.client.workqueue import ShutDown, WorkQueue
@@ -31,12 +32,15 @@ class Controller:
     """Base class; see the module docstring."""
 
     name = "controller"
+    # source.component of the Events it records (upstream's names: "replicaset-controller"...)
+    component = ""
     workers = 2
 
     def __init__(self, client: Client, informers: InformerFactory) -> None:
         self.client = client
         self.informers = informers
         self.queue = WorkQueue(self.name)
+        self.recorder = EventRecorder(client, self.component or f"{self.name}-controller")
         self.reconciles = 0
         self.failures = 0
 
@@ -102,6 +106,7 @@ class Controller:
 
     async def run(self) -> None:
         """Run the workers until cancelled (informers are started and synced by the caller)."""
+        self.recorder.start()
         workers = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
                    for i in range(self.workers)]
         try:
@@ -111,3 +116,4 @@ class Controller:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            await self.recorder.stop()

@@ -60,8 +60,14 @@ class EventRecorder:
                 await self._task
             self._task = None
 
-    def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        """Report ``reason``/``message`` about ``obj`` ("Normal" or "Warning"); never blocks."""
+    def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str, *,
+               kind: str = "", api_version: str = "") -> None:
+        """Report ``reason``/``message`` about ``obj`` ("Normal" or "Warning"); never blocks.
+
+        ``kind``/``api_version`` fill in what list items lack (only watch events carry them).
+        """
+        if (kind and not obj.get("kind")) or (api_version and not obj.get("apiVersion")):
+            obj = {**obj, "kind": obj.get("kind") or kind, "apiVersion": obj.get("apiVersion") or api_version}
         try:
             self._queue.put_nowait((obj, event_type, reason, message))
         except asyncio.QueueFull:

@@ -49,6 +49,13 @@ def test_create_scale_and_rollout_status(sim: TestCluster) -> None:
     assert len(pods) == 3
     assert all(p["status"]["phase"] == "Running" and p["spec"]["nodeName"].startswith("simnode-") for p in pods)
     assert len({p["status"]["podIP"] for p in pods}) == 3
+    described = sim.wait_for(lambda: "ScalingReplicaSet" in (o := sim.kubectl("describe", "deployment", "web", "-n", ns).stdout) and o,
+                             what="ScalingReplicaSet event")
+    assert "Scaled up replica set web-" in described and "from 0 to 3" in described
+    rs_name = _items(sim, "rs", ns)[0]["metadata"]["name"]
+    described = sim.wait_for(lambda: "SuccessfulCreate" in (o := sim.kubectl("describe", "rs", rs_name, "-n", ns).stdout) and o,
+                             what="SuccessfulCreate event")
+    assert "Created pod: web-" in described
     sim.kubectl("scale", "deployment/web", "--replicas=5", "-n", ns)
     sim.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
     sim.wait_for(lambda: len(_items(sim, "pods", ns, "-l", "app=web")) == 5, what="5 pods")

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from k3py.api.errors import ApiError
 from k3py.api.meta import parse_rfc3339
 from k3py.client.controller import Controller
-from k3py.client.events import EventRecorder
 from k3py.client.informer import OWNER_UID_INDEX, InformerFactory, index_by_owner_uid
 from k3py.client.interface import CRONJOBS, JOBS, Client
 from k3py.server.controllers.common import (
@@ -89,20 +88,12 @@ class CronJobController(Controller):
         self.jobs = informers.informer(JOBS, {OWNER_UID_INDEX: index_by_owner_uid})
         self.cronjobs.add_handler(self.enqueue, lambda _o, n: self.enqueue(n))
         self.jobs.add_handler(self._job_changed, lambda _o, n: self._job_changed(n), self._job_changed)
-        self.recorder = EventRecorder(client, "cronjob-controller")
         self._reported_bad: set[str] = set()
 
     def _job_changed(self, job: Obj) -> None:
         ref = controller_ref(job)
         if ref is not None and ref.get("kind") == "CronJob":
             self.queue.add(f"{namespace_of(job)}/{ref.get('name')}")
-
-    async def run(self) -> None:
-        self.recorder.start()
-        try:
-            await super().run()
-        finally:
-            await self.recorder.stop()
 
     async def reconcile(self, key: Hashable) -> float | None:
         cached = self.cronjobs.cache.get(str(key))
@@ -128,7 +119,8 @@ class CronJobController(Controller):
         except CronError as e:
             if uid_of(cj) not in self._reported_bad:
                 self._reported_bad.add(uid_of(cj))
-                self.recorder.record(cj, "Warning", "UnparseableSchedule", f"unparseable schedule: {spec.get('schedule')!r} : {e}")
+                self.recorder.record(cj, "Warning", "UnparseableSchedule", f"unparseable schedule: {spec.get('schedule')!r} : {e}",
+                                     kind="CronJob", api_version="batch/v1")
             await self._write_status(cj, status, active)
             return None
 
@@ -162,7 +154,8 @@ class CronJobController(Controller):
                 try:
                     created = await self.client.create(JOBS, job, namespace_of(cj))
                     active.append(created)
-                    self.recorder.record(cj, "Normal", "SuccessfulCreate", f"Created job {name_of(created)}")
+                    self.recorder.record(cj, "Normal", "SuccessfulCreate", f"Created job {name_of(created)}",
+                                         kind="CronJob", api_version="batch/v1")
                 except ApiError as e:
                     if e.code != 409:  # already created for this time
                         raise

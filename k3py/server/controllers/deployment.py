@@ -325,6 +325,10 @@ class DeploymentController(Controller):
         rs["spec"]["replicas"] = new_rs_replicas(d, old_rs, rs)
         try:
             created = await self.client.create(REPLICASETS, rs, namespace_key(d))
+            if replicas_of(created):
+                self.recorder.record(d, "Normal", "ScalingReplicaSet",
+                                     f"Scaled up replica set {name_of(created)} from 0 to {replicas_of(created)}",
+                                     kind="Deployment", api_version="apps/v1")
         except ApiError as e:
             if e.code != 409:
                 raise
@@ -356,7 +360,14 @@ class DeploymentController(Controller):
         updated = {**rs, "metadata": {**meta(rs), "annotations": wanted}, "spec": {**(rs.get("spec") or {}), "replicas": replicas}}
         if int(updated["spec"].get("minReadySeconds") or 0) != int((d.get("spec") or {}).get("minReadySeconds") or 0):
             updated["spec"]["minReadySeconds"] = int((d.get("spec") or {}).get("minReadySeconds") or 0)
-        return await self.client.update(REPLICASETS, updated)
+        result = await self.client.update(REPLICASETS, updated)
+        before = replicas_of(rs)
+        if before != replicas:
+            direction = "up" if replicas > before else "down"
+            self.recorder.record(d, "Normal", "ScalingReplicaSet",
+                                 f"Scaled {direction} replica set {name_of(rs)} from {before} to {replicas}",
+                                 kind="Deployment", api_version="apps/v1")
+        return result
 
     async def _scale_paused(self, d: Obj, new_rs: Obj | None, old_rs: list[Obj]) -> None:
         """A paused deployment still follows spec.replicas: scale the active set(s)."""

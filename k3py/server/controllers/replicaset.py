@@ -101,6 +101,13 @@ def pod_from_template(owner: Obj, api_version: str, kind: str) -> Obj:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": dict(template.get("spec") or {})}
 
 
+def owner_of_deleted(pod: Obj, kind: str, api_version: str) -> Obj:
+    """A minimal owner object (from the pod's controller reference) to attach an event to."""
+    ref = controller_ref(pod) or {}
+    return {"kind": kind, "apiVersion": api_version,
+            "metadata": {"name": ref.get("name", ""), "namespace": meta(pod).get("namespace", ""), "uid": ref.get("uid", "")}}
+
+
 class PodOwnerController(Controller):
     """Shared claim/adopt/release logic for controllers that own pods by selector."""
 
@@ -210,7 +217,11 @@ class PodOwnerController(Controller):
             )
             errors = [r for r in results if isinstance(r, BaseException)]
             created += size
+            for r in results:
+                if isinstance(r, dict):
+                    self._event(owner, "Normal", "SuccessfulCreate", f"Created pod: {name_of(r)}")
             if errors:
+                self._event(owner, "Warning", "FailedCreate", f"Error creating: {getattr(errors[0], 'message', errors[0])}")
                 # Those pods will never be observed; lower the expectation for them and the rest.
                 for _ in range(len(errors) + count - created):
                     self.expectations.observed_add(key)
@@ -224,11 +235,18 @@ class PodOwnerController(Controller):
                                  preconditions={"uid": uid_of(p)}) for p in pods),
             return_exceptions=True,
         )
-        for r in results:
+        for pod, r in zip(pods, results, strict=True):
             if isinstance(r, BaseException):
                 self.expectations.observed_delete(key)
                 if not (isinstance(r, ApiError) and r.code in (404, 409)):
                     raise r
+            else:
+                self._event(owner_of_deleted(pod, self.owner_kind, self.owner_resource.api_version), "Normal",
+                            "SuccessfulDelete", f"Deleted pod: {name_of(pod)}")
+
+    def _event(self, owner: Obj, event_type: str, reason: str, message: str) -> None:
+        self.recorder.record(owner, event_type, reason, message, kind=self.owner_kind,
+                             api_version=self.owner_resource.api_version)
 
 
 class ReplicaSetController(PodOwnerController):

@@ -30,7 +30,6 @@ from typing import Any
 from k3py.api.errors import ApiError
 from k3py.api.meta import now_rfc3339
 from k3py.client.controller import Controller
-from k3py.client.events import EventRecorder
 from k3py.client.informer import InformerFactory, object_key
 from k3py.client.interface import NODES, PODS, Client
 from k3py.server.scheduler.nodeinfo import (
@@ -72,6 +71,7 @@ class Scheduler(Controller):
     """See the module docstring. One worker: decisions are serial, binds concurrent."""
 
     name = "scheduler"
+    component = SCHEDULER_NAME
     workers = 1
 
     def __init__(self, client: Client, informers: InformerFactory, percentage_of_nodes_to_score: int = 0) -> None:
@@ -88,7 +88,6 @@ class Scheduler(Controller):
         self._unschedulable: set[str] = set()
         self._binds = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
         self._bind_tasks: set[asyncio.Task[None]] = set()
-        self.recorder = EventRecorder(client, SCHEDULER_NAME)
         self.scheduled = 0
         self.node_informer = informers.informer(NODES)
         self.pod_informer = informers.informer(PODS)
@@ -272,10 +271,11 @@ class Scheduler(Controller):
         finally:
             self._binds.release()
         self.scheduled += 1
-        self.recorder.record(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node}")
+        self.recorder.record(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node}",
+                             kind="Pod", api_version="v1")
 
     async def _mark_unschedulable(self, pod: Obj, message: str) -> None:
-        self.recorder.record(pod, "Warning", "FailedScheduling", message)
+        self.recorder.record(pod, "Warning", "FailedScheduling", message, kind="Pod", api_version="v1")
         conditions = (pod.get("status") or {}).get("conditions") or []
         current = next((c for c in conditions if c.get("type") == "PodScheduled"), None)
         if current is not None and current.get("status") == "False" and current.get("message") == message:
@@ -292,14 +292,12 @@ class Scheduler(Controller):
                 raise
 
     async def run(self) -> None:
-        self.recorder.start()
         try:
             await super().run()
         finally:
             for task in list(self._bind_tasks):
                 task.cancel()
             await asyncio.gather(*self._bind_tasks, return_exceptions=True)
-            await self.recorder.stop()
 
 
 def _ready(node: Obj) -> bool:
