@@ -233,6 +233,11 @@ def test_never_a_traceback_for_garbage(cluster: TestCluster) -> None:
         ("GET", "/api/v1/namespaces/default/configmaps?labelSelector=%3D%3D%3D", None, "application/json"),
         ("GET", "/apis/nope/v1/things", None, "application/json"),
         ("DELETE", "/api/v1/namespaces/default/configmaps/x", b"[1,2", "application/json"),
+        ("DELETE", "/api/v1/namespaces/default/configmaps/x", b'{"preconditions":1,"gracePeriodSeconds":"x"}', "application/json"),
+        ("POST", "/api/v1/namespaces/default/configmaps", b'{"metadata":{"name":1}}', "application/json"),
+        ("POST", "/api/v1/namespaces/default/configmaps", b'{"metadata":{"name":"y","labels":[1]}}', "application/json"),
+        ("PATCH", "/api/v1/namespaces/default/services/kubernetes", b'{"metadata":true}', "application/apply-patch+yaml"),
+        ("PATCH", "/api/v1/namespaces/default/services/kubernetes", b'{"spec":{"ports":7}}', "application/strategic-merge-patch+json"),
     ):
         status, data, _ = cluster.request(method, path, body, {"Content-Type": ctype})
         assert 400 <= status < 500, (method, path, status, data)

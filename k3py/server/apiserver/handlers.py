@@ -497,6 +497,9 @@ class RestHandler:
                     result = fn(current)
                 except PatchError as e:
                     raise errors.ApiError(422, "Invalid", str(e)) from None
+                except (TypeError, AttributeError, ValueError, KeyError, IndexError) as e:
+                    # A patch whose values do not fit the object's shape: the client's mistake.
+                    raise errors.ApiError(422, "Invalid", f"the patch could not be applied: {e}") from None
                 if not isinstance(result, dict):
                     raise errors.bad_request("the patch did not produce an object")
                 return result
@@ -509,6 +512,8 @@ class RestHandler:
             return guarded(lambda cur: patch_module.apply_json_patch(cur, patch_doc))
         if not isinstance(patch_doc, dict):
             raise errors.bad_request("the patch must be a JSON object")
+        if content_type == codec.APPLY_PATCH_YAML and not isinstance(patch_doc.get("metadata", {}), dict):
+            raise errors.bad_request("json: cannot unmarshal into Go struct field .metadata of type v1.ObjectMeta")
         if content_type == codec.MERGE_PATCH:
             return guarded(lambda cur: patch_module.apply_merge_patch(cur, patch_doc))
         if content_type == codec.STRATEGIC_MERGE_PATCH:
@@ -574,7 +579,9 @@ class RestHandler:
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
             scale = new_scale(self._scale_of(info, current))
-            if not isinstance(scale, dict):
+            if not isinstance(scale, dict) or not isinstance(scale.get("spec") or {}, dict):
+                raise errors.bad_request("the body must be a Scale object")
+            if not isinstance(scale.get("metadata") or {}, dict):
                 raise errors.bad_request("the body must be a Scale object")
             replicas = (scale.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or replicas < 0:

@@ -98,10 +98,17 @@ class DeleteOptions:
         if not isinstance(body, dict):
             raise errors.bad_request("DeleteOptions must be an object")
         pre = body.get("preconditions") or {}
+        if not isinstance(pre, dict):
+            raise errors.bad_request(_decode_error("DeleteOptions.preconditions", pre, "v1.Preconditions"))
         grace = body.get("gracePeriodSeconds")
-        if grace is not None and not isinstance(grace, int):
-            raise errors.bad_request("gracePeriodSeconds must be an integer")
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
+            raise errors.bad_request(_decode_error("DeleteOptions.gracePeriodSeconds", grace, "int64"))
+        policy = body.get("propagationPolicy")
+        if policy is not None and not isinstance(policy, str):
+            raise errors.bad_request(_decode_error("DeleteOptions.propagationPolicy", policy, "v1.DeletionPropagation"))
         dry = body.get("dryRun") or []
+        if not isinstance(dry, list):
+            raise errors.bad_request(_decode_error("DeleteOptions.dryRun", dry, "[]string"))
         return cls(
             propagation_policy=body.get("propagationPolicy"),
             grace_period_seconds=grace,
@@ -152,6 +159,38 @@ def _encode(obj: dict[str, Any]) -> bytes:
 def _with_rv(obj: dict[str, Any], revision: int) -> dict[str, Any]:
     obj["metadata"]["resourceVersion"] = str(revision)
     return obj
+
+
+_JSON_TYPE_NAMES = {bool: "bool", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+_META_STRINGS = ("name", "generateName", "namespace", "resourceVersion", "uid", "creationTimestamp", "deletionTimestamp")
+
+
+def _decode_error(field_path: str, value: Any, go_type: str) -> str:
+    """Upstream's wording when a JSON value cannot become the Go field it is meant for."""
+    got = _JSON_TYPE_NAMES.get(type(value), "value")
+    return f"json: cannot unmarshal {got} into Go struct field {field_path} of type {go_type}"
+
+
+def _check_meta_types(meta: dict[str, Any]) -> None:
+    """The metadata fields the server itself reads must have their JSON types."""
+    for name in _META_STRINGS:
+        value = meta.get(name)
+        if value is not None and not isinstance(value, str):
+            raise errors.bad_request(_decode_error(f"ObjectMeta.metadata.{name}", value, "string"))
+    for name in ("labels", "annotations"):
+        value = meta.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise errors.bad_request(_decode_error(f"ObjectMeta.metadata.{name}", value, "map[string]string"))
+    for name in ("finalizers", "ownerReferences", "managedFields"):
+        value = meta.get(name)
+        if value is None:
+            continue
+        item_type = str if name == "finalizers" else dict
+        if not isinstance(value, list) or not all(isinstance(v, item_type) for v in value):
+            go = "[]string" if name == "finalizers" else f"[]v1.{name[0].upper()}{name[1:-1]}"
+            raise errors.bad_request(_decode_error(f"ObjectMeta.metadata.{name}", value, go))
 
 
 def _parse_rv(text: str, what: str = "resourceVersion") -> int:
@@ -241,7 +280,9 @@ class Registry:
         if meta is None:
             obj["metadata"] = {}
         elif not isinstance(meta, dict):
-            raise errors.bad_request("metadata must be an object")
+            raise errors.bad_request(_decode_error("metadata", meta, "ObjectMeta"))
+        else:
+            _check_meta_types(meta)
         return obj
 
     def _version_of(self, info: ResourceInfo, api_version: str, kind: Any) -> ResourceInfo | None:
