@@ -6,7 +6,8 @@ of the Lease acts. A candidate takes the Lease when it is absent, already its ow
 ``retry_period``; optimistic concurrency (the update carries the resourceVersion it read)
 makes two candidates racing for an expired lease end with one winner. A leader that cannot
 renew for ``renew_deadline`` stops leading — the ``lead`` coroutine is cancelled — before the
-lease can expire and another candidate take over.
+lease can expire and another candidate take over. On a clean shutdown ``release`` empties the
+holder so a restarted or standby server takes over at once.
 """
 
 from __future__ import annotations
@@ -105,6 +106,22 @@ class LeaderElector:
             if e.code in (404, 409):
                 return False
             raise
+
+    async def release(self) -> None:
+        """Give the lease up at once (clean shutdown), so a successor need not wait for expiry."""
+        try:
+            lease = await self.client.get(LEASES, self.name, self.namespace)
+        except ApiError:
+            return
+        spec = dict(lease.get("spec") or {})
+        if spec.get("holderIdentity") != self.identity:
+            return
+        stamp = now_rfc3339_micro()
+        spec.update({"holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": stamp, "acquireTime": stamp})
+        try:
+            await self.client.update(LEASES, {**lease, "spec": spec})
+        except ApiError as e:
+            log.info("releasing lease %s/%s failed: %s", self.namespace, self.name, e.message)
 
     async def _attempt(self) -> bool:
         try:

@@ -11,7 +11,8 @@ provides (HTTPS with the admin kubeconfig today, in-process later). It:
 4. runs the controllers under the ``kube-controller-manager`` Lease and the scheduler under
    the ``kube-scheduler`` Lease (several servers: one active of each), and the simulated
    nodes unconditionally (they are kubelets, not controllers);
-5. on ``stop``, cancels everything in reverse order and waits for it to finish.
+5. on ``stop``, cancels everything in reverse order, waits for it to finish and releases
+   the Leases so a restarted server leads again at once.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ async def run_control_plane(
 
     informers.start()
     runners: list[asyncio.Task[None]] = []
+    electors: list[LeaderElector] = []
     try:
         synced = asyncio.create_task(informers.wait_synced())
         stopped = asyncio.create_task(stop.wait())
@@ -128,6 +130,7 @@ async def run_control_plane(
             if not leader_election:
                 return asyncio.create_task(lead(), name=name)
             elector = LeaderElector(client, name, identity)
+            electors.append(elector)
             return asyncio.create_task(elector.run(lead), name=f"elect-{name}")
 
         if nodes is not None:
@@ -143,5 +146,8 @@ async def run_control_plane(
         for task in reversed(runners):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for elector in electors:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(elector.release(), 2)
         await informers.stop()
         log.info("control plane stopped")
