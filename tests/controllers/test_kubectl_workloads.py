@@ -299,3 +299,20 @@ def test_helm_install_and_upgrade_wait_for_rollouts(sim: TestCluster) -> None:
     assert pods
     history = sim.kubectl("rollout", "history", "deployment/site", "-n", ns).stdout
     assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
+
+
+def test_restart_keeps_workloads_without_duplicates(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with TestCluster(tmp_path_factory.mktemp("restart"), server_args=["--simulated-nodes", "2"]) as cluster:
+        cluster.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=3")
+        cluster.kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+        before = sorted(p["metadata"]["name"] for p in _items(cluster, "pods", "default", "-l", "app=web"))
+        cluster.stop()
+        cluster.start()
+        # The new control plane leads at once (the old one released its Leases) and adopts
+        # the existing pods rather than creating more.
+        cluster.kubectl("scale", "deployment/web", "--replicas=4")
+        cluster.kubectl("rollout", "status", "deployment/web", "--timeout=30s")
+        after = sorted(p["metadata"]["name"] for p in _items(cluster, "pods", "default", "-l", "app=web"))
+        assert len(after) == 4 and set(before) <= set(after)
+        nodes = cluster.kubectl("get", "nodes").stdout
+        assert nodes.count(" Ready ") == 2
