@@ -47,6 +47,7 @@ from collections.abc import Callable
 
 SOCKET_NAME = "supervisor.sock"
 POOL_SIZE = 2
+POOL_REFILL_IDLE = 0.02  # seconds without events before the zygote pool is refilled
 _PARTIAL_LIMIT = 16 * 1024  # a line longer than this is logged in P(artial) pieces
 _READ_SIZE = 65536
 
@@ -260,10 +261,15 @@ class Supervisor:
 
     def run(self) -> None:
         while not self.stopping:
+            # The pool is refilled only once we have been idle a moment: forking a zygote right
+            # after a start would compete for the CPU with the container we just started.
+            refill_due = len(self.pool) < POOL_SIZE
             try:
-                events = self.epoll.poll(1.0)
+                events = self.epoll.poll(POOL_REFILL_IDLE if refill_due else 1.0)
             except InterruptedError:
                 continue
+            if not events and refill_due:
+                self._guarded(self._refill_pool)
             for fd, mask in events:
                 handler = self.handlers.get(fd)
                 if handler is not None:
@@ -381,7 +387,6 @@ class Supervisor:
         container = Container(cid, bundle, config)
         self.containers[cid] = container
         self._reply(conn, self._start(container))
-        self._refill_pool()
 
     def _start(self, container: Container) -> dict:
         from k3py.runtime import containerinit
