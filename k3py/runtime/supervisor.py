@@ -10,11 +10,12 @@ modules), it daemonises (double fork + setsid) and then:
   descriptors ride along with SCM_RIGHTS: an exec's stdio) and gets JSON reply lines;
 - keeps two pre-forked "zygotes": each is pid 1 of a fresh pid namespace (we unshare the pid
   namespace around ``fork`` and ``setns`` back, so it is still our direct child) and has already
-  moved itself into a cgroup of its own, which costs a ~10 ms RCU grace period on cgroup v1.
-  At start we rename that cgroup to the container's, write the limits and hand the zygote the
-  config and stdio; it runs ``containerinit.become_container``. Without a usable zygote (cgroup
-  v2, or it died) we fork the same way on the spot. A CLOEXEC error pipe tells us whether the
-  ``execve`` happened or why set-up failed;
+  moved itself into a cgroup of its own. At start we rename that cgroup to the container's,
+  write the limits and hand the zygote the config and stdio; it runs
+  ``containerinit.become_container``. The fork and the cgroup move are off the start path
+  (a cgroup v2 move into ``cgroup.procs`` costs an RCU grace period, ~10 ms; see cgroups).
+  Without a usable zygote (cgroup v2 cannot rename, or it died) we fork the same way on the
+  spot. A CLOEXEC error pipe tells us whether the ``execve`` happened or why set-up failed;
 - reads the containers' stdout/stderr (pipes, or a pty master) and writes CRI log lines
   ``<RFC3339Nano> stdout|stderr F|P <text>``, rotating by size, and streams them to attached
   clients (framed; stdin and tty resizes flow back);
@@ -493,9 +494,9 @@ class Supervisor:
     def _refill_pool(self) -> None:
         """Keep ``POOL_SIZE`` zygotes waiting, each already in a cgroup of its own.
 
-        Moving a process into a cgroup v1 costs a synchronize_rcu (~10 ms here): the zygote pays
-        it ahead of time, and at start its cgroup directories are renamed to the container's.
-        Only cgroup v1 can rename cgroups, so on v2 containers join at start instead.
+        The zygote forks and joins its cgroup ahead of time; at start its cgroup directories
+        are renamed to the container's. Only cgroup v1 can rename cgroups, so on v2 containers
+        are forked and join at start instead.
         """
         from k3py.runtime.cgroups import Cgroup
 
@@ -544,7 +545,7 @@ class Supervisor:
         while self.pool and cg is not None and cg.renamable:
             zygote = self.pool.pop(0)
             try:
-                zygote.sock.settimeout(2.0)  # joining takes one RCU grace period, ~10 ms
+                zygote.sock.settimeout(2.0)  # a zygote forked a moment ago may still be joining
                 if zygote.sock.recv(16) != b"ready":
                     raise OSError("zygote died before it was ready")
                 zygote.sock.settimeout(None)
