@@ -75,18 +75,27 @@ def test_configmap_as_env_and_volume(agent_cluster) -> None:  # type: ignore[no-
     cluster, _node = agent_cluster
     cluster.kubectl("create", "configmap", "settings", "--from-literal=GREETING=hi there",
                     "--from-literal=color=blue")
+    cluster.kubectl("create", "secret", "generic", "creds", "--from-literal=password=s3cret")
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cm-reader"},
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cm-reader", "labels": {"app": "reader"}},
         "spec": {
             "restartPolicy": "Never",
             "containers": [{
                 "name": "main", "image": "busybox",
-                "command": ["sh", "-c", "echo env=$GREETING; echo file=$(cat /config/color); echo expanded=$(MSG)"],
-                "env": [{"name": "MSG", "value": "say $(GREETING)"}],
+                "command": ["sh", "-c", "echo env=$GREETING; echo file=$(cat /config/color); echo expanded=$(MSG); "
+                            "echo secret=$PASSWORD $(cat /creds/password) $(stat -L -c %a /creds/password); "
+                            "cat /info/labels"],
+                "env": [{"name": "MSG", "value": "say $(GREETING)"},
+                        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}],
                 "envFrom": [{"configMapRef": {"name": "settings"}}],
-                "volumeMounts": [{"name": "cfg", "mountPath": "/config"}],
+                "volumeMounts": [{"name": "cfg", "mountPath": "/config"},
+                                 {"name": "creds", "mountPath": "/creds"},
+                                 {"name": "info", "mountPath": "/info"}],
             }],
-            "volumes": [{"name": "cfg", "configMap": {"name": "settings"}}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "settings"}},
+                        {"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+                        {"name": "info", "downwardAPI": {"items": [
+                            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}],
         },
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
@@ -99,7 +108,9 @@ def test_configmap_as_env_and_volume(agent_cluster) -> None:  # type: ignore[no-
     wait_pod(cluster, "cm-reader", phase_is("Succeeded"), "Succeeded")
     code, body = kubelet_get(cluster, "/containerLogs/default/cm-reader/main")
     assert code == 200, body
-    assert body.decode().splitlines() == ["env=hi there", "file=blue", "expanded=say hi there"]
+    assert body.decode().splitlines() == [
+        "env=hi there", "file=blue", "expanded=say hi there", "secret=s3cret s3cret 400", 'app="reader"',
+    ]
 
 
 def test_logs_tail_timestamps_and_previous(agent_cluster) -> None:  # type: ignore[no-untyped-def]
@@ -242,8 +253,21 @@ def test_liveness_failure_restarts_and_oom_is_reported(agent_cluster) -> None:  
              "command": ["sh", "-c", "head -c 200m /dev/zero | tail"],
              "resources": {"limits": {"memory": "32Mi"}}}]}},
     ]
+    pods += [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+         "spec": {"restartPolicy": "Never", "containers": [{
+             "name": "main", "image": "busybox", "command": ["sh", "-c", script],
+             "terminationMessagePolicy": policy}]}}
+        for name, script, policy in (
+            ("lastwords", "echo goodbye > /dev/termination-log; exit 2", "File"),
+            ("fallback", "echo from the log; exit 1", "FallbackToLogsOnError"),
+        )
+    ]
     for pod in pods:
         cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    for name, message in (("lastwords", "goodbye\n"), ("fallback", "from the log\n")):
+        failed = wait_pod(cluster, name, phase_is("Failed"), "Failed")
+        assert failed["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == message
 
     def restarted(pod: dict) -> bool:
         statuses = pod.get("status", {}).get("containerStatuses") or []

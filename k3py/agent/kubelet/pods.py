@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -84,6 +85,7 @@ LABEL_INIT = "k3py.io/init-container"
 SANDBOX_SEPARATOR = "_"
 PLEG_PERIOD = 1.0
 IMAGE_BACKOFF_MAX = 300.0
+TERMINATION_MESSAGE_MAX = 4096
 ORPHAN_GRACE_SECONDS = 2.0  # the kubelet's minimum for pods that vanished from the API
 
 
@@ -111,6 +113,7 @@ class PodRecord:
     last_status: Obj | None = None
     init_failed: bool = False
     events_sent: set[str] = field(default_factory=set)
+    messages: dict[str, str] = field(default_factory=dict)  # container id -> termination message
 
 
 class PodManager:
@@ -568,6 +571,7 @@ class PodManager:
             retry = record.image_retry_at.get(name, 0.0) - time.monotonic()
             return max(1.0, retry) if record.waiting.get(name, ("",))[0] != "ErrImageNeverPull" else 30.0
         meta = pod["metadata"]
+        attempt = int(attempts[-1].labels.get(LABEL_ATTEMPT, "0")) + 1 if attempts else 0
         try:
             cm_names, secret_names = referenced_config(container)
             config_maps = await self._fetch_optional(CONFIGMAPS, meta["namespace"], cm_names)
@@ -580,12 +584,11 @@ class PodManager:
                                 service_env=self.service_env,
                                 node_allocatable=self.allocatable())
             command, args = command_and_args(container, env)
-            mounts = PodVolumes(self.pods_dir / record.uid).container_mounts(container, volume_paths, pod)
-        except (ContainerConfigError, VolumeError) as e:
+            mounts = PodVolumes(self.pods_dir / record.uid).container_mounts(container, volume_paths, pod, attempt)
+        except (ContainerConfigError, VolumeError, OSError) as e:
             record.waiting[name] = ("CreateContainerConfigError", str(e))
             self._event(pod, "Warning", "Failed", f"Error: {e}")
             return 10.0
-        attempt = int(attempts[-1].labels.get(LABEL_ATTEMPT, "0")) + 1 if attempts else 0
         security = container.get("securityContext") or {}
         pod_security = pod["spec"].get("securityContext") or {}
         user = ""
@@ -774,10 +777,10 @@ class PodManager:
             for container in spec.get("initContainers" if init else "containers") or []:
                 name = container["name"]
                 attempts = self._attempts(statuses, name, init)
-                current = attempts[-1] if attempts else None
-                previous = attempts[-2] if len(attempts) > 1 else None
+                current = self._with_message(record, container, attempts[-1]) if attempts else None
+                previous = self._with_message(record, container, attempts[-2]) if len(attempts) > 1 else None
                 reason, message = record.waiting.get(name, ("", ""))
-                if current is not None and current.state == "running" and reason not in ("",):
+                if current is not None and current.state == "running":
                     reason, message = "", ""
                 running = current is not None and current.state == "running"
                 started = running and self.probes.started(record.uid, name)
@@ -791,6 +794,27 @@ class PodManager:
                 ))
             result.append(views)
         return result[0], result[1]
+
+    def _with_message(self, record: PodRecord, container: Obj, status: ContainerStatus) -> ContainerStatus:
+        """The status with its termination message (the file the container wrote, or with
+        FallbackToLogsOnError the end of its log after a failure); read once per container."""
+        if status.state != "exited":
+            return status
+        message = record.messages.get(status.id)
+        if message is None:
+            message = ""
+            attempt = int(status.labels.get(LABEL_ATTEMPT, "0"))
+            path = PodVolumes(self.pods_dir / record.uid).termination_log(container["name"], attempt)
+            with contextlib.suppress(OSError):
+                with open(path, "rb") as handle:
+                    message = handle.read(TERMINATION_MESSAGE_MAX).decode(errors="replace")
+            if (not message and status.exit_code != 0
+                    and container.get("terminationMessagePolicy") == "FallbackToLogsOnError"):
+                message = _log_tail(status.log_path)
+            record.messages[status.id] = message
+        if not message:
+            return status
+        return dataclasses.replace(status, message=message)
 
     async def _write_status(self, pod: Obj, record: PodRecord) -> None:
         init_views, views = self._views(pod, record)
@@ -834,6 +858,23 @@ class PodManager:
     def container_attempts(self, uid: str, name: str) -> list[ContainerStatus]:
         statuses = self._refresh(uid)
         return self._attempts(statuses, name, False) or self._attempts(statuses, name, True)
+
+
+def _log_tail(log_path: str, lines: int = 80, limit: int = 2048) -> str:
+    """The last lines of a CRI log as plain text (FallbackToLogsOnError)."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            raw = handle.read()
+    except OSError:
+        return ""
+    text = []
+    for line in raw.splitlines()[-lines:]:
+        parts = line.split(b" ", 3)
+        if len(parts) == 4:
+            text.append(parts[3] + (b"\n" if parts[2] == b"F" else b""))
+    return b"".join(text)[-limit:].decode(errors="replace")
 
 
 def pods_dir_for(data_dir: Path) -> Path:

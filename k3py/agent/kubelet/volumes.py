@@ -302,8 +302,15 @@ class PodVolumes:
         ):
             _write_if_changed(self.etc_dir / name, content.encode(), 0o644)
 
-    def container_mounts(self, container: Obj, volume_paths: Mapping[str, str], pod: Obj) -> list[Mount]:
-        """The runtime mounts of one container: its volumeMounts plus the pod's /etc files."""
+    def termination_log(self, container_name: str, attempt: int) -> Path:
+        """The host file behind one container attempt's terminationMessagePath."""
+        return self.pod_dir / "containers" / f"{container_name}_{attempt}" / "termination-log"
+
+    def container_mounts(
+        self, container: Obj, volume_paths: Mapping[str, str], pod: Obj, attempt: int = 0
+    ) -> list[Mount]:
+        """The runtime mounts of one container: its volumeMounts, the pod's /etc files and the
+        termination message file of this attempt."""
         mounts: list[Mount] = []
         rendered = {
             v.get("name") for v in (pod.get("spec") or {}).get("volumes") or []
@@ -329,6 +336,13 @@ class PodVolumes:
             destination = f"/etc/{name}"
             if destination not in destinations:
                 mounts.append(Mount(destination=destination, source=str(self.etc_dir / name)))
+        message_path = container.get("terminationMessagePath") or "/dev/termination-log"
+        if message_path.startswith("/") and message_path not in destinations:
+            log_file = self.termination_log(container.get("name", ""), attempt)
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            log_file.touch()
+            log_file.chmod(0o666)  # any container user may write its last words
+            mounts.append(Mount(destination=message_path, source=str(log_file)))
         return mounts
 
     def remove(self) -> None:
