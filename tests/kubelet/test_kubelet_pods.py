@@ -298,3 +298,19 @@ def test_missing_image_reports_pull_errors(agent_cluster) -> None:  # type: igno
     cluster.kubectl("run", "never", "--image=not-imported:v1", "--image-pull-policy=Never", "--restart=Never")
     wait_pod(cluster, "never", lambda p: (p.get("status", {}).get("containerStatuses") or [{}])[0]
              .get("state", {}).get("waiting", {}).get("reason") == "ErrImageNeverPull", "ErrImageNeverPull")
+
+
+def test_attach_to_stdin_and_stdout(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echoer"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": "busybox", "stdin": True,
+            "command": ["sh", "-c", "while read line; do echo got:$line; done"]}]},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_pod(cluster, "echoer", phase_is("Running"), "Running")
+    frames = kubelet_websocket(cluster, "/attach/default/echoer/main?stdin=1&stdout=1&stderr=1",
+                               "v4.channel.k8s.io", send=[b"\x00hello\n", b"\x00again\n"],
+                               done=lambda frames: b"got:again" in b"".join(frames))
+    assert b"".join(f[1:] for f in frames if f[:1] == b"\x01") == b"got:hello\ngot:again\n"

@@ -6,8 +6,9 @@
   until the container has exited and the file has no more.
 - exec: a process in the container's namespaces and cgroup (``ContainerRuntime.exec``), its
   stdio pumped to the client streams by executor threads; terminal resizes are applied.
-- attach: the container's output from now on (followed from the log); stdin of a running
-  container cannot be reached through the runtime yet, so attaching with stdin is refused.
+- attach: the container's own stdio through the runtime's attach session: output as it is
+  produced, stdin when the container was created with ``stdin`` (closed after the client's
+  end of input when ``stdinOnce``), terminal resizes.
 - port-forward: a socket created inside the pod's network namespace (setns on a worker
   thread, then back) connects to 127.0.0.1:<port> there — what the kubelet does.
 """
@@ -249,13 +250,51 @@ class KubeletStreamingBackend(StreamingBackend):
                 session.resize(size.height, size.width)  # type: ignore[attr-defined]
 
     async def attach(self, pod: PodRef, container: str, streams: ExecStreams) -> None:
-        if streams.stdin is not None:
-            raise StreamingError("attaching to a container's stdin is not supported by this runtime yet")
-        await self._running(pod, container)
-        out = streams.stdout or streams.stderr
-        if out is None:
-            return
-        await self.logs(pod, container, LogOptions(follow=True, tail_lines=0), out)
+        cid = await self._running(pod, container)
+        spec = next((c for c in self._pod(pod)["spec"].get("containers") or [] if c.get("name") == container), {})
+        runtime = self.manager.runtime
+        try:
+            session = await self.manager.run_blocking(runtime.attach, cid)
+        except ContainerError as e:
+            raise StreamingError(str(e)) from None
+        finished = False
+
+        async def pump_in() -> None:
+            assert streams.stdin is not None
+            while data := await streams.stdin.read():
+                await self.manager.run_blocking(session.write, data)
+            if spec.get("stdinOnce"):
+                await self.manager.run_blocking(session.close_stdin)
+
+        def next_output() -> tuple[str, bytes] | bool | None:
+            # Short reads so this thread notices when the client has gone (``finished``).
+            while not finished:
+                try:
+                    return session.read(1.0)
+                except ContainerError:
+                    continue
+            return False
+
+        pumps: list[asyncio.Task[None]] = []
+        if streams.stdin is not None and session.stdin:
+            pumps.append(asyncio.create_task(pump_in()))
+        if streams.tty:
+            pumps.append(asyncio.create_task(self._resizes(streams, session)))
+        try:
+            while True:
+                item = await self.manager.run_blocking(next_output)
+                if not item:
+                    return  # the container exited
+                stream, data = item  # type: ignore[misc]
+                out = streams.stderr if stream == "stderr" and streams.stderr is not None else streams.stdout
+                if out is not None:
+                    await out.write(data)
+        finally:
+            finished = True
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            session.close()
 
     # ---- port-forward -----------------------------------------------------------------------
 
