@@ -262,8 +262,7 @@ class Supervisor:
 
     def run(self) -> None:
         while not self.stopping:
-            # The pool is refilled only once we have been idle a moment: forking a zygote right
-            # after a start would compete for the CPU with the container we just started.
+            # Also refilled after every start; this catches zygotes lost otherwise.
             refill_due = len(self.pool) < POOL_SIZE
             try:
                 events = self.epoll.poll(POOL_REFILL_IDLE if refill_due else 1.0)
@@ -388,6 +387,9 @@ class Supervisor:
         container = Container(cid, bundle, config)
         self.containers[cid] = container
         self._reply(conn, self._start(container))
+        # Refill now, not only when idle: back-to-back starts (a scaled-up Deployment) would
+        # otherwise all find the pool empty.
+        self._refill_pool()
 
     def _start(self, container: Container) -> dict:
         from k3py.runtime import containerinit
