@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from tests.kubelet.conftest import NODE, kubelet_get, kubelet_websocket, wait_pod
@@ -314,3 +315,13 @@ def test_attach_to_stdin_and_stdout(agent_cluster) -> None:  # type: ignore[no-u
                                "v4.channel.k8s.io", send=[b"\x00hello\n", b"\x00again\n"],
                                done=lambda frames: b"got:again" in b"".join(frames))
     assert b"".join(f[1:] for f in frames if f[:1] == b"\x01") == b"got:hello\ngot:again\n"
+
+
+def test_agent_command_rejects_bad_input_clearly(agent_cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    base = [sys.executable, "-m", "k3py", "agent", "--data-dir", str(tmp_path / "agent")]
+    plain = cluster.run([*base, "--server", "http://127.0.0.1:6443", "--token", "x"], check=False)
+    assert plain.returncode == 2 and "must be an https:// URL" in plain.stderr
+    wrong = cluster.run([*base, "--server", "https://127.0.0.1:6443", "--token", "wrong"], check=False)
+    assert wrong.returncode == 1 and "refused the token" in wrong.stderr
+    assert "Traceback" not in plain.stderr + wrong.stderr

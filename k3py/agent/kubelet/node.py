@@ -19,6 +19,7 @@ else the lowest free /24 of 10.42.0.0/16 among the nodes that exist is claimed h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -330,10 +331,16 @@ class NodeStatusReporter:
         """Heartbeat loop: lease and status every 10 s until ``stop``; errors are retried."""
         while not stop.is_set():
             try:
-                await self.renew_lease()
                 await self.report()
+                await self.renew_lease()
             except ApiError as e:
-                log.warning("node heartbeat failed: %s", e.message)
+                if e.code == 404:
+                    # Someone deleted our Node (kubectl delete node): register it again.
+                    log.warning("node %s was deleted; registering it again", self.identity.name)
+                    with contextlib.suppress(ApiError):
+                        await self.register()
+                else:
+                    log.warning("node heartbeat failed: %s", e.message)
             except OSError as e:
                 log.warning("node heartbeat failed: %s", e)
             try:
