@@ -86,7 +86,7 @@ async def test_deployment_pods_are_scheduled_and_run_on_simulated_nodes(cp: Runn
         per_node[p["spec"]["nodeName"]] = per_node.get(p["spec"]["nodeName"], 0) + 1
     assert per_node == {"simnode-1": 2, "simnode-2": 2, "simnode-3": 2}
     ips = [p["status"]["podIP"] for p in pods]
-    assert len(set(ips)) == 6 and all(ip.startswith("10.42.") and ip.count(".") == 3 for ip in ips)
+    assert len(set(ips)) == 6 and all(ip.startswith("100.65.") and ip.count(".") == 3 for ip in ips)
     d = await cp.until(lambda: (d := cp.get(DEPLOYMENTS, "default", "web"))["status"].get("availableReplicas") == 6 and d)
     assert d["status"]["readyReplicas"] == 6
     events = await cp.until(lambda: [e for e in cp.transport.all(EVENTS, "default") if e["reason"] == "Scheduled"])

@@ -5,8 +5,11 @@ status``, ``helm --wait``) without a container runtime. Each simulated node:
 
 - registers a Node (``simnode-<i>``; labels kubernetes.io/hostname, os, arch and
   ``node.k3py.io/simulated=true``; capacity = allocatable = 4 cpu, 8Gi memory, 110 pods,
-  unless configured otherwise; a Ready condition with kubelet's wording; a podCIDR) and keeps
-  it Ready;
+  unless configured otherwise; a Ready condition with kubelet's wording) and keeps it Ready.
+  Addresses come from 100.64.0.0/10 (node i: 100.64.x.y; its pods: the /24 at 100.65.0.0 + i),
+  never from the cluster's pod or service CIDRs, and the Node has no ``spec.podCIDR`` — so real
+  nodes never see a simulated pod's address as one of theirs, and the pod network never
+  installs routes towards a node that does not exist;
 - renews its Lease in ``kube-node-lease`` (the node heartbeat); with many nodes the renew
   interval stretches so heartbeats stay near 50 writes a second, and leaseDurationSeconds is
   four intervals;
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import re
 from collections.abc import Hashable
@@ -62,7 +66,12 @@ def node_name(prefix: str, index: int) -> str:
 
 
 def pod_cidr(index: int) -> str:
-    return f"10.{42 + index // 256}.{index % 256}.0/24"
+    """Node ``index``'s simulated pod range: a /24 counted up from 100.65.0.0."""
+    return str(ipaddress.ip_network("100.65.0.0/24").network_address + 256 * index) + "/24"
+
+
+def node_address(index: int) -> str:
+    return str(ipaddress.ip_address("100.64.0.0") + index)
 
 
 def node_object(name: str, index: int, shape: NodeShape) -> Obj:
@@ -92,12 +101,12 @@ def node_object(name: str, index: int, shape: NodeShape) -> Obj:
                 "node.k3py.io/simulated": "true",
             },
         },
-        "spec": {"podCIDR": pod_cidr(index), "podCIDRs": [pod_cidr(index)]},
+        "spec": {},
         "status": {
             "capacity": dict(resources),
             "allocatable": dict(resources),
             "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": f"10.{44 + index // 65536}.{index // 256 % 256}.{index % 256}"},
+            "addresses": [{"type": "InternalIP", "address": node_address(index)},
                           {"type": "Hostname", "address": name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {
@@ -227,7 +236,7 @@ class SimulatedNodes(Controller):
         ip = self._pod_ips.get(uid)
         if ip is None:
             node = pod["spec"]["nodeName"]
-            base = pod_cidr(self.node_names[node]).rsplit(".", 1)[0]  # "10.42.3"
+            base = pod_cidr(self.node_names[node]).rsplit(".", 1)[0]  # "100.65.3"
             n = self._ip_counters.get(node, 1) % 253 + 1  # .2 ... .254 (.1 is the gateway)
             self._ip_counters[node] = n
             ip = f"{base}.{n}"
@@ -307,7 +316,7 @@ class SimulatedNodes(Controller):
     def _base_status(self, pod: Obj) -> Obj:
         status = dict(pod.get("status") or {})
         node = pod["spec"]["nodeName"]
-        host_ip = f"10.{44 + self.node_names[node] // 65536}.{self.node_names[node] // 256 % 256}.{self.node_names[node] % 256}"
+        host_ip = node_address(self.node_names[node])
         ip = host_ip if (pod.get("spec") or {}).get("hostNetwork") else self._pod_ip(pod)
         status.update({"hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": ip, "podIPs": [{"ip": ip}],
                        "qosClass": status.get("qosClass") or _qos_class(pod)})
