@@ -65,7 +65,9 @@ def all_running(pod: dict[str, Any]) -> bool:
     return bool(statuses) and all("running" in (s.get("state") or {}) for s in statuses)
 
 
-async def measure(kubeconfig: Path, sequential: int, burst: int) -> dict[str, Any]:
+async def measure(
+    kubeconfig: Path, sequential: int, burst: int, runtime_dir: Path | None = None
+) -> dict[str, Any]:
     client = client_from_kubeconfig(kubeconfig)
     created_at: dict[str, float] = {}
     running_at: dict[str, float] = {}
@@ -112,6 +114,16 @@ async def measure(kubeconfig: Path, sequential: int, burst: int) -> dict[str, An
         # The node takes 110 pods: make room for the burst (the kubelet removes the containers).
         await asyncio.gather(*(client.delete(PODS, f"seq-{i}", "default", grace_period_seconds=0)
                                for i in range(sequential)))
+        if runtime_dir is not None:
+            # Let the node finish removing them, so the burst measures start-up alone.
+            from k3py.runtime.containers import ContainerRuntime
+
+            runtime = ContainerRuntime(runtime_dir)
+            deadline = time.perf_counter() + 60
+            while runtime.list_containers() or runtime.list_sandboxes():
+                if time.perf_counter() > deadline:
+                    raise TimeoutError("the node did not remove the sequential pods' containers")
+                await asyncio.sleep(0.2)
         names = [f"burst-{i}" for i in range(burst)]
         started = time.perf_counter()
         await asyncio.gather(*(create(n) for n in names))
@@ -177,7 +189,8 @@ def main() -> None:
             try:
                 node.start()
                 node.wait_node_ready()
-                results = cluster.in_netns(lambda: asyncio.run(measure(cluster.kubeconfig, args.sequential, args.burst)))
+                results = cluster.in_netns(lambda: asyncio.run(measure(
+                    cluster.kubeconfig, args.sequential, args.burst, agent_dir / "runtime")))
                 results["rss"] = k3py_rss(cluster, node)
                 results["goals"] = {
                     "sequential_p50_below_150ms": results["sequential"]["p50_ms"] < 150,
