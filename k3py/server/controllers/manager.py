@@ -38,6 +38,7 @@ from k3py.server.controllers.garbagecollector import GarbageCollector
 from k3py.server.controllers.job import JobController
 from k3py.server.controllers.namespace import NamespaceController
 from k3py.server.controllers.nodelifecycle import NodeLifecycleController
+from k3py.server.controllers.podgc import PodGarbageCollector
 from k3py.server.controllers.replicaset import ReplicaSetController
 from k3py.server.controllers.serviceaccount import ServiceAccountController
 from k3py.server.controllers.statefulset import StatefulSetController
@@ -56,6 +57,7 @@ CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     GarbageCollector,
     NamespaceController,
     NodeLifecycleController,
+    PodGarbageCollector,
     DisruptionController,
     ServiceAccountController,
     EndpointsController,
