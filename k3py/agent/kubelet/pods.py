@@ -17,6 +17,8 @@ level-triggered — it looks at the Pod and at the runtime and does the next ste
    ImagePullBackOff). An exited container is restarted per restartPolicy after the
    CrashLoopBackOff delay (10 s doubling to 5 min, reset after 10 min of running).
 4. The status (``status.pod_status``) is written whenever it differs from the last written.
+   Pods with ConfigMap/Secret volumes are synced again every minute, so the files follow
+   changes of those objects (published atomically, see ``volumes``).
 
 All runtime knowledge lives in the runtime (labels on containers, the pod uid in the sandbox
 name), so after a restart of k3py ``adopt`` rebuilds the index and running pods keep running
@@ -86,6 +88,7 @@ SANDBOX_SEPARATOR = "_"
 PLEG_PERIOD = 1.0
 IMAGE_BACKOFF_MAX = 300.0
 TERMINATION_MESSAGE_MAX = 4096
+VOLUME_RESYNC_SECONDS = 60.0
 ORPHAN_GRACE_SECONDS = 2.0  # the kubelet's minimum for pods that vanished from the API
 
 
@@ -323,6 +326,9 @@ class PodManager:
             record.start_time = now_rfc3339()
         requeue = await self._run_pod(pod, record)
         await self._write_status(pod, record)
+        if any(referenced_volume_config(pod)):
+            # ConfigMap and Secret volumes follow their objects: look again every minute.
+            requeue = min(requeue, VOLUME_RESYNC_SECONDS) if requeue is not None else VOLUME_RESYNC_SECONDS
         return requeue
 
     async def _run_pod(self, pod: Obj, record: PodRecord) -> float | None:
