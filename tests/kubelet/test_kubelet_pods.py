@@ -200,6 +200,17 @@ def test_exec_through_the_kubelet_websocket(agent_cluster) -> None:  # type: ign
     assert stdout == b"out\nexecme\n" and stderr == b"err\n"
     assert error["reason"] == "NonZeroExitCode"
     assert error["details"]["causes"][0]["message"] == "7"
+    # The pod's own /etc/hosts, /etc/hostname and /etc/resolv.conf, and the kubernetes Service env.
+    pod_ip = cluster.kubectl_json("get", "pod", "execme")["status"]["podIP"]
+    query = "&".join(["command=sh", "command=-c",
+                      "command=cat /etc/hostname /etc/hosts /etc/resolv.conf%3B echo $KUBERNETES_SERVICE_PORT",
+                      "stdout=1"])
+    frames = kubelet_websocket(cluster, f"/exec/default/execme/execme?{query}", "v4.channel.k8s.io")
+    text = b"".join(f[1:] for f in frames if f[:1] == b"\x01").decode()
+    assert text.startswith("execme\n")
+    assert f"{pod_ip}\texecme" in text
+    assert "nameserver 10.43.0.10" in text and "search default.svc.cluster.local" in text
+    assert text.rstrip().endswith("443")
 
 
 def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type: ignore[no-untyped-def]
