@@ -336,3 +336,30 @@ def test_agent_command_rejects_bad_input_clearly(agent_cluster, tmp_path) -> Non
     wrong = cluster.run([*base, "--server", "https://127.0.0.1:6443", "--token", "wrong"], check=False)
     assert wrong.returncode == 1 and "refused the token" in wrong.stderr
     assert "Traceback" not in plain.stderr + wrong.stderr
+
+
+def test_lifecycle_hooks_and_host_path(agent_cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    shared = tmp_path / "hooks"
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hooked"},
+        "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{
+                "name": "main", "image": "busybox",
+                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/hooks"}],
+                "lifecycle": {
+                    "postStart": {"exec": {"command": ["sh", "-c", "echo started > /hooks/post"]}},
+                    "preStop": {"exec": {"command": ["sh", "-c", "echo stopping > /hooks/pre"]}},
+                },
+            }],
+            "volumes": [{"name": "shared", "hostPath": {"path": str(shared), "type": "DirectoryOrCreate"}}],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_pod(cluster, "hooked", phase_is("Running"), "Running")
+    assert (shared / "post").read_text() == "started\n"
+    assert not (shared / "pre").exists()
+    cluster.kubectl("delete", "pod", "hooked", "--wait=true", timeout=60)
+    assert (shared / "pre").read_text() == "stopping\n"

@@ -89,6 +89,7 @@ PLEG_PERIOD = 1.0
 IMAGE_BACKOFF_MAX = 300.0
 TERMINATION_MESSAGE_MAX = 4096
 VOLUME_RESYNC_SECONDS = 60.0
+POST_START_TIMEOUT = 30.0
 ORPHAN_GRACE_SECONDS = 2.0  # the kubelet's minimum for pods that vanished from the API
 
 
@@ -651,6 +652,14 @@ class PodManager:
         else:
             record.waiting.pop(name, None)
             self._event(pod, "Normal", "Started", f"Started container {name}")
+            post_start = (container.get("lifecycle") or {}).get("postStart")
+            if post_start:
+                error = await self.run_hook(record, container, cid, post_start, POST_START_TIMEOUT)
+                if error is not None:
+                    # As the kubelet: a failed postStart hook kills the container (restartPolicy decides).
+                    self._event(pod, "Warning", "FailedPostStartHook", error)
+                    with contextlib.suppress(ContainerError):
+                        await self.run_blocking(self.runtime.kill_container, cid, signal.SIGKILL)
         self.containers[record.uid][cid] = await self.run_blocking(self.runtime.container_status, cid)
         # Keep the previous attempt (for logs --previous and lastState) and drop older ones.
         for old in attempts[:-1]:
@@ -660,6 +669,24 @@ class PodManager:
         if not init:
             self.probes.container_started(pod, container, cid)
         return None
+
+    async def run_hook(
+        self, record: PodRecord, container: Obj, cid: str, handler: Obj, timeout: float
+    ) -> str | None:
+        """Run a lifecycle hook (exec, httpGet, sleep); None on success, else what failed."""
+        if handler.get("sleep"):
+            await asyncio.sleep(float((handler["sleep"] or {}).get("seconds", 0)))
+            return None
+        probe = {key: handler[key] for key in ("exec", "httpGet", "tcpSocket") if handler.get(key)}
+        if not probe:
+            return "lifecycle hook has no handler"
+        probe["timeoutSeconds"] = max(1, int(timeout))
+        fake_pod = {"metadata": {"uid": record.uid}}
+        ok, message = await self.probes.check(fake_pod, container, cid, probe)
+        if ok:
+            return None
+        kind = "Exec" if "exec" in probe else "HTTP"
+        return f"{kind} lifecycle hook for Container \"{container.get('name')}\" failed: {message}"
 
     # ---- termination ------------------------------------------------------------------------
 
@@ -717,7 +744,25 @@ class PodManager:
         if pod is not None and running:
             for status in running:
                 self._event(pod, "Normal", "Killing", f"Stopping container {status.name}")
-        await asyncio.gather(*(self._stop_container(s.id, grace) for s in running))
+        specs = {
+            c.get("name"): c for c in ((pod or {}).get("spec") or {}).get("containers") or []
+        }
+        record = self.records.get(uid)
+
+        def pre_stop(status: ContainerStatus) -> Callable[[float], Awaitable[None]] | None:
+            container = specs.get(status.labels.get(LABEL_CONTAINER))
+            handler = ((container or {}).get("lifecycle") or {}).get("preStop")
+            if not handler or record is None or pod is None:
+                return None
+
+            async def run(timeout: float) -> None:
+                error = await self.run_hook(record, container, status.id, handler, timeout)  # type: ignore[arg-type]
+                if error is not None:
+                    self._event(pod, "Warning", "FailedPreStopHook", error)
+
+            return run
+
+        await asyncio.gather(*(self._stop_container(s.id, grace, pre_stop(s)) for s in running))
         for status in statuses.values():
             with contextlib.suppress(ContainerError):
                 await self.run_blocking(self.runtime.remove_container, status.id, True)
@@ -731,11 +776,17 @@ class PodManager:
                 await self.run_blocking(self.runtime.remove_sandbox, sandbox_id)
         await self.run_blocking(PodVolumes(self.pods_dir / uid).remove)
 
-    async def _stop_container(self, cid: str, grace: Callable[[], float]) -> None:
-        """SIGTERM, then SIGKILL once the grace period is over; polls without holding a thread."""
+    async def _stop_container(
+        self, cid: str, grace: Callable[[], float], pre_stop: Callable[[float], Awaitable[None]] | None = None
+    ) -> None:
+        """The preStop hook (within the grace period), SIGTERM, then SIGKILL once the grace period
+        is over; polls without holding a thread."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
+            if pre_stop is not None and grace() > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pre_stop(grace()), grace())
             if grace() > 0:
                 await self.run_blocking(self.runtime.kill_container, cid, signal.SIGTERM)
                 interval = 0.02
