@@ -7,15 +7,20 @@ serialises all work on one pod while different pods proceed in parallel; ``sync_
 level-triggered — it looks at the Pod and at the runtime and does the next steps:
 
 1. Pod gone from the API (force-deleted) or replaced by a new uid: its runtime leftovers are
-   killed and removed (``cleanup_orphans``).
-2. ``deletionTimestamp`` set: containers get SIGTERM, SIGKILL after the grace period; the
-   containers, sandbox, pod network and volumes are removed, then the Pod object is deleted
-   with gracePeriodSeconds=0 and a uid precondition.
+   killed (2 s grace, the kubelet's minimum) and removed (``cleanup_orphan``).
+2. ``deletionTimestamp`` set: the preStop hook runs, containers get SIGTERM, SIGKILL once the
+   grace period is over (a later, shorter delete shortens it); the containers, sandbox, pod
+   network and volumes are removed, then the Pod object is deleted with gracePeriodSeconds=0
+   and a uid precondition. Terminations run as their own tasks, so long grace periods never
+   hold the workers that start other pods.
 3. Otherwise: sandbox (net/ipc/uts namespaces) and pod network; volumes; init containers one
    by one; then every container. Images must be in the runtime's image store or are pulled
    with the runtime's registry client (Pulling/Pulled/Failed events, ErrImagePull then
-   ImagePullBackOff). An exited container is restarted per restartPolicy after the
-   CrashLoopBackOff delay (10 s doubling to 5 min, reset after 10 min of running).
+   ImagePullBackOff). A postStart hook runs right after a container starts (its failure kills
+   the container). An exited container is restarted per restartPolicy after the
+   CrashLoopBackOff delay (immediately, then 10 s doubling to 5 min; reset after 10 min of
+   running). Each attempt is a new runtime container labelled with its restart count; the
+   previous one is kept for ``logs --previous`` and ``lastState``.
 4. The status (``status.pod_status``) is written whenever it differs from the last written.
    Pods with ConfigMap/Secret volumes are synced again every minute, so the files follow
    changes of those objects (published atomically, see ``volumes``).
