@@ -275,8 +275,14 @@ def test_liveness_failure_restarts_and_oom_is_reported(agent_cluster) -> None:  
             ("fallback", "echo from the log; exit 1", "FallbackToLogsOnError"),
         )
     ]
+    pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "deadline"},
+                 "spec": {"activeDeadlineSeconds": 2, "terminationGracePeriodSeconds": 1,
+                          "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}})
     for pod in pods:
         cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    expired = wait_pod(cluster, "deadline", phase_is("Failed"), "Failed by its deadline", timeout=20)["status"]
+    assert expired["reason"] == "DeadlineExceeded"
+    assert "terminated" in expired["containerStatuses"][0]["state"]
     for name, message in (("lastwords", "goodbye\n"), ("fallback", "from the log\n")):
         failed = wait_pod(cluster, name, phase_is("Failed"), "Failed")
         assert failed["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == message

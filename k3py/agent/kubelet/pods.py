@@ -67,7 +67,7 @@ from k3py.agent.kubelet.volumes import (
 )
 from k3py.agent.network import NetworkError, PodNetwork, host_ports_of_pod, uses_pod_network
 from k3py.api.errors import ApiError
-from k3py.api.meta import now_rfc3339
+from k3py.api.meta import now_rfc3339, parse_rfc3339
 from k3py.client.events import EventRecorder
 from k3py.client.informer import Informer, object_key
 from k3py.client.interface import CONFIGMAPS, PODS, Client, Resource
@@ -123,6 +123,7 @@ class PodRecord:
     init_failed: bool = False
     events_sent: set[str] = field(default_factory=set)
     messages: dict[str, str] = field(default_factory=dict)  # container id -> termination message
+    failure: tuple[str, str] | None = None  # (reason, message) when the kubelet failed the pod
 
 
 class PodManager:
@@ -330,12 +331,43 @@ class PodManager:
             return None
         if not record.start_time:
             record.start_time = now_rfc3339()
+        deadline_left = self._deadline_left(pod, record)
+        if deadline_left is not None and deadline_left <= 0 and record.failure is None:
+            record.failure = ("DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
+            self._event(pod, "Normal", "DeadlineExceeded", record.failure[1])
+            self._start_kill(uid, key, lambda: self._stop_all(pod, record))
+            return None
+        if record.failure is not None:
+            await self._write_status(pod, record)  # the containers are stopped: report Failed
+            return None
         requeue = await self._run_pod(pod, record)
         await self._write_status(pod, record)
         if any(referenced_volume_config(pod)):
             # ConfigMap and Secret volumes follow their objects: look again every minute.
             requeue = min(requeue, VOLUME_RESYNC_SECONDS) if requeue is not None else VOLUME_RESYNC_SECONDS
+        if deadline_left is not None:
+            requeue = min(requeue, deadline_left) if requeue is not None else deadline_left
         return requeue
+
+    @staticmethod
+    def _deadline_left(pod: Obj, record: PodRecord) -> float | None:
+        """Seconds until ``activeDeadlineSeconds`` runs out (counted from startTime), or None."""
+        deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
+        if not deadline:
+            return None
+        started = parse_rfc3339(record.start_time).timestamp()
+        return started + float(deadline) - time.time()
+
+    async def _stop_all(self, pod: Obj, record: PodRecord) -> None:
+        """Stop (not remove) the pod's running containers with its grace period; then resync."""
+        self.probes.pod_removed(record.uid)
+        grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        statuses = await self.run_blocking(self._refresh, record.uid)
+        await asyncio.gather(*(
+            self._stop_container(s.id, lambda: grace) for s in statuses.values() if s.state == "running"
+        ))
+        await self.run_blocking(self._refresh, record.uid)
+        self.queue.add(record.key)
 
     async def _run_pod(self, pod: Obj, record: PodRecord) -> float | None:
         spec = pod.get("spec") or {}
@@ -883,6 +915,7 @@ class PodManager:
         status = pod_status(
             pod, init_views=init_views, views=views, pod_ip=record.pod_ip, host_ip=self.node_ip,
             start_time=record.start_time, sandbox_ready=bool(record.sandbox_id), init_failed=record.init_failed,
+            failure=record.failure,
         )
         status["qosClass"] = qos_class(pod)
         if status == record.last_status:

@@ -4,7 +4,8 @@ Pure: the pod manager gathers a ``ContainerView`` per container (the runtime's c
 previous container of that name, restart count, probe results, a waiting reason such as
 ``CrashLoopBackOff``) and ``pod_status`` turns them into the status kubectl and Helm read:
 
-- phase: Pending until the init containers have completed and every container has been
+- phase: Failed with a reason when the kubelet failed the pod (DeadlineExceeded); otherwise
+  Pending until the init containers have completed and every container has been
   started once; Succeeded when every container has exited 0 and none will restart; Failed
   when every container has exited, one of them non-zero, and restartPolicy Never keeps them
   down (or an init container failed under Never); Running otherwise.
@@ -151,11 +152,12 @@ def pod_status(
     start_time: str,
     sandbox_ready: bool,
     init_failed: bool = False,
+    failure: tuple[str, str] | None = None,
 ) -> Obj:
     """The full status object to write (see the module docstring)."""
     old = pod.get("status") or {}
     previous = {c.get("type"): c for c in old.get("conditions") or []}
-    phase = pod_phase(pod, init_views, views, init_failed)
+    phase = "Failed" if failure is not None else pod_phase(pod, init_views, views, init_failed)
     incomplete_init = [
         v.name for v in init_views if not (v.current and v.current.state == "exited" and v.current.exit_code == 0)
     ]
@@ -189,5 +191,7 @@ def pod_status(
         "containerStatuses": [container_status(v) for v in views],
         "initContainerStatuses": [container_status(v) for v in init_views] if init_views else None,
         "qosClass": old.get("qosClass"),
+        "reason": failure[0] if failure else None,
+        "message": failure[1] if failure else None,
     }
     return status
