@@ -126,3 +126,53 @@ def test_no_nodes_and_adaptive_sample_size() -> None:
     assert nodes_to_find(50) == 50
     assert nodes_to_find(5000) == 500  # 10% of 5,000, upstream's adaptive default
     assert nodes_to_find(1000) == 420
+
+
+def _anti(app: str, key: str = "kubernetes.io/hostname") -> dict[str, Any]:
+    return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": key}]}}
+
+
+def _labelled(name: str, labels: dict[str, str], **spec: Any) -> dict[str, Any]:
+    p = pod(**spec)
+    p["metadata"] = {"name": name, "namespace": "default", "labels": labels}
+    return p
+
+
+def _schedule(s: Scheduler, p: dict[str, Any]) -> str | None:
+    """One scheduling decision, accounted as the scheduler's assume step does."""
+    key = f"default/{p['metadata']['name']}"
+    s.pod_informer.cache.upsert(p)
+    node, _ = s.find_node(p)
+    if node is not None:
+        s._place(key, node, pod_requests(p), frozenset())
+    return node
+
+
+def test_required_anti_affinity_spreads_one_per_node_then_fails() -> None:
+    s = scheduler(node(1), node(2), node(3))
+    placed = [_schedule(s, _labelled(f"r{i}", {"app": "redis"}, affinity=_anti("redis"))) for i in range(3)]
+    assert sorted(placed) == ["n1", "n2", "n3"]
+    fourth = _labelled("r3", {"app": "redis"}, affinity=_anti("redis"))
+    assert _schedule(s, fourth) is None
+    _, reasons = s.find_node(fourth)
+    assert failure_summary(3, reasons) == "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+    # Symmetry: a pod without rules of its own but matching their term is kept away too.
+    assert _schedule(s, _labelled("plain", {"app": "redis"})) is None
+    assert _schedule(s, _labelled("other", {"app": "web"})) is not None
+
+
+def test_required_affinity_follows_the_group_and_first_member_may_start_it() -> None:
+    s = scheduler(node(1), node(2), node(3))
+    together = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "kubernetes.io/hostname"}]}}
+    first = _schedule(s, _labelled("c0", {"app": "cache"}, affinity=together))
+    assert first is not None  # matches its own term: allowed to start the group
+    for i in range(1, 4):
+        assert _schedule(s, _labelled(f"c{i}", {"app": "cache"}, affinity=together)) == first
+    follower = _labelled("web", {"app": "web"}, affinity=together)
+    assert _schedule(s, follower) == first
+    lonely = _labelled("x", {"app": "x"}, affinity={"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "nothing"}}, "topologyKey": "kubernetes.io/hostname"}]}})
+    _, reasons = s.find_node(lonely)
+    assert failure_summary(3, reasons) == "0/3 nodes are available: 3 node(s) didn't match pod affinity rules."

@@ -5,8 +5,9 @@ wording — the scheduler counts reasons across nodes into the ``FailedSchedulin
 (``0/3 nodes are available: 3 Insufficient cpu.``). Filters, in upstream's plugin order:
 node unschedulable, taints/tolerations (a NotReady node counts as tainted
 ``node.kubernetes.io/not-ready:NoSchedule``, as the node lifecycle controller would taint it),
-node affinity / nodeSelector, node ports, and resources (cpu, memory, ephemeral storage, extended, pod
-count) against allocatable minus what is already placed.
+node affinity / nodeSelector, node ports, resources (cpu, memory, ephemeral storage, extended, pod
+count) against allocatable minus what is already placed, and required inter-pod
+(anti-)affinity (:mod:`k3py.server.scheduler.podaffinity`).
 
 Scoring is least-allocated: the mean over cpu and memory of the free fraction after placing
 the pod, 0-100.
@@ -23,6 +24,7 @@ from k3py.server.scheduler.nodeinfo import (
     Requests,
     Taint,
 )
+from k3py.server.scheduler.podaffinity import PodAffinityRules
 
 Obj = dict[str, Any]
 
@@ -91,9 +93,10 @@ def matches_node_selector_terms(terms: list[Obj], node: NodeInfo) -> bool:
 class PodFacts:
     """What filtering needs from a pod, extracted once per scheduling attempt."""
 
-    __slots__ = ("node_selector", "plain", "ports", "requests", "required_terms", "tolerations")
+    __slots__ = ("node_selector", "plain", "pod_rules", "ports", "requests", "required_terms", "tolerations")
 
-    def __init__(self, pod: Obj, requests: Requests, ports: frozenset[tuple[str, str, int]]) -> None:
+    def __init__(self, pod: Obj, requests: Requests, ports: frozenset[tuple[str, str, int]],
+                 pod_rules: PodAffinityRules | None = None) -> None:
         spec = pod.get("spec") or {}
         self.node_selector: dict[str, str] = dict(spec.get("nodeSelector") or {})
         affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {})
@@ -103,8 +106,9 @@ class PodFacts:
         self.requests = requests
         self.ports = ports
         # Only cpu, memory and pod count can rule a plain_ok node out for a "plain" pod.
+        self.pod_rules = pod_rules
         self.plain = (not self.node_selector and self.required_terms is None and not ports
-                      and not requests.extended and not requests.ephemeral)
+                      and not requests.extended and not requests.ephemeral and pod_rules is None)
 
 
 def filter_node(facts: PodFacts, node: NodeInfo) -> list[str] | None:
@@ -138,7 +142,13 @@ def filter_node(facts: PodFacts, node: NodeInfo) -> list[str] | None:
     for name, value in req.extended:
         if node.req_extended.get(name, 0) + value > node.alloc_extended.get(name, 0):
             reasons.append(f"Insufficient {name}")
-    return reasons or None
+    if reasons:
+        return reasons
+    if facts.pod_rules is not None:
+        reason = facts.pod_rules.check(node.labels)
+        if reason is not None:
+            return [reason]
+    return None
 
 
 def least_allocated_score(req: Requests, node: NodeInfo) -> float:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 from k3py.api.errors import ApiError
@@ -39,6 +39,12 @@ from k3py.server.scheduler.nodeinfo import (
     Requests,
     pod_host_ports,
     pod_requests,
+)
+from k3py.server.scheduler.podaffinity import (
+    PodAffinityRules,
+    build_rules,
+    has_required_anti_affinity,
+    required_terms,
 )
 from k3py.server.scheduler.predicates import (
     PodFacts,
@@ -84,6 +90,7 @@ class Scheduler(Controller):
         # pod key -> (node, requests, ports) as accounted on that node
         self._placed: dict[str, tuple[str, Requests, frozenset[tuple[str, str, int]]]] = {}
         self._by_node: dict[str, set[str]] = {}
+        self._anti_holders: set[str] = set()  # placed pods with required anti-affinity
         self._assumed: set[str] = set()
         self._unschedulable: set[str] = set()
         self._binds = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
@@ -140,6 +147,9 @@ class Scheduler(Controller):
             self._place(key, node, pod_requests(pod), pod_host_ports(pod))
 
     def _place(self, key: str, node: str, req: Requests, ports: frozenset[tuple[str, str, int]]) -> None:
+        pod = self.pod_informer.cache.get(key)
+        if pod is not None and has_required_anti_affinity(pod):
+            self._anti_holders.add(key)
         info = self.nodes.get(node)
         if info is not None:
             info.add_pod(req, ports)
@@ -147,6 +157,7 @@ class Scheduler(Controller):
         self._by_node.setdefault(node, set()).add(key)
 
     def _unplace(self, key: str) -> None:
+        self._anti_holders.discard(key)
         placed = self._placed.pop(key, None)
         if placed is not None:
             info = self.nodes.get(placed[0])
@@ -199,7 +210,7 @@ class Scheduler(Controller):
         comparisons (no function calls) — everything else goes through :func:`filter_node`.
         """
         req = pod_requests(pod)
-        facts = PodFacts(pod, req, pod_host_ports(pod))
+        facts = PodFacts(pod, req, pod_host_ports(pod), self._pod_rules(pod))
         nodes = self._node_list
         total = len(nodes)
         want = nodes_to_find(total, self.percentage)
@@ -232,6 +243,24 @@ class Scheduler(Controller):
                 break
         self._next_start = start + checked
         return (best.name if best is not None else None), reasons
+
+    def _placed_pods(self, keys: Iterable[str]) -> list[tuple[Obj, dict[str, str]]]:
+        out = []
+        for key in keys:
+            placed = self._placed.get(key)
+            pod = self.pod_informer.cache.get(key)
+            info = self.nodes.get(placed[0]) if placed else None
+            if pod is not None and info is not None:
+                out.append((pod, info.labels))
+        return out
+
+    def _pod_rules(self, pod: Obj) -> PodAffinityRules | None:
+        """Inter-pod (anti-)affinity rules, or None (the common case, kept cheap)."""
+        own = bool(required_terms(pod, "podAntiAffinity") or required_terms(pod, "podAffinity"))
+        if not own and not self._anti_holders:
+            return None
+        placed = self._placed_pods(self._placed) if own else []
+        return build_rules(pod, placed, self._placed_pods(self._anti_holders))
 
     async def reconcile(self, key: Hashable) -> float | None:
         key = str(key)
