@@ -435,11 +435,16 @@ def test_stop_sends_term_then_kill(runtime: ContainerRuntime) -> None:
         ContainerSpec(
             name="trap",
             image="busybox",
-            command=["sh", "-c", "trap 'echo bye; exit 0' TERM; while true; do sleep 0.05; done"],
+            command=[
+                "sh",
+                "-c",
+                "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.05; done",
+            ],
         )
     )
     ignoring = runtime.run(ContainerSpec(name="sleep", image="busybox", command=["sleep", "60"]))
-    assert runtime.container_status(trapping).state == "running"
+    log = Path(runtime.container_status(trapping).log_path)
+    assert wait_for(lambda: "ready" in log.read_text())  # TERM before the trap would be ignored
     status = runtime.stop_container(trapping, timeout=10)
     assert (status.exit_code, status.reason) == (0, "Completed")
     start = time.monotonic()
