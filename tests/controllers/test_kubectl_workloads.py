@@ -316,3 +316,21 @@ def test_restart_keeps_workloads_without_duplicates(tmp_path_factory: pytest.Tem
         assert len(after) == 4 and set(before) <= set(after)
         nodes = cluster.kubectl("get", "nodes").stdout
         assert nodes.count(" Ready ") == 2
+
+
+def test_drain_moves_pods_off_a_cordoned_node(sim: TestCluster) -> None:
+    ns = _ns(sim, "drain")
+    sim.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=6", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
+    on_node = [p for p in _items(sim, "pods", ns, "-l", "app=web") if p["spec"]["nodeName"] == "simnode-1"]
+    assert on_node, "least-allocated spreading puts some pods on every node"
+    try:
+        out = sim.kubectl("drain", "simnode-1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s").stdout
+        assert "node/simnode-1 drained" in out
+        sim.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
+        pods = sim.wait_for(lambda: (ps := [p for p in _items(sim, "pods", ns, "-l", "app=web")
+                                            if not p["metadata"].get("deletionTimestamp")]) and len(ps) == 6 and ps,
+                            what="6 pods again")
+        assert all(p["spec"]["nodeName"] != "simnode-1" for p in pods)
+    finally:
+        sim.kubectl("uncordon", "simnode-1")
