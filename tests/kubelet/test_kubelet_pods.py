@@ -172,8 +172,22 @@ def test_sigterm_ends_pod_quickly(agent_cluster) -> None:  # type: ignore[no-unt
 def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster, node = agent_cluster
     cluster.kubectl("run", "survivor", "--image=busybox", "--", "sleep", "3600")
+    watched = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "watched"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": "busybox", "command": ["sh", "-c", "touch /tmp/alive; exec sleep 3600"],
+            "livenessProbe": {"exec": {"command": ["test", "-e", "/tmp/alive"]},
+                              "periodSeconds": 1, "failureThreshold": 1}}]},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(watched))
     before = wait_pod(cluster, "survivor", phase_is("Running"), "Running")["status"]
+    watched_id = wait_pod(cluster, "watched", phase_is("Running"), "Running")["status"][
+        "containerStatuses"][0]["containerID"].removeprefix("k3py://")
     node.stop()
+    # While the agent is away the container's liveness breaks: the restarted agent must probe again.
+    from k3py.runtime.containers import ContainerRuntime
+
+    assert ContainerRuntime(node.data_dir / "runtime").exec_sync(watched_id, ["rm", "/tmp/alive"]).exit_code == 0
     node.start()
     node.wait_node_ready()
     # A pod created while the agent was away and one created after it is back both start.
@@ -183,8 +197,11 @@ def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignor
     assert after["containerStatuses"][0]["containerID"] == before["containerStatuses"][0]["containerID"]
     assert after["containerStatuses"][0]["restartCount"] == 0
     assert after["podIP"] == before["podIP"] and after["startTime"] == before["startTime"]
+    wait_pod(cluster, "watched", lambda p: p["status"]["containerStatuses"][0]["restartCount"] >= 1,
+             "a liveness restart after the agent came back")
     # Deleting works for the adopted pod too.
-    cluster.kubectl("delete", "pod", "survivor", "newcomer", "--grace-period=1", "--wait=true", timeout=60)
+    cluster.kubectl("delete", "pod", "survivor", "newcomer", "watched", "--grace-period=1", "--wait=true",
+                    timeout=60)
 
 
 def test_exec_through_the_kubelet_websocket(agent_cluster) -> None:  # type: ignore[no-untyped-def]

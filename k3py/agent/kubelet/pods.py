@@ -418,6 +418,9 @@ class PodManager:
                 current = attempts[-1] if attempts else None
                 if current is not None and current.state in ("running", "created"):
                     record.waiting.pop(name, None)
+                    if current.state == "running":
+                        # Adopted after a restart of k3py: its probes start over.
+                        self.probes.ensure_running(pod, container, current.id)
                     continue
                 if current is not None and current.state == "exited":
                     restart = policy == "Always" or (policy == "OnFailure" and current.exit_code != 0)

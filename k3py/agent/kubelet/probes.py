@@ -81,6 +81,14 @@ class ProbeManager:
         self.states[key] = state
         state.task = asyncio.create_task(self._run(pod, container, state), name=f"probe-{uid}-{container['name']}")
 
+    def ensure_running(self, pod: Obj, container: Obj, cid: str) -> None:
+        """Start the probes of a running container that has none (adopted after a restart)."""
+        if not (container.get("startupProbe") or container.get("readinessProbe") or container.get("livenessProbe")):
+            return
+        state = self.states.get((pod["metadata"]["uid"], container["name"]))
+        if state is None or state.cid != cid:
+            self.container_started(pod, container, cid)
+
     def pod_removed(self, uid: str) -> None:
         for key in [k for k in self.states if k[0] == uid]:
             state = self.states.pop(key)
