@@ -74,6 +74,15 @@ def metadata(obj: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def section(obj: dict[str, Any], name: str) -> dict[str, Any]:
+    """``obj[name]`` as a dict, created when missing or null (``setdefault`` keeps a null)."""
+    value = obj.get(name)
+    if not isinstance(value, dict):
+        value = {}
+        obj[name] = value
+    return value
+
+
 def spec_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """True when anything but metadata and status differs: the rule that bumps generation."""
     keys = (set(old) | set(new)) - {"metadata", "status", "apiVersion", "kind"}

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from k3py.api import errors
+from k3py.api.meta import section
 from k3py.api.resources import ResourceInfo
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class ServiceAllocator:
         meta = new["metadata"]
         key = object_key(info, meta.get("namespace", ""), meta.get("name", ""))
         used_ips, used_ports = self._in_use(key)
-        spec = new.setdefault("spec", {})
+        spec = section(new, "spec")
         svc_type = spec.get("type") or "ClusterIP"
         name = meta.get("name", "")
         causes: list[dict[str, Any]] = []

@@ -28,6 +28,7 @@ import orjson
 from aiohttp import web
 
 from k3py.api import errors
+from k3py.api.meta import section
 from k3py.api.resources import ResourceInfo, ResourceTable
 from k3py.api.selectors import (
     SelectorError,
@@ -593,7 +594,7 @@ class RestHandler:
             rv = (scale.get("metadata") or {}).get("resourceVersion")
             if rv and rv != current["metadata"].get("resourceVersion"):
                 raise errors.conflict(info.plural, name, info.group)
-            current.setdefault("spec", {})["replicas"] = replicas
+            section(current, "spec")["replicas"] = replicas
             return current
 
         updated = await self.registry.guaranteed_update(info, namespace, name, mutate, opts)
@@ -605,18 +606,20 @@ class RestHandler:
         if not isinstance(binding, dict):
             raise errors.bad_request("the body must be a Binding")
         target = binding.get("target") or {}
+        if not isinstance(target, dict):
+            raise errors.bad_request("json: cannot unmarshal into Go struct field Binding.target of type v1.ObjectReference")
         node = target.get("name")
         if not node:
             raise errors.invalid("Binding", pod_name, [{"field": "target.name", "reason": "FieldValueRequired", "message": "Required value"}])
 
         def mutate(pod: dict[str, Any]) -> dict[str, Any]:
-            spec = pod.setdefault("spec", {})
+            spec = section(pod, "spec")
             if pod["metadata"].get("deletionTimestamp"):
                 raise errors.conflict("pods/binding", pod_name, "", f"pod {pod_name} is being deleted, cannot be assigned to a host")
             if spec.get("nodeName"):
                 raise errors.conflict("pods/binding", pod_name, "", f'pod {pod_name} is already assigned to node "{spec["nodeName"]}"')
             spec["nodeName"] = node
-            status = pod.setdefault("status", {})
+            status = section(pod, "status")
             conditions = [c for c in status.get("conditions") or () if c.get("type") != "PodScheduled"]
             conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
             status["conditions"] = conditions

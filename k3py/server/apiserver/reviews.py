@@ -47,6 +47,8 @@ def review(info: ResourceInfo, body: Any, user: dict[str, Any], token_valid: Any
     """The review object with its status filled in."""
     if not isinstance(body, dict):
         raise errors.bad_request(f"the body of the request must be a {info.kind} object")
+    if not isinstance(body.get("spec") or {}, dict) or not isinstance(body.get("metadata") or {}, dict):
+        raise errors.bad_request(f"json: cannot unmarshal into Go struct field {info.kind}.spec of type v1.{info.kind}Spec")
     result = {**body, "apiVersion": info.api_version, "kind": info.kind}
     result["metadata"] = {**(body.get("metadata") or {}), "creationTimestamp": None}
     if info.kind == "SelfSubjectReview":

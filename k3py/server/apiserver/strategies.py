@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from k3py.api import errors
+from k3py.api.meta import section
 from k3py.api.resources import BUILTIN_GROUP_ORDER, ResourceInfo
 
 # Kinds whose objects carry metadata.generation (those with a spec, plus every CRD: the registry
@@ -40,8 +42,26 @@ def tracks_generation(info: ResourceInfo) -> bool:
     return (info.group, info.kind) not in _NO_GENERATION_KINDS
 
 
+def _require_objects(info: ResourceInfo, obj: dict[str, Any], *fields: str) -> None:
+    """The top-level fields the server reads must be JSON objects (else a 400, not a crash).
+
+    Only for built-in kinds (a custom resource's schema decides its own shapes), and data /
+    stringData only where they are string maps (ConfigMap, Secret)."""
+    if info.group not in BUILTIN_GROUP_ORDER:
+        return
+    for name in fields:
+        if name in ("data", "stringData") and info.kind not in ("ConfigMap", "Secret"):
+            continue
+        value = obj.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise errors.bad_request(
+                f"json: cannot unmarshal {type(value).__name__} into Go struct field {info.kind}.{name} of type object"
+            )
+
+
 def prepare_for_create(info: ResourceInfo, obj: dict[str, Any]) -> None:
     """Reset what a client may not choose on create (in place)."""
+    _require_objects(info, obj, "spec", "status", "data", "stringData")
     key = (info.group, info.kind)
     if has_status_subresource(info) and key not in _STATUS_KEPT_ON_CREATE:
         if key == ("", "Pod"):
@@ -55,7 +75,7 @@ def prepare_for_create(info: ResourceInfo, obj: dict[str, Any]) -> None:
         else:
             obj.pop("status", None)  # custom resources start without a status
     if key == ("", "Namespace"):
-        spec = obj.setdefault("spec", {})
+        spec = section(obj, "spec")
         if not spec.get("finalizers"):
             spec["finalizers"] = ["kubernetes"]
     if key == ("", "Secret"):
@@ -64,6 +84,7 @@ def prepare_for_create(info: ResourceInfo, obj: dict[str, Any]) -> None:
 
 def prepare_for_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any]) -> None:
     """Main-resource update: the status stays as stored when the kind has a status subresource."""
+    _require_objects(info, new, "spec", "status", "data", "stringData")
     if has_status_subresource(info):
         if "status" in old:
             new["status"] = old["status"]
@@ -74,7 +95,7 @@ def prepare_for_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, A
         fold_string_data(new)
     if key == ("", "Namespace"):
         # Namespace finalizers are changed only through the /finalize subresource.
-        new.setdefault("spec", {})["finalizers"] = old.get("spec", {}).get("finalizers", [])
+        section(new, "spec")["finalizers"] = (old.get("spec") or {}).get("finalizers", [])
         new["status"] = old.get("status", {})
 
 
