@@ -27,3 +27,10 @@ def test_agent_without_server_flag_is_a_usage_error() -> None:
     result = run_k3py("agent")
     assert result.returncode == 2
     assert "--server" in result.stderr
+
+
+def test_image_commands_are_mounted() -> None:
+    result = run_k3py("image", "--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("import", "ls", "pull", "rm", "prune"):
+        assert command in result.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from k3py import KUBERNETES_VERSION, __version__
+from k3py.cli.image import image_app
 
 app = typer.Typer(
     name="k3py",
@@ -184,6 +185,9 @@ def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:
     tls_dir.mkdir(parents=True, exist_ok=True)
     pinned.write_text(ca)
     return pinned
+
+
+app.add_typer(image_app, name="image")
 
 
 def main() -> None:
