@@ -273,3 +273,26 @@ def test_delete_then_create_same_name_immediately(cluster: TestCluster) -> None:
         assert status == 201
         status, _ = cluster.request_json("DELETE", CM.format(ns=ns) + "/again")
         assert status == 200
+
+
+def test_wrong_typed_bodies_for_every_kind_are_client_errors(cluster: TestCluster) -> None:
+    _, core = cluster.request_json("GET", "/api/v1")
+    targets = [("v1", "/api/v1", r) for r in core["resources"]]
+    _, groups = cluster.request_json("GET", "/apis")
+    for group in groups["groups"]:
+        gv = group["preferredVersion"]["groupVersion"]
+        _, listing = cluster.request_json("GET", f"/apis/{gv}")
+        targets += [(gv, f"/apis/{gv}", r) for r in listing["resources"]]
+    checked = 0
+    for api_version, base, r in targets:
+        if "/" in r["name"] or "create" not in r["verbs"]:
+            continue
+        path = f"{base}/namespaces/default/{r['name']}" if r["namespaced"] else f"{base}/{r['name']}"
+        for field, value in (("spec", None), ("spec", 1), ("target", "x"), ("metadata", [])):
+            body = {"apiVersion": api_version, "kind": r["kind"], "metadata": {"name": "typed-fuzz"}, field: value}
+            status, answer = cluster.request_json("POST", path, body)
+            assert status < 500, (r["kind"], body, answer)
+            if status == 201:
+                cluster.request_json("DELETE", f"{path}/typed-fuzz")
+            checked += 1
+    assert checked > 150
