@@ -19,7 +19,7 @@ from collections.abc import Hashable
 
 from k3py.api.errors import ApiError
 from k3py.client.events import EventRecorder
-from k3py.client.informer import InformerFactory, Obj, object_key
+from k3py.client.informer import Informer, InformerFactory, Obj, object_key
 from k3py.client.interface import Client
 from k3py.client.workqueue import ShutDown, WorkQueue
 
@@ -104,8 +104,18 @@ class Controller:
             finally:
                 self.queue.done(key)
 
+    def own_informers(self) -> list[Informer]:
+        """The informers this controller reads (its Informer attributes)."""
+        return [v for v in vars(self).values() if isinstance(v, Informer)]
+
     async def run(self) -> None:
-        """Run the workers until cancelled (informers are started and synced by the caller)."""
+        """Run the workers until cancelled; they start once this controller's caches synced.
+
+        Acting on a cache that has not listed yet would be acting on an empty world (and,
+        say, create pods that exist); a resource the server fails to list holds back only
+        the controllers that read it.
+        """
+        await asyncio.gather(*(i.wait_synced() for i in self.own_informers()))
         self.recorder.start()
         workers = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
                    for i in range(self.workers)]

@@ -367,6 +367,10 @@ class InformerFactory:
     async def wait_synced(self) -> None:
         await asyncio.gather(*(i.wait_synced() for i in self._informers.values()))
 
+    def unsynced(self) -> list[str]:
+        """Resources whose informer has not completed its first list yet."""
+        return [r.plural for r, i in self._informers.items() if not i.synced.is_set()]
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -6,8 +6,9 @@ provides (HTTPS with the admin kubeconfig today, in-process later). It:
 
 1. makes sure ``kube-system`` exists (leader-election Leases live there);
 2. builds every component, which registers the informers it needs on one shared factory;
-3. starts the informers and waits until each has listed once (so no controller acts on an
-   empty cache and, say, creates pods that already exist);
+3. starts the informers and waits (up to 30 s, then warns) until each has listed once; every
+   controller also waits for its own caches, so none acts on an empty cache and, say,
+   creates pods that already exist;
 4. runs the controllers under the ``kube-controller-manager`` Lease and the scheduler under
    the ``kube-scheduler`` Lease (several servers: one active of each), and the simulated
    nodes unconditionally (they are kubelets, not controllers);
@@ -46,6 +47,8 @@ from k3py.server.scheduler.scheduler import Scheduler
 from k3py.server.simnodes.kubelet import SimulatedNodes
 
 log = logging.getLogger("k3py.controllers.manager")
+
+SYNC_WARNING_SECONDS = 30
 
 CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     ReplicaSetController,
@@ -121,12 +124,17 @@ async def run_control_plane(
     try:
         synced = asyncio.create_task(informers.wait_synced())
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({synced, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({synced, stopped}, return_when=asyncio.FIRST_COMPLETED, timeout=SYNC_WARNING_SECONDS)
         synced.cancel()
         stopped.cancel()
         if stop.is_set():
             return
-        log.info("control plane caches synced; starting %d controllers", len(controllers))
+        unsynced = informers.unsynced()
+        if unsynced:
+            # Each controller still waits for its own caches; the others go ahead.
+            log.warning("caches not synced after %ds: %s", SYNC_WARNING_SECONDS, ", ".join(unsynced))
+        else:
+            log.info("control plane caches synced; starting %d controllers", len(controllers))
 
         def elected(name: str, lead: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
             if not leader_election:
