@@ -163,7 +163,7 @@ async def run_node_agent(
         is_control_plane=config.is_control_plane, streaming_port=config.streaming_port or 10250,
         extra_labels=dict(config.node_labels),
     )
-    reporter = NodeStatusReporter(client, identity, health)
+    reporter = NodeStatusReporter(client, identity, health, runtime.images.list)
     agent = NodeAgent(runtime=runtime, reporter=reporter)
     tasks: list[asyncio.Task[None]] = []
     streaming = None

@@ -25,6 +25,8 @@ def test_node_registered_with_host_capacity_and_lease(agent_cluster) -> None:  #
     assert capacity["pods"] == "110"
     types = {c["type"]: c["status"] for c in node["status"]["conditions"]}
     assert types == {"MemoryPressure": "False", "DiskPressure": "False", "PIDPressure": "False", "Ready": "True"}
+    (image,) = node["status"]["images"]
+    assert "docker.io/library/busybox:latest" in image["names"] and image["sizeBytes"] > 0
     lease = cluster.kubectl_json("get", "lease", NODE, "-n", "kube-node-lease")
     assert lease["spec"]["holderIdentity"] == NODE
 
@@ -241,7 +243,7 @@ def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type:
             "containers": [{
                 "name": "httpd", "image": "busybox",
                 "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
-                "ports": [{"name": "http", "containerPort": 8080}],
+                "ports": [{"name": "http", "containerPort": 8080, "hostPort": 18080}],
                 "volumeMounts": [{"name": "www", "mountPath": "/www"}],
                 "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
                 "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
@@ -260,6 +262,18 @@ def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type:
     (init,) = status["initContainerStatuses"]
     assert init["state"]["terminated"]["reason"] == "Completed" and init["ready"] is True
     assert status["containerStatuses"][0]["started"] is True
+    # The hostPort reaches the pod from the node.
+    def fetch() -> bytes:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", 18080, timeout=10)
+        try:
+            conn.request("GET", "/index.html")
+            return conn.getresponse().read()
+        finally:
+            conn.close()
+
+    assert cluster.in_netns(fetch) == b"served-page\n"
     frames = kubelet_websocket(cluster, "/portForward/default/web?ports=8080", "v4.channel.k8s.io",
                                send=[b"\x00GET /index.html HTTP/1.0\r\n\r\n"],
                                done=lambda frames: b"served-page" in b"".join(frames))

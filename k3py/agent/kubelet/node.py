@@ -6,7 +6,8 @@ run left), then keeps two things fresh:
 - the Lease ``kube-node-lease/<node>`` renewed every 10 s (``leaseDurationSeconds`` 40): the
   heartbeat the node-lifecycle controller watches;
 - the Node status: capacity/allocatable measured from the host (cpu, memory,
-  ephemeral-storage of the data dir's filesystem, pods=110), addresses, nodeInfo, and the
+  ephemeral-storage of the data dir's filesystem, pods=110), addresses, nodeInfo, the images
+  in the runtime's store, and the
   conditions MemoryPressure / DiskPressure / PIDPressure measured against the kubelet's default
   hard-eviction thresholds (memory.available < 100Mi, nodefs.available < 10%, pids in use above
   90% of the host's limit) and Ready (the runtime answers and the pod network is up). The
@@ -194,7 +195,19 @@ def node_labels(identity: NodeIdentity) -> dict[str, str]:
     return labels
 
 
-def node_status(identity: NodeIdentity, conditions: list[Obj]) -> Obj:
+def node_images(images: list[Any]) -> list[Obj]:
+    """``status.images`` from the runtime's image store: names (with the digest form) and size."""
+    out = []
+    for image in sorted(images, key=lambda i: -i.size)[:50]:  # the kubelet reports at most 50
+        names = list(image.names)
+        for name in image.names:
+            repository = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+            names.append(f"{repository}@{image.manifest_digest}")
+        out.append({"names": list(dict.fromkeys(names)) or [image.id], "sizeBytes": image.size})
+    return out
+
+
+def node_status(identity: NodeIdentity, conditions: list[Obj], images: list[Any] = ()) -> Obj:  # type: ignore[assignment]
     capacity = host_capacity(identity.data_dir)
     uname = os.uname()
     return {
@@ -206,6 +219,7 @@ def node_status(identity: NodeIdentity, conditions: list[Obj]) -> Obj:
             {"type": "Hostname", "address": identity.name},
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": identity.streaming_port}},
+        "images": node_images(list(images)),
         "nodeInfo": {
             "machineID": _read_id("/etc/machine-id"),
             "systemUUID": _read_id("/sys/class/dmi/id/product_uuid") or _read_id("/etc/machine-id"),
@@ -225,11 +239,16 @@ class NodeStatusReporter:
     """Registers the Node, renews its Lease and reports its status; see the module docstring."""
 
     def __init__(
-        self, client: Client, identity: NodeIdentity, health: Callable[[], str | None]
+        self,
+        client: Client,
+        identity: NodeIdentity,
+        health: Callable[[], str | None],
+        images: Callable[[], list[Any]] = list,
     ) -> None:
         self.client = client
         self.identity = identity
         self.health = health  # None when healthy, else why the node is not ready
+        self.images = images  # the runtime's images, for status.images
         self.node: Obj | None = None
         self.registered = asyncio.Event()
         self._last_reported: Obj | None = None
@@ -278,7 +297,7 @@ class NodeStatusReporter:
         problem = self.health()
         previous = (self.node.get("status") or {}).get("conditions") or []
         conditions = build_conditions(pressures, problem is None, problem or "", previous)
-        status = await asyncio.to_thread(node_status, self.identity, conditions)
+        status = await asyncio.to_thread(lambda: node_status(self.identity, conditions, self.images()))
         comparable = {**status, "conditions": [{k: v for k, v in c.items() if k != "lastHeartbeatTime"} for c in conditions]}
         loop = asyncio.get_running_loop()
         if not force and comparable == self._last_reported and loop.time() - self._last_report_time < STATUS_FORCE_SECONDS:
