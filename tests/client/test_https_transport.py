@@ -142,3 +142,35 @@ def test_kubeconfig_errors_are_clear(tmp_path: Path) -> None:
     bad.write_text("apiVersion: v1\nkind: Config\ncurrent-context: x\ncontexts: []\n")
     with pytest.raises(KubeconfigError, match="no context named 'x'"):
         load_kubeconfig(bad)
+
+
+def test_subresources_scale_binding_eviction(server: TestCluster) -> None:
+    from k3py.client.interface import DEPLOYMENTS, NODES, PODS
+
+    async def body(c: Client) -> None:
+        await c.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "subres"}})
+        await c.create(DEPLOYMENTS, {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "d"}},
+                     "template": {"metadata": {"labels": {"app": "d"}},
+                                  "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}, "subres")
+        scale = await c.get_scale(DEPLOYMENTS, "d", "subres")
+        assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 1
+        await c.set_scale(DEPLOYMENTS, "d", "subres", 4)
+        assert (await c.get(DEPLOYMENTS, "d", "subres"))["spec"]["replicas"] == 4
+
+        # A pod no scheduler handles, bound by hand to a node registered by hand.
+        await c.create(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "manual-node"}})
+        pod = await c.create(PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                                    "spec": {"schedulerName": "nobody", "containers": [{"name": "c", "image": "nginx"}]}}, "subres")
+        await c.bind("subres", "p", "manual-node", pod["metadata"]["uid"])
+        assert (await c.get(PODS, "p", "subres"))["spec"]["nodeName"] == "manual-node"
+        with pytest.raises(ApiError) as err:
+            await c.bind("subres", "p", "manual-node")
+        assert err.value.code == 409
+        await c.evict("subres", "p", grace_period_seconds=0)
+        with pytest.raises(ApiError) as err:
+            await c.get(PODS, "p", "subres")
+        assert err.value.code == 404
+
+    run(server, body)
