@@ -296,3 +296,29 @@ def test_wrong_typed_bodies_for_every_kind_are_client_errors(cluster: TestCluste
                 cluster.request_json("DELETE", f"{path}/typed-fuzz")
             checked += 1
     assert checked > 150
+
+
+def test_crd_scale_subresource_follows_declared_paths(cluster: TestCluster) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "pools.example.com"},
+        "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "pools", "singular": "pool", "kind": "Pool"},
+            "versions": [{"name": "v1", "served": True, "storage": True,
+                          "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.size", "statusReplicasPath": ".status.size", "labelSelectorPath": ".status.selector"}},
+                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+        },
+    }  # fmt: skip
+    status, _ = cluster.request_json("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert status == 201
+    path = "/apis/example.com/v1/namespaces/default/pools"
+    cluster.wait_for(lambda: cluster.request_json("GET", path)[0] == 200, what="pools served")
+    status, _ = cluster.request_json("POST", path, {"apiVersion": "example.com/v1", "kind": "Pool", "metadata": {"name": "p"}, "spec": {"size": 1}})
+    assert status == 201
+    out = cluster.kubectl("scale", "pool", "p", "--replicas=4", "-n", "default").stdout
+    assert "pool.example.com/p scaled" in out
+    _, pool = cluster.request_json("GET", path + "/p")
+    assert pool["spec"]["size"] == 4
+    _, scale = cluster.request_json("GET", path + "/p/scale")
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 4

@@ -547,8 +547,29 @@ class RestHandler:
 
     # -- scale ------------------------------------------------------------------------------
 
+    def _scale_paths(self, info: ResourceInfo) -> tuple[str, str, str] | None:
+        """A CRD's declared (spec replicas, status replicas, label selector) paths, or None."""
+        scale = (self.registry.crd_version(info).get("subresources") or {}).get("scale")
+        if not isinstance(scale, dict):
+            return None
+        return (
+            scale.get("specReplicasPath") or ".spec.replicas",
+            scale.get("statusReplicasPath") or ".status.replicas",
+            scale.get("labelSelectorPath") or "",
+        )
+
     def _scale_of(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
+        scale_meta = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta}
+        paths = self._scale_paths(info)
+        if paths is not None:
+            spec_path, status_path, selector_path = paths
+            selector = _get_path(obj, selector_path) if selector_path else ""
+            return {
+                "kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": scale_meta,
+                "spec": {"replicas": _get_path(obj, spec_path) or 0},
+                "status": {"replicas": _get_path(obj, status_path) or 0, "selector": selector if isinstance(selector, str) else ""},
+            }  # fmt: skip
         spec = obj.get("spec") or {}
         status = obj.get("status") or {}
         selector = spec.get("selector") or {}
@@ -594,7 +615,8 @@ class RestHandler:
             rv = (scale.get("metadata") or {}).get("resourceVersion")
             if rv and rv != current["metadata"].get("resourceVersion"):
                 raise errors.conflict(info.plural, name, info.group)
-            section(current, "spec")["replicas"] = replicas
+            paths = self._scale_paths(info)
+            _set_path(current, paths[0] if paths else ".spec.replicas", replicas)
             return current
 
         updated = await self.registry.guaranteed_update(info, namespace, name, mutate, opts)
@@ -947,3 +969,19 @@ def _remove_path(obj: dict[str, Any], path: tuple[str, ...]) -> None:
             return
     if isinstance(node, dict):
         node.pop(path[-1], None)
+
+
+def _get_path(obj: Any, path: str) -> Any:
+    """The value at a simple JSON path such as ``.spec.replicas`` (None when absent)."""
+    for key in path.strip(".").split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _set_path(obj: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.strip(".").split(".")
+    for key in keys[:-1]:
+        obj = section(obj, key)
+    obj[keys[-1]] = value
