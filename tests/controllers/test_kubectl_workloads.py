@@ -334,3 +334,35 @@ def test_drain_moves_pods_off_a_cordoned_node(sim: TestCluster) -> None:
         assert all(p["spec"]["nodeName"] != "simnode-1" for p in pods)
     finally:
         sim.kubectl("uncordon", "simnode-1")
+
+
+WIDGET_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"""
+
+
+def test_custom_resource_owner_deletion_collects_dependents(sim: TestCluster) -> None:
+    ns = _ns(sim, "crowner")
+    sim.kubectl("apply", "-f", "-", input=WIDGET_CRD)
+    sim.wait_for(lambda: sim.kubectl("get", "widgets", "-n", ns, check=False).returncode == 0, what="CRD served")
+    sim.kubectl("apply", "-n", ns, "-f", "-", input="apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n")
+    uid = sim.kubectl_json("get", "widget", "w", "-n", ns)["metadata"]["uid"]
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owned", "ownerReferences": [
+        {"apiVersion": "example.com/v1", "kind": "Widget", "name": "w", "uid": uid}]}, "data": {"a": "1"}}
+    sim.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(cm))
+    sim.kubectl("delete", "widget", "w", "-n", ns)
+    sim.wait_for(lambda: sim.kubectl("get", "configmap", "owned", "-n", ns, check=False).returncode != 0,
+                 timeout=30, what="dependent of the deleted custom resource collected")

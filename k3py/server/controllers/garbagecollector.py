@@ -6,7 +6,9 @@ across them plus an owner-uid index per kind. Work items are ``(kind index, key,
 
 - ``dependent``: check each ownerReference of the object. An owner counts as present when an
   object with that uid is cached, or — for kinds it does not watch — when a GET of the owner
-  returns the same uid. When every owner is absent the dependent is deleted (Background, or
+  returns the same uid. Custom kinds (CRDs) are found by their plural's usual forms; a kind
+  that cannot be found keeps its dependents. Owners no informer watches send no delete
+  event, so dependents of live such owners are re-checked every 10 s. When every owner is absent the dependent is deleted (Background, or
   Foreground when an owner is itself being deleted in the foreground, so the whole subtree
   blocks it); when only some are, the dangling references are patched away.
 - ``owner``: an object being deleted (``deletionTimestamp``) with the ``orphan`` finalizer
@@ -56,6 +58,7 @@ WATCHED: tuple[Resource, ...] = (
     PODS, REPLICASETS, DEPLOYMENTS, DAEMONSETS, STATEFULSETS, CONTROLLERREVISIONS, JOBS, CRONJOBS,
     ENDPOINTSLICES, SERVICES, CONFIGMAPS,
 )
+UNWATCHED_OWNER_RECHECK = 10.0  # seconds between checks of owners no informer watches
 ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
 
@@ -82,6 +85,7 @@ class GarbageCollector(Controller):
         self.watched = watched
         self.informers_by_index: list[Informer] = []
         self.uids: dict[str, tuple[int, str]] = {}
+        self._custom_kinds: dict[tuple[str, str, str], Resource | None] = {}
         self._kind_index = {(r.api_version, r.kind): i for i, r in enumerate(watched)}
         for i, resource in enumerate(watched):
             informer = informers.informer(resource, {OWNER_UID_INDEX: index_by_owner_uid})
@@ -150,9 +154,13 @@ class GarbageCollector(Controller):
             resource = self.watched[self._kind_index[(api_version, ref.get("kind"))]]
         else:
             info = self.table.by_kind(group, version, str(ref.get("kind", "")))
-            if info is None:
-                return "present"  # unknown kind (e.g. a CRD): never collect on a guess
-            resource = Resource(info.group, info.version, info.plural, info.kind, info.namespaced)
+            if info is not None:
+                resource = Resource(info.group, info.version, info.plural, info.kind, info.namespaced)
+            else:
+                found = await self._resolve_custom_kind(group, version, str(ref.get("kind", "")), ref, namespace)
+                if found is None:
+                    return "present"  # a kind we cannot find: never collect on a guess
+                resource = found
         try:
             owner = await self.client.get(resource, str(ref.get("name", "")), namespace if resource.namespaced else "")
         except ApiError as e:
@@ -164,6 +172,33 @@ class GarbageCollector(Controller):
         if _meta(owner).get("deletionTimestamp") and FOREGROUND in _finalizers(owner):
             return "deleting-foreground"
         return "present"
+
+    async def _resolve_custom_kind(self, group: str, version: str, kind: str, ref: Obj, namespace: str) -> Resource | None:
+        """The resource of a kind outside the built-in table (a CRD), by its plural's usual forms.
+
+        A guess counts only when the server answers for it: the object itself, or a NotFound
+        naming that very object and resource — never a 404 for an unknown path.
+        """
+        cache_key = (group, version, kind)
+        known = self._custom_kinds.get(cache_key)
+        if known is not None:
+            return known
+        lower = kind.lower()
+        guesses = [lower + "s", lower + "es"]
+        if lower.endswith("y"):
+            guesses.insert(0, lower[:-1] + "ies")
+        name = str(ref.get("name", ""))
+        for plural in guesses:
+            resource = Resource(group, version, plural, kind, True)
+            try:
+                await self.client.get(resource, name, namespace)
+            except ApiError as e:
+                details = e.details or {}
+                if not (e.code == 404 and details.get("name") == name and details.get("kind") == plural):
+                    continue
+            self._custom_kinds[cache_key] = resource
+            return resource
+        return None  # not cached: the CRD may be installed later
 
     async def _process_dependent(self, index: int, obj: Obj) -> float | None:
         meta = _meta(obj)
@@ -178,7 +213,10 @@ class GarbageCollector(Controller):
             if dangling:
                 keep = [r for r, s in zip(refs, states, strict=True) if s != "absent"]
                 await self._patch(resource, obj, {"ownerReferences": keep})
-            return None
+            # Owners of kinds without an informer send no delete event: poll for them.
+            unwatched = any(self.uids.get(r.get("uid", "")) is None for r, st in zip(refs, states, strict=True)
+                            if st == "present")
+            return UNWATCHED_OWNER_RECHECK if unwatched else None
         policy = "Foreground" if "deleting-foreground" in states else "Background"
         log.debug("deleting %s %s: owners gone (%s)", resource.plural, object_key(obj), policy)
         try:
