@@ -116,6 +116,7 @@ class PodRecord:
     pod_ip: str = ""
     start_time: str = ""
     network_torn_down: bool = False
+    network_sandbox: str = ""  # the sandbox whose namespace the pod network was set up in
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)  # container -> (reason, message)
     image_failures: dict[str, int] = field(default_factory=dict)
     image_retry_at: dict[str, float] = field(default_factory=dict)
@@ -485,11 +486,14 @@ class PodManager:
             return
         if self.pod_network is None or not uses_pod_network(spec):
             return
-        if record.pod_ip and record.network_torn_down is False and self._network_known(uid):
+        if record.network_sandbox == sandbox_id:
             return
+        # Once per sandbox and agent run: setup is idempotent (an adopted pod keeps its address
+        # and veth) and repairs what is missing, e.g. after the host rebooted.
         netns_path = await self.run_blocking(self.sandbox_netns, sandbox_id)
         pod_ip = await self.run_blocking(self.pod_network.setup, uid, netns_path, host_ports_of_pod(spec))
         record.pod_ip = pod_ip.ip
+        record.network_sandbox = sandbox_id
         record.network_torn_down = False
 
     def sandbox_netns(self, sandbox_id: str) -> str:
@@ -513,13 +517,6 @@ class PodManager:
                 return path
             cached = self._supervisor_root = (pid, "" if same else f"/proc/{pid}/root")
         return cached[1] + path
-
-    def _network_known(self, uid: str) -> bool:
-        assert self.pod_network is not None
-        try:
-            return self.pod_network.address(uid) is not None
-        except (NetworkError, OSError):
-            return False
 
     async def _fetch_optional(self, resource: Resource, namespace: str, names: set[str]) -> dict[str, Obj | None]:
         found: dict[str, Obj | None] = {}
