@@ -194,6 +194,12 @@ def test_server_side_apply_creates_then_merges(cluster: TestCluster) -> None:
     del cm["data"]["a"]  # a field the applier stops applying is removed
     cluster.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=yaml.safe_dump(cm))
     assert cluster.kubectl_json("get", "cm", "s", "-n", ns)["data"] == {"b": "2"}
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"b": "other"}}
+    clash = cluster.kubectl("apply", "--server-side", "--field-manager=other", "-n", ns, "-f", "-", input=yaml.safe_dump(other), check=False)
+    assert clash.returncode == 1
+    assert 'Apply failed with 1 conflict: conflict with "kubectl": .data.b' in clash.stderr
+    cluster.kubectl("apply", "--server-side", "--field-manager=other", "--force-conflicts", "-n", ns, "-f", "-", input=yaml.safe_dump(other))
+    assert cluster.kubectl_json("get", "cm", "s", "-n", ns)["data"] == {"b": "other"}
 
 
 def test_diff_and_explain(cluster: TestCluster) -> None:

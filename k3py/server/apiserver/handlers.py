@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import importlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +27,9 @@ import orjson
 from aiohttp import web
 
 from k3py.api import errors
-from k3py.api.meta import section
+from k3py.api.apply import server_side_apply
+from k3py.api.meta import now_rfc3339, section
+from k3py.api.patch import PatchError
 from k3py.api.resources import ResourceInfo, ResourceTable
 from k3py.api.selectors import (
     SelectorError,
@@ -358,7 +359,10 @@ class RestHandler:
         manager = q.get("fieldManager", "")
         if len(manager) > 128:
             raise errors.invalid("", "", [{"field": "fieldManager", "reason": "FieldValueTooLong", "message": "Too long: may not be more than 128 bytes"}])
-        return WriteOptions(dry_run=_dry_run(q), field_manager=manager, field_validation=validation)
+        force = (q.get("force") or "").lower()
+        if force not in ("", "true", "false"):
+            raise errors.bad_request(f"invalid force: {q.get('force')!r}: must be true or false")
+        return WriteOptions(dry_run=_dry_run(q), field_manager=manager, field_validation=validation, force=force == "true")
 
     async def create(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         body = await self._read_body(request)
@@ -447,57 +451,50 @@ class RestHandler:
         if content_type not in codec.PATCH_TYPES:
             raise errors.ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
         patch_module = importlib.import_module("k3py.api.patch")
-        apply_fn = self._patch_function(info, content_type, patch_doc, patch_module, opts.field_manager)
+        apply_fn = self._patch_function(
+            info, content_type, patch_doc, patch_module, opts.field_manager, opts.force, subresource
+        )
         if subresource not in ("", "status"):
             raise errors.method_not_allowed()
 
-        def mutate(current: dict[str, Any]) -> dict[str, Any]:
-            result = apply_fn(current)
-            if content_type == codec.APPLY_PATCH_YAML:
-                self._record_apply_manager(result, opts.field_manager or "unknown", patch_doc)
-            return result
-
+        if content_type == codec.APPLY_PATCH_YAML:
+            opts.applied = True  # managedFields come from the apply itself
         try:
-            updated = await self.registry.guaranteed_update(info, namespace, name, mutate, opts, subresource)
+            updated = await self.registry.guaranteed_update(info, namespace, name, apply_fn, opts, subresource)
         except errors.ApiError as e:
             if e.code == 404 and content_type == codec.APPLY_PATCH_YAML and not subresource:
-                if not isinstance(patch_doc, dict):
-                    raise errors.bad_request("apply patch must be an object") from None
-                obj = copy.deepcopy(patch_doc)
-                obj.setdefault("metadata", {})["name"] = name
-                self._record_apply_manager(obj, opts.field_manager or "unknown")
+                applied = dict(patch_doc)
+                applied["metadata"] = {**(patch_doc.get("metadata") or {}), "name": name}
+                crd_schema = (self.registry.crd_version(info).get("schema") or {}).get("openAPIV3Schema")
+                try:
+                    obj = server_side_apply(
+                        None, applied, opts.field_manager or "unknown", group=info.group,
+                        version=info.version, kind=info.kind, now=now_rfc3339(), force=opts.force,
+                        schema=crd_schema if isinstance(crd_schema, dict) else None,
+                    )  # fmt: skip
+                except PatchError as pe:
+                    raise _patch_error(pe) from None
                 return await self.registry.create(info, namespace, obj, opts), True
             raise
         return updated, False
 
-    @staticmethod
-    def _record_apply_manager(obj: dict[str, Any], manager: str, applied: Any = None) -> None:
-        """Record the applier's fields in managedFields (the fields of its applied config)."""
-        meta = obj.setdefault("metadata", {})
-        entries = [e for e in meta.get("managedFields") or () if not (e.get("manager") == manager and e.get("operation") == "Apply")]
-        entries.append(
-            {
-                "manager": manager,
-                "operation": "Apply",
-                "apiVersion": obj.get("apiVersion", ""),
-                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "fieldsType": "FieldsV1",
-                "fieldsV1": _fields_v1(applied if isinstance(applied, dict) else obj),
-            }
-        )
-        meta["managedFields"] = entries
-
     def _patch_function(
-        self, info: ResourceInfo, content_type: str, patch_doc: Any, patch_module: Any, manager: str = ""
+        self,
+        info: ResourceInfo,
+        content_type: str,
+        patch_doc: Any,
+        patch_module: Any,
+        manager: str = "",
+        force: bool = False,
+        subresource: str = "",
     ) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        PatchError = patch_module.PatchError
 
         def guarded(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
             def run(current: dict[str, Any]) -> dict[str, Any]:
                 try:
                     result = fn(current)
                 except PatchError as e:
-                    raise errors.ApiError(422, "Invalid", str(e)) from None
+                    raise _patch_error(e) from None
                 except (TypeError, AttributeError, ValueError, KeyError, IndexError) as e:
                     # A patch whose values do not fit the object's shape: the client's mistake.
                     raise errors.ApiError(422, "Invalid", f"the patch could not be applied: {e}") from None
@@ -525,23 +522,16 @@ class RestHandler:
                     f"the body of the request was in an unknown format - accepted media types include: {codec.JSON_PATCH}, {codec.MERGE_PATCH}, {codec.APPLY_PATCH_YAML}",
                 )  # fmt: skip
             return guarded(lambda cur: patch_module.apply_strategic_merge_patch(cur, patch_doc, schema))
-        # Server-side apply, simplified: fields this manager applied before and no longer
-        # applies are removed, then the applied configuration is merged into the object.
-        # (Ownership conflicts between managers are not detected.)
-        schema = patch_module.patch_schema_for(info.group, info.version, info.kind)
+        # Server-side apply (k3py.api.apply): field ownership, conflicts, managedFields.
         applier = manager or "unknown"
+        crd_schema = (self.registry.crd_version(info).get("schema") or {}).get("openAPIV3Schema")
 
         def apply(cur: dict[str, Any]) -> dict[str, Any]:
-            doc = {k: v for k, v in patch_doc.items() if k not in ("status",)}
-            previous: dict[str, Any] = {}
-            for entry in (cur.get("metadata") or {}).get("managedFields") or ():
-                if entry.get("manager") == applier and entry.get("operation") == "Apply":
-                    previous = entry.get("fieldsV1") or {}
-            for path in _leaf_paths(previous) - _leaf_paths(_fields_v1(doc)):
-                _remove_path(cur, path)
-            if schema is not None:
-                return patch_module.apply_strategic_merge_patch(cur, doc, schema)
-            return patch_module.apply_merge_patch(cur, doc)
+            return server_side_apply(
+                cur, patch_doc, applier, group=info.group, version=info.version, kind=info.kind,
+                now=now_rfc3339(), force=force, subresource=subresource,
+                schema=crd_schema if isinstance(crd_schema, dict) else None,
+            )  # fmt: skip
 
         return guarded(apply)
 
@@ -927,50 +917,6 @@ class _EventEncoder:
         return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
 
 
-def _fields_v1(obj: dict[str, Any]) -> dict[str, Any]:
-    """A FieldsV1 set naming the fields present in an applied configuration (maps only)."""
-
-    def walk(value: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if isinstance(value, dict):
-            for k, v in value.items():
-                out[f"f:{k}"] = walk(v) if isinstance(v, dict) else {}
-        return out
-
-    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
-    meta = dict(body.get("metadata") or {})
-    for k in ("name", "namespace", "managedFields", "resourceVersion", "uid", "creationTimestamp"):
-        meta.pop(k, None)
-    body["metadata"] = meta
-    if not meta:
-        body.pop("metadata")
-    return walk(body)
-
-
-def _leaf_paths(fields: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
-    """The leaf field paths of a FieldsV1 set (only ``f:<name>`` map keys are followed)."""
-    out: set[tuple[str, ...]] = set()
-    for key, sub in fields.items():
-        if not key.startswith("f:"):
-            continue
-        path = (*prefix, key[2:])
-        if isinstance(sub, dict) and any(k.startswith("f:") for k in sub):
-            out |= _leaf_paths(sub, path)
-        else:
-            out.add(path)
-    return out
-
-
-def _remove_path(obj: dict[str, Any], path: tuple[str, ...]) -> None:
-    node: Any = obj
-    for key in path[:-1]:
-        node = node.get(key) if isinstance(node, dict) else None
-        if node is None:
-            return
-    if isinstance(node, dict):
-        node.pop(path[-1], None)
-
-
 def _get_path(obj: Any, path: str) -> Any:
     """The value at a simple JSON path such as ``.spec.replicas`` (None when absent)."""
     for key in path.strip(".").split("."):
@@ -985,3 +931,14 @@ def _set_path(obj: dict[str, Any], path: str, value: Any) -> None:
     for key in keys[:-1]:
         obj = section(obj, key)
     obj[keys[-1]] = value
+
+
+def _patch_error(e: Exception) -> errors.ApiError:
+    """A PatchError as the Status upstream answers (409 apply conflicts carry their causes)."""
+    code = getattr(e, "code", 422)
+    if code == 409:
+        causes = e.causes() if hasattr(e, "causes") else []
+        return errors.ApiError(409, "Conflict", str(e), {"causes": causes})
+    if code == 400:
+        return errors.bad_request(str(e))
+    return errors.ApiError(422, "Invalid", str(e))

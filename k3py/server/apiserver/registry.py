@@ -30,6 +30,7 @@ import orjson
 
 from k3py.api import errors
 from k3py.api import meta as objmeta
+from k3py.api.apply import track_update
 from k3py.api.conversion import convert_object
 from k3py.api.resources import BUILTIN_GROUP_ORDER, ResourceInfo, ResourceTable
 from k3py.server.apiserver import strategies
@@ -80,6 +81,8 @@ class WriteOptions:
     field_validation: str = ""  # "", "Ignore", "Warn" or "Strict" ("" checks nothing)
     duplicate_fields: list[str] = field(default_factory=list)  # found while decoding the body
     warnings: list[str] = field(default_factory=list)  # filled in: sent as Warning headers
+    force: bool = False  # server-side apply: take over fields other managers own
+    applied: bool = False  # the write is a server-side apply (it maintains managedFields itself)
 
 
 @dataclass
@@ -345,6 +348,18 @@ class Registry:
         opts.warnings.extend(f'duplicate field "{d}"' for d in duplicates)
         opts.duplicate_fields = []
 
+    def _track(
+        self, info: ResourceInfo, old: dict[str, Any] | None, new: dict[str, Any], opts: WriteOptions, subresource: str
+    ) -> None:
+        """managedFields: the named field manager now owns the fields this write set."""
+        if not opts.field_manager or opts.applied or subresource in ("finalize", "bind"):
+            return
+        schema = self._crd_schema(info) if info.group not in BUILTIN_GROUP_ORDER else None
+        track_update(
+            old, new, opts.field_manager, group=info.group, version=info.version, kind=info.kind,
+            now=objmeta.now_rfc3339(), subresource=subresource, schema=schema or None,
+        )  # fmt: skip
+
     def _validate(self, info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         causes = validate_object(info, obj, old)
         if causes:
@@ -504,6 +519,7 @@ class Registry:
         if not meta.get("finalizers"):
             meta.pop("finalizers", None)
         strategies.prepare_for_create(info, obj)
+        self._track(info, None, obj, opts, "")
         apply_defaults(info, obj)
         self._validate(info, obj, None)
         # The store decides whether the name is taken: the cache may not have seen a delete yet.
@@ -590,6 +606,7 @@ class Registry:
             new = self._prepare_update(info, desired, current, subresource)
             if new == current:
                 return current  # a no-op write keeps the resourceVersion, as upstream
+            self._track(info, current, new, opts, subresource)
             if subresource != "finalize":  # defaulting would put the "kubernetes" finalizer back
                 apply_defaults(info, new)
             self._validate(info, new, current)
