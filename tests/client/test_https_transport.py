@@ -154,6 +154,14 @@ def test_subresources_scale_binding_eviction(server: TestCluster) -> None:
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "d"}},
                      "template": {"metadata": {"labels": {"app": "d"}},
                                   "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}, "subres")
+        # Let the deployment controller finish its first writes: the server's PATCH of /scale
+        # does not yet retry internally when the object changes underneath (reported).
+        for _ in range(200):
+            d = await c.get(DEPLOYMENTS, "d", "subres")
+            if (d.get("status") or {}).get("observedGeneration") == d["metadata"]["generation"] and (
+                    d["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision"):
+                break
+            await asyncio.sleep(0.05)
         scale = await c.get_scale(DEPLOYMENTS, "d", "subres")
         assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 1
         await c.set_scale(DEPLOYMENTS, "d", "subres", 4)
