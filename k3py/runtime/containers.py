@@ -263,11 +263,13 @@ class ContainerRuntime:
             if reply is not None:
                 if reply.get("version") == supervisor_module.code_version():
                     return int(reply["pid"])
-                if reply.get("running"):
+                # With isolate_mounts the sandboxes' namespace files live in the supervisor's
+                # private mount namespace and would vanish with it.
+                busy = reply.get("running") or (self.isolate_mounts and self.list_sandboxes())
+                if busy:
                     log.warning(
-                        "supervisor %s runs other k3py code; kept while it owns %d containers",
+                        "supervisor %s runs other k3py code; kept while it has containers or sandboxes",
                         reply["pid"],
-                        len(reply["running"]),
                     )
                     return int(reply["pid"])
                 log.info("replacing idle supervisor %s, which runs other k3py code", reply["pid"])
