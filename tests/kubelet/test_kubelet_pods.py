@@ -177,8 +177,8 @@ def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignor
     watched = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "watched"},
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-            "name": "main", "image": "busybox", "command": ["sh", "-c", "touch /tmp/alive; exec sleep 3600"],
-            "livenessProbe": {"exec": {"command": ["test", "-e", "/tmp/alive"]},
+            "name": "main", "image": "busybox", "command": ["sleep", "3600"],
+            "livenessProbe": {"exec": {"command": ["test", "!", "-e", "/tmp/dead"]},
                               "periodSeconds": 1, "failureThreshold": 1}}]},
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(watched))
@@ -189,7 +189,7 @@ def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignor
     # While the agent is away the container's liveness breaks: the restarted agent must probe again.
     from k3py.runtime.containers import ContainerRuntime
 
-    assert ContainerRuntime(node.data_dir / "runtime").exec_sync(watched_id, ["rm", "/tmp/alive"]).exit_code == 0
+    assert ContainerRuntime(node.data_dir / "runtime").exec_sync(watched_id, ["touch", "/tmp/dead"]).exit_code == 0
     node.start()
     node.wait_node_ready()
     # A pod created while the agent was away and one created after it is back both start.
