@@ -168,7 +168,7 @@ def test_sigterm_ends_pod_quickly(agent_cluster) -> None:  # type: ignore[no-unt
     wait_pod(cluster, "polite", phase_is("Running"), "Running")
     started = time.monotonic()
     cluster.kubectl("delete", "pod", "polite", "--wait=true", timeout=60)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # far below the 30 s grace period: SIGTERM ended it
 
 
 def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignore[no-untyped-def]
