@@ -163,7 +163,7 @@ class PodManager:
         self._supervisor_root: tuple[int, str] | None = None  # (pid, prefix) for sandbox_netns
         self._kills: dict[str, asyncio.Task[None]] = {}  # uid -> its termination in progress
         self._tasks: list[asyncio.Task[Any]] = []
-        self.informer.add_handler(self._on_pod, lambda _old, new: self._on_pod(new), self._on_pod_deleted)
+        self.informer.add_handler(self._on_pod, self._on_pod_update, self._on_pod_deleted)
 
     # ---- plumbing ---------------------------------------------------------------------------
 
@@ -172,6 +172,12 @@ class PodManager:
 
     def _on_pod(self, pod: Obj) -> None:
         self.queue.add(object_key(pod))
+
+    def _on_pod_update(self, old: Obj, new: Obj) -> None:
+        # Status-only changes are (mostly) our own writes echoing back: nothing to do for them.
+        if old.get("spec") == new.get("spec") and _meta_without_versions(old) == _meta_without_versions(new):
+            return
+        self.queue.add(object_key(new))
 
     def _on_pod_deleted(self, pod: Obj) -> None:
         self.queue.add(object_key(pod))
@@ -953,6 +959,13 @@ class PodManager:
     def container_attempts(self, uid: str, name: str) -> list[ContainerStatus]:
         statuses = self._refresh(uid)
         return self._attempts(statuses, name, False) or self._attempts(statuses, name, True)
+
+
+def _meta_without_versions(obj: Obj) -> Obj:
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("resourceVersion", None)
+    meta.pop("managedFields", None)
+    return meta
 
 
 def _log_tail(log_path: str, lines: int = 80, limit: int = 2048) -> str:
