@@ -187,7 +187,10 @@ class HttpsTransport:
             async with self._get_session().get(
                 url,
                 params=dict(request.query),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
+                # A watch may be silent for long; but not past its own timeout: a connection
+                # that died without a FIN must not hang the informer forever.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout,
+                                              sock_read=_watch_read_timeout(request)),
             ) as response:
                 if response.status >= 400:
                     _decode(response.status, await response.read())
@@ -200,6 +203,16 @@ class HttpsTransport:
                         yield json.loads(line)
         except aiohttp.ClientError as e:
             raise ApiError(503, "ServiceUnavailable", f"watch {url} failed: {e}") from e
+        except TimeoutError as e:
+            raise ApiError(504, "Timeout", f"watch {url} went silent") from e
+
+
+def _watch_read_timeout(request: Request) -> float | None:
+    try:
+        seconds = float(request.query.get("timeoutSeconds", ""))
+    except ValueError:
+        return None
+    return seconds + 60.0
 
 
 def _decode(status: int, body: bytes) -> Any:
