@@ -225,9 +225,15 @@ class Registry:
             self.last_write_revision = revision
 
     async def _cache_is_current(self) -> bool:
-        if self.cache.revision >= self.last_write_revision:
+        """Whether a read from the cache is as fresh as a read from the store.
+
+        The store's current revision covers writes by other servers sharing the database
+        (PostgreSQL); with SQLite it is an in-memory number, so the check costs nothing.
+        """
+        wanted = max(self.last_write_revision, await self.store.current_revision())
+        if self.cache.revision >= wanted:
             return True
-        return await self.cache.wait_for(self.last_write_revision, CACHE_CATCH_UP_SECONDS)
+        return await self.cache.wait_for(wanted, CACHE_CATCH_UP_SECONDS)
 
     def _out(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
         """The object as this resource's version shows it (converted when stored in another)."""
