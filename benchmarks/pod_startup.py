@@ -165,11 +165,14 @@ def k3py_rss(cluster: TestCluster, node: AgentNode) -> dict[str, Any]:
     supervisor = psutil.Process(supervisor_pid) if supervisor_pid else None
     if supervisor is not None:
         own = supervisor.memory_info().rss
-        # Zygotes are the supervisor's python children that are not containers' processes yet.
-        zygotes = sum(
-            c.memory_info().rss for c in supervisor.children()
-            if c.name().startswith("python") and c.cmdline()[:1] and "supervisor" in " ".join(c.cmdline())
-        )
+        # Zygotes are forks of the supervisor (same command line) not yet turned into containers.
+        zygotes = 0
+        for child in supervisor.children():
+            try:
+                if any(part.endswith("supervisor.py") for part in child.cmdline()):
+                    zygotes += child.memory_info().rss
+            except psutil.Error:
+                continue
         result["supervisor_mib"] = round((own + zygotes) / (1 << 20), 1)
     result["total_mib"] = round(sum(v for k, v in result.items() if k.endswith("_mib")), 1)
     return result
