@@ -25,19 +25,21 @@ class OpenAPIRoutes:
     def __init__(self, table: ResourceTable) -> None:
         self.table = table
         self._generation = -1
-        self._cache: dict[str, bytes | None] = {}
+        # key -> (document, ETag), or None for a document that does not exist
+        self._cache: dict[str, tuple[bytes, str] | None] = {}
         try:
             self._module: Any = importlib.import_module("k3py.api.openapi")
         except ImportError:
             self._module = None
             log.warning("k3py.api.openapi is not available yet; /openapi answers 404")
 
-    def _cached(self, key: str, build: Any) -> bytes | None:
+    def _cached(self, key: str, build: Any) -> tuple[bytes, str] | None:
         if self._generation != self.table.generation:
             self._cache = {}
             self._generation = self.table.generation
         if key not in self._cache:
-            self._cache[key] = build()
+            body = build()
+            self._cache[key] = None if body is None else (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
         return self._cache[key]
 
     def serve(self, request: web.BaseRequest, segments: list[str]) -> web.Response:
@@ -47,20 +49,20 @@ class OpenAPIRoutes:
         content_type = "application/json"
         if segments == ["openapi", "v2"] and "protobuf" in request.headers.get("Accept", "") and hasattr(module, "openapi_v2_protobuf"):
             # kubectl <= 1.28 asks for the gnostic protobuf form first.
-            body = self._cached("v2pb", lambda: module.openapi_v2_protobuf(self.table))
+            found = self._cached("v2pb", lambda: module.openapi_v2_protobuf(self.table))
             content_type = importlib.import_module("k3py.api.openapi_v2_proto").CONTENT_TYPE
         elif segments == ["openapi", "v2"]:
-            body = self._cached("v2", lambda: module.openapi_v2(self.table))
+            found = self._cached("v2", lambda: module.openapi_v2(self.table))
         elif segments == ["openapi", "v3"]:
-            body = self._cached("v3", lambda: orjson.dumps(module.openapi_v3_index(self.table)))
+            found = self._cached("v3", lambda: orjson.dumps(module.openapi_v3_index(self.table)))
         elif len(segments) > 2 and segments[:2] == ["openapi", "v3"]:
             gv_path = "/".join(segments[2:])
-            body = self._cached(f"v3/{gv_path}", lambda: module.openapi_v3_document(self.table, gv_path))
+            found = self._cached(f"v3/{gv_path}", lambda: module.openapi_v3_document(self.table, gv_path))
         else:
-            body = None
-        if body is None:
+            found = None
+        if found is None:
             raise errors.not_found_path(request.path)
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        body, etag = found
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers={"ETag": etag})
         return web.Response(
