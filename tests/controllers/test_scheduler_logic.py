@@ -176,3 +176,36 @@ def test_required_affinity_follows_the_group_and_first_member_may_start_it() -> 
         {"labelSelector": {"matchLabels": {"app": "nothing"}}, "topologyKey": "kubernetes.io/hostname"}]}})
     _, reasons = s.find_node(lonely)
     assert failure_summary(3, reasons) == "0/3 nodes are available: 3 node(s) didn't match pod affinity rules."
+
+
+def _zoned(i: int, zone: str) -> dict[str, Any]:
+    return node(i, labels={"topology.kubernetes.io/zone": zone})
+
+
+def test_topology_spread_do_not_schedule_balances_zones() -> None:
+    s = scheduler(_zoned(1, "a"), _zoned(2, "a"), _zoned(3, "b"), node(4))  # n4 has no zone label
+    spread = [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+               "labelSelector": {"matchLabels": {"app": "web"}}}]
+    zones = []
+    for i in range(4):
+        placed = _schedule(s, _labelled(f"w{i}", {"app": "web"}, topologySpreadConstraints=spread))
+        assert placed is not None and placed != "n4", "nodes without the key are not eligible"
+        zones.append("a" if placed in ("n1", "n2") else "b")
+    assert sorted(zones) == ["a", "a", "b", "b"]
+    # Zone b's only node is now full: zone a may go one ahead (skew 1), then no further.
+    s.nodes["n3"].alloc_pods = s.nodes["n3"].pod_count
+    assert _schedule(s, _labelled("w4", {"app": "web"}, topologySpreadConstraints=spread)) in ("n1", "n2")
+    blocked = _labelled("w5", {"app": "web"}, topologySpreadConstraints=spread)
+    s.pod_informer.cache.upsert(blocked)
+    node_name, reasons = s.find_node(blocked)
+    assert node_name is None
+    assert failure_summary(4, reasons) == (
+        "0/4 nodes are available: 1 Too many pods, 1 node(s) didn't match pod topology spread constraints "
+        "(missing required label), 2 node(s) didn't match pod topology spread constraints.")
+
+
+def test_schedule_anyway_constraints_do_not_filter() -> None:
+    s = scheduler(_zoned(1, "a"), node(2))
+    soft = [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": {"app": "web"}}}]
+    assert all(_schedule(s, _labelled(f"s{i}", {"app": "web"}, topologySpreadConstraints=soft)) for i in range(4))

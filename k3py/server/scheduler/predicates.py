@@ -6,8 +6,9 @@ wording — the scheduler counts reasons across nodes into the ``FailedSchedulin
 node unschedulable, taints/tolerations (a NotReady node counts as tainted
 ``node.kubernetes.io/not-ready:NoSchedule``, as the node lifecycle controller would taint it),
 node affinity / nodeSelector, node ports, resources (cpu, memory, ephemeral storage, extended, pod
-count) against allocatable minus what is already placed, and required inter-pod
-(anti-)affinity (:mod:`k3py.server.scheduler.podaffinity`).
+count) against allocatable minus what is already placed, hard topology spread constraints
+(:mod:`k3py.server.scheduler.topologyspread`) and required inter-pod (anti-)affinity
+(:mod:`k3py.server.scheduler.podaffinity`).
 
 Scoring is least-allocated: the mean over cpu and memory of the free fraction after placing
 the pod, 0-100.
@@ -25,6 +26,7 @@ from k3py.server.scheduler.nodeinfo import (
     Taint,
 )
 from k3py.server.scheduler.podaffinity import PodAffinityRules
+from k3py.server.scheduler.topologyspread import SpreadRules
 
 Obj = dict[str, Any]
 
@@ -93,10 +95,11 @@ def matches_node_selector_terms(terms: list[Obj], node: NodeInfo) -> bool:
 class PodFacts:
     """What filtering needs from a pod, extracted once per scheduling attempt."""
 
-    __slots__ = ("node_selector", "plain", "pod_rules", "ports", "requests", "required_terms", "tolerations")
+    __slots__ = ("node_selector", "plain", "pod_rules", "ports", "requests", "required_terms",
+                 "spread_rules", "tolerations")
 
     def __init__(self, pod: Obj, requests: Requests, ports: frozenset[tuple[str, str, int]],
-                 pod_rules: PodAffinityRules | None = None) -> None:
+                 pod_rules: PodAffinityRules | None = None, spread_rules: SpreadRules | None = None) -> None:
         spec = pod.get("spec") or {}
         self.node_selector: dict[str, str] = dict(spec.get("nodeSelector") or {})
         affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {})
@@ -107,8 +110,10 @@ class PodFacts:
         self.ports = ports
         # Only cpu, memory and pod count can rule a plain_ok node out for a "plain" pod.
         self.pod_rules = pod_rules
+        self.spread_rules = spread_rules
         self.plain = (not self.node_selector and self.required_terms is None and not ports
-                      and not requests.extended and not requests.ephemeral and pod_rules is None)
+                      and not requests.extended and not requests.ephemeral and pod_rules is None
+                      and spread_rules is None)
 
 
 def filter_node(facts: PodFacts, node: NodeInfo) -> list[str] | None:
@@ -144,6 +149,10 @@ def filter_node(facts: PodFacts, node: NodeInfo) -> list[str] | None:
             reasons.append(f"Insufficient {name}")
     if reasons:
         return reasons
+    if facts.spread_rules is not None:
+        reason = facts.spread_rules.check(node.labels)
+        if reason is not None:
+            return [reason]
     if facts.pod_rules is not None:
         reason = facts.pod_rules.check(node.labels)
         if reason is not None:

@@ -50,8 +50,10 @@ from k3py.server.scheduler.predicates import (
     PodFacts,
     failure_summary,
     filter_node,
+    matches_node_selector_terms,
     nodes_to_find,
 )
+from k3py.server.scheduler.topologyspread import SpreadRules, build_spread_rules, hard_constraints
 
 log = logging.getLogger("k3py.scheduler")
 
@@ -210,7 +212,7 @@ class Scheduler(Controller):
         comparisons (no function calls) — everything else goes through :func:`filter_node`.
         """
         req = pod_requests(pod)
-        facts = PodFacts(pod, req, pod_host_ports(pod), self._pod_rules(pod))
+        facts = PodFacts(pod, req, pod_host_ports(pod), self._pod_rules(pod), self._spread_rules(pod))
         nodes = self._node_list
         total = len(nodes)
         want = nodes_to_find(total, self.percentage)
@@ -261,6 +263,26 @@ class Scheduler(Controller):
             return None
         placed = self._placed_pods(self._placed) if own else []
         return build_rules(pod, placed, self._placed_pods(self._anti_holders))
+
+    def _spread_rules(self, pod: Obj) -> SpreadRules | None:
+        if not hard_constraints(pod):
+            return None
+        affinity_only = PodFacts(pod, Requests(), frozenset())
+
+        def eligible(name: str) -> bool:
+            info = self.nodes.get(name)
+            if info is None:
+                return False
+            if affinity_only.node_selector and any(info.labels.get(k) != v for k, v in affinity_only.node_selector.items()):
+                return False
+            return affinity_only.required_terms is None or matches_node_selector_terms(affinity_only.required_terms, info)
+
+        placed = []
+        for key, (node, _req, _ports) in self._placed.items():
+            other = self.pod_informer.cache.get(key)
+            if other is not None:
+                placed.append((other, node))
+        return build_spread_rules(pod, ((n, i.labels) for n, i in self.nodes.items()), placed, eligible)
 
     async def reconcile(self, key: Hashable) -> float | None:
         key = str(key)
