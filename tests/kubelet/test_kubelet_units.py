@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 from pathlib import Path
 
@@ -193,3 +194,24 @@ def test_cri_log_rendering_joins_partials() -> None:
     assert lines == [b"hello\n", b"oops\n"]
     stamped = [text for _t, text in render_log_lines(raw, True)]
     assert stamped[0] == b"2024-01-01T00:00:00.000000001Z hello\n"
+
+
+def test_pull_secret_credentials_match_the_registry() -> None:
+    from k3py.agent.kubelet.pullsecrets import credentials_for
+
+    def secret(key: str, payload: dict) -> dict:
+        return {"data": {key: base64.b64encode(json.dumps(payload).encode()).decode()}}
+
+    hub = secret(".dockerconfigjson", {"auths": {"https://index.docker.io/v1/": {
+        "auth": base64.b64encode(b"hubuser:hubpass").decode()}}})
+    private = secret(".dockerconfigjson", {"auths": {"registry.example:5000": {
+        "username": "me", "password": "pw"}}})
+    legacy = secret(".dockercfg", {"legacy.example": {"auth": base64.b64encode(b"old:secret").decode()}})
+    found = credentials_for("busybox", [None, private, hub])
+    assert (found.username, found.password) == ("hubuser", "hubpass")
+    found = credentials_for("registry.example:5000/team/app:v1", [hub, private])
+    assert (found.username, found.password) == ("me", "pw")
+    found = credentials_for("legacy.example/app", [legacy])
+    assert (found.username, found.password) == ("old", "secret")
+    assert credentials_for("elsewhere.example/app", [hub, private, legacy]) is None
+    assert credentials_for("busybox", [{"data": {".dockerconfigjson": "not base64!"}}]) is None

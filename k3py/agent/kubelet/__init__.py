@@ -7,6 +7,7 @@
                 projected) and the /etc/hosts, /etc/hostname, /etc/resolv.conf files
     status      the Pod status (phase, conditions, containerStatuses) computed from runtime state
     probes      exec / httpGet / tcpSocket startup, liveness and readiness probes
+    pullsecrets registry credentials from imagePullSecrets
     pods        the pod manager: informer on this node's pods, one worker per pod at a time,
                 a PLEG-style relist of the runtime that notices container exits
     streaming   the StreamingBackend (logs, exec, attach, port-forward) over the runtime

@@ -15,7 +15,8 @@ level-triggered — it looks at the Pod and at the runtime and does the next ste
    hold the workers that start other pods.
 3. Otherwise: sandbox (net/ipc/uts namespaces) and pod network; volumes; init containers one
    by one; then every container. Images must be in the runtime's image store or are pulled
-   with the runtime's registry client (Pulling/Pulled/Failed events, ErrImagePull then
+   with the runtime's registry client, with the pod's imagePullSecrets (Pulling/Pulled/Failed
+   events, ErrImagePull then
    ImagePullBackOff). A postStart hook runs right after a container starts (its failure kills
    the container). An exited container is restarted per restartPolicy after the
    CrashLoopBackOff delay (immediately, then 10 s doubling to 5 min; reset after 10 min of
@@ -58,6 +59,7 @@ from k3py.agent.kubelet.podspec import (
     runtime_resources,
 )
 from k3py.agent.kubelet.probes import ProbeManager
+from k3py.agent.kubelet.pullsecrets import credentials_for
 from k3py.agent.kubelet.status import ContainerView, pod_status
 from k3py.agent.kubelet.volumes import (
     PodVolumes,
@@ -74,6 +76,7 @@ from k3py.client.interface import CONFIGMAPS, PODS, Client, Resource
 from k3py.client.workqueue import ShutDown, WorkQueue
 from k3py.runtime.containers import ContainerError, ContainerNotFound, ContainerRuntime
 from k3py.runtime.images import ImageError
+from k3py.runtime.registry import Credentials
 from k3py.runtime.spec import ContainerSpec, ContainerStatus, SandboxSpec
 
 log = logging.getLogger("k3py.kubelet")
@@ -577,8 +580,11 @@ class PodManager:
             return False
         self._event(pod, "Normal", "Pulling", f'Pulling image "{image}"')
         started = time.monotonic()
+        names = [ref.get("name", "") for ref in pod["spec"].get("imagePullSecrets") or [] if ref.get("name")]
+        found = await self._fetch_optional(SECRETS, pod["metadata"]["namespace"], set(names))
+        credentials = credentials_for(image, [found.get(n) for n in names])
         try:
-            await self.run_blocking(self._pull, image)
+            await self.run_blocking(self._pull, image, credentials)
         except (ImageError, OSError) as e:
             failures = record.image_failures.get(name, 0) + 1
             record.image_failures[name] = failures
@@ -600,10 +606,10 @@ class PodManager:
             return False
         return True
 
-    def _pull(self, image: str) -> None:
+    def _pull(self, image: str, credentials: Credentials | None) -> None:
         from k3py.runtime.registry import pull_image
 
-        pull_image(self.runtime.images, image)
+        pull_image(self.runtime.images, image, credentials=credentials)
 
     # ---- containers -------------------------------------------------------------------------
 
