@@ -366,3 +366,15 @@ def test_custom_resource_owner_deletion_collects_dependents(sim: TestCluster) ->
     sim.kubectl("delete", "widget", "w", "-n", ns)
     sim.wait_for(lambda: sim.kubectl("get", "configmap", "owned", "-n", ns, check=False).returncode != 0,
                  timeout=30, what="dependent of the deleted custom resource collected")
+
+
+def test_replication_controller_keeps_its_replicas(sim: TestCluster) -> None:
+    ns = _ns(sim, "rc")
+    rc = ("apiVersion: v1\nkind: ReplicationController\nmetadata: {name: old}\nspec:\n  replicas: 2\n"
+          "  template:\n    metadata: {labels: {app: old}}\n    spec:\n      containers: [{name: c, image: nginx}]\n")
+    sim.kubectl("apply", "-n", ns, "-f", "-", input=rc)
+    sim.wait_for(lambda: (r := sim.kubectl_json("get", "rc", "old", "-n", ns)).get("status", {}).get("readyReplicas") == 2 and r,
+                 what="2 ready replicas")
+    sim.kubectl("scale", "rc/old", "--replicas=3", "-n", ns)
+    sim.wait_for(lambda: len([p for p in _items(sim, "pods", ns, "-l", "app=old") if p["status"].get("phase") == "Running"]) == 3,
+                 what="3 running pods")

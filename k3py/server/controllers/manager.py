@@ -40,7 +40,7 @@ from k3py.server.controllers.job import JobController
 from k3py.server.controllers.namespace import NamespaceController
 from k3py.server.controllers.nodelifecycle import NodeLifecycleController
 from k3py.server.controllers.podgc import PodGarbageCollector
-from k3py.server.controllers.replicaset import ReplicaSetController
+from k3py.server.controllers.replicaset import ReplicaSetController, ReplicationControllerManager
 from k3py.server.controllers.serviceaccount import ServiceAccountController
 from k3py.server.controllers.statefulset import StatefulSetController
 from k3py.server.scheduler.scheduler import Scheduler
@@ -52,6 +52,7 @@ SYNC_WARNING_SECONDS = 30
 
 CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     ReplicaSetController,
+    ReplicationControllerManager,
     DeploymentController,
     JobController,
     CronJobController,

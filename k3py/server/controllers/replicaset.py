@@ -24,6 +24,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from k3py.api.errors import ApiError
+from k3py.api.selectors import LabelSelector, SelectorError, label_selector_from_dict
 from k3py.client.controller import Controller
 from k3py.client.informer import (
     ORPHAN_INDEX,
@@ -122,6 +123,10 @@ class PodOwnerController(Controller):
         self.owners.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self._owner_deleted)
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
 
+    def owner_selector(self, owner: Obj) -> LabelSelector | None:
+        """The owner's pod selector (a metav1.LabelSelector in ``spec.selector``)."""
+        return selector_of(owner)
+
     def _owner_deleted(self, obj: Obj) -> None:
         self.expectations.forget(object_key(obj))
         self.enqueue(obj)
@@ -135,7 +140,7 @@ class PodOwnerController(Controller):
     def _enqueue_matching_owners(self, pod: Obj) -> None:
         labels = meta(pod).get("labels") or {}
         for owner in self.owners.cache.list(meta(pod).get("namespace", "")):
-            sel = selector_of(owner)
+            sel = self.owner_selector(owner)
             if sel is not None and not sel.empty and sel.matches(labels):
                 self.enqueue(owner)
 
@@ -164,7 +169,7 @@ class PodOwnerController(Controller):
 
     async def claim_pods(self, owner: Obj) -> list[Obj]:
         """The pods ``owner`` controls after adopting matching orphans and releasing strays."""
-        sel = selector_of(owner)
+        sel = self.owner_selector(owner)
         owner_uid = uid_of(owner)
         namespace = meta(owner).get("namespace", "")
         claimed: list[Obj] = []
@@ -306,8 +311,33 @@ class ReplicaSetController(PodOwnerController):
         })
         if status != old_status:
             try:
-                await self.client.update_status(REPLICASETS, {**rs, "status": status})
+                await self.client.update_status(self.owner_resource, {**rs, "status": status})
             except ApiError as e:
                 if e.code != 404:
                     raise
         return None if next_check is None else next_check + 0.05
+
+
+RC = Resource("", "v1", "replicationcontrollers", "ReplicationController")
+
+
+class ReplicationControllerManager(ReplicaSetController):
+    """ReplicationControllers: ReplicaSets whose ``spec.selector`` is a plain label map.
+
+    An RC without a selector selects its template's labels (the API server defaults that too).
+    """
+
+    name = "replicationcontroller"
+    component = "replication-controller"
+    owner_resource = RC
+    owner_kind = "ReplicationController"
+
+    def owner_selector(self, owner: Obj) -> LabelSelector | None:
+        spec = owner.get("spec") or {}
+        labels = spec.get("selector") or ((spec.get("template") or {}).get("metadata") or {}).get("labels")
+        if not labels:
+            return None
+        try:
+            return label_selector_from_dict({"matchLabels": labels})
+        except SelectorError:
+            return None
