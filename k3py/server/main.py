@@ -93,7 +93,10 @@ async def run_server(config: ServerConfig, stop: asyncio.Event | None = None) ->
         crds = CRDRegistrar(registry)
         crds.start()
         advertise_ip = _advertise_ip(config.bind_address)
-        apiserver = ApiServer(registry, table, token, f"{advertise_ip}:{config.https_listen_port}")
+        apiserver = ApiServer(
+            registry, table, token, f"{advertise_ip}:{config.https_listen_port}",
+            kubelet_client_cert=(tls.admin_cert, tls.admin_key),
+        )  # fmt: skip
         context = server_ssl_context(tls.serving_cert, tls.serving_key, tls.ca_cert)
         await apiserver.start(config.bind_address, config.https_listen_port, context)
         await ensure_system_objects(registry, advertise_ip, config.https_listen_port)

@@ -39,7 +39,9 @@ def test_eviction_deletes_and_streaming_answers_clearly(cluster: TestCluster) ->
     cluster.kubectl("create", "namespace", "evict")
     _create(cluster, "/api/v1/namespaces/evict/pods", _pod("e"))
     logs = cluster.kubectl("logs", "e", "-n", "evict", check=False)
-    assert logs.returncode == 1 and "not available yet" in logs.stderr
+    assert logs.returncode == 1 and "pod e does not have a host assigned" in logs.stderr
+    status, body, _ = cluster.request("GET", "/api/v1/namespaces/evict/pods/e/exec?command=true&stdout=true")
+    assert status == 503 and b"not available yet" in body
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "e", "namespace": "evict"}}
     status, body = cluster.request_json("POST", "/api/v1/namespaces/evict/pods/e/eviction", eviction)
     assert status == 201, body

@@ -138,6 +138,8 @@ class RestHandler:
         self.registry = registry
         self.table = table
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Set by the server: the kubelet proxy for pods/log (None: answer 503).
+        self.streaming: Any = None
         # Set by the server: whether a bearer token is one it accepts (for TokenReview).
         self.token_valid: Callable[[str], bool] = lambda _token: False
 
@@ -158,7 +160,7 @@ class RestHandler:
             raise errors.not_found_path(request.path)
         method = request.method
         if rr.subresource in STREAMING_SUBRESOURCES:
-            return await self._streaming(info, rr)
+            return await self._streaming(request, info, rr)
         if method == "GET":
             if _bool(request.query.get("watch")):
                 return await self.watch(request, info, rr)
@@ -661,7 +663,9 @@ class RestHandler:
         await self._bind(pods, rr.namespace, name, body, self._write_options(request))
         return self._plain(request, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
 
-    async def _streaming(self, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+    async def _streaming(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        if rr.subresource == "log" and info.kind == "Pod" and self.streaming is not None and request.method == "GET":
+            return await self.streaming.logs(request, info, rr.namespace, rr.name)
         await self.registry.get(info, rr.namespace, rr.name)
         raise errors.ApiError(
             503,

@@ -35,6 +35,7 @@ from k3py.server.apiserver.handlers import RestHandler, json_response
 from k3py.server.apiserver.openapi_routes import OpenAPIRoutes
 from k3py.server.apiserver.registry import Registry
 from k3py.server.apiserver.reviews import REVIEW_RESOURCES
+from k3py.server.apiserver.streaming import StreamingProxy
 
 log = logging.getLogger("k3py.apiserver")
 
@@ -75,6 +76,7 @@ class ApiServer:
         table: ResourceTable,
         token: str,
         advertise_address: str,
+        kubelet_client_cert: tuple[Path, Path] | None = None,
     ) -> None:
         self.registry = registry
         self.table = table
@@ -83,6 +85,8 @@ class ApiServer:
         self.discovery = Discovery(table)
         self.rest = RestHandler(registry, table)
         self.rest.token_valid = self._token_valid
+        if kubelet_client_cert is not None:
+            self.rest.streaming = StreamingProxy(registry, table, *kubelet_client_cert)
         for info in REVIEW_RESOURCES:
             if table.lookup(info.group, info.version, info.plural) is None:
                 table.add(info)

@@ -1,0 +1,109 @@
+"""pods/log: proxied to the kubelet streaming server of the pod's node.
+
+The API server finds the pod's node, the node's InternalIP and kubelet port
+(``status.daemonEndpoints.kubeletEndpoint.Port``), and streams
+``GET /containerLogs/<ns>/<pod>/<container>`` from it to the client, authenticating with the
+cluster's admin client certificate. As upstream without ``--kubelet-certificate-authority``,
+the kubelet's serving certificate is not verified (kubelets sign their own).
+
+exec, attach and port-forward (connection upgrades) are not proxied yet and answer 503.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from k3py.api import errors
+from k3py.api.resources import ResourceInfo, ResourceTable
+from k3py.server.apiserver.registry import Registry
+
+DEFAULT_KUBELET_PORT = 10250
+LOG_QUERY = ("follow", "tailLines", "timestamps", "previous", "sinceSeconds", "sinceTime", "limitBytes")
+
+
+class StreamingProxy:
+    def __init__(self, registry: Registry, table: ResourceTable, client_cert: Path, client_key: Path) -> None:
+        self.registry = registry
+        self.table = table
+        self._client_cert = client_cert
+        self._client_key = client_key
+        self._ssl: ssl.SSLContext | None = None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.load_cert_chain(str(self._client_cert), str(self._client_key))
+            self._ssl = context
+        return self._ssl
+
+    async def _kubelet(self, pod: dict[str, Any]) -> tuple[str, int]:
+        name = pod["metadata"]["name"]
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not node_name:
+            raise errors.bad_request(f"pod {name} does not have a host assigned")
+        nodes = self.table.lookup("", "v1", "nodes")
+        assert nodes is not None
+        node = await self.registry.get(nodes, "", node_name)
+        status = node.get("status") or {}
+        addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or () if isinstance(a, dict)}
+        host = addresses.get("InternalIP") or addresses.get("ExternalIP") or addresses.get("Hostname")
+        if not host:
+            raise errors.ApiError(503, "ServiceUnavailable", f"node {node_name} reports no address to reach its kubelet")
+        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or DEFAULT_KUBELET_PORT
+        return str(host), int(port)
+
+    @staticmethod
+    def _container(pod: dict[str, Any], wanted: str) -> str:
+        spec = pod.get("spec") or {}
+        names = [c.get("name", "") for c in spec.get("containers") or () if isinstance(c, dict)]
+        init_names = [c.get("name", "") for c in spec.get("initContainers") or () if isinstance(c, dict)]
+        name = pod["metadata"]["name"]
+        if wanted:
+            if wanted not in names and wanted not in init_names:
+                raise errors.bad_request(f"container {wanted} is not valid for pod {name}")
+            return wanted
+        if len(names) == 1:
+            return names[0]
+        raise errors.bad_request(
+            f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
+            + (f" or one of the init containers: [{' '.join(init_names)}]" if init_names else "")
+        )
+
+    async def logs(self, request: web.BaseRequest, info: ResourceInfo, namespace: str, name: str) -> web.StreamResponse:
+        pod = await self.registry.get(info, namespace, name)
+        container = self._container(pod, request.query.get("container", ""))
+        host, port = await self._kubelet(pod)
+        query = {k: v for k, v in request.query.items() if k in LOG_QUERY}
+        host_part = f"[{host}]" if ":" in host else host
+        url = f"https://{host_part}:{port}/containerLogs/{namespace}/{name}/{container}"
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=None)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.get(url, params=query, ssl=self._ssl_context()) as upstream:
+                    if upstream.status != 200:
+                        text = (await upstream.text(errors="replace")).strip()
+                        raise errors.ApiError(
+                            upstream.status if 400 <= upstream.status < 600 else 502,
+                            "NotFound" if upstream.status == 404 else "InternalError",
+                            text or f"the kubelet answered {upstream.status}",
+                        )
+                    response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+                    response.enable_chunked_encoding()
+                    await response.prepare(request)
+                    try:
+                        async for chunk in upstream.content.iter_any():
+                            await response.write(chunk)
+                    except (ConnectionResetError, aiohttp.ClientError):
+                        pass  # either side went away: end the stream
+                    return response
+        except aiohttp.ClientError as e:
+            raise errors.ApiError(
+                503, "ServiceUnavailable", f"cannot reach the kubelet of node {(pod.get('spec') or {}).get('nodeName')} at {host}:{port}: {e}"
+            ) from None
