@@ -378,3 +378,15 @@ def test_replication_controller_keeps_its_replicas(sim: TestCluster) -> None:
     sim.kubectl("scale", "rc/old", "--replicas=3", "-n", ns)
     sim.wait_for(lambda: len([p for p in _items(sim, "pods", ns, "-l", "app=old") if p["status"].get("phase") == "Running"]) == 3,
                  what="3 running pods")
+
+
+def test_load_balancer_service_gets_node_ingress(sim: TestCluster) -> None:
+    ns = _ns(sim, "lb")
+    sim.kubectl("create", "deployment", "web", "--image=nginx", "-n", ns)
+    sim.kubectl("expose", "deployment", "web", "--type=LoadBalancer", "--port=80", "-n", ns)
+    svc = sim.wait_for(lambda: (s := sim.kubectl_json("get", "svc", "web", "-n", ns)).get("status", {}).get("loadBalancer", {}).get("ingress") and s,
+                       what="load balancer ingress")
+    node_ips = sorted(a["address"] for n in sim.kubectl_json("get", "nodes")["items"]
+                      for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+    assert sorted(i["ip"] for i in svc["status"]["loadBalancer"]["ingress"]) == node_ips
+    assert "<pending>" not in sim.kubectl("get", "svc", "web", "-n", ns).stdout

@@ -42,6 +42,7 @@ from k3py.server.controllers.nodelifecycle import NodeLifecycleController
 from k3py.server.controllers.podgc import PodGarbageCollector
 from k3py.server.controllers.replicaset import ReplicaSetController, ReplicationControllerManager
 from k3py.server.controllers.serviceaccount import ServiceAccountController
+from k3py.server.controllers.servicelb import ServiceLBController
 from k3py.server.controllers.statefulset import StatefulSetController
 from k3py.server.scheduler.scheduler import Scheduler
 from k3py.server.simnodes.kubelet import SimulatedNodes
@@ -66,6 +67,7 @@ CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     ServiceAccountController,
     EndpointsController,
     EndpointSliceController,
+    ServiceLBController,
 )
 
 
