@@ -137,7 +137,8 @@ def wait_pod(cluster: TestCluster, name: str, condition, what: str, timeout: flo
             return last
         time.sleep(0.2)
     result = cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "json", check=False)
-    raise AssertionError(f"pod {name}: timed out waiting for {what}; last:\n{result.stdout[-3000:]}")
+    status = json.loads(result.stdout).get("status") if result.returncode == 0 else result.stderr
+    raise AssertionError(f"pod {name}: timed out waiting for {what}; status:\n{json.dumps(status, indent=1)}")
 
 
 def kubelet_get(cluster: TestCluster, path: str, timeout: float = 30) -> tuple[int, bytes]:

@@ -717,6 +717,9 @@ class PodManager:
             self.containers[record.uid].pop(old.id, None)
         if not init:
             self.probes.container_started(pod, container, cid)
+        if self.containers[record.uid][cid].state == "exited":
+            # It exited before we looked: the PLEG will see no change, so act on it now.
+            return 0.0
         return None
 
     async def run_hook(
