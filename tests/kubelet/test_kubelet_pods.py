@@ -46,6 +46,11 @@ def test_kubectl_run_busybox_runs_with_pod_ip(agent_cluster) -> None:  # type: i
     assert status["qosClass"] == "BestEffort"
     table = cluster.kubectl("get", "pod", "sleeper", "-o", "wide").stdout
     assert "Running" in table and status["podIP"] in table and NODE in table
+    # Someone else overwrites the status: the kubelet writes the truth again.
+    cluster.kubectl("patch", "pod", "sleeper", "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"phase": "Pending", "podIP": None, "podIPs": None}}))
+    restored = wait_pod(cluster, "sleeper", phase_is("Running"), "the kubelet's status back")["status"]
+    assert restored["podIP"] == status["podIP"]
 
 
 def test_pod_exiting_zero_completes(agent_cluster) -> None:  # type: ignore[no-untyped-def]

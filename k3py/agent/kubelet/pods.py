@@ -128,6 +128,7 @@ class PodRecord:
     events_sent: set[str] = field(default_factory=set)
     messages: dict[str, str] = field(default_factory=dict)  # container id -> termination message
     failure: tuple[str, str] | None = None  # (reason, message) when the kubelet failed the pod
+    server_status: Obj | None = None  # the status as the server stored our last write
 
 
 class PodManager:
@@ -177,9 +178,13 @@ class PodManager:
         self.queue.add(object_key(pod))
 
     def _on_pod_update(self, old: Obj, new: Obj) -> None:
-        # Status-only changes are (mostly) our own writes echoing back: nothing to do for them.
+        # A status-only change that is our own write echoing back needs nothing; one by someone
+        # else (a controller marking the pod not ready) makes us write ours again.
         if old.get("spec") == new.get("spec") and _meta_without_versions(old) == _meta_without_versions(new):
-            return
+            record = self.records.get((new.get("metadata") or {}).get("uid", ""))
+            if record is None or new.get("status") == record.server_status:
+                return
+            record.last_status = None
         self.queue.add(object_key(new))
 
     def _on_pod_deleted(self, pod: Obj) -> None:
@@ -939,12 +944,13 @@ class PodManager:
         patch = {"status": {**{k: None for k in old if k not in status and k not in ("qosClass",)}, **status}}
         meta = pod["metadata"]
         try:
-            await self.client.patch(PODS, meta["name"], patch, meta["namespace"], subresource="status")
+            written = await self.client.patch(PODS, meta["name"], patch, meta["namespace"], subresource="status")
         except ApiError as e:
             if e.code == 404:
                 return
             raise
         record.last_status = status
+        record.server_status = written.get("status")
 
     async def refresh_status(self, uid: str) -> None:
         """Probe results changed: wake the pod so its status is rewritten."""
