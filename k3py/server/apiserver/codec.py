@@ -9,6 +9,7 @@ not produced: every client that asks for protobuf also accepts JSON.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -138,6 +139,12 @@ def negotiate(accept: str | None) -> Negotiated:
     """Pick the first Accept entry we can produce (kubectl lists Table first, JSON last)."""
     if not accept:
         return Negotiated()
+    return _negotiate(accept)
+
+
+@functools.lru_cache(maxsize=512)
+def _negotiate(accept: str) -> Negotiated:
+    """Clients send the same few Accept headers over and over: parse each once."""
     fallback: Negotiated | None = None
     for entry in accept.split(","):
         parts = [p.strip() for p in entry.split(";")]
