@@ -29,6 +29,7 @@ import copy
 import json
 import logging
 from collections.abc import Hashable
+from typing import cast
 
 from k3py.api.errors import ApiError
 from k3py.api.meta import parse_rfc3339
@@ -94,7 +95,7 @@ def _drop_nulls(value: object) -> object:
 
 
 def _strip_hash(template: Obj) -> Obj:
-    t: Obj = _drop_nulls(template or {})  # type: ignore[assignment]
+    t = cast(Obj, _drop_nulls(template or {}))
     labels = (t.get("metadata") or {}).get("labels")
     if labels:
         labels.pop(HASH_LABEL, None)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, cast
 
 from k3py.api.errors import ApiError
 from k3py.api.resources import builtin_resources
@@ -129,7 +129,7 @@ class GarbageCollector(Controller):
     # -- reconcile -------------------------------------------------------------------------
 
     async def reconcile(self, key: Hashable) -> float | None:
-        index, obj_key, role = key  # type: ignore[misc]
+        index, obj_key, role = cast(tuple[int, str, str], key)
         obj = self.informers_by_index[index].cache.get(obj_key)
         if obj is None:
             return None
