@@ -322,3 +322,19 @@ def test_crd_scale_subresource_follows_declared_paths(cluster: TestCluster) -> N
     assert pool["spec"]["size"] == 4
     _, scale = cluster.request_json("GET", path + "/p/scale")
     assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 4
+
+
+def test_exact_list_reads_history_and_continue_keeps_the_snapshot(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-exact")
+    _, first = cluster.request_json("POST", CM.format(ns=ns), _cm("e1"))
+    cluster.request_json("POST", CM.format(ns=ns), _cm("e2"))
+    rv = first["metadata"]["resourceVersion"]
+    status, old = cluster.request_json("GET", CM.format(ns=ns) + f"?labelSelector=test%3Dyes&resourceVersion={rv}&resourceVersionMatch=Exact")
+    assert status == 200 and [i["metadata"]["name"] for i in old["items"]] == ["e1"]
+    assert old["metadata"]["resourceVersion"] == rv
+    status, page = cluster.request_json("GET", CM.format(ns=ns) + "?labelSelector=test%3Dyes&limit=1")
+    token = page["metadata"]["continue"]
+    cluster.request_json("POST", CM.format(ns=ns), _cm("e3"))  # after the snapshot: not listed
+    status, rest = cluster.request_json("GET", CM.format(ns=ns) + f"?labelSelector=test%3Dyes&limit=5&continue={token}")
+    assert status == 200 and [i["metadata"]["name"] for i in rest["items"]] == ["e2"]
+    assert rest["metadata"]["resourceVersion"] == page["metadata"]["resourceVersion"]

@@ -399,6 +399,9 @@ class Registry:
             if not start_after.startswith(prefix):
                 raise errors.bad_request("invalid continue token")
         rv = opts.resource_version
+        if opts.continue_token:
+            # A continued list reads the same snapshot as its first page, like upstream.
+            return await self._list_store(info, prefix, opts, cont.revision, start_after)
         if opts.resource_version_match == "Exact" and rv not in ("", "0"):
             return await self._list_store(info, prefix, opts, _parse_rv(rv), start_after)
         if opts.resource_version_match not in ("", "Exact", "NotOlderThan"):
@@ -448,9 +451,7 @@ class Registry:
             while True:
                 page = await self.store.list(prefix, revision=revision, limit=max(opts.limit, 500), continue_token=store_token)
                 revision = page.revision
-                last_key = ""
-                for kv in page.items:
-                    last_key = kv.key
+                for index, kv in enumerate(page.items):
                     if kv.key <= start_after:
                         continue
                     obj = decode_value(kv.value, kv.mod_revision)
@@ -458,11 +459,10 @@ class Registry:
                         continue
                     items.append(self._out(info, obj))
                     if opts.limit and len(items) >= opts.limit:
-                        token = encode_continue(revision, kv.key)
-                        break
-                if token or not page.continue_token:
-                    if token and kv.key == last_key and not page.continue_token:
-                        token = None  # nothing after the cut
+                        more = index + 1 < len(page.items) or bool(page.continue_token)
+                        token = encode_continue(revision, kv.key) if more else None
+                        return ListResult(items, str(revision or 0), token)
+                if not page.continue_token:
                     break
                 store_token = page.continue_token
         except CompactedError as e:
