@@ -108,6 +108,9 @@ def agent(
         typer.echo(f"error: --server must be an https:// URL, not {server_url!r}", err=True)
         raise typer.Exit(2)
     data_dir = data_dir.absolute()
+    if ca_file is not None and not ca_file.is_file():
+        typer.echo(f"error: --ca-file {ca_file} is not a readable file", err=True)
+        raise typer.Exit(2)
     try:
         ca = ca_file if ca_file is not None else _pinned_cluster_ca(server_url, token, data_dir / "tls")
     except (OSError, ValueError) as e:
@@ -132,7 +135,15 @@ def agent(
         finally:
             await client.close()
 
-    asyncio.run(_main())
+    from k3py.agent.network import NetworkError
+    from k3py.runtime.containers import ContainerError
+
+    try:
+        asyncio.run(_main())
+    except (ContainerError, NetworkError, OSError) as e:
+        # The node cannot do its job (runtime, network, a port in use): say so in one line.
+        typer.echo(f"error: the agent stopped: {e}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:
