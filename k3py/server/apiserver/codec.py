@@ -10,7 +10,6 @@ not produced: every client that asks for protobuf also accepts JSON.
 from __future__ import annotations
 
 import functools
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ import orjson
 import yaml
 
 from k3py.api import errors
+from k3py.api.protobuf import decode_k8s_protobuf
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
 # A YAML document may expand (through aliases) to at most this many nodes.
@@ -98,12 +98,8 @@ def decode_json(body: bytes) -> Any:
 
 def decode_protobuf(body: bytes) -> Any:
     try:
-        protobuf = importlib.import_module("k3py.api.protobuf")
-    except ImportError:
-        raise errors.unsupported_media_type(PROTOBUF) from None
-    try:
-        return protobuf.decode_k8s_protobuf(body)
-    except ValueError as e:
+        return decode_k8s_protobuf(body)
+    except ValueError as e:  # ProtobufError is a ValueError
         raise errors.bad_request(f"the body of the request could not be decoded as protobuf: {e}") from None
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from k3py.api import errors
+from k3py.api import errors, patch
 from k3py.api.apply import server_side_apply
 from k3py.api.meta import now_rfc3339, section
 from k3py.api.patch import PatchError
@@ -435,7 +434,7 @@ class RestHandler:
     async def patch_scale(
         self, info: ResourceInfo, namespace: str, name: str, content_type: str, patch_doc: Any, opts: WriteOptions
     ) -> dict[str, Any]:
-        patch_module = importlib.import_module("k3py.api.patch")
+        patch_module = patch
         apply_fn = self._patch_function(info, content_type, patch_doc, patch_module, opts.field_manager)
         return await self.update_scale(info, namespace, name, apply_fn, opts)
 
@@ -452,7 +451,7 @@ class RestHandler:
         """Apply a patch of any of the four types; returns (object, created)."""
         if content_type not in codec.PATCH_TYPES:
             raise errors.ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
-        patch_module = importlib.import_module("k3py.api.patch")
+        patch_module = patch
         apply_fn = self._patch_function(
             info, content_type, patch_doc, patch_module, opts.field_manager, opts.force, subresource
         )

@@ -1,24 +1,19 @@
 """The OpenAPI endpoints: ``/openapi/v2`` and ``/openapi/v3[/<gv>]``, from ``k3py.api.openapi``.
 
 Documents are built once per resource-table generation (CRDs change them) and served with an
-ETag; kubectl and Helm fetch them before every apply/install. Until the schema module is
-available the endpoints answer 404, which kubectl reports as "failed to download openapi".
+ETag; kubectl and Helm fetch them before every apply/install.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import logging
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from k3py.api import errors
+from k3py.api import errors, openapi, openapi_v2_proto
 from k3py.api.resources import ResourceTable
-
-log = logging.getLogger("k3py.apiserver.openapi")
 
 
 class OpenAPIRoutes:
@@ -27,11 +22,7 @@ class OpenAPIRoutes:
         self._generation = -1
         # key -> (document, ETag), or None for a document that does not exist
         self._cache: dict[str, tuple[bytes, str] | None] = {}
-        try:
-            self._module: Any = importlib.import_module("k3py.api.openapi")
-        except ImportError:
-            self._module = None
-            log.warning("k3py.api.openapi is not available yet; /openapi answers 404")
+        self._module: Any = openapi  # the document builders (k3py.api.openapi)
 
     def _cached(self, key: str, build: Any) -> tuple[bytes, str] | None:
         if self._generation != self.table.generation:
@@ -43,14 +34,12 @@ class OpenAPIRoutes:
         return self._cache[key]
 
     def serve(self, request: web.BaseRequest, segments: list[str]) -> web.Response:
-        if self._module is None:
-            raise errors.not_found_path(request.path)
         module = self._module
         content_type = "application/json"
         if segments == ["openapi", "v2"] and "protobuf" in request.headers.get("Accept", "") and hasattr(module, "openapi_v2_protobuf"):
             # kubectl <= 1.28 asks for the gnostic protobuf form first.
             found = self._cached("v2pb", lambda: module.openapi_v2_protobuf(self.table))
-            content_type = importlib.import_module("k3py.api.openapi_v2_proto").CONTENT_TYPE
+            content_type = openapi_v2_proto.CONTENT_TYPE
         elif segments == ["openapi", "v2"]:
             found = self._cached("v2", lambda: module.openapi_v2(self.table))
         elif segments == ["openapi", "v3"]:
