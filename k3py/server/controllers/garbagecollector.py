@@ -8,9 +8,10 @@ across them plus an owner-uid index per kind. Work items are ``(kind index, key,
   object with that uid is cached, or — for kinds it does not watch — when a GET of the owner
   returns the same uid. Custom kinds (CRDs) are found by their plural's usual forms; a kind
   that cannot be found keeps its dependents. Owners no informer watches send no delete
-  event, so dependents of live such owners are re-checked every 5 s. When every owner is absent the dependent is deleted (Background, or
-  Foreground when an owner is itself being deleted in the foreground, so the whole subtree
-  blocks it); when only some are, the dangling references are patched away.
+  event, so dependents of live such owners are re-checked every 5 s. When every owner is
+  absent the dependent is deleted (Background, or Foreground when an owner is itself being
+  deleted in the foreground, so the whole subtree blocks it); when only some are, the
+  dangling references are patched away.
 - ``owner``: an object being deleted (``deletionTimestamp``) with the ``orphan`` finalizer
   has its references removed from every dependent, then the finalizer removed; with the
   ``foregroundDeletion`` finalizer its dependents are deleted, and the finalizer is removed
