@@ -215,3 +215,44 @@ def test_pull_secret_credentials_match_the_registry() -> None:
     assert (found.username, found.password) == ("old", "secret")
     assert credentials_for("elsewhere.example/app", [hub, private, legacy]) is None
     assert credentials_for("busybox", [{"data": {".dockerconfigjson": "not base64!"}}]) is None
+
+
+async def test_logs_span_rotated_files(tmp_path: Path) -> None:
+    import asyncio as aio
+
+    from k3py.agent.kubelet.streaming import KubeletStreamingBackend
+    from k3py.agent.streaming.backend import LogOptions, PodRef
+
+    log = tmp_path / "container.log"
+    (tmp_path / "container.log.2").write_bytes(b"2024-01-01T00:00:01.0Z stdout F one\n")
+    (tmp_path / "container.log.1").write_bytes(b"2024-01-01T00:00:02.0Z stdout F two\n")
+    log.write_bytes(b"2024-01-01T00:00:03.0Z stdout F three\n")
+    status = ContainerStatus(id="c1", name="main", image="busybox", image_id="sha256:1", state="exited",
+                             exit_code=0, log_path=str(log), labels={})
+
+    class Node:  # the two lookups the backend makes of the pod manager, over real files
+        runtime = None
+
+        def find_pod(self, namespace: str, name: str) -> dict:
+            return {"metadata": {"uid": "u", "name": name}, "spec": {"containers": [{"name": "main"}]}}
+
+        async def run_blocking(self, fn, *args):  # type: ignore[no-untyped-def]
+            return await aio.to_thread(fn, *args)
+
+        def container_attempts(self, uid: str, name: str) -> list[ContainerStatus]:
+            return [status]
+
+    class Out:
+        def __init__(self) -> None:
+            self.data = b""
+
+        async def write(self, data: bytes) -> None:
+            self.data += data
+
+    backend = KubeletStreamingBackend(Node())  # type: ignore[arg-type]
+    out = Out()
+    await backend.logs(PodRef("default", "p"), "main", LogOptions(), out)
+    assert out.data == b"one\ntwo\nthree\n"
+    out = Out()
+    await backend.logs(PodRef("default", "p"), "main", LogOptions(tail_lines=2), out)
+    assert out.data == b"two\nthree\n"

@@ -1,6 +1,7 @@
 """The kubelet's ``StreamingBackend``: logs, exec, attach and port-forward over the runtime.
 
-- logs: read the container's CRI log file (``<RFC3339Nano> stdout|stderr F|P <text>``), joining
+- logs: read the container's CRI log files (``<RFC3339Nano> stdout|stderr F|P <text>``; the
+  rotated ``.N`` files first, then the current one, followed across rotations), joining
   partial lines; ``tailLines``, ``timestamps``, ``sinceSeconds``, ``limitBytes`` and
   ``previous`` (the attempt before the current one) as kubectl asks; ``follow`` keeps reading
   until the container has exited and the file has no more.
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from k3py.agent.streaming.backend import (
     ExecStreams,
@@ -86,6 +87,24 @@ def render_log_lines(raw: bytes, timestamps: bool) -> Iterator[tuple[float, byte
             pending = b""
 
 
+def _read_rotated(log_path: str, keep: int = 10) -> bytes:
+    """The rotated files of a log (``<path>.N`` ... ``<path>.1``, oldest first)."""
+    parts = []
+    for n in range(keep, 0, -1):
+        with contextlib.suppress(FileNotFoundError):
+            with open(f"{log_path}.{n}", "rb") as handle:
+                parts.append(handle.read())
+    return b"".join(parts)
+
+
+def _rotated_away(handle: BinaryIO, log_path: str) -> bool:
+    """True when ``log_path`` is now another file than the one ``handle`` reads."""
+    try:
+        return os.stat(log_path).st_ino != os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
 class KubeletStreamingBackend(StreamingBackend):
     def __init__(self, manager: PodManager) -> None:
         self.manager = manager
@@ -143,40 +162,49 @@ class KubeletStreamingBackend(StreamingBackend):
             )
         since = time.time() - options.since_seconds if options.since_seconds else None
         remaining = options.limit_bytes
+        run = self.manager.run_blocking
         try:
-            with open(target.log_path, "rb") as handle:
-                raw = handle.read()
-                consumed = raw.rfind(b"\n") + 1
-                lines = [text for stamp, text in render_log_lines(raw[:consumed], options.timestamps)
-                         if since is None or stamp >= since]
-                if options.tail_lines is not None:
-                    lines = lines[-options.tail_lines:] if options.tail_lines > 0 else []
-                for text in lines:
-                    remaining = await self._emit(out, text, remaining)
-                    if remaining == 0:
-                        return
-                if not options.follow or options.previous:
-                    return
-                buffer = raw[consumed:]
-                while True:
-                    chunk = handle.read()
-                    if chunk:
-                        buffer += chunk
-                        cut = buffer.rfind(b"\n") + 1
-                        for _stamp, text in render_log_lines(buffer[:cut], options.timestamps):
-                            remaining = await self._emit(out, text, remaining)
-                            if remaining == 0:
-                                return
-                        buffer = buffer[cut:]
-                        continue
-                    status = await self.manager.run_blocking(self.manager.runtime.container_status, target.id)
-                    if status.state != "running":
-                        return
-                    await asyncio.sleep(0.2)
+            handle = await run(open, target.log_path, "rb")
         except FileNotFoundError:
             return
-        except ContainerError:
+        try:
+            raw = await run(_read_rotated, target.log_path) + await run(handle.read)
+            consumed = raw.rfind(b"\n") + 1
+            lines = [text for stamp, text in render_log_lines(raw[:consumed], options.timestamps)
+                     if since is None or stamp >= since]
+            if options.tail_lines is not None:
+                lines = lines[-options.tail_lines:] if options.tail_lines > 0 else []
+            for text in lines:
+                remaining = await self._emit(out, text, remaining)
+                if remaining == 0:
+                    return
+            if not options.follow or options.previous:
+                return
+            buffer = raw[consumed:]
+            while True:
+                chunk = await run(handle.read)
+                if chunk:
+                    buffer += chunk
+                    cut = buffer.rfind(b"\n") + 1
+                    for _stamp, text in render_log_lines(buffer[:cut], options.timestamps):
+                        remaining = await self._emit(out, text, remaining)
+                        if remaining == 0:
+                            return
+                    buffer = buffer[cut:]
+                    continue
+                if await run(_rotated_away, handle, target.log_path):
+                    # The runtime rotated the file: what we hold is complete, go on with the new one.
+                    handle.close()
+                    handle = await run(open, target.log_path, "rb")
+                    continue
+                status = await run(self.manager.runtime.container_status, target.id)
+                if status.state != "running":
+                    return
+                await asyncio.sleep(0.2)
+        except (FileNotFoundError, ContainerError):
             return
+        finally:
+            handle.close()
 
     @staticmethod
     async def _emit(out: OutputStream, text: bytes, remaining: int | None) -> int | None:
