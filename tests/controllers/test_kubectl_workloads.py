@@ -390,3 +390,18 @@ def test_load_balancer_service_gets_node_ingress(sim: TestCluster) -> None:
                       for a in n["status"]["addresses"] if a["type"] == "InternalIP")
     assert sorted(i["ip"] for i in svc["status"]["loadBalancer"]["ingress"]) == node_ips
     assert "<pending>" not in sim.kubectl("get", "svc", "web", "-n", ns).stdout
+
+
+def test_rollout_pause_and_resume(sim: TestCluster) -> None:
+    ns = _ns(sim, "pause")
+    sim.kubectl("create", "deployment", "app", "--image=nginx:1.25", "--replicas=2", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/app", "-n", ns, "--timeout=60s")
+    sim.kubectl("rollout", "pause", "deployment/app", "-n", ns)
+    sim.kubectl("set", "image", "deployment/app", "nginx=nginx:1.26", "-n", ns)
+    sim.wait_for(lambda: next((c for c in sim.kubectl_json("get", "deployment", "app", "-n", ns)["status"].get("conditions", [])
+                               if c["type"] == "Progressing"), {}).get("reason") == "DeploymentPaused", what="paused condition")
+    assert len(_items(sim, "rs", ns)) == 1, "a paused deployment does not roll"
+    sim.kubectl("rollout", "resume", "deployment/app", "-n", ns)
+    sim.kubectl("rollout", "status", "deployment/app", "-n", ns, "--timeout=60s")
+    sim.wait_for(lambda: {p["spec"]["containers"][0]["image"] for p in _items(sim, "pods", ns, "-l", "app=app")} == {"nginx:1.26"},
+                 what="resumed rollout finished")
