@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 from tests.kubelet.conftest import NODE, kubelet_get, kubelet_websocket, wait_pod
 
@@ -250,6 +251,7 @@ def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type:
                 "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
                 "ports": [{"name": "http", "containerPort": 8080, "hostPort": 18080}],
                 "volumeMounts": [{"name": "www", "mountPath": "/www"}],
+                "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
                 "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
                 "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
                 "startupProbe": {"exec": {"command": ["test", "-s", "/www/index.html"]}, "periodSeconds": 1},
@@ -267,6 +269,17 @@ def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type:
     (init,) = status["initContainerStatuses"]
     assert init["state"]["terminated"]["reason"] == "Completed" and init["ready"] is True
     assert status["containerStatuses"][0]["started"] is True
+    assert status["qosClass"] == "Burstable"  # the init container has no limits
+    # The limits are the container's cgroup settings.
+    from k3py.runtime.cgroups import Cgroup
+
+    cgroup = Cgroup("k3py", status["containerStatuses"][0]["containerID"].removeprefix("k3py://"))
+    if cgroup.v2:
+        assert Path(cgroup.dirs[""], "memory.max").read_text().strip() == str(64 << 20)
+        assert Path(cgroup.dirs[""], "cpu.max").read_text().split()[0] == "50000"
+    else:
+        assert Path(cgroup.dirs["memory"], "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+        assert Path(cgroup.dirs["cpu"], "cpu.cfs_quota_us").read_text().strip() == "50000"
     # The hostPort reaches the pod from the node.
     def fetch() -> bytes:
         import http.client
