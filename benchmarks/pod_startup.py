@@ -6,7 +6,9 @@ with the busybox image already in the node's image store. Measured through a wat
 
 - ``sequential``: one pod at a time (``sleep`` in busybox), from just before the create request
   until the watch shows every container running: p50/p99 (goal p50 < 150 ms);
-- ``burst``: N pods created at once; time until all are running (goal 100 within 5 s);
+- ``burst``: N pods created at once; time until all are running (goal 100 within 5 s), and
+  the CPU seconds the server, the agent and the supervisor (with their children: ``ip``,
+  containers' set-up) spent meanwhile — on 2 cores they compete with each other;
 - ``rss``: resident memory of k3py's own processes (API server, agent, runtime supervisor and
   its pre-forked zygotes — not the containers) with the burst's pods running (goal < 250 MB).
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -66,7 +69,8 @@ def all_running(pod: dict[str, Any]) -> bool:
 
 
 async def measure(
-    kubeconfig: Path, sequential: int, burst: int, runtime_dir: Path | None = None
+    kubeconfig: Path, sequential: int, burst: int, runtime_dir: Path | None = None,
+    processes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     client = client_from_kubeconfig(kubeconfig)
     created_at: dict[str, float] = {}
@@ -125,16 +129,37 @@ async def measure(
                     raise TimeoutError("the node did not remove the sequential pods' containers")
                 await asyncio.sleep(0.2)
         names = [f"burst-{i}" for i in range(burst)]
+        cpu_before = cpu_seconds(processes or {})
         started = time.perf_counter()
         await asyncio.gather(*(create(n) for n in names))
         await wait_for(names, 120)
         burst_seconds = max((running_at[n] for n in names), default=started) - started
+        cpu_after = cpu_seconds(processes or {})
         burst_latencies = [running_at[n] - created_at[n] for n in names]
         return {"sequential": {"pods": sequential, **summary(samples)},
-                "burst": {"pods": burst, "all_running_s": round(burst_seconds, 3), **summary(burst_latencies)}}
+                "burst": {"pods": burst, "all_running_s": round(burst_seconds, 3), **summary(burst_latencies),
+                          "cpu_seconds": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after
+                                          if k in cpu_before}}}
     finally:
         watch_task.cancel()
         await client.close()
+
+
+def cpu_seconds(processes: dict[str, int]) -> dict[str, float]:
+    """User+system CPU seconds each named process (with its children) has used so far."""
+    used: dict[str, float] = {}
+    for name, pid in processes.items():
+        try:
+            root = psutil.Process(pid)
+            total = 0.0
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system + times.children_user + times.children_system
+            used[name] = total
+        except psutil.Error:
+            continue
+    return used
 
 
 def k3py_rss(cluster: TestCluster, node: AgentNode) -> dict[str, Any]:
@@ -192,8 +217,15 @@ def main() -> None:
             try:
                 node.start()
                 node.wait_node_ready()
+                from k3py.runtime.containers import ContainerRuntime
+
+                assert cluster.process is not None and node.process is not None
+                processes = {"server": cluster.process.pid, "agent": node.process.pid}
+                supervisor = ContainerRuntime(agent_dir / "runtime").supervisor_pid()
+                if supervisor:
+                    processes["supervisor"] = supervisor
                 results = cluster.in_netns(lambda: asyncio.run(measure(
-                    cluster.kubeconfig, args.sequential, args.burst, agent_dir / "runtime")))
+                    cluster.kubeconfig, args.sequential, args.burst, agent_dir / "runtime", processes)))
                 results["rss"] = k3py_rss(cluster, node)
                 results["goals"] = {
                     "sequential_p50_below_150ms": results["sequential"]["p50_ms"] < 150,
