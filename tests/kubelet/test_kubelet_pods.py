@@ -117,9 +117,10 @@ def test_configmap_as_env_and_volume(agent_cluster) -> None:  # type: ignore[no-
     wait_pod(cluster, "cm-reader", phase_is("Succeeded"), "Succeeded")
     code, body = kubelet_get(cluster, "/containerLogs/default/cm-reader/main")
     assert code == 200, body
-    assert body.decode().splitlines() == [
-        "env=hi there", "file=blue", "expanded=say hi there", "secret=s3cret s3cret 400", 'app="reader"',
-    ]
+    expected = ["env=hi there", "file=blue", "expanded=say hi there", "secret=s3cret s3cret 400", 'app="reader"']
+    assert body.decode().splitlines() == expected
+    # The same through the API server's pods/log proxy, as users read it.
+    assert cluster.kubectl("logs", "cm-reader").stdout.splitlines() == expected
 
 
 def test_logs_tail_timestamps_and_previous(agent_cluster) -> None:  # type: ignore[no-untyped-def]
@@ -127,6 +128,7 @@ def test_logs_tail_timestamps_and_previous(agent_cluster) -> None:  # type: igno
     # The crasher of the crash-loop test has run at least twice by now.
     code, body = kubelet_get(cluster, "/containerLogs/default/crasher/crasher?previous=true")
     assert code == 200 and body == b"boom\n", body
+    assert cluster.kubectl("logs", "crasher", "--previous").stdout == "boom\n"
     code, body = kubelet_get(cluster, "/containerLogs/default/oneshot/oneshot?timestamps=true&tailLines=1")
     assert code == 200
     stamp, _, text = body.decode().rstrip("\n").partition(" ")
@@ -225,6 +227,9 @@ def test_exec_through_the_kubelet_websocket(agent_cluster) -> None:  # type: ign
     assert stdout == b"out\nexecme\n" and stderr == b"err\n"
     assert error["reason"] == "NonZeroExitCode"
     assert error["details"]["causes"][0]["message"] == "7"
+    # Real kubectl exec through the API server's proxy.
+    result = cluster.kubectl("exec", "execme", "--", "sh", "-c", "echo via-kubectl; exit 3", check=False)
+    assert result.stdout == "via-kubectl\n" and result.returncode == 3, result
     # The pod's own /etc/hosts, /etc/hostname and /etc/resolv.conf, and the kubernetes Service env.
     pod_ip = cluster.kubectl_json("get", "pod", "execme")["status"]["podIP"]
     query = "&".join(["command=sh", "command=-c",
