@@ -405,3 +405,23 @@ def test_rollout_pause_and_resume(sim: TestCluster) -> None:
     sim.kubectl("rollout", "status", "deployment/app", "-n", ns, "--timeout=60s")
     sim.wait_for(lambda: {p["spec"]["containers"][0]["image"] for p in _items(sim, "pods", ns, "-l", "app=app")} == {"nginx:1.26"},
                  what="resumed rollout finished")
+
+
+def test_claims_are_provisioned_and_bound_by_local_path(sim: TestCluster) -> None:
+    ns = _ns(sim, "storage")
+    classes = sim.wait_for(lambda: "local-path" in (o := sim.kubectl("get", "storageclass").stdout) and o,
+                           what="local-path StorageClass")
+    assert "local-path (default)" in classes and "rancher.io/local-path" in classes
+    claim = ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\n"
+             "spec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 2Gi}}\n")
+    sim.kubectl("apply", "-n", ns, "-f", "-", input=claim)
+    pvc = sim.wait_for(lambda: (c := sim.kubectl_json("get", "pvc", "data", "-n", ns)).get("status", {}).get("phase") == "Bound" and c,
+                       what="claim bound")
+    assert pvc["status"]["capacity"] == {"storage": "2Gi"}
+    pv_name = f"pvc-{pvc['metadata']['uid']}"
+    pv = sim.kubectl_json("get", "pv", pv_name)
+    assert pv["status"]["phase"] == "Bound" and pv["spec"]["claimRef"]["name"] == "data"
+    assert pv["spec"]["hostPath"]["path"].startswith("/var/lib/k3py/storage/pvc-")
+    sim.kubectl("delete", "pvc", "data", "-n", ns)
+    sim.wait_for(lambda: sim.kubectl("get", "pv", pv_name, check=False).returncode != 0,
+                 what="provisioned volume deleted with its claim")

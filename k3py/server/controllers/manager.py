@@ -37,6 +37,7 @@ from k3py.server.controllers.disruption import DisruptionController
 from k3py.server.controllers.endpoints import EndpointsController, EndpointSliceController
 from k3py.server.controllers.garbagecollector import GarbageCollector
 from k3py.server.controllers.job import JobController
+from k3py.server.controllers.localpath import LocalPathProvisioner
 from k3py.server.controllers.namespace import NamespaceController
 from k3py.server.controllers.nodelifecycle import NodeLifecycleController
 from k3py.server.controllers.podgc import PodGarbageCollector
@@ -68,6 +69,7 @@ CONTROLLERS: tuple[Callable[[Client, InformerFactory], Controller], ...] = (
     EndpointsController,
     EndpointSliceController,
     ServiceLBController,
+    LocalPathProvisioner,
 )
 
 
