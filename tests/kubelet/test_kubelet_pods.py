@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+from tests.cluster import find_kubectl
 from tests.kubelet.conftest import NODE, kubelet_get, kubelet_websocket, wait_pod
 
 
@@ -297,6 +299,33 @@ def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type:
             conn.close()
 
     assert cluster.in_netns(fetch) == b"served-page\n"
+    # Real kubectl port-forward through the API server.
+    assert cluster.host is not None
+    forward = subprocess.Popen(
+        cluster.host.exec_argv([find_kubectl(), "--kubeconfig", str(cluster.kubeconfig),
+                                "--cache-dir", str(cluster.cache_dir / "default"),
+                                "port-forward", "pod/web", "18090:8080"]),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert forward.stdout is not None
+        first = forward.stdout.readline()
+        assert "Forwarding from 127.0.0.1:18090" in first, first
+
+        def via_forward() -> bytes:
+            import http.client
+
+            conn = http.client.HTTPConnection("127.0.0.1", 18090, timeout=10)
+            try:
+                conn.request("GET", "/index.html")
+                return conn.getresponse().read()
+            finally:
+                conn.close()
+
+        assert cluster.in_netns(via_forward) == b"served-page\n"
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
     frames = kubelet_websocket(cluster, "/portForward/default/web?ports=8080", "v4.channel.k8s.io",
                                send=[b"\x00GET /index.html HTTP/1.0\r\n\r\n"],
                                done=lambda frames: b"served-page" in b"".join(frames))
