@@ -411,6 +411,15 @@ def test_attach_to_stdin_and_stdout(agent_cluster) -> None:  # type: ignore[no-u
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
     wait_pod(cluster, "echoer", phase_is("Running"), "Running")
+    # kubectl attach -i through the API server: stdin in, the container's output back; with
+    # stdinOnce the end of kubectl's input closes the container's stdin, so it exits.
+    once = {**pod, "metadata": {"name": "once"}, "spec": {**pod["spec"], "restartPolicy": "Never"}}
+    once["spec"]["containers"] = [{**pod["spec"]["containers"][0], "stdinOnce": True}]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(once))
+    wait_pod(cluster, "once", phase_is("Running"), "Running")
+    attached = cluster.kubectl("attach", "-i", "once", "-c", "main", input="via-attach\n", timeout=30)
+    assert "got:via-attach" in attached.stdout, attached
+    wait_pod(cluster, "once", phase_is("Succeeded"), "Succeeded once its stdin closed")
     frames = kubelet_websocket(cluster, "/attach/default/echoer/main?stdin=1&stdout=1&stderr=1",
                                "v4.channel.k8s.io", send=[b"\x00hello\n", b"\x00again\n"],
                                done=lambda frames: b"got:again" in b"".join(frames))
