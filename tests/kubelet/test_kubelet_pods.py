@@ -131,6 +131,11 @@ def test_logs_tail_timestamps_and_previous(agent_cluster) -> None:  # type: igno
     code, body = kubelet_get(cluster, "/containerLogs/default/crasher/crasher?previous=true")
     assert code == 200 and body == b"boom\n", body
     assert cluster.kubectl("logs", "crasher", "--previous").stdout == "boom\n"
+    # logs -f follows a running container until it exits.
+    cluster.kubectl("run", "talker", "--image=busybox", "--restart=Never", "--",
+                    "sh", "-c", "echo first; sleep 2; echo second")
+    wait_pod(cluster, "talker", phase_is("Running"), "Running")
+    assert cluster.kubectl("logs", "-f", "talker", timeout=30).stdout == "first\nsecond\n"
     code, body = kubelet_get(cluster, "/containerLogs/default/oneshot/oneshot?timestamps=true&tailLines=1")
     assert code == 200
     stamp, _, text = body.decode().rstrip("\n").partition(" ")
