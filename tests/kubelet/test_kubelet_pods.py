@@ -466,3 +466,14 @@ def test_lifecycle_hooks_and_host_path(agent_cluster, tmp_path) -> None:  # type
     assert not (shared / "pre").exists()
     cluster.kubectl("delete", "pod", "hooked", "--wait=true", timeout=60)
     assert (shared / "pre").read_text() == "stopping\n"
+
+
+def test_deployment_rolls_out_on_the_node(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    cluster.kubectl("create", "deployment", "web-dep", "--image=busybox", "--replicas=2", "--",
+                    "sleep", "3600")
+    cluster.kubectl("rollout", "status", "deployment/web-dep", "--timeout=60s", timeout=90)
+    deployment = cluster.kubectl_json("get", "deployment", "web-dep")
+    assert deployment["status"]["readyReplicas"] == 2 and deployment["status"]["availableReplicas"] == 2
+    pods = cluster.kubectl_json("get", "pods", "-l", "app=web-dep")["items"]
+    assert len({p["status"]["podIP"] for p in pods}) == 2
