@@ -470,9 +470,9 @@ def _default_namespace(obj: Obj) -> None:
     name = meta.get("name")
     if name:
         _child(meta, "labels")["kubernetes.io/metadata.name"] = name
-    spec = _spec(obj)
-    if not spec.get("finalizers"):
-        spec["finalizers"] = ["kubernetes"]
+    # No spec.finalizers here: upstream's namespace strategy adds "kubernetes" on create only
+    # (strategies.prepare_for_create). Defaulting runs on every write, and putting it back on
+    # the /finalize call or a later update would keep a deleted namespace forever.
     _default(_child(obj, "status"), "phase", "Active")
 
 

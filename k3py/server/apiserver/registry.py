@@ -46,7 +46,7 @@ log = logging.getLogger("k3py.apiserver.registry")
 # How long a consistent read waits for the watch cache before reading the store instead.
 CACHE_CATCH_UP_SECONDS = 0.25
 # Unconditional updates and patches retry this often when a concurrent writer wins the race.
-MAX_UPDATE_RETRIES = 8
+MAX_UPDATE_RETRIES = 32
 
 
 def storage_prefix(info: ResourceInfo) -> str:
@@ -587,7 +587,13 @@ class Registry:
     ) -> dict[str, Any]:
         """Read, mutate, compare-and-swap; retried while no resourceVersion was demanded.
 
-        ``mutate`` gets a private copy of the current object and returns the desired one.
+        ``mutate`` gets a private copy of the current object and returns the desired one; it
+        runs again on every retry, so it must be a pure function of the object it is given.
+        ``precondition_rv`` is the resourceVersion the client sent (PUT): a lost race is then a
+        409. Otherwise (patches, /scale writes, the server's own updates) the write is retried
+        on the newer object, as upstream's GuaranteedUpdate does; the desired object's own
+        resourceVersion is still compared with each fresh read, so a patch that sets one is a
+        precondition that holds only as long as nobody else wrote.
         """
         key = object_key(info, namespace, name)
         for _attempt in range(MAX_UPDATE_RETRIES):
@@ -613,8 +619,7 @@ class Registry:
             if new == current:
                 return current  # a no-op write keeps the resourceVersion, as upstream
             self._track(info, current, new, opts, subresource)
-            if subresource != "finalize":  # defaulting would put the "kubernetes" finalizer back
-                apply_defaults(info, new)
+            apply_defaults(info, new)
             self._validate(info, new, current)
             release = await self.allocator.allocate(info, new, current, opts.dry_run)
             try:
@@ -633,7 +638,11 @@ class Registry:
                 raise
             if not result.succeeded:
                 release()
-                if wanted_rv:
+                # Only a resourceVersion the client demanded turns a lost race into a 409. A
+                # patch applied to the current object carries that object's version without the
+                # client having asked for it: mutate runs again on the fresh object, and a
+                # version the patch itself set is checked against it at the top of the loop.
+                if precondition_rv:
                     raise errors.conflict(info.plural, name, info.group)
                 if result.kv is None:
                     raise errors.not_found(info.plural, name, info.group)
