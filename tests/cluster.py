@@ -117,7 +117,11 @@ class TestCluster:
         server_args: Sequence[str] = (),
         port: int = 6443,
         start_timeout: float = 30.0,
+        agent: bool = False,
     ) -> None:
+        """``agent=False`` (API-level tests) runs the server with ``--disable-agent``; ``True``
+        runs its in-process node agent (root, cgroups, a pod network in the test host), whose
+        data dir is ``base_dir/agent`` and whose containers are removed by ``stop``."""
         self.base_dir = base_dir
         self.data_dir = base_dir / "server"
         self.kubeconfig = base_dir / "kubeconfig.yaml"
@@ -125,6 +129,10 @@ class TestCluster:
         self.log_path = base_dir / "server.log"
         self.port = port
         self.server_args = list(server_args)
+        self.agent = agent
+        self.agent_dir = base_dir / "agent"
+        if not agent and "--disable-agent" not in self.server_args:
+            self.server_args.append("--disable-agent")
         self.start_timeout = start_timeout
         self.host: TestHost | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -155,9 +163,15 @@ class TestCluster:
             "--https-listen-port", str(self.port),
             *self.server_args,
         ]  # fmt: skip
+        if self.agent:
+            # nsenter rather than `ip netns exec`: the latter remounts /sys, hiding the cgroup
+            # hierarchies the agent's container runtime needs.
+            command = ["nsenter", f"--net=/run/netns/{self.host.name}", *argv]
+        else:
+            command = self.host.exec_argv(argv)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.host.exec_argv(argv),
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -195,6 +209,11 @@ class TestCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=15)
+        if self.agent and (self.agent_dir / "runtime").exists():
+            # Containers outlive the server (their supervisor is detached): remove them all.
+            from k3py.agent.node_agent import shutdown_runtime
+
+            shutdown_runtime(self.agent_dir)
         if self.host is not None:
             self.host.close()
             self.host = None

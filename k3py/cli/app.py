@@ -55,7 +55,8 @@ def server(
     simulated_nodes: int = typer.Option(0, "--simulated-nodes", help="Register N simulated nodes."),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
-    """Run the API server, scheduler and controllers (and, later, a kubelet) in one process."""
+    """Run the API server, scheduler, controllers and (unless --disable-agent) this host's
+    kubelet in one process."""
     from k3py.server.config import ServerConfig
     from k3py.server.main import run_server_forever
 
@@ -73,7 +74,12 @@ def server(
         simulated_nodes=simulated_nodes,
         log_level=log_level.upper(),
     )
-    raise typer.Exit(run_server_forever(config))
+    hook = None
+    if not disable_agent:
+        from k3py.cli.wiring import run_in_process_agent
+
+        hook = run_in_process_agent
+    raise typer.Exit(run_server_forever(config, hook))
 
 
 @app.command()

@@ -3,7 +3,10 @@
 Order: certificates and token (first start creates them), the store, the watch cache (loads
 every object), the registry, the HTTPS listener, the system objects, then the admin
 kubeconfig is written — so a client that sees the kubeconfig can already talk to the API.
-Components stop in reverse on SIGINT/SIGTERM.
+Then the control plane and, when the caller passes a ``node_agent`` hook, this host's node agent
+run as tasks over the in-process transport. The hook exists because k3py.server may not import
+k3py.agent: the CLI composes the two (``k3py/cli/wiring.py``). Components stop in reverse on
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from k3py.api.resources import builtin_resources
+from k3py.client.interface import Client
 from k3py.server.apiserver.crds import CRDRegistrar
 from k3py.server.apiserver.inprocess import InProcessTransport
 from k3py.server.apiserver.registry import Registry
@@ -32,6 +39,20 @@ from k3py.store import StoreError
 from k3py.store.factory import open_store
 
 log = logging.getLogger("k3py.server")
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What an in-process node agent needs to know about the server it runs beside."""
+
+    config: ServerConfig
+    advertise_ip: str
+    ca_cert: Path  # the cluster CA (PEM): the agent's streaming clients chain to it
+    ca_key: Path  # to sign the agent's streaming serving certificate
+
+
+# Runs this host's node agent until the event is set (k3py/cli/wiring.py provides it).
+NodeAgentHook = Callable[[Client, ServerInfo, asyncio.Event], Awaitable[None]]
 
 
 def _tune_gc() -> None:
@@ -74,7 +95,9 @@ def _advertise_ip(bind_address: str) -> str:
     return "127.0.0.1"
 
 
-async def run_server(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
+async def run_server(
+    config: ServerConfig, stop: asyncio.Event | None = None, node_agent: NodeAgentHook | None = None
+) -> None:
     stop = stop or asyncio.Event()
     started = time.monotonic()
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +142,13 @@ async def run_server(config: ServerConfig, stop: asyncio.Event | None = None) ->
         control_plane = asyncio.create_task(
             _run_control_plane(apiserver, config, tls.ca_cert.read_bytes(), stop), name="control-plane"
         )
+        agent: asyncio.Task[None] | None = None
+        if node_agent is not None:
+            info = ServerInfo(config, advertise_ip, tls.ca_cert, tls.ca_key)
+            agent = asyncio.create_task(_run_node_agent(apiserver, node_agent, info, stop), name="node-agent")
         await stop.wait()
+        if agent is not None:
+            await _finish(agent)
         await _finish(control_plane)
     finally:
         if apiserver is not None:
@@ -142,6 +171,18 @@ async def _run_control_plane(apiserver: ApiServer, config: ServerConfig, ca_pem:
         log.exception("the control plane stopped with an error; the API server keeps serving")
 
 
+async def _run_node_agent(apiserver: ApiServer, hook: NodeAgentHook, info: ServerInfo, stop: asyncio.Event) -> None:
+    """This host's kubelet, talking to this API server in-process."""
+    client = Client(InProcessTransport(apiserver.rest), field_manager="k3py-kubelet")
+    try:
+        await hook(client, info, stop)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # A node that cannot run pods (no cgroups, no nft) must not take the API down with it.
+        log.exception("the node agent stopped with an error; the API server keeps serving")
+
+
 async def _finish(task: asyncio.Task[None]) -> None:
     try:
         await asyncio.wait_for(task, timeout=10)
@@ -151,7 +192,7 @@ async def _finish(task: asyncio.Task[None]) -> None:
             await task
 
 
-def run_server_forever(config: ServerConfig) -> int:
+def run_server_forever(config: ServerConfig, node_agent: NodeAgentHook | None = None) -> int:
     logging.basicConfig(
         level=getattr(logging, config.log_level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -162,7 +203,7 @@ def run_server_forever(config: ServerConfig) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_server(config, stop)
+        await run_server(config, stop, node_agent)
 
     try:
         import uvloop

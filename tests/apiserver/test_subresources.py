@@ -41,7 +41,7 @@ def test_eviction_deletes_and_streaming_answers_clearly(cluster: TestCluster) ->
     logs = cluster.kubectl("logs", "e", "-n", "evict", check=False)
     assert logs.returncode == 1 and "pod e does not have a host assigned" in logs.stderr
     status, body, _ = cluster.request("GET", "/api/v1/namespaces/evict/pods/e/exec?command=true&stdout=true")
-    assert status == 503 and b"not available yet" in body
+    assert status == 400 and b"pod e does not have a host assigned" in body
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "e", "namespace": "evict"}}
     status, body = cluster.request_json("POST", "/api/v1/namespaces/evict/pods/e/eviction", eviction)
     assert status == 201, body

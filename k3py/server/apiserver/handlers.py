@@ -137,7 +137,7 @@ class RestHandler:
         self.registry = registry
         self.table = table
         self.tasks: set[asyncio.Task[Any]] = set()
-        # Set by the server: the kubelet proxy for pods/log (None: answer 503).
+        # Set by the server: the kubelet proxy for pods/log, exec, attach, portforward (None: 503).
         self.streaming: Any = None
         # Set by the server: whether a bearer token is one it accepts (for TokenReview).
         self.token_valid: Callable[[str], bool] = lambda _token: False
@@ -665,6 +665,13 @@ class RestHandler:
     async def _streaming(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         if rr.subresource == "log" and info.kind == "Pod" and self.streaming is not None and request.method == "GET":
             return await self.streaming.logs(request, info, rr.namespace, rr.name)
+        if (
+            rr.subresource in ("exec", "attach", "portforward")
+            and info.kind == "Pod"
+            and self.streaming is not None
+            and request.method in ("GET", "POST")
+        ):
+            return await self.streaming.upgrade(request, info, rr.namespace, rr.name, rr.subresource)
         await self.registry.get(info, rr.namespace, rr.name)
         raise errors.ApiError(
             503,

@@ -1,12 +1,18 @@
-"""pods/log: proxied to the kubelet streaming server of the pod's node.
+"""pods/log, exec, attach and portforward: proxied to the kubelet streaming server of the pod's node.
 
 The API server finds the pod's node, the node's InternalIP and kubelet port
-(``status.daemonEndpoints.kubeletEndpoint.Port``), and streams
-``GET /containerLogs/<ns>/<pod>/<container>`` from it to the client, authenticating with the
-cluster's admin client certificate. As upstream without ``--kubelet-certificate-authority``,
-the kubelet's serving certificate is not verified (kubelets sign their own).
+(``status.daemonEndpoints.kubeletEndpoint.Port``) and authenticates to it with the cluster's
+admin client certificate. As upstream without ``--kubelet-certificate-authority``, the
+kubelet's serving certificate is not verified (kubelets sign their own).
 
-exec, attach and port-forward (connection upgrades) are not proxied yet and answer 503.
+- logs: ``GET /containerLogs/<ns>/<pod>/<container>`` streamed back as it arrives.
+- exec/attach/portforward: connection upgrades (WebSocket v5/v4 channels, the
+  ``SPDY/3.1+portforward.k8s.io`` WebSocket tunnel, ``Upgrade: SPDY/3.1``). The request is checked
+  and rewritten here the way upstream's ``ExecLocation``/``PortForwardLocation`` do (pod and
+  container resolved, the kubelet's query built), then ``k3py.util.streamproxy`` forwards the
+  client's upgrade headers, relays the kubelet's answer (its 101, or its Status error as is) and
+  pipes the raw bytes both ways: the streaming protocol is spoken end to end by the client and
+  the kubelet.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -21,9 +28,35 @@ from aiohttp import web
 from k3py.api import errors
 from k3py.api.resources import ResourceInfo, ResourceTable
 from k3py.server.apiserver.registry import Registry
+from k3py.util.streamproxy import UpstreamError, proxy_streaming_upgrade
 
 DEFAULT_KUBELET_PORT = 10250
 LOG_QUERY = ("follow", "tailLines", "timestamps", "previous", "sinceSeconds", "sinceTime", "limitBytes")
+# The query of exec/attach the kubelet needs (container moves into the path).
+EXEC_QUERY = ("command", "stdin", "stdout", "stderr", "tty")
+# Kubelet routes per subresource.
+UPGRADE_ROUTES = {"exec": "exec", "attach": "attach", "portforward": "portForward"}
+
+
+def port_forward_ports(values: list[str]) -> list[int]:
+    """The ``ports`` of a pods/portforward request (repeated or comma-separated), checked."""
+    ports: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            try:
+                port = int(part)
+            except ValueError:
+                raise errors.bad_request(f'invalid port "{part}": ports must be numbers between 1 and 65535') from None
+            if not 0 < port < 65536:
+                raise errors.bad_request(f"port {port} must be in the range 1-65535")
+            ports.append(port)
+    return ports
+
+
+def is_upgrade_request(request: web.BaseRequest) -> bool:
+    tokens = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
+    return "upgrade" in tokens and bool(request.headers.get("Upgrade"))
 
 
 class StreamingProxy:
@@ -107,3 +140,24 @@ class StreamingProxy:
             raise errors.ApiError(
                 503, "ServiceUnavailable", f"cannot reach the kubelet of node {(pod.get('spec') or {}).get('nodeName')} at {host}:{port}: {e}"
             ) from None
+
+    async def upgrade(self, request: web.BaseRequest, info: ResourceInfo, namespace: str, name: str, subresource: str) -> web.StreamResponse:
+        """pods/exec, pods/attach, pods/portforward: check, rewrite and proxy the upgrade."""
+        pod = await self.registry.get(info, namespace, name)
+        params: list[tuple[str, str]] = []
+        if subresource == "portforward":
+            path = f"/portForward/{quote(namespace)}/{quote(name)}"
+            # Upstream's PortForwardOptions.ports become the kubelet's repeated port= parameter.
+            params = [("port", str(p)) for p in port_forward_ports(request.query.getall("ports", []))]
+        else:
+            container = self._container(pod, request.query.get("container", ""))
+            path = f"/{UPGRADE_ROUTES[subresource]}/{quote(namespace)}/{quote(name)}/{quote(container)}"
+            params = [(k, v) for k, v in request.query.items() if k in EXEC_QUERY]
+        host, port = await self._kubelet(pod)
+        if not is_upgrade_request(request):
+            raise errors.bad_request("Upgrade request required")
+        path_qs = path + (f"?{urlencode(params)}" if params else "")
+        try:
+            return await proxy_streaming_upgrade(request, host, port, path_qs, self._ssl_context())  # type: ignore[arg-type]
+        except UpstreamError as e:
+            raise errors.ApiError(500, "InternalError", f"error dialing backend: {e}") from None
