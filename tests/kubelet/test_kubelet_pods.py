@@ -477,3 +477,24 @@ def test_deployment_rolls_out_on_the_node(agent_cluster) -> None:  # type: ignor
     assert deployment["status"]["readyReplicas"] == 2 and deployment["status"]["availableReplicas"] == 2
     pods = cluster.kubectl_json("get", "pods", "-l", "app=web-dep")["items"]
     assert len({p["status"]["podIP"] for p in pods}) == 2
+
+
+def test_helm_install_wait_on_the_node(agent_cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    chart = tmp_path / "greeter"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: greeter\nversion: 0.1.0\n")
+    (chart / "templates" / "all.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: greeting}\ndata: {text: hello-helm}\n---\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: greeter}\n"
+        "spec:\n  replicas: 1\n  selector: {matchLabels: {app: greeter}}\n"
+        "  template:\n    metadata: {labels: {app: greeter}}\n    spec:\n      containers:\n"
+        "      - name: main\n        image: busybox\n        command: [sh, -c, 'echo $(cat /cfg/text); exec sleep 3600']\n"
+        "        volumeMounts: [{name: cfg, mountPath: /cfg}]\n"
+        "        readinessProbe: {exec: {command: [test, -s, /cfg/text]}, periodSeconds: 1}\n"
+        "      volumes: [{name: cfg, configMap: {name: greeting}}]\n"
+    )
+    cluster.helm("install", "greeter", str(chart), "--wait", "--timeout", "60s")
+    pod = cluster.kubectl_json("get", "pods", "-l", "app=greeter")["items"][0]
+    assert cluster.kubectl("logs", pod["metadata"]["name"]).stdout == "hello-helm\n"
+    cluster.helm("uninstall", "greeter", "--wait")

@@ -191,7 +191,9 @@ def test_cri_log_rendering_joins_partials() -> None:
            b"2024-01-01T00:00:01.000000000Z stderr F oops\n"
            b"2024-01-01T00:00:02.000000000Z stdout F unfinished")
     lines = [text for _t, text in render_log_lines(raw, False)]
-    assert lines == [b"hello\n", b"oops\n"]
+    assert lines == [b"hello\n", b"oops\n"]  # a record still being written is not read
+    no_newline = b"2024-01-01T00:00:03.0Z stdout F done\n2024-01-01T00:00:04.0Z stdout P prompt> \n"
+    assert [text for _t, text in render_log_lines(no_newline, False)] == [b"done\n", b"prompt> "]
     stamped = [text for _t, text in render_log_lines(raw, True)]
     assert stamped[0] == b"2024-01-01T00:00:00.000000001Z hello\n"
 

@@ -66,7 +66,8 @@ def _timestamp_seconds(stamp: str) -> float:
 
 
 def render_log_lines(raw: bytes, timestamps: bool) -> Iterator[tuple[float, bytes]]:
-    """Complete output lines (with the first fragment's time) from CRI log content."""
+    """Output lines (with the first fragment's time) from CRI log content; partial records at
+    the end (output without its newline yet, or ever) come last, as they are."""
     pending = b""
     pending_stamp = ""
     for line in raw.splitlines(keepends=True):
@@ -85,6 +86,8 @@ def render_log_lines(raw: bytes, timestamps: bool) -> Iterator[tuple[float, byte
                 text = pending_stamp.encode() + b" " + text
             yield _timestamp_seconds(pending_stamp), text
             pending = b""
+    if pending:
+        yield _timestamp_seconds(pending_stamp), (pending_stamp.encode() + b" " if timestamps else b"") + pending
 
 
 def _read_rotated(log_path: str, keep: int = 10) -> bytes:
