@@ -1455,20 +1455,60 @@ def _validate_pvc(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Errors
     if old is not None:
         old_spec = old.get("spec") or {}
 
-        def frozen(s: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+        old_annotations = _get(old, "metadata", "annotations") or {}
+        new_annotations = _get(obj, "metadata", "annotations") or {}
+        class_may_change = _storage_class_set_from_annotation(
+            old_annotations, new_annotations, old_spec.get("storageClassName"), spec.get("storageClassName")
+        )
+        if not class_may_change:
+            if old_annotations.get(_BETA_STORAGE_CLASS) != new_annotations.get(_BETA_STORAGE_CLASS):
+                errs.invalid(
+                    f"metadata.annotations[{_BETA_STORAGE_CLASS}]",
+                    new_annotations.get(_BETA_STORAGE_CLASS, ""),
+                    "field is immutable",
+                )
+            class_may_change = _storage_class_set_from_nil(
+                old_annotations, old_spec.get("storageClassName"), spec.get("storageClassName")
+            )
+
+        def frozen(s: dict[str, Any]) -> dict[str, Any]:
             out = {
                 k: v for k, v in s.items() if k not in ("resources", "volumeAttributesClassName")
             }
-            if not current.get("volumeName"):
-                out.pop("volumeName", None)  # binding fills it in
+            if not old_spec.get("volumeName"):
+                out.pop("volumeName", None)  # binding sets it once
+            if class_may_change or out.get("storageClassName") is None:
+                out.pop("storageClassName", None)  # null and absent are the same nil
             return out
 
-        if frozen(spec, old_spec) != frozen(old_spec, old_spec):
+        if frozen(spec) != frozen(old_spec):
             errs.forbidden(
                 "spec",
                 "spec is immutable after creation except resources.requests and "
                 "volumeAttributesClassName for bound claims",
             )
+
+
+_BETA_STORAGE_CLASS = "volume.beta.kubernetes.io/storage-class"
+
+
+def _storage_class_set_from_annotation(
+    old_annotations: dict[str, Any], new_annotations: dict[str, Any], old_class: Any, new_class: Any
+) -> bool:
+    """A claim created with the beta annotation may copy that class into spec.storageClassName
+    (once, while the field is unset, and only the annotation's value)."""
+    if _BETA_STORAGE_CLASS not in old_annotations or old_class is not None:
+        return False
+    annotated = old_annotations[_BETA_STORAGE_CLASS]
+    if new_annotations.get(_BETA_STORAGE_CLASS, annotated) != annotated:
+        return False
+    return new_class is not None and new_class == annotated
+
+
+def _storage_class_set_from_nil(old_annotations: dict[str, Any], old_class: Any, new_class: Any) -> bool:
+    """Retroactive default StorageClass (GA in 1.28): a claim without a class and without the
+    beta annotation may be given a non-empty class later."""
+    return _BETA_STORAGE_CLASS not in old_annotations and old_class is None and bool(new_class)
 
 
 _RBAC_GROUP = "rbac.authorization.k8s.io"

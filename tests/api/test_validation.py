@@ -459,6 +459,41 @@ def test_rbac() -> None:
     assert causes(changed, good)[0]["message"].endswith("cannot change roleRef")
 
 
+def _claim(annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    metadata = meta("data")
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata,
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}, **spec},
+    }
+
+
+def test_pvc_update_binding_and_late_storage_class() -> None:
+    unbound = _claim(storageClassName="local-path")
+    # Binding sets volumeName once; after that it is as immutable as the rest of the spec.
+    bound = _claim(storageClassName="local-path", volumeName="pv-1")
+    assert causes(bound, unbound) == []
+    rebound = _claim(storageClassName="local-path", volumeName="pv-2")
+    assert fields(causes(rebound, bound)) == ["spec"]
+    # A claim without a class gets one later (retroactive default class); null is unset too.
+    for no_class in (_claim(), _claim(storageClassName=None)):
+        assert causes(_claim(storageClassName="local-path"), no_class) == []
+        assert fields(causes(_claim(storageClassName=""), no_class)) == ["spec"]
+    assert fields(causes(_claim(storageClassName="other"), unbound)) == ["spec"]
+    assert causes(_claim(storageClassName=None), _claim()) == []
+    # The beta annotation: its class may be copied into the field, no other class may be set,
+    # and the annotation itself is immutable.
+    beta = {"volume.beta.kubernetes.io/storage-class": "fast"}
+    assert causes(_claim(beta, storageClassName="fast"), _claim(beta)) == []
+    assert fields(causes(_claim(beta, storageClassName="slow"), _claim(beta))) == ["spec"]
+    changed = causes(_claim({"volume.beta.kubernetes.io/storage-class": "slow"}), _claim(beta))
+    assert fields(changed) == ["metadata.annotations[volume.beta.kubernetes.io/storage-class]"]
+    assert changed[0]["message"].endswith("field is immutable")
+
+
 def test_pvc_and_ingress() -> None:
     pvc = {
         "apiVersion": "v1",

@@ -92,6 +92,24 @@ def test_finalizers_hold_deletion_until_removed(cluster: TestCluster) -> None:
     assert status == 404
 
 
+def test_namespace_finalizer_is_added_on_create_only(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "sem-nsfin")
+    status, created = cluster.request_json("GET", f"/api/v1/namespaces/{ns}")
+    assert created["spec"] == {"finalizers": ["kubernetes"]}
+    created["spec"]["finalizers"] = []
+    status, finalized = cluster.request_json("PUT", f"/api/v1/namespaces/{ns}/finalize", created)
+    assert status == 200 and finalized["spec"].get("finalizers", []) == []
+    # A later write of the namespace itself keeps the (empty) finalizers as stored.
+    finalized["metadata"]["labels"]["team"] = "a"
+    status, updated = cluster.request_json("PUT", f"/api/v1/namespaces/{ns}", finalized)
+    assert status == 200 and updated["metadata"]["labels"]["team"] == "a"
+    assert updated["spec"].get("finalizers", []) == []
+    # With no finalizer left, deleting the namespace removes it at once.
+    status, _ = cluster.request_json("DELETE", f"/api/v1/namespaces/{ns}")
+    assert status in (200, 202)
+    cluster.wait_for(lambda: cluster.request_json("GET", f"/api/v1/namespaces/{ns}")[0] == 404, what="namespace gone")
+
+
 def test_delete_preconditions_and_status_subresource(cluster: TestCluster) -> None:
     ns = _ns(cluster, "sem-pre")
     _, created = cluster.request_json("POST", CM.format(ns=ns), _cm("p"))

@@ -101,7 +101,7 @@ def test_set_image_history_undo_restart(sim: TestCluster) -> None:
     assert newest["status"].get("readyReplicas") == 2
 
 
-def test_delete_cascades_and_terminating_namespace_is_emptied(sim: TestCluster) -> None:
+def test_delete_cascades_and_deleted_namespace_goes_away_with_its_content(sim: TestCluster) -> None:
     ns = _ns(sim, "cascade")
     sa = sim.wait_for(lambda: sim.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0,
                       what="default service account")
@@ -116,10 +116,14 @@ def test_delete_cascades_and_terminating_namespace_is_emptied(sim: TestCluster) 
 
     sim.kubectl("create", "deployment", "stay", "--image=nginx", "--replicas=1", "-n", ns)
     sim.kubectl("rollout", "status", "deployment/stay", "-n", ns, "--timeout=60s")
-    sim.kubectl("delete", "namespace", ns, "--wait=false")
-    # The namespace controller empties a Terminating namespace of every kind it holds.
-    sim.wait_for(lambda: not sim.kubectl_json("get", "deployments,replicasets,pods,serviceaccounts,configmaps",
-                                              "-n", ns)["items"], what="namespace content deleted")
+    sim.kubectl("create", "configmap", "settings", "--from-literal=k=v", "-n", ns)
+    # kubectl waits (by default) until the namespace is gone: the namespace controller empties
+    # it of every kind it holds, then finalizes it and the server removes it.
+    deleted = sim.kubectl("delete", "namespace", ns, "--timeout=60s", timeout=90)
+    assert deleted.stdout.strip() == f'namespace "{ns}" deleted'
+    gone = sim.kubectl("get", "namespace", ns, check=False)
+    assert gone.returncode == 1 and f'namespaces "{ns}" not found' in gone.stderr
+    assert not sim.kubectl_json("get", "deployments,replicasets,pods,serviceaccounts,configmaps", "-n", ns)["items"]
 
 
 def test_unschedulable_pod_is_explained(sim: TestCluster) -> None:
