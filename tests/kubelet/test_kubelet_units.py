@@ -162,6 +162,15 @@ def test_publish_files_swaps_atomically(tmp_path: Path) -> None:
     assert len([e for e in os.listdir(target) if e.startswith("..") and e != "..data"]) == 1
 
 
+def test_hosts_file_names() -> None:
+    from k3py.agent.kubelet.volumes import render_hosts
+
+    text = render_hosts("10.42.0.9", "web-0", [{"ip": "192.0.2.7", "hostnames": ["db", "db.local"]}],
+                        "web-0.web.shop.svc.cluster.local")
+    assert "10.42.0.9\tweb-0.web.shop.svc.cluster.local\tweb-0\n" in text
+    assert text.endswith("192.0.2.7\tdb db.local\n") and "127.0.0.1\tlocalhost\n" in text
+
+
 def test_resolv_conf_cluster_first() -> None:
     text = render_resolv_conf(POD)
     assert "search shop.svc.cluster.local svc.cluster.local cluster.local" in text

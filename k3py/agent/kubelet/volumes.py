@@ -160,7 +160,9 @@ def _check_relative(path: str) -> None:
         raise VolumeError(f"invalid volume file path {path!r}: must be relative and not contain '..'")
 
 
-def render_hosts(pod_ip: str, hostname: str, extra: list[Obj] | None = None) -> str:
+def render_hosts(pod_ip: str, hostname: str, extra: list[Obj] | None = None, fqdn: str = "") -> str:
+    """The pod's /etc/hosts: loopback names, the pod's own name (and FQDN with a subdomain),
+    then ``hostAliases``."""
     lines = [
         "# Kubernetes-managed hosts file.",
         "127.0.0.1\tlocalhost",
@@ -171,7 +173,7 @@ def render_hosts(pod_ip: str, hostname: str, extra: list[Obj] | None = None) -> 
         "fe00::2\tip6-allrouters",
     ]
     if pod_ip:
-        lines.append(f"{pod_ip}\t{hostname}")
+        lines.append(f"{pod_ip}\t{fqdn}\t{hostname}" if fqdn else f"{pod_ip}\t{hostname}")
     for alias in extra or []:
         lines.append(f"{alias.get('ip', '')}\t{' '.join(alias.get('hostnames') or [])}")
     return "\n".join(lines) + "\n"
@@ -293,7 +295,10 @@ class PodVolumes:
             hosts = Path("/etc/hosts").read_text() if os.path.exists("/etc/hosts") else render_hosts("", "")
             hostname = os.uname().nodename
         else:
-            hosts = render_hosts(pod_ip, hostname, spec.get("hostAliases"))
+            subdomain = spec.get("subdomain", "")
+            namespace = (pod.get("metadata") or {}).get("namespace", "default")
+            fqdn = f"{hostname}.{subdomain}.{namespace}.svc.{CLUSTER_DOMAIN}" if subdomain else ""
+            hosts = render_hosts(pod_ip, hostname, spec.get("hostAliases"), fqdn)
         host_resolv = Path("/etc/resolv.conf").read_text() if os.path.exists("/etc/resolv.conf") else ""
         for name, content in (
             ("hosts", hosts),
