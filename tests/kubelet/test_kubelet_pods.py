@@ -223,6 +223,7 @@ def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignor
 
 def test_exec_through_the_kubelet_websocket(agent_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster, _node = agent_cluster
+    cluster.kubectl("create", "service", "clusterip", "backend", "--tcp=80:8080")
     cluster.kubectl("run", "execme", "--image=busybox", "--", "sleep", "3600")
     wait_pod(cluster, "execme", phase_is("Running"), "Running")
     query = "&".join(["command=sh", "command=-c", "command=echo out%3B hostname%3B echo err >%262%3B exit 7",
@@ -240,14 +241,15 @@ def test_exec_through_the_kubelet_websocket(agent_cluster) -> None:  # type: ign
     # The pod's own /etc/hosts, /etc/hostname and /etc/resolv.conf, and the kubernetes Service env.
     pod_ip = cluster.kubectl_json("get", "pod", "execme")["status"]["podIP"]
     query = "&".join(["command=sh", "command=-c",
-                      "command=cat /etc/hostname /etc/hosts /etc/resolv.conf%3B echo $KUBERNETES_SERVICE_PORT",
+                      "command=cat /etc/hostname /etc/hosts /etc/resolv.conf%3B echo $BACKEND_SERVICE_PORT"
+                      " $KUBERNETES_SERVICE_PORT",
                       "stdout=1"])
     frames = kubelet_websocket(cluster, f"/exec/default/execme/execme?{query}", "v4.channel.k8s.io")
     text = b"".join(f[1:] for f in frames if f[:1] == b"\x01").decode()
     assert text.startswith("execme\n")
     assert f"{pod_ip}\texecme" in text
     assert "nameserver 10.43.0.10" in text and "search default.svc.cluster.local" in text
-    assert text.rstrip().endswith("443")
+    assert text.rstrip().endswith("80 443")  # service links of the namespace, and the API's
 
 
 def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type: ignore[no-untyped-def]

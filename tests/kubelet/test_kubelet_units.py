@@ -77,6 +77,28 @@ def test_container_env_order_sources_and_expansion() -> None:
     assert command_and_args(container, env) == (["echo", "hello world"], ["web", "$(POD)"])
 
 
+def test_service_link_variables() -> None:
+    from k3py.agent.kubelet.podspec import pod_service_env
+
+    services = [
+        {"metadata": {"name": "my-db", "namespace": "shop"},
+         "spec": {"clusterIP": "10.43.0.20", "ports": [{"name": "sql", "port": 5432, "protocol": "TCP"}]}},
+        {"metadata": {"name": "headless", "namespace": "shop"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}},
+        {"metadata": {"name": "other", "namespace": "elsewhere"}, "spec": {"clusterIP": "10.43.0.30",
+                                                                           "ports": [{"port": 80}]}},
+        {"metadata": {"name": "kubernetes", "namespace": "default"},
+         "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}},
+    ]
+    env = pod_service_env(POD, services)
+    assert env["MY_DB_SERVICE_HOST"] == "10.43.0.20" and env["MY_DB_SERVICE_PORT"] == "5432"
+    assert env["MY_DB_SERVICE_PORT_SQL"] == "5432" and env["MY_DB_PORT"] == "tcp://10.43.0.20:5432"
+    assert env["MY_DB_PORT_5432_TCP_ADDR"] == "10.43.0.20" and env["MY_DB_PORT_5432_TCP_PROTO"] == "tcp"
+    assert env["KUBERNETES_SERVICE_HOST"] == "10.43.0.1" and env["KUBERNETES_SERVICE_PORT_HTTPS"] == "443"
+    assert not any(k.startswith(("HEADLESS_", "OTHER_")) for k in env)
+    no_links = {**POD, "spec": {**POD["spec"], "enableServiceLinks": False}}
+    assert set(pod_service_env(no_links, services)) == {k for k in env if k.startswith("KUBERNETES_")}
+
+
 def test_missing_required_config_is_a_config_error() -> None:
     container = {"name": "m", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}}]}
     with pytest.raises(ContainerConfigError, match='configmap "cm" not found'):

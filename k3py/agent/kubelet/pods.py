@@ -54,6 +54,7 @@ from k3py.agent.kubelet.podspec import (
     command_and_args,
     container_env,
     crash_loop_backoff,
+    pod_service_env,
     qos_class,
     referenced_config,
     runtime_resources,
@@ -72,7 +73,7 @@ from k3py.api.errors import ApiError
 from k3py.api.meta import now_rfc3339, parse_rfc3339
 from k3py.client.events import EventRecorder
 from k3py.client.informer import Informer, object_key
-from k3py.client.interface import CONFIGMAPS, PODS, Client, Resource
+from k3py.client.interface import CONFIGMAPS, PODS, SERVICES, Client, Resource
 from k3py.client.workqueue import ShutDown, WorkQueue
 from k3py.runtime.containers import ContainerError, ContainerNotFound, ContainerRuntime
 from k3py.runtime.images import ImageError
@@ -156,6 +157,7 @@ class PodManager:
         self.workers = workers
         self.executor = ThreadPoolExecutor(max_workers=48, thread_name_prefix="kubelet")
         self.informer = Informer(client, PODS, field_selector=f"spec.nodeName={node_name}")
+        self.services = Informer(client, SERVICES)  # for the containers' service variables
         self.queue = WorkQueue("kubelet-pods", qps=1000.0, burst=1000)
         self.events = EventRecorder(client, "kubelet", node_name)
         self.probes = ProbeManager(self)
@@ -218,7 +220,9 @@ class PodManager:
         await self.adopt()
         self.events.start()
         self._tasks.append(asyncio.create_task(self.informer.run(), name="kubelet-pod-informer"))
+        self._tasks.append(asyncio.create_task(self.services.run(), name="kubelet-service-informer"))
         await self.informer.wait_synced()
+        await self.services.wait_synced()
         for _ in range(self.workers):
             self._tasks.append(asyncio.create_task(self._worker(), name="kubelet-pod-worker"))
         self._tasks.append(asyncio.create_task(self._pleg(), name="kubelet-pleg"))
@@ -642,7 +646,8 @@ class PodManager:
                                          "podIPs": [{"ip": record.pod_ip}] if record.pod_ip else [],
                                          "hostIPs": [{"ip": self.node_ip}]}}
             env = container_env(env_pod, container, config_maps=config_maps, secrets=secrets,
-                                service_env=self.service_env,
+                                service_env={**self.service_env,
+                                             **pod_service_env(pod, self.services.cache.list())},
                                 node_allocatable=self.allocatable())
             command, args = command_and_args(container, env)
             mounts = PodVolumes(self.pods_dir / record.uid).container_mounts(container, volume_paths, pod, attempt)

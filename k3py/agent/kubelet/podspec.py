@@ -167,6 +167,46 @@ def kubernetes_service_env(host: str, port: int) -> dict[str, str]:
     }
 
 
+def service_link_env(service: Obj) -> dict[str, str]:
+    """The docker-link style variables of one Service (``<NAME>_SERVICE_HOST``, ``<NAME>_PORT``...);
+    none for headless Services or ones without a ClusterIP."""
+    spec = service.get("spec") or {}
+    host = spec.get("clusterIP") or ""
+    ports = spec.get("ports") or []
+    if not host or host == "None" or not ports:
+        return {}
+    prefix = (service.get("metadata") or {}).get("name", "").upper().replace("-", "_")
+    first = ports[0]
+    env = {f"{prefix}_SERVICE_HOST": host, f"{prefix}_SERVICE_PORT": str(first.get("port", ""))}
+    for port in ports:
+        if port.get("name"):
+            env[f"{prefix}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(port.get("port", ""))
+    env[f"{prefix}_PORT"] = f"{first.get('protocol', 'TCP').lower()}://{host}:{first.get('port', '')}"
+    for port in ports:
+        protocol = port.get("protocol", "TCP")
+        base = f"{prefix}_PORT_{port.get('port', '')}_{protocol.upper()}"
+        env[base] = f"{protocol.lower()}://{host}:{port.get('port', '')}"
+        env[f"{base}_PROTO"] = protocol.lower()
+        env[f"{base}_PORT"] = str(port.get("port", ""))
+        env[f"{base}_ADDR"] = host
+    return env
+
+
+def pod_service_env(pod: Obj, services: list[Obj]) -> dict[str, str]:
+    """Service variables a container of ``pod`` starts with: the ``kubernetes`` Service of the
+    default namespace always, and (unless ``enableServiceLinks`` is false) every Service of the
+    pod's namespace."""
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    links = (pod.get("spec") or {}).get("enableServiceLinks", True) is not False
+    env: dict[str, str] = {}
+    for service in sorted(services, key=lambda s: (s.get("metadata") or {}).get("name", "")):
+        meta = service.get("metadata") or {}
+        is_master = meta.get("namespace") == "default" and meta.get("name") == "kubernetes"
+        if is_master or (links and meta.get("namespace") == namespace):
+            env.update(service_link_env(service))
+    return env
+
+
 def container_env(
     pod: Obj,
     container: Obj,
