@@ -3,8 +3,9 @@
 No I/O here: the pod manager fetches the ConfigMaps and Secrets a container references
 (``referenced_config``) and hands them in, so every rule below is unit-tested in milliseconds.
 
-- ``container_env``: the container's environment in Kubernetes order — the service variables
-  of the ``kubernetes`` Service first, then ``envFrom`` sources in order, then ``env`` entries in
+- ``container_env``: the container's environment in Kubernetes order — the Services' link
+  variables first (``pod_service_env``: the ``kubernetes`` Service, and the pod namespace's
+  Services unless ``enableServiceLinks`` is false), then ``envFrom`` sources in order, then ``env`` entries in
   order, each ``value`` with ``$(VAR)`` expanded against what came before. A missing ConfigMap,
   Secret or key that is not ``optional`` raises ``ContainerConfigError`` (the kubelet's
   ``CreateContainerConfigError``).
