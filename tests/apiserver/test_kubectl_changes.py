@@ -6,7 +6,9 @@ One cluster for the module; each test uses its own namespace so the tests stay i
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
+import threading
 import time
 
 import yaml
@@ -96,7 +98,13 @@ def test_patch_all_three_types_and_replace(cluster: TestCluster) -> None:
     assert [c["image"] for c in dep["spec"]["template"]["spec"]["containers"]] == ["nginx:1.26"]
     cluster.kubectl("patch", "deploy", "web", "-n", ns, "--type=merge", "-p", '{"spec":{"replicas":3}}')
     cluster.kubectl("patch", "deploy", "web", "-n", ns, "--type=json", "-p", '[{"op":"add","path":"/spec/minReadySeconds","value":5}]')
-    dep = cluster.kubectl_json("get", "deploy", "web", "-n", ns)
+    # The deployment controller writes the status after each change; replace with the
+    # resourceVersion of a read taken once it has caught up, else a correct 409 follows.
+    dep = cluster.wait_for(
+        lambda: (d := cluster.kubectl_json("get", "deploy", "web", "-n", ns))["status"].get("observedGeneration") == d["metadata"]["generation"]
+        and d["status"].get("updatedReplicas") == d["spec"]["replicas"] and d,
+        what="deployment status caught up",
+    )  # fmt: skip
     assert dep["spec"]["replicas"] == 3
     assert dep["spec"]["minReadySeconds"] == 5
     dep["spec"]["replicas"] = 4
@@ -136,30 +144,45 @@ def test_get_watch_sees_added_modified_deleted(cluster: TestCluster) -> None:
     ns = _ns(cluster, "watch")
     argv = cluster.host.exec_argv([  # type: ignore[union-attr]
         find_kubectl(), "--kubeconfig", str(cluster.kubeconfig), "--cache-dir", str(cluster.cache_dir / "default"),
-        "get", "cm", "-n", ns, "-w", "--output-watch-events", "--field-selector=metadata.name=w1",
+        "get", "cm", "-n", ns, "-w", "--output-watch-events", "-l", "watched=yes", "--no-headers",
     ])  # fmt: skip
     watcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_lines() -> None:
+        assert watcher.stdout is not None
+        for line in watcher.stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read_lines, daemon=True)
+    reader.start()
+
+    def next_line(deadline: float) -> str:
+        try:
+            return lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no watch line in time; kubectl stderr: {watcher.stderr}") from None
+
+    def watched(name: str) -> str:
+        return yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"watched": "yes"}}})
+
     try:
-        # The initial list prints nothing for an empty namespace; wait until the watch is open
-        # by creating objects until the first ADDED line arrives.
-        cluster.kubectl("create", "configmap", "w1", "-n", ns)
+        # The watch is established once the first object shows up (from the initial list or
+        # from the watch itself); only then are the changes under test made.
+        cluster.kubectl("create", "-n", ns, "-f", "-", input=watched("w0"))
+        deadline = time.monotonic() + 20
+        assert next_line(deadline).split()[:2] == ["ADDED", "w0"]
+        cluster.kubectl("create", "-n", ns, "-f", "-", input=watched("w1"))
         cluster.kubectl("label", "cm", "w1", "x=y", "-n", ns)
         cluster.kubectl("delete", "cm", "w1", "-n", ns)
-        lines: list[str] = []
-        deadline = time.monotonic() + 20
-        assert watcher.stdout is not None
-        while time.monotonic() < deadline and not any(line.startswith("DELETED") for line in lines):
-            line = watcher.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-        lines = [line for line in lines if not line.startswith("EVENT")]  # the header
-        kinds = [line.split()[0] for line in lines]
-        assert kinds[0] == "ADDED" and "MODIFIED" in kinds and kinds[-1] == "DELETED", lines
-        assert all(line.split()[1] == "w1" for line in lines)
+        seen: list[list[str]] = []
+        while not seen or seen[-1][0] != "DELETED":
+            seen.append(next_line(deadline).split()[:2])
+        assert seen == [["ADDED", "w1"], ["MODIFIED", "w1"], ["DELETED", "w1"]]
     finally:
         watcher.kill()
         watcher.wait()
+        reader.join(timeout=5)
 
 
 def test_unknown_fields_are_refused_under_strict_and_warned_otherwise(cluster: TestCluster) -> None:
@@ -215,3 +238,43 @@ def test_diff_and_explain(cluster: TestCluster) -> None:
     assert cluster.kubectl_json("get", "cm", "d", "-n", ns)["data"] == {"a": "1"}  # diff is a dry run
     explained = cluster.kubectl("explain", "deployment.spec.replicas").stdout
     assert "FIELD: replicas <integer>" in explained
+
+
+def test_create_keeps_a_nodes_status_and_resets_a_workloads(cluster: TestCluster) -> None:
+    # The kubelet registers its Node with status; upstream's Node strategy keeps it on create,
+    # while workload strategies start every object with an empty status.
+    node = {
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "registered-node"},
+        "status": {
+            "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
+                            "lastHeartbeatTime": "2024-01-01T00:00:00Z", "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+            "nodeInfo": {"kubeletVersion": "v1.32.4", "architecture": "amd64", "operatingSystem": "linux"},
+        },
+    }  # fmt: skip
+    # What the create answers is what was stored (the node lifecycle controller later marks
+    # this lease-less node Unknown).
+    created = json.loads(cluster.kubectl("create", "-f", "-", "-o", "json", input=yaml.safe_dump(node)).stdout)
+    try:
+        assert created["status"]["capacity"] == {"cpu": "4", "memory": "8Gi", "pods": "110"}
+        assert created["status"]["allocatable"] == created["status"]["capacity"]  # defaulted from capacity
+        assert [(c["type"], c["reason"]) for c in created["status"]["conditions"]] == [("Ready", "KubeletReady")]
+        assert created["status"]["nodeInfo"]["kubeletVersion"] == "v1.32.4"
+        row = cluster.kubectl("get", "node", "registered-node", "--no-headers").stdout.split()
+        assert row[0] == "registered-node" and row[-1] == "v1.32.4"
+    finally:
+        cluster.kubectl("delete", "node", "registered-node")
+    ns = _ns(cluster, "status-on-create")
+    dep = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            # Sent as 1.32 clients do; a 1.32 API server echoes the null (1.33 started omitting it).
+            "template": {"metadata": {"creationTimestamp": None, "labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "c", "image": "nginx"}]}},
+        },
+        "status": {"replicas": 7, "readyReplicas": 7},
+    }  # fmt: skip
+    created = json.loads(cluster.kubectl("create", "-n", ns, "-f", "-", "-o", "json", input=json.dumps(dep)).stdout)
+    assert created["status"].get("replicas") in (None, 0) and "readyReplicas" not in created["status"]
+    assert created["spec"]["template"]["metadata"] == {"creationTimestamp": None, "labels": {"app": "web"}}
