@@ -80,11 +80,11 @@ def _kubectl_argv(cluster: TestCluster, *args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _background(cluster: TestCluster, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+def _background(cluster: TestCluster, *args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """kubectl running in the background, its stdout a pipe; killed at the end."""
     process = subprocess.Popen(
         _kubectl_argv(cluster, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
+        stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **(env or {})},
     )
     try:
         yield process
@@ -202,24 +202,61 @@ def test_logs_and_follow(cluster: TestCluster) -> None:
     assert result.stdout == "line 1\nline 2\nline 3\n"
 
 
-def test_port_forward_to_httpd(cluster: TestCluster) -> None:
+def _http_get(port: int) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("GET", "/index.html")
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("websockets", ["true", "false"], ids=["websocket", "spdy"])
+def test_port_forward_to_httpd(cluster: TestCluster, websockets: str) -> None:
     _wait_running(cluster, "web")
-    with _background(cluster, "port-forward", "pod/web", "18080:80") as forward:
+    local = 18080 if websockets == "true" else 18081
+    env = {"KUBECTL_PORT_FORWARD_WEBSOCKETS": websockets}
+    with _background(cluster, "port-forward", "pod/web", f"{local}:80", env=env) as forward:
         assert forward.stdout is not None
-        _read_until(forward.stdout.fileno(), b"Forwarding from 127.0.0.1:18080 -> 80")
-
-        def get() -> tuple[int, bytes]:
-            conn = http.client.HTTPConnection("127.0.0.1", 18080, timeout=20)
-            try:
-                conn.request("GET", "/index.html")
-                response = conn.getresponse()
-                return response.status, response.read()
-            finally:
-                conn.close()
-
+        _read_until(forward.stdout.fileno(), f"Forwarding from 127.0.0.1:{local} -> 80".encode())
         for _ in range(2):  # two connections over the same tunnel
-            status, body = cluster.in_netns(get)
-            assert (status, body) == (200, b"hello-through-port-forward\n")
+            assert cluster.in_netns(_http_get, local) == (200, b"hello-through-port-forward\n")
+
+
+def test_python_client_port_forward_and_exec(cluster: TestCluster) -> None:
+    """The official client's port-forward sends ``ports=80`` (v4 channels): the API server
+    turns it into the kubelet's ``port=80``."""
+    _wait_running(cluster, "web")
+    from kubernetes import client as k8s
+    from kubernetes import config
+    from kubernetes.stream import portforward, stream
+
+    def run() -> tuple[bytes, str]:
+        core = k8s.CoreV1Api(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
+        forward = portforward(core.connect_get_namespaced_pod_portforward, "web", "default", ports="80")
+        sock = forward.socket(80)
+        sock.settimeout(20)
+        sock.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+        received = b""
+        while not received.endswith(b"hello-through-port-forward\n") and (chunk := sock.recv(4096)):
+            received += chunk
+        sock.close()
+        forward.close()
+        output = stream(core.connect_get_namespaced_pod_exec, "web", "default",
+                        command=["cat", "/www/index.html"], stdout=True, stderr=True, stdin=False, tty=False)
+        return received, output
+
+    received, output = cluster.in_netns(run)
+    assert received.startswith(b"HTTP/1.") and received.endswith(b"\r\n\r\nhello-through-port-forward\n")
+    assert output == "hello-through-port-forward\n"
+
+
+def test_oldest_kubectl_execs_over_spdy(cluster: TestCluster) -> None:
+    _wait_running(cluster, "sleeper")
+    result = cluster.kubectl("exec", "-i", "sleeper", "--", "sh", "-c", "cat; exit 7", version="1.27", input="old\n", check=False)
+    assert (result.returncode, result.stdout) == (7, "old\n")
+    assert "command terminated with exit code 7" in result.stderr
 
 
 def test_attach_streams_the_running_container(cluster: TestCluster) -> None:
