@@ -209,14 +209,27 @@ class TestCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=15)
-        if self.agent and (self.agent_dir / "runtime").exists():
-            # Containers outlive the server (their supervisor is detached): remove them all.
-            from k3py.agent.node_agent import shutdown_runtime
+        try:
+            if self.agent and (self.agent_dir / "runtime").exists():
+                self._remove_agent_containers()
+        finally:
+            if self.host is not None:
+                self.host.close()
+                self.host = None
 
-            shutdown_runtime(self.agent_dir)
-        if self.host is not None:
-            self.host.close()
-            self.host = None
+    def _remove_agent_containers(self) -> None:
+        """Containers outlive the server (their supervisor is detached): remove them all, then
+        the supervisor. Only the runtime is used, so a kubelet change cannot break the cleanup."""
+        from k3py.runtime.containers import ContainerError, ContainerRuntime
+
+        runtime = ContainerRuntime(self.agent_dir / "runtime", cgroup_parent="k3py")
+        for status in runtime.list_containers():
+            with contextlib.suppress(ContainerError):
+                runtime.remove_container(status.id, force=True)
+        for sandbox in runtime.list_sandboxes():
+            with contextlib.suppress(ContainerError):
+                runtime.remove_sandbox(sandbox.id)
+        runtime.shutdown_supervisor(force=True)
 
     def server_log(self, tail: int = 60) -> str:
         try:
