@@ -19,9 +19,10 @@ import datetime
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from k3py.agent.kubelet.node import NodeIdentity, NodeStatusReporter, detect_node_ip
 from k3py.agent.kubelet.pods import PodManager, pods_dir_for
@@ -31,6 +32,7 @@ from k3py.client.interface import SERVICES, Client
 from k3py.runtime.containers import ContainerError, ContainerRuntime
 
 log = logging.getLogger("k3py.agent")
+T = TypeVar("T")
 
 # Client certificate names allowed to use the streaming server: the API server's kubelet client
 # identities (k3s and kubeadm spell it differently) and the cluster admin.
@@ -113,12 +115,12 @@ def ensure_serving_certificate(tls_dir: Path, names: Iterable[str]) -> tuple[Pat
     return cert_path, key_path
 
 
-async def _retry(what: str, stop: asyncio.Event, fn, *args):  # type: ignore[no-untyped-def]
+async def _retry(what: str, stop: asyncio.Event, fn: Callable[[], Awaitable[T]]) -> T:
     """Call ``fn`` until it succeeds or ``stop`` is set (the API server may still be starting)."""
     delay = 0.2
     while True:
         try:
-            return await fn(*args)
+            return await fn()
         except (ApiError, OSError) as e:
             message = e.message if isinstance(e, ApiError) else str(e)
             log.warning("%s failed: %s; retrying in %.1fs", what, message, delay)

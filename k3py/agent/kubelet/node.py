@@ -26,7 +26,7 @@ import logging
 import os
 import platform
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,7 +207,7 @@ def node_images(images: list[Any]) -> list[Obj]:
     return out
 
 
-def node_status(identity: NodeIdentity, conditions: list[Obj], images: list[Any] = ()) -> Obj:  # type: ignore[assignment]
+def node_status(identity: NodeIdentity, conditions: list[Obj], images: Sequence[Any] = ()) -> Obj:
     capacity = host_capacity(identity.data_dir)
     uname = os.uname()
     return {

@@ -818,7 +818,7 @@ class PodManager:
                 return None
 
             async def run(timeout: float) -> None:
-                error = await self.run_hook(record, container, status.id, handler, timeout)  # type: ignore[arg-type]
+                error = await self.run_hook(record, container or {}, status.id, handler, timeout)
                 if error is not None:
                     self._event(pod, "Warning", "FailedPreStopHook", error)
 

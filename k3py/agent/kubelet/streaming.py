@@ -37,7 +37,7 @@ from k3py.agent.streaming.backend import (
     StreamingBackend,
     StreamingError,
 )
-from k3py.runtime.containers import ContainerError
+from k3py.runtime.containers import AttachSession, ContainerError, ExecSession
 from k3py.runtime.spec import ContainerStatus
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ class KubeletStreamingBackend(StreamingBackend):
             await asyncio.gather(*pumps, return_exceptions=True)
             session.close()
 
-    async def _pump_in(self, source: InputStream, fd: int, session: object) -> None:
+    async def _pump_in(self, source: InputStream, fd: int, session: ExecSession) -> None:
         while True:
             data = await source.read()
             if not data:
@@ -257,9 +257,8 @@ class KubeletStreamingBackend(StreamingBackend):
             while view:
                 written = await self.manager.run_blocking(os.write, fd, bytes(view))
                 view = view[written:]
-        close = getattr(session, "close_stdin", None)
-        if close is not None and not getattr(session, "tty", False):
-            close()
+        if not session.tty:
+            session.close_stdin()
 
     async def _pump_out(self, fd: int, out: OutputStream | None) -> None:
         while True:
@@ -272,13 +271,13 @@ class KubeletStreamingBackend(StreamingBackend):
             if out is not None:
                 await out.write(data)
 
-    async def _resizes(self, streams: ExecStreams, session: object) -> None:
+    async def _resizes(self, streams: ExecStreams, session: ExecSession | AttachSession) -> None:
         while True:
             size = await streams.resize.get()
             if size is None:
                 return
             with contextlib.suppress(ContainerError, OSError):
-                session.resize(size.height, size.width)  # type: ignore[attr-defined]
+                session.resize(size.height, size.width)
 
     async def attach(self, pod: PodRef, container: str, streams: ExecStreams) -> None:
         cid = await self._running(pod, container)
@@ -297,14 +296,14 @@ class KubeletStreamingBackend(StreamingBackend):
             if spec.get("stdinOnce"):
                 await self.manager.run_blocking(session.close_stdin)
 
-        def next_output() -> tuple[str, bytes] | bool | None:
+        def next_output() -> tuple[str, bytes] | None:
             # Short reads so this thread notices when the client has gone (``finished``).
             while not finished:
                 try:
                     return session.read(1.0)
                 except ContainerError:
                     continue
-            return False
+            return None
 
         pumps: list[asyncio.Task[None]] = []
         if streams.stdin is not None and session.stdin:
@@ -316,7 +315,7 @@ class KubeletStreamingBackend(StreamingBackend):
                 item = await self.manager.run_blocking(next_output)
                 if not item:
                     return  # the container exited
-                stream, data = item  # type: ignore[misc]
+                stream, data = item
                 out = streams.stderr if stream == "stderr" and streams.stderr is not None else streams.stdout
                 if out is not None:
                     await out.write(data)
