@@ -608,6 +608,21 @@ class PodManager:
                     f'Successfully pulled image "{image}" in {time.monotonic() - started:.3f}s')
         return True
 
+    def _root_user_problem(self, image: str, run_as_user: int | None) -> str:
+        """Why ``runAsNonRoot`` refuses this container ("" when it may run), as the kubelet says it."""
+        if run_as_user is not None:
+            return "container's runAsUser breaks non-root policy" if int(run_as_user) == 0 else ""
+        try:
+            configured = str(self.runtime.images.get(image).exec_config.get("User") or "")
+        except ImageError:
+            return ""
+        name = configured.split(":", 1)[0]
+        if name in ("", "0", "root"):
+            return "container has runAsNonRoot and image will run as root"
+        if not name.isdigit():
+            return f"container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root"
+        return ""
+
     def _has_image(self, image: str) -> bool:
         try:
             self.runtime.images.get(image)
@@ -662,6 +677,12 @@ class PodManager:
         run_as_group = security.get("runAsGroup", pod_security.get("runAsGroup"))
         if run_as_user is not None:
             user = str(run_as_user) + (f":{run_as_group}" if run_as_group is not None else "")
+        if security.get("runAsNonRoot", pod_security.get("runAsNonRoot")):
+            problem = await self.run_blocking(self._root_user_problem, container.get("image", ""), run_as_user)
+            if problem:
+                record.waiting[name] = ("CreateContainerConfigError", problem)
+                self._event(pod, "Warning", "Failed", f"Error: {problem}")
+                return 10.0
         capabilities = security.get("capabilities") or {}
         spec = ContainerSpec(
             name=name,
