@@ -404,18 +404,22 @@ def test_missing_image_reports_pull_errors(agent_cluster) -> None:  # type: igno
     events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=ghost").stdout
     assert "Pulling" in events and "Failed" in events
     # runAsNonRoot: refused for the root image user, allowed with a numeric non-root runAsUser.
+    # With fsGroup, the non-root user may write to its emptyDir, and new files get the group.
     for name, context in (("rootless-refused", {"runAsNonRoot": True}),
-                          ("rootless", {"runAsNonRoot": True, "runAsUser": 65534})):
+                          ("rootless", {"runAsNonRoot": True, "runAsUser": 65534, "fsGroup": 2000})):
         cluster.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"restartPolicy": "Never", "securityContext": context,
-                     "containers": [{"name": "main", "image": "busybox", "command": ["id", "-u"]}]}}))
+                     "containers": [{"name": "main", "image": "busybox",
+                                     "command": ["sh", "-c", "id -u; touch /data/f && stat -c %g /data/f"],
+                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                     "volumes": [{"name": "data", "emptyDir": {}}]}}))
     refused = wait_pod(cluster, "rootless-refused", lambda p: (p.get("status", {}).get("containerStatuses") or [{}])[0]
                        .get("state", {}).get("waiting", {}).get("reason") == "CreateContainerConfigError",
                        "CreateContainerConfigError")
     assert "image will run as root" in refused["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
     wait_pod(cluster, "rootless", phase_is("Succeeded"), "Succeeded")
-    assert cluster.kubectl("logs", "rootless").stdout == "65534\n"
+    assert cluster.kubectl("logs", "rootless").stdout == "65534\n2000\n"
     cluster.kubectl("run", "never", "--image=not-imported:v1", "--image-pull-policy=Never", "--restart=Never")
     wait_pod(cluster, "never", lambda p: (p.get("status", {}).get("containerStatuses") or [{}])[0]
              .get("state", {}).get("waiting", {}).get("reason") == "ErrImageNeverPull", "ErrImageNeverPull")

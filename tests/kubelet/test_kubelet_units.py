@@ -193,6 +193,21 @@ def test_hosts_file_names() -> None:
     assert text.endswith("192.0.2.7\tdb db.local\n") and "127.0.0.1\tlocalhost\n" in text
 
 
+def test_fs_group_owns_volumes(tmp_path: Path) -> None:
+    from k3py.agent.kubelet.volumes import PodVolumes
+
+    pod = {**POD, "spec": {**POD["spec"], "securityContext": {"fsGroup": 2000}, "volumes": [
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "cfg", "configMap": {"name": "cm", "defaultMode": 0o400}},
+    ]}}
+    paths = PodVolumes(tmp_path / "pod").prepare(pod, pod_ip="10.42.0.7", config_maps={"cm": {"data": {"k": "v"}}},
+                                                secrets={})
+    scratch = os.stat(paths["scratch"])
+    assert scratch.st_gid == 2000 and scratch.st_mode & 0o2000
+    key = os.stat(os.path.join(paths["cfg"], "k"))
+    assert key.st_gid == 2000 and key.st_mode & 0o777 == 0o440
+
+
 def test_resolv_conf_cluster_first() -> None:
     text = render_resolv_conf(POD)
     assert "search shop.svc.cluster.local svc.cluster.local cluster.local" in text

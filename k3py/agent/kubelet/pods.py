@@ -692,7 +692,8 @@ class PodManager:
             env=env,
             working_dir=container.get("workingDir", ""),
             user=user,
-            supplemental_groups=list(pod_security.get("supplementalGroups") or []),
+            supplemental_groups=list(pod_security.get("supplementalGroups") or [])
+            + ([int(pod_security["fsGroup"])] if pod_security.get("fsGroup") is not None else []),
             capabilities_add=list(capabilities.get("add") or []),
             capabilities_drop=list(capabilities.get("drop") or []),
             privileged=bool(security.get("privileged")),

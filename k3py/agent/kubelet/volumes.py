@@ -234,7 +234,9 @@ class PodVolumes:
         secrets: Mapping[str, Obj | None],
         allocatable: Mapping[str, str] | None = None,
     ) -> dict[str, str]:
-        """Create or refresh every volume; returns volume name → host path."""
+        """Create or refresh every volume; returns volume name → host path. With a pod
+        ``fsGroup`` the volumes belong to that group (and the containers run with it)."""
+        fs_group = ((pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
         paths: dict[str, str] = {}
         self.volumes_dir.mkdir(parents=True, exist_ok=True)
         for volume in (pod.get("spec") or {}).get("volumes") or []:
@@ -250,12 +252,15 @@ class PodVolumes:
             if files is None:
                 if volume.get("emptyDir") is None:
                     raise VolumeError(f"volume {name!r}: unsupported volume type")
+                changed = not target.exists()
                 target.mkdir(exist_ok=True)
                 target.chmod(0o777)  # emptyDir is world-writable, as the kubelet makes it
             else:
                 for path in files:
                     _check_relative(path)
-                publish_files(target, files)
+                changed = publish_files(target, files)
+            if fs_group is not None and changed:  # once, as at mount time: never walk app data again
+                _apply_fs_group(target, int(fs_group))
             paths[name] = str(target)
         self._write_etc(pod, pod_ip)
         return paths
@@ -352,6 +357,25 @@ class PodVolumes:
 
     def remove(self) -> None:
         shutil.rmtree(self.pod_dir, ignore_errors=True)
+
+
+def _apply_fs_group(root: Path, gid: int) -> None:
+    """Give a volume's files to ``gid``, group-readable (and writable where the owner may write),
+    directories setgid so new files inherit the group — what the kubelet does for fsGroup."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                continue
+            info = os.lstat(path)
+            if info.st_gid != gid:
+                os.lchown(path, -1, gid)
+            mode = stat.S_IMODE(info.st_mode)
+            wanted = mode | stat.S_IRGRP | (stat.S_IWGRP if mode & stat.S_IWUSR else 0)
+            if stat.S_ISDIR(info.st_mode):
+                wanted |= stat.S_ISGID | stat.S_IXGRP
+            if wanted != mode:
+                os.chmod(path, wanted)
 
 
 def _write_if_changed(path: Path, content: bytes, mode: int) -> None:
