@@ -9,6 +9,9 @@
   ``..data`` is a symlink switched to it by rename, and each top-level name is a symlink through
   ``..data`` — so a container reading the volume never sees half an update.
 
+With a pod ``fsGroup`` each volume is given to that group once, when it is created or its
+files change (setgid directories, group-readable files), as the kubelet does at mount time.
+
 Every container also gets the pod's ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf``
 (ClusterFirst DNS: the cluster DNS address and the ``<ns>.svc.<domain>`` search path; host
 network pods get the host's resolver). Rendering is pure (``render_*``); only ``PodVolumes``
