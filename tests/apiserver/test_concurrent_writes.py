@@ -90,3 +90,23 @@ def test_a_resource_version_the_client_sent_still_conflicts(cluster: TestCluster
         assert json.loads(raw)["reason"] == "Conflict"
     status, current = cluster.request_json("GET", f"{base}/web")
     assert current["metadata"]["labels"]["a"] == "1" and current["spec"]["replicas"] == 1
+
+
+def test_kubectl_scale_while_status_writers_race(cluster: TestCluster) -> None:
+    status, _ = cluster.request_json("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "race-kubectl"}})
+    assert status == 201
+    base = DEPLOY.format(ns="race-kubectl")
+    status, _ = cluster.request_json("POST", base, _deployment("web"))
+    assert status == 201
+    status_writer = ("PATCH", f"{base}/web/status", MERGE, lambda i: {"status": {"observedGeneration": i}})
+
+    def scale(replicas: int) -> tuple[int, str]:
+        done = cluster.kubectl("scale", "deployment/web", f"--replicas={replicas}", "-n", "race-kubectl", check=False)
+        return done.returncode, done.stdout + done.stderr
+
+    with ThreadPoolExecutor(4) as pool:
+        racing = [pool.submit(_race, cluster, [status_writer]) for _ in range(2)]
+        scaled = list(pool.map(scale, (2, 3, 4, 5)))
+        raced = [f.result() for f in racing]
+    assert scaled == [(0, "deployment.apps/web scaled\n")] * 4
+    assert raced == [[], []]

@@ -426,6 +426,11 @@ def test_claims_are_provisioned_and_bound_by_local_path(sim: TestCluster) -> Non
     pv = sim.kubectl_json("get", "pv", pv_name)
     assert pv["status"]["phase"] == "Bound" and pv["spec"]["claimRef"]["name"] == "data"
     assert pv["spec"]["hostPath"]["path"].startswith("/var/lib/k3py/storage/pvc-")
+    # The binder fills in the claim's volume and (it had none) the default class, as upstream's
+    # PV controller does; kubectl shows both.
+    assert (pvc["spec"].get("volumeName"), pvc["spec"].get("storageClassName")) == (pv_name, "local-path")
+    row = sim.kubectl("get", "pvc", "data", "-n", ns, "--no-headers").stdout.split()
+    assert row[:3] == ["data", "Bound", pv_name] and row[5] == "local-path"
     sim.kubectl("delete", "pvc", "data", "-n", ns)
     sim.wait_for(lambda: sim.kubectl("get", "pv", pv_name, check=False).returncode != 0,
                  what="provisioned volume deleted with its claim")
