@@ -290,3 +290,14 @@ def test_streaming_errors_are_clear_statuses(cluster: TestCluster) -> None:
     assert wrong.returncode == 1 and "container nope is not valid for pod sleeper" in wrong.stderr
     status, body, _ = cluster.request("GET", "/api/v1/namespaces/default/pods/web/portforward?ports=http")
     assert status == 400 and b'invalid port \\"http\\"' in body
+
+
+def test_kubectl_cp_round_trip(cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """kubectl cp is tar over exec stdin/stdout: binary data and stdin EOF must be exact."""
+    _wait_running(cluster, "sleeper")
+    work = tmp_path_factory.mktemp("cp")
+    content = os.urandom(200_000)
+    (work / "blob.bin").write_bytes(content)
+    cluster.kubectl("cp", str(work / "blob.bin"), "sleeper:/tmp/blob.bin")
+    cluster.kubectl("cp", "sleeper:/tmp/blob.bin", str(work / "back.bin"))
+    assert (work / "back.bin").read_bytes() == content
