@@ -102,6 +102,65 @@ def ls(
         typer.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
 
 
+class _PullReport:
+    """Collects per-blob progress from the download threads; draws rich bars when asked to."""
+
+    def __init__(self, show_bars: bool) -> None:
+        import threading
+        import time
+
+        self.started = time.monotonic()
+        self.sizes: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._bars = None
+        self._tasks: dict[str, int] = {}
+        if show_bars:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            self._bars = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+
+    def __enter__(self) -> _PullReport:
+        if self._bars is not None:
+            self._bars.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+
+    def __call__(self, digest: str, done: int, total: int | None) -> None:
+        with self._lock:
+            self.sizes[digest] = done
+            if self._bars is None:
+                return
+            task = self._tasks.get(digest)
+            if task is None:
+                task = self._bars.add_task(digest.split(":")[-1][:12], total=total)
+                self._tasks[digest] = task
+        self._bars.update(task, completed=done, total=total)
+
+    def summary(self, name: str) -> str:
+        import time
+
+        elapsed = time.monotonic() - self.started
+        total = sum(self.sizes.values())
+        return f"{name}: {len(self.sizes)} blobs, {_human_size(total)} in {elapsed:.1f}s"
+
+
 @image_app.command()
 def pull(
     reference: str = typer.Argument(
@@ -114,21 +173,43 @@ def pull(
     plain_http: bool = typer.Option(
         False, "--plain-http", help="Talk HTTP, not HTTPS, to the registry."
     ),
+    registries_config: Path | None = typer.Option(
+        None,
+        "--registries-config",
+        envvar="K3PY_REGISTRIES_CONFIG",
+        help="Mirrors and registry credentials (default /etc/k3py/registries.yaml, if present).",
+    ),
     data_dir: Path = DataDir,
 ) -> None:
-    """Pull an image from a registry."""
+    """Pull an image from a registry (or its mirrors); progress bars on a terminal."""
+    import sys
+
     from k3py.runtime.images import ImageError
+    from k3py.runtime.registries import load_registries
     from k3py.runtime.registry import Credentials, pull_image
 
     if bool(username) != bool(password):
         _fail("--username and --password go together")
     credentials = Credentials(username, password) if username else None
     try:
-        image = pull_image(
-            _store(data_dir), reference, credentials=credentials, plain_http=plain_http or None
-        )
+        config = load_registries(registries_config)
     except ImageError as exc:
         _fail(str(exc))
+    report = _PullReport(show_bars=sys.stderr.isatty())
+    try:
+        with report:
+            image = pull_image(
+                _store(data_dir),
+                reference,
+                credentials=credentials,
+                plain_http=plain_http or None,
+                registries=config,
+                progress=report,
+            )
+    except ImageError as exc:
+        _fail(str(exc))
+    if not sys.stderr.isatty():
+        typer.echo(report.summary(image.names[0]), err=True)
     typer.echo(f"pulled {image.names[0]} {image.id}")
 
 

@@ -14,6 +14,17 @@ is never forwarded across a redirect (blob downloads are often redirected to obj
 
 Registries on loopback are spoken to over plain HTTP when HTTPS fails, as Docker does for
 ``localhost``; any other registry needs HTTPS unless ``plain_http`` is set.
+
+Mirrors (``k3py.runtime.registries``): the manifest is looked up at each endpoint the registries
+config lists for the image's registry, in order, then at the registry itself; the first endpoint
+that serves the manifest also serves its blobs. Each endpoint gets the credentials and TLS
+settings configured for its host; credentials passed in (a pod's pull secret, ``--username``) are
+for the image's own registry. Without an explicit config, the process-wide one is used
+(``default_registries()``: ``$K3PY_REGISTRIES_CONFIG`` or ``/etc/k3py/registries.yaml``), which is
+how the kubelet's pulls honour it without passing anything.
+
+Progress: ``progress(digest, bytes_so_far, total_or_None)`` is called from the download threads
+as each blob starts, grows and completes (blobs already in the store report complete at once).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +60,10 @@ from k3py.runtime.images import (
     go_arch,
 )
 from k3py.runtime.reference import ImageReference, ReferenceError_, parse_reference
+from k3py.runtime.registries import Endpoint, RegistriesConfig, default_registries
+
+# Called as progress(blob digest, bytes downloaded so far, expected size or None).
+PullProgress = Callable[[str, int, int | None], None]
 
 ACCEPT_MANIFESTS = ", ".join(
     [
@@ -70,6 +86,7 @@ class RegistryError(ImageError):
 class Credentials:
     username: str
     password: str
+    identity_token: str = ""  # an OAuth2 refresh token (registries.yaml ``identitytoken``)
 
 
 def registry_endpoint(registry: str) -> str:
@@ -101,8 +118,11 @@ class RegistryClient:
         plain_http: bool | None = None,
         timeout: float = 30.0,
         retries: int = 4,
+        ssl_context: ssl.SSLContext | None = None,
+        path_prefix: str = "",
     ) -> None:
         self.host = registry_endpoint(registry)
+        self.path_prefix = path_prefix
         self.credentials = credentials
         self.timeout = timeout
         self.retries = retries
@@ -111,7 +131,8 @@ class RegistryClient:
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._lock = threading.Lock()
-        self._opener = urllib.request.build_opener()
+        handlers = [urllib.request.HTTPSHandler(context=ssl_context)] if ssl_context else []
+        self._opener = urllib.request.build_opener(*handlers)
 
     # ---- HTTP with authentication --------------------------------------------------------------
 
@@ -119,7 +140,7 @@ class RegistryClient:
         with self._lock:
             if scope in self._tokens:
                 return f"Bearer {self._tokens[scope]}"
-            if self._basic and self.credentials:
+            if self._basic and self.credentials and self.credentials.username:
                 raw = f"{self.credentials.username}:{self.credentials.password}".encode()
                 return "Basic " + base64.b64encode(raw).decode()
         return None
@@ -131,7 +152,7 @@ class RegistryClient:
         challenged = False
         while True:
             request = urllib.request.Request(
-                f"{self.scheme}://{self.host}{path}", headers=headers or {}
+                f"{self.scheme}://{self.host}{self.path_prefix}{path}", headers=headers or {}
             )
             auth = self._auth_header(scope)
             if auth:
@@ -176,7 +197,7 @@ class RegistryClient:
         kind, _, params_text = challenge.partition(" ")
         params = dict(_CHALLENGE_PARAM.findall(params_text))
         if kind.lower() == "basic":
-            if not self.credentials:
+            if not self.credentials or not self.credentials.username:
                 raise RegistryError(f"registry {self.host} requires a username and password")
             with self._lock:
                 self._basic = True
@@ -188,8 +209,20 @@ class RegistryClient:
         query = {"scope": scope}
         if params.get("service"):
             query["service"] = params["service"]
-        request = urllib.request.Request(params["realm"] + "?" + urllib.parse.urlencode(query))
-        if self.credentials:
+        if self.credentials and self.credentials.identity_token:
+            # OAuth2: trade the refresh token for an access token (a POST, as Docker does).
+            form = {
+                **query,
+                "grant_type": "refresh_token",
+                "client_id": "k3py",
+                "refresh_token": self.credentials.identity_token,
+            }
+            request = urllib.request.Request(
+                params["realm"], data=urllib.parse.urlencode(form).encode(), method="POST"
+            )
+        else:
+            request = urllib.request.Request(params["realm"] + "?" + urllib.parse.urlencode(query))
+        if self.credentials and self.credentials.username and not self.credentials.identity_token:
             raw = f"{self.credentials.username}:{self.credentials.password}".encode()
             request.add_unredirected_header(
                 "Authorization", "Basic " + base64.b64encode(raw).decode()
@@ -238,14 +271,26 @@ class RegistryClient:
             )
         return body, media, digest
 
-    def fetch_blob(self, store: ImageStore, repository: str, digest: str, size: int | None) -> None:
+    def fetch_blob(
+        self,
+        store: ImageStore,
+        repository: str,
+        digest: str,
+        size: int | None,
+        progress: PullProgress | None = None,
+    ) -> None:
         """Download a blob into the store, resuming after dropped connections, verifying its digest."""
         if store.has_blob(digest):
+            if progress:
+                have = store.blob_path(digest).stat().st_size
+                progress(digest, have, have)
             return
         digest_hex(digest)
         scope = f"repository:{repository}:pull"
         fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix="pull-")
         os.close(fd)
+        if progress:
+            progress(digest, 0, size)
         try:
             have = 0
             for attempt in range(self.retries + 1):
@@ -262,6 +307,8 @@ class RegistryClient:
                                     break
                                 out.write(chunk)
                                 have += len(chunk)
+                                if progress:
+                                    progress(digest, have, size)
                     if size is None or have >= size:
                         break
                 except (OSError, http.client.HTTPException, _TransientError) as exc:
@@ -302,43 +349,104 @@ def pull_image(
     plain_http: bool | None = None,
     max_parallel: int = 3,
     timeout: float = 30.0,
+    registries: RegistriesConfig | None = None,
+    progress: PullProgress | None = None,
 ) -> Image:
-    """Pull ``reference`` into ``store``; returns the image, tagged with the normalised name."""
+    """Pull ``reference`` into ``store``; returns the image, tagged with the normalised name.
+
+    ``registries`` None means the process-wide config (see the module docstring).
+    """
     try:
         ref = parse_reference(reference)
     except ReferenceError_ as exc:
         raise RegistryError(str(exc)) from None
+    config = registries if registries is not None else default_registries()
     with store.adding():
-        return _pull(store, ref, credentials, plain_http, max_parallel, timeout)
+        return _pull(store, ref, config, credentials, plain_http, max_parallel, timeout, progress)
+
+
+def _client_for(
+    endpoint: Endpoint,
+    config: RegistriesConfig,
+    credentials: Credentials | None,
+    plain_http: bool | None,
+    timeout: float,
+) -> RegistryClient:
+    host = config.host_config(endpoint.host)
+    if endpoint.is_mirror or credentials is None:
+        credentials = (
+            Credentials(host.username, host.password, host.identity_token)
+            if host.username or host.identity_token
+            else None
+        )
+    try:
+        context = host.ssl_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise RegistryError(f"TLS settings for {endpoint.host} are unusable: {exc}") from None
+    return RegistryClient(
+        endpoint.host,
+        credentials=credentials,
+        plain_http=endpoint.plain_http if endpoint.is_mirror else plain_http,
+        timeout=timeout,
+        ssl_context=context,
+        path_prefix=endpoint.path_prefix,
+    )
+
+
+def _resolve(
+    client: RegistryClient, repository: str, ref: ImageReference
+) -> tuple[bytes, str, str]:
+    """The image manifest for this platform: (body, media type, digest)."""
+    body, media, digest = client.get_manifest(repository, ref.digest or ref.tag or "latest")
+    if media in INDEX_TYPES:
+        chosen = _choose_platform(json.loads(body))
+        body, media, digest = client.get_manifest(repository, chosen["digest"])
+        if media not in MANIFEST_TYPES:
+            raise RegistryError(f"platform manifest {digest} is a {media!r}, not an image manifest")
+    return body, media, digest
 
 
 def _pull(
     store: ImageStore,
     ref: ImageReference,
+    config: RegistriesConfig,
     credentials: Credentials | None,
     plain_http: bool | None,
     max_parallel: int,
     timeout: float,
+    progress: PullProgress | None,
 ) -> Image:
-    client = RegistryClient(
-        ref.registry, credentials=credentials, plain_http=plain_http, timeout=timeout
-    )
-    body, media, digest = client.get_manifest(ref.repository, ref.digest or ref.tag or "latest")
-    if media in INDEX_TYPES:
-        chosen = _choose_platform(json.loads(body))
-        body, media, digest = client.get_manifest(ref.repository, chosen["digest"])
-        if media not in MANIFEST_TYPES:
-            raise RegistryError(f"platform manifest {digest} is a {media!r}, not an image manifest")
+    endpoints = config.endpoints_for(ref.registry, ref.repository)
+    failures: list[str] = []
+    for endpoint in endpoints:
+        try:
+            client = _client_for(endpoint, config, credentials, plain_http, timeout)
+            body, _media, digest = _resolve(client, endpoint.repository, ref)
+            break
+        except RegistryError as exc:
+            if len(endpoints) == 1:
+                raise
+            failures.append(f"{endpoint.describe()}/{endpoint.repository}: {exc}")
+    else:
+        raise RegistryError(f"cannot pull {ref}: every endpoint failed: " + "; ".join(failures))
+    repository = endpoint.repository
     manifest = json.loads(body)
-    config = manifest.get("config") or {}
-    if config.get("mediaType") not in CONFIG_TYPES:
-        raise RegistryError(f"unsupported image config media type {config.get('mediaType')!r}")
-    client.fetch_blob(store, ref.repository, config["digest"], config.get("size"))
+    image_config = manifest.get("config") or {}
+    if image_config.get("mediaType") not in CONFIG_TYPES:
+        raise RegistryError(
+            f"unsupported image config media type {image_config.get('mediaType')!r}"
+        )
+    client.fetch_blob(store, repository, image_config["digest"], image_config.get("size"), progress)
     layers = manifest.get("layers") or []
     with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
         futures = [
             pool.submit(
-                client.fetch_blob, store, ref.repository, layer["digest"], layer.get("size")
+                client.fetch_blob,
+                store,
+                repository,
+                layer["digest"],
+                layer.get("size"),
+                progress,
             )
             for layer in layers
         ]
