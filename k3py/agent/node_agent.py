@@ -8,7 +8,10 @@ keep running in the supervisor, so restarting k3py does not restart pods.
 
 Layout of ``data_dir``: ``runtime/`` (images, containers, sandboxes), ``network/`` (IPAM and
 pod records), ``pods/<uid>/`` (volumes and /etc files), ``tls/`` (the streaming server's
-self-signed serving certificate, as a kubelet makes one).
+self-signed serving certificate, as a kubelet makes one), ``images/`` (the airgap folder, k3s'
+``<data-dir>/agent/images``: every image archive dropped there is imported into the runtime's
+store when the agent starts, before anything is scheduled; archives imported before — by
+content digest — are skipped, so restarts stay cheap).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from k3py.client.interface import SERVICES, Client
 from k3py.runtime.containers import ContainerError, ContainerRuntime
 
 log = logging.getLogger("k3py.agent")
+AIRGAP_IMAGES_DIR = "images"  # under the agent's data dir, as k3s' <data-dir>/agent/images
 T = TypeVar("T")
 
 # Client certificate names allowed to use the streaming server: the API server's kubelet client
@@ -115,6 +119,19 @@ def ensure_serving_certificate(tls_dir: Path, names: Iterable[str]) -> tuple[Pat
     return cert_path, key_path
 
 
+def import_airgap_images(runtime: ContainerRuntime, directory: Path) -> int:
+    """Import the airgap folder's new archives into the runtime's store, logging each; the count."""
+    from k3py.runtime.archive import import_new_archives
+
+    imported, refused = import_new_archives(runtime.images, directory)
+    for archive, images in imported:
+        names = ", ".join(name for image in images for name in image.names) or "(untagged)"
+        log.info("airgap: imported %s from %s", names, archive)
+    for archive, why in refused:
+        log.error("airgap: cannot import %s: %s", archive, why)
+    return len(imported)
+
+
 async def _retry(what: str, stop: asyncio.Event, fn: Callable[[], Awaitable[T]]) -> T:
     """Call ``fn`` until it succeeds or ``stop`` is set (the API server may still be starting)."""
     delay = 0.2
@@ -151,6 +168,7 @@ async def run_node_agent(
     runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=config.cgroup_parent,
                                isolate_mounts=config.isolate_mounts)
     await asyncio.to_thread(runtime.ensure_supervisor)
+    await asyncio.to_thread(import_airgap_images, runtime, data_dir / AIRGAP_IMAGES_DIR)
     network_ok = {"up": not config.pod_network}
 
     def health() -> str | None:

@@ -300,4 +300,63 @@ def import_directory(store: ImageStore, directory: Path) -> list[Image]:
     return images
 
 
-__all__ = ["import_archive", "import_directory", "open_decompressed"]
+AIRGAP_RECORD = "airgap-imports.json"
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    hasher = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            hasher.update(chunk)
+    return "sha256:" + hasher.hexdigest()
+
+
+def import_new_archives(
+    store: ImageStore, directory: Path
+) -> tuple[list[tuple[Path, list[Image]]], list[tuple[Path, str]]]:
+    """Import the archives of an airgap directory not imported before; for the agent's start.
+
+    Returns (imported: (archive, its images), refused: (archive, why)). An archive counts as
+    imported by its content digest, recorded in the store's ``airgap-imports.json``; a file whose
+    size and mtime match its record is not even re-hashed, so a restart costs a few stats. A
+    refused archive is not recorded (it is tried again next start) and does not stop the others.
+    Removing an airgap image by hand keeps it removed until its archive changes.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return [], []
+    record_path = store.root / AIRGAP_RECORD
+    try:
+        record = json.loads(record_path.read_text())
+        files: dict[str, dict[str, Any]] = dict(record.get("files") or {})
+        digests: set[str] = set(record.get("digests") or [])
+    except (OSError, ValueError, AttributeError):
+        files, digests = {}, set()
+    imported: list[tuple[Path, list[Image]]] = []
+    refused: list[tuple[Path, str]] = []
+    for path in sorted(directory.iterdir()):
+        if not (path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)):
+            continue
+        stat = path.stat()
+        known = files.get(path.name) or {}
+        if known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns:
+            digest = str(known.get("sha256"))
+        else:
+            digest = _file_sha256(path)
+        if digest not in digests:
+            try:
+                imported.append((path, import_archive(store, path)))
+            except ImageError as exc:
+                refused.append((path, str(exc)))
+                continue
+            digests.add(digest)
+        files[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    tmp = store.tmp / f"{AIRGAP_RECORD}.{os.getpid()}"
+    tmp.write_text(json.dumps({"files": files, "digests": sorted(digests)}, indent=1))
+    os.replace(tmp, record_path)
+    return imported, refused
+
+
+__all__ = ["import_archive", "import_directory", "import_new_archives", "open_decompressed"]
