@@ -9,6 +9,7 @@ tried last, is never contacted); failure paths use a dead loopback port as the u
 from __future__ import annotations
 
 import base64
+import subprocess
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
@@ -113,8 +114,8 @@ def test_endpoint_order_wildcard_and_rewrite() -> None:
 def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Registry]]:
     started: list[Registry] = []
 
-    def start(auth: dict | None = None) -> Registry:
-        registry = Registry(tmp_path_factory.mktemp("mirror"), auth)
+    def start(auth: dict | None = None, tls: dict | None = None) -> Registry:
+        registry = Registry(tmp_path_factory.mktemp("mirror"), auth, tls)
         started.append(registry)
         return registry
 
@@ -239,3 +240,131 @@ def test_default_config_reaches_pulls_that_pass_none(
     finally:
         set_default_registries(None)
     assert image.names == ["registry.invalid/library/busybox:latest"]
+
+
+# ---- TLS: a custom CA, insecure_skip_verify and client certificates ----------------------------
+
+
+def issue(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    files: dict[str, Path] = {}
+
+    def save(name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        files[f"{name}_cert"] = directory / f"{name}.crt"
+        files[f"{name}_key"] = directory / f"{name}.key"
+        files[f"{name}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files[f"{name}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    def build(subject: str, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k3py test CA")])
+    ca = (
+        build("k3py test CA", ca_key)
+        .issuer_name(ca_name)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    save("ca", ca, ca_key)
+    import ipaddress
+
+    for name, usage, san in (
+        ("server", ExtendedKeyUsageOID.SERVER_AUTH, ipaddress.ip_address("127.0.0.1")),
+        ("client", ExtendedKeyUsageOID.CLIENT_AUTH, None),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = build(name, key).issuer_name(ca_name)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if san is not None:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(san)]), critical=False
+            )
+        save(name, builder.sign(ca_key, hashes.SHA256()), key)
+    return files
+
+
+def test_tls_mirror_with_ca_client_cert_and_skip_verify(
+    registries: Callable[..., Registry], test_images: Path, store: ImageStore, tmp_path: Path
+) -> None:
+    pki = issue(tmp_path)
+    secured = registries(
+        tls={
+            "certificate": str(pki["server_cert"]),
+            "key": str(pki["server_key"]),
+            "clientcas": [str(pki["ca_cert"])],  # mutual TLS: clients need a cert from our CA
+        }
+    )
+    cert_dir = tmp_path / "skopeo-certs"
+    cert_dir.mkdir()
+    (cert_dir / "client.cert").write_bytes(pki["client_cert"].read_bytes())
+    (cert_dir / "client.key").write_bytes(pki["client_key"].read_bytes())
+    result = subprocess.run(
+        [
+            "skopeo", "copy", "--dest-tls-verify=false", "--dest-cert-dir", str(cert_dir),
+            f"oci-archive:{test_images / 'busybox-oci.tar'}",
+            f"docker://{secured.host}/secure/busybox:1",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    upstream = f"127.0.0.1:{free_port()}"
+    reference = f"{upstream}/secure/busybox:1"
+    mirrors = {upstream: {"endpoint": [f"https://{secured.host}"]}}
+
+    def pull(tls: dict | None) -> None:
+        configs = (
+            {
+                secured.host: {
+                    "tls": {k: v if isinstance(v, bool) else str(v) for k, v in tls.items()}
+                }
+            }
+            if tls
+            else {}
+        )
+        config = parse_registries({"mirrors": mirrors, "configs": configs})
+        pull_image(store, reference, registries=config, timeout=5)
+
+    with pytest.raises(RegistryError, match="CERTIFICATE_VERIFY_FAILED"):
+        pull(None)  # our CA is not the system's
+    refused_client = (
+        f"https://{secured.host}/secure/busybox: cannot reach registry {secured.host}: "
+    )
+    with pytest.raises(
+        RegistryError, match=refused_client + ".*ALERT_(BAD_CERTIFICATE|CERTIFICATE_REQUIRED)"
+    ):
+        pull({"ca_file": pki["ca_cert"]})  # server verified, but we have no client certificate
+    pull(
+        {"ca_file": pki["ca_cert"], "cert_file": pki["client_cert"], "key_file": pki["client_key"]}
+    )
+    assert store.get(reference)
+    store.remove(reference)
+    pull(
+        {
+            "insecure_skip_verify": True,
+            "cert_file": pki["client_cert"],
+            "key_file": pki["client_key"],
+        }
+    )
+    assert store.get(reference)

@@ -54,7 +54,7 @@ def wait_until_serving(url: str, deadline: float = 15.0) -> None:
 
 
 class Registry:
-    def __init__(self, root: Path, auth: dict | None = None) -> None:
+    def __init__(self, root: Path, auth: dict | None = None, tls: dict | None = None) -> None:
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.storage = root / "storage"
@@ -69,6 +69,8 @@ class Registry:
         }
         if auth:
             config["auth"] = auth
+        if tls:  # {"certificate": ..., "key": ..., "clientcas": [...]}: HTTPS (and mTLS)
+            config["http"]["tls"] = tls
         config_path = root / "config.yml"
         config_path.write_text(json.dumps(config))  # YAML is a superset of JSON
         self.process = subprocess.Popen(
