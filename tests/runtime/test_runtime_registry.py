@@ -32,6 +32,7 @@ with warnings.catch_warnings():
     import crypt  # bcrypt for the registry's htpasswd file (Python 3.11 still ships it)
 
 USER, PASSWORD = "alice", "wonderland"
+REFRESH_TOKEN = "refresh-me-" + "0" * 16  # an identity token the test token server accepts
 
 
 def free_port() -> int:
@@ -276,6 +277,23 @@ class TokenServer:
                         self.send_response(401)
                         self.end_headers()
                         return
+                self.issue(user, query, "token")
+
+            def do_POST(self) -> None:
+                # The OAuth2 flow Docker uses with an identity token: a refresh token traded
+                # for an access token (form-encoded POST, "access_token" in the answer).
+                length = int(self.headers.get("Content-Length") or 0)
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                if (
+                    form.pop("grant_type", "") != "refresh_token"
+                    or form.pop("refresh_token", "") != REFRESH_TOKEN
+                ):
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                self.issue(USER, form, "access_token")
+
+            def issue(self, user: str, query: dict[str, str], field: str) -> None:
                 server.requests.append({"user": user, **query})
                 access = []
                 for scope in query.get("scope", "").split(" "):
@@ -309,7 +327,7 @@ class TokenServer:
                     signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
                 )
                 body = json.dumps(
-                    {"token": f"{signing_input}.{b64(signature)}", "expires_in": 300}
+                    {field: f"{signing_input}.{b64(signature)}", "expires_in": 300}
                 ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -366,6 +384,49 @@ def test_bearer_token_registry(
     assert token_server.requests == [
         {"user": USER, "scope": "repository:private/tokened:pull", "service": "k3py-test-registry"}
     ]  # one token, cached for the manifest, config and layer requests
+
+
+def test_identity_token_from_registries_config(
+    registries: Callable[..., Registry],
+    token_server: TokenServer,
+    store: ImageStore,
+    test_images: Path,
+) -> None:
+    from k3py.runtime.registries import RegistriesConfig, parse_registries
+
+    registry = registries(
+        {
+            "token": {
+                "realm": token_server.realm,
+                "service": "k3py-test-registry",
+                "issuer": "k3py-test-issuer",
+                "rootcertbundle": str(token_server.bundle),
+            }
+        }
+    )
+    registry.push(
+        f"oci-archive:{test_images / 'busybox-oci.tar'}",
+        "private/oauth:1",
+        creds=f"{USER}:{PASSWORD}",
+    )
+    ref = f"{registry.host}/private/oauth:1"
+
+    def with_token(token: str) -> RegistriesConfig:
+        return parse_registries({"configs": {registry.host: {"auth": {"identitytoken": token}}}})
+
+    with pytest.raises(RegistryError, match="refused us"):
+        pull_image(store, ref, registries=with_token("not-the-token"))
+    token_server.requests.clear()
+    image = pull_image(store, ref, registries=with_token(REFRESH_TOKEN))
+    assert store.get(ref).id == image.id
+    assert token_server.requests == [
+        {
+            "user": USER,
+            "scope": "repository:private/oauth:pull",
+            "service": "k3py-test-registry",
+            "client_id": "k3py",
+        }
+    ]
 
 
 def test_corrupted_blob_is_refused(
