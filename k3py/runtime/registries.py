@@ -139,11 +139,11 @@ class RegistriesConfig:
 
 
 def _parse_endpoint(url: str, repository: str, *, is_mirror: bool) -> Endpoint:
-    if "://" not in url:
-        return Endpoint(url.rstrip("/"), None, "", repository, is_mirror)
-    parsed = urllib.parse.urlsplit(url)
+    # Without a scheme: HTTPS, except that a loopback host may fall back to HTTP.
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"//{url}")
+    plain_http = None if not parsed.scheme else parsed.scheme == "http"
     path = parsed.path.rstrip("/").removesuffix("/v2")
-    return Endpoint(parsed.netloc, parsed.scheme == "http", path, repository, is_mirror)
+    return Endpoint(parsed.netloc, plain_http, path, repository, is_mirror)
 
 
 # ---- loading -----------------------------------------------------------------------------------

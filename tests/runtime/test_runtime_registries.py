@@ -25,7 +25,7 @@ from k3py.runtime.registries import (
     parse_registries,
     set_default_registries,
 )
-from k3py.runtime.registry import RegistryError, pull_image
+from k3py.runtime.registry import Credentials, RegistryError, pull_image
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -84,7 +84,12 @@ def test_endpoint_order_wildcard_and_rewrite() -> None:
         {
             "mirrors": {
                 "docker.io": {
-                    "endpoint": ["http://127.0.0.1:5001/prefix/v2", "mirror.example:5000"],
+                    "endpoint": [
+                        "http://127.0.0.1:5001/prefix/v2",
+                        "mirror.example:5000",
+                        "docker.io",  # the registry itself: that is the default endpoint
+                        "mirror.example:5001/some/path/",
+                    ],
                     "rewrite": {"^library/(.*)$": "hub/${1}-copy"},
                 },
                 "*": {"endpoint": ["https://catch-all.example"]},
@@ -98,6 +103,7 @@ def test_endpoint_order_wildcard_and_rewrite() -> None:
     assert [(e.describe(), e.repository, e.is_mirror) for e in endpoints] == [
         ("http://127.0.0.1:5001/prefix", "hub/busybox-copy", True),
         ("mirror.example:5000", "hub/busybox-copy", True),
+        ("mirror.example:5001/some/path", "hub/busybox-copy", True),
         ("docker.io", "library/busybox", False),  # the default endpoint: last, never rewritten
     ]
     other = config.endpoints_for("quay.io", "a/b")
@@ -223,6 +229,10 @@ def test_authenticated_mirror_uses_configs(
     )
     image = pull_image(store, reference, registries=right, timeout=5)
     assert store.get(reference).id == image.id
+    # configs also apply to the image's own registry when no credentials are passed in.
+    direct = f"{private.host}/apps/busybox:2"
+    assert pull_image(store, direct, registries=right, timeout=5).id == image.id
+    assert pull_image(store, direct, registries=wrong, credentials=Credentials(USER, PASSWORD))
 
 
 def test_default_config_reaches_pulls_that_pass_none(
