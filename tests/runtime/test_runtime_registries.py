@@ -378,3 +378,18 @@ def test_tls_mirror_with_ca_client_cert_and_skip_verify(
         }
     )
     assert store.get(reference)
+
+
+def test_malformed_default_config_fails_pulls_clearly(
+    store: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kubelet reports this message in the pod's ErrImagePull; nothing is contacted."""
+    path = write(tmp_path, "configs:\n  127.0.0.1:1:\n    auth: {username: only}\n")
+    monkeypatch.setenv("K3PY_REGISTRIES_CONFIG", str(path))
+    set_default_registries(None)
+    try:
+        with pytest.raises(RegistriesConfigError) as caught:
+            pull_image(store, "127.0.0.1:1/any/image:1")
+    finally:
+        set_default_registries(None)
+    assert str(caught.value) == f"{path}: configs.127.0.0.1:1.auth needs both username and password"
