@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from k3py.runtime import linux
 from k3py.runtime import supervisor as supervisor_module
 from k3py.runtime.cgroups import Cgroup
 from k3py.runtime.containerinit import DEFAULT_CAPABILITIES
@@ -628,6 +629,17 @@ class ContainerRuntime:
             raise ContainerError(reply["error"])
         return AttachSession(sock, bool(reply.get("tty")), bool(reply.get("stdin")))
 
+    def _exec_pty(self, cid: str) -> tuple[int, int]:
+        """The exec session's terminal, from the container's devpts so that ``tty`` names it
+        there; the host's pty only if the container has none usable (its own /dev replaced)."""
+        import pty
+
+        pid = self.container_status(cid).pid
+        if pid > 0:
+            with contextlib.suppress(OSError):
+                return linux.open_pty_in(pid)
+        return pty.openpty()
+
     def exec(
         self,
         cid: str,
@@ -640,8 +652,6 @@ class ContainerRuntime:
         working_dir: str | None = None,
     ) -> ExecSession:
         """Start ``command`` inside a running container, in all its namespaces and cgroup."""
-        import pty
-
         self._bundle(cid)
         if not command:
             raise ContainerError("exec needs a command")
@@ -657,7 +667,7 @@ class ContainerRuntime:
             process["cwd"] = working_dir
         local: list[int] = []
         if tty:
-            master, slave = pty.openpty()
+            master, slave = self._exec_pty(cid)
             child_fds = [slave, slave, slave]
             ours = (master, master, None)
         else:

@@ -190,3 +190,34 @@ def bring_loopback_up() -> None:
         ifreq = struct.pack("16sH14s", b"lo", 0, b"")
         flags = struct.unpack("16sH14s", fcntl.ioctl(sock, 0x8913, ifreq))[1]
         fcntl.ioctl(sock, 0x8914, struct.pack("16sH14s", b"lo", flags | 1, b""))
+
+
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+DEVPTS_SUPER_MAGIC = 0x1CD1
+_PTMX_RDEV = os.makedev(5, 2)
+
+
+def open_pty_in(pid: int) -> tuple[int, int]:
+    """A (master, slave) pty pair from the devpts instance of process ``pid``'s /dev/pts.
+
+    A terminal for ``exec -t`` must come from the container's own devpts: a slave of the
+    host's instance is a device the container cannot name, so ``tty``/ttyname() there print
+    "not a tty". The container owns that path, so the open refuses symlinks and anything but
+    the ptmx character device, and the slave is opened from the master (TIOCGPTPEER), never by
+    a path the container could swap. Raises OSError when the container has no usable devpts.
+    """
+    flags = os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    master = os.open(f"/proc/{pid}/root/dev/pts/ptmx", flags)
+    try:
+        info = os.fstat(master)
+        if not (info.st_mode & 0o170000 == 0o020000 and info.st_rdev == _PTMX_RDEV):
+            raise OSError(f"/proc/{pid}/root/dev/pts/ptmx is not the ptmx device")
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        os.set_blocking(master, True)
+        return master, slave
+    except BaseException:
+        os.close(master)
+        raise
