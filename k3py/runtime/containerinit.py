@@ -4,7 +4,8 @@ The supervisor forks, and the child calls ``become_container(config, ...)``, whi
 it either ``execve``s the container's entrypoint or writes one line of error to the error pipe
 and exits 127. The steps, in order (the order matters):
 
-1. new session, stdio in place (pty as controlling terminal for tty containers), join cgroup;
+1. new session, stdio in place, join cgroup (a tty container's stdio is a "console socket"
+   until step 4: its terminal must come from its own devpts);
 2. ``setns`` into the sandbox's namespaces (net, ipc, uts) and ``unshare`` the rest — the pid
    namespace was already unshared by the supervisor around ``fork`` so this child is pid 1;
 3. make every mount private, mount the overlay root (image layer dirs as lower dirs, a private
@@ -12,7 +13,10 @@ and exits 127. The steps, in order (the order matters):
    shm, mqueue), sysfs read-only and the requested bind/tmpfs mounts — every mount target is
    resolved inside the new root (``secure_join``) so image symlinks cannot redirect a mount
    onto the host;
-4. ``pivot_root`` into it and detach the old root; mask and make read-only the sensitive /proc
+4. ``pivot_root`` into it and detach the old root; a tty container opens a pty pair from its
+   /dev/pts/ptmx, hands the master to the supervisor over the console socket and makes the
+   slave its stdio and controlling terminal (so ``tty`` names /dev/pts/0 there, which a pty
+   from the host's devpts could not); mask and make read-only the sensitive /proc
    and /sys paths (unless privileged); remount / read-only if asked; set the hostname;
 5. resolve the user in the container's /etc/passwd and /etc/group, drop the capability bounding
    set to the configured set, set no_new_privs, switch groups and user, set the capability sets;
@@ -27,7 +31,9 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import stat
+import struct
 import sys
 import warnings  # noqa: F401 - os.execvpe imports it lazily, after pivot_root hides the stdlib
 
@@ -316,6 +322,24 @@ def _stdio(stdio: list[int], tty: bool) -> None:
         fcntl.ioctl(0, _TIOCSCTTY, 0)
 
 
+def _console(console_socket: int) -> None:
+    """Open this container's terminal in its own devpts and send the master to the supervisor."""
+    master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, linux.TIOCSPTLCK, struct.pack("i", 0))
+    slave = fcntl.ioctl(master, linux.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    sock = socket.socket(fileno=os.dup(console_socket))
+    try:
+        socket.send_fds(sock, [b"console"], [master])
+    finally:
+        sock.close()
+        os.close(master)
+    for target in range(3):
+        os.dup2(slave, target)
+    if slave > 2:
+        os.close(slave)
+    fcntl.ioctl(0, _TIOCSCTTY, 0)
+
+
 def _park(read_ends: list[int]) -> None:
     for fd, target in zip(read_ends, PARKED_OUTPUT_FDS, strict=False):
         try:
@@ -345,7 +369,8 @@ def become_container(
     """
     try:
         process = config["process"]
-        _stdio(stdio, bool(process.get("tty")))
+        tty = bool(process.get("tty"))
+        _stdio(stdio, False)  # with a tty, fds 0-2 are the console socket until _console
         _park(parked or [])
         cg = config.get("cgroup")
         if cg and join_cgroup:
@@ -372,6 +397,8 @@ def become_container(
         linux.mount("", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         root = _setup_rootfs(config)
         _pivot(root)
+        if tty:
+            _console(0)
         if not config.get("privileged"):
             _mask_paths()
         if config.get("readonly_rootfs"):

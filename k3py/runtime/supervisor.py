@@ -16,7 +16,8 @@ modules), it daemonises (double fork + setsid) and then:
   (a cgroup v2 move into ``cgroup.procs`` costs an RCU grace period, ~10 ms; see cgroups).
   Without a usable zygote (cgroup v2 cannot rename, or it died) we fork the same way on the
   spot. A CLOEXEC error pipe tells us whether the ``execve`` happened or why set-up failed;
-- reads the containers' stdout/stderr (pipes, or a pty master) and writes CRI log lines
+- reads the containers' stdout/stderr (pipes, or the master of the pty a tty container
+  opened in its own devpts and sent over a console socket) and writes CRI log lines
   ``<RFC3339Nano> stdout|stderr F|P <text>``, rotating by size, and streams them to attached
   clients (framed; stdin and tty resizes flow back);
 - reaps children on SIGCHLD and writes each container's ``state.json`` (pid, times, exit code,
@@ -404,14 +405,12 @@ class Supervisor:
         )
         cg = container.cgroup()
         tty = bool(process.get("tty"))
+        console: socket.socket | None = None
         if tty:
-            import pty
-
-            master, slave = pty.openpty()
-            child_stdio = [slave, slave, slave]
-            outputs = {master: "stdout"}
-            container.tty_master = master
-            container.stdin_fd = master if process.get("stdin") else -1
+            # The container opens its terminal in its own devpts and sends us the master.
+            console, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            child_stdio = [theirs.detach()] * 3
+            outputs: dict[int, str] = {}
         else:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
@@ -443,6 +442,14 @@ class Supervisor:
                 break
             error += chunk
         os.close(err_r_sync)
+        if console is not None:
+            master = self._receive_console(console)
+            if master >= 0:
+                outputs = {master: "stdout"}
+                container.tty_master = master
+                container.stdin_fd = master if process.get("stdin") else -1
+            elif not error:
+                error = b"the container sent no terminal"
         started = time.time_ns()
         container.pid = pid
         container.running = True
@@ -474,6 +481,21 @@ class Supervisor:
             except OSError:
                 pass  # already gone: nothing to hold
         return {"ok": True, "pid": pid, "started_at": started}
+
+    @staticmethod
+    def _receive_console(console: socket.socket) -> int:
+        """The pty master a tty container sent before its execve; -1 if it failed first."""
+        try:
+            console.settimeout(5.0)  # sent before execve, which has happened (or failed) by now
+            _message, fds, _flags, _addr = socket.recv_fds(console, 16, 1)
+        except OSError:
+            return -1
+        finally:
+            console.close()
+        if not fds:
+            return -1
+        os.set_inheritable(fds[0], False)
+        return fds[0]
 
     # ---- pre-forked container processes ("zygotes") -----------------------------------------
 

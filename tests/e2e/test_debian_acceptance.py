@@ -178,17 +178,26 @@ def test_namespace_and_run_debian_interactively(cluster: TestCluster) -> None:
     try:
         terminal.type("\r")  # kubectl attaches after the start; the first prompt may be gone
         terminal.expect("#", timeout=90)
-        terminal.type("echo answer-$((6*7)); cat /etc/debian_version\r")
+        terminal.type("echo answer-$((6*7)); cat /etc/debian_version; tty\r")
         seen = terminal.expect("answer-42")
         seen += terminal.expect("#")
         terminal.type("exit\r")
     finally:
         code = terminal.close(timeout=30)
-    version = seen.split("answer-42", 1)[1].split()[0]
+    version, terminal_name = seen.split("answer-42", 1)[1].split()[:2]
     assert version[0].isdigit() or "/" in version, seen  # 12.x, or trixie/sid
+    assert terminal_name == "/dev/pts/0", seen  # the container's own terminal, not "not a tty"
     assert code == 0
-    # Without --rm the pod stays (restartPolicy Always brings bash back).
-    assert _pod_json(cluster, "debian") is not None
+
+    # Without --rm the pod stays: restartPolicy Always brings bash back, once.
+    def restarted() -> dict | None:
+        status = _container_status(_pod_json(cluster, "debian"))
+        return status if status.get("restartCount") == 1 and "running" in status["state"] else None
+
+    status = cluster.wait_for(
+        restarted, timeout=30, interval=0.2, what="debian restarted after exit"
+    )
+    assert status["lastState"]["terminated"]["exitCode"] == 0
 
 
 def test_run_rm_removes_the_pod(cluster: TestCluster) -> None:
