@@ -34,3 +34,15 @@ def test_image_commands_are_mounted() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("import", "ls", "pull", "rm", "prune"):
         assert command in result.stdout
+
+
+def test_malformed_registries_config_stops_the_agent_with_one_line(tmp_path) -> None:
+    bad = tmp_path / "registries.yaml"
+    bad.write_text("mirrors: [not, a, mapping\n")
+    result = run_k3py(
+        "agent", "--server", "https://127.0.0.1:1", "--token", "t", "--data-dir", str(tmp_path / "a"),
+        "--registries-config", str(bad),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and str(bad) in result.stderr
+    assert "Traceback" not in result.stderr

@@ -53,6 +53,11 @@ def server(
     token: str = typer.Option("", "--token", help="Shared secret agents use to join (generated when empty)."),
     disable_agent: bool = typer.Option(False, "--disable-agent", help="Run no kubelet in this process."),
     simulated_nodes: int = typer.Option(0, "--simulated-nodes", help="Register N simulated nodes."),
+    registries_config: Path | None = typer.Option(
+        None,
+        "--registries-config",
+        help="Registry mirrors and credentials (default: $K3PY_REGISTRIES_CONFIG or /etc/k3py/registries.yaml).",
+    ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Run the API server, scheduler, controllers and (unless --disable-agent) this host's
@@ -60,6 +65,8 @@ def server(
     from k3py.server.config import ServerConfig
     from k3py.server.main import run_server_forever
 
+    if not disable_agent:
+        _use_registries_config(registries_config)
     config = ServerConfig(
         data_dir=data_dir,
         datastore_endpoint=datastore_endpoint,
@@ -95,6 +102,11 @@ def agent(
         None, "--ca-file", help="The cluster CA (default: fetched from the server on first start and pinned)."
     ),
     streaming_port: int = typer.Option(10250, "--kubelet-port", help="Port of the kubelet streaming server."),
+    registries_config: Path | None = typer.Option(
+        None,
+        "--registries-config",
+        help="Registry mirrors and credentials (default: $K3PY_REGISTRIES_CONFIG or /etc/k3py/registries.yaml).",
+    ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Join this host to a cluster as a node: kubelet, pod network and streaming server."""
@@ -110,6 +122,7 @@ def agent(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _use_registries_config(registries_config)
     if not server_url.startswith("https://"):
         typer.echo(f"error: --server must be an https:// URL, not {server_url!r}", err=True)
         raise typer.Exit(2)
@@ -202,6 +215,21 @@ def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:
     tls_dir.mkdir(parents=True, exist_ok=True)
     pinned.write_text(ca)
     return pinned
+
+
+def _use_registries_config(path: Path | None) -> None:
+    """Load the node's registries config at start, so a malformed file fails here, as in k3s."""
+    from k3py.runtime.registries import (
+        RegistriesConfigError,
+        load_registries,
+        set_default_registries,
+    )
+
+    try:
+        set_default_registries(load_registries(path))
+    except RegistriesConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
 
 
 app.add_typer(image_app, name="image")
