@@ -15,6 +15,7 @@ running without a restart being counted.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -224,8 +225,13 @@ def test_run_rm_removes_the_pod(cluster: TestCluster) -> None:
     finally:
         code = terminal.close(timeout=60)
     assert code == 0, output
-    gone = cluster.kubectl("get", "pod", "debian2", check=False)
-    assert gone.returncode == 1 and 'pods "debian2" not found' in gone.stderr
+
+    # kubectl run --rm deletes without waiting: the pod may show Terminating for a moment.
+    def gone() -> bool:
+        result = cluster.kubectl("get", "pod", "debian2", check=False)
+        return result.returncode == 1 and 'pods "debian2" not found' in result.stderr
+
+    cluster.wait_for(gone, timeout=15, interval=0.2, what="debian2 gone")
 
 
 def _debian_pod(cluster: TestCluster) -> dict:
@@ -286,6 +292,16 @@ def test_logs_follow_and_previous(cluster: TestCluster) -> None:
     assert previous != current  # two runs, two different uuids
 
 
+def _http_get_from(host: str, port: int) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=20)
+    try:
+        conn.request("GET", "/index.html")
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
 def test_port_forward_to_busybox_httpd(cluster: TestCluster) -> None:
     _wait_running(cluster, "web", timeout=60)
     with _background(cluster, "port-forward", "pod/web", "8080:80") as forward:
@@ -302,6 +318,20 @@ def test_attach_follows_output(cluster: TestCluster) -> None:
         seen += _read_until(attach.stdout.fileno(), b"\n", timeout=20)
         last = int(seen.decode().split("tick")[-1].split()[0])
         _read_until(attach.stdout.fileno(), f"tick {last + 2}\n".encode(), timeout=20)
+
+
+def test_attach_it_to_the_debian_terminal(cluster: TestCluster) -> None:
+    """What ``kubectl run -it`` tells a user after the session: resume with ``attach -i -t``."""
+    restarts = _container_status(_debian_pod(cluster))["restartCount"]
+    terminal = Terminal(_kubectl_argv(cluster, "attach", "debian", "-c", "debian", "-i", "-t"))
+    try:
+        terminal.type("echo attached-$((2+3))\r")
+        terminal.expect("attached-5")
+    finally:
+        terminal.process.terminate()  # the user closes their terminal; bash keeps running
+        terminal.close()
+    status = _container_status(_pod_json(cluster, "debian"))
+    assert status["restartCount"] == restarts and "running" in status["state"]
 
 
 def test_liveness_probe_restarts_the_container(cluster: TestCluster) -> None:
@@ -440,5 +470,7 @@ def test_server_restart_keeps_pods_running(
         assert status.get("restartCount") == before[name].get("restartCount"), (name, status)
         assert status.get("containerID") == before[name].get("containerID"), (name, status)
         assert "running" in status.get("state", {}), (name, status)
-    assert cluster.in_netns(lambda: True)
+    # The pod network survived too: httpd answers on its pod IP from the test host.
+    web_ip = _pod_json(cluster, "web")["status"]["podIP"]  # type: ignore[index]
+    assert cluster.in_netns(_http_get_from, web_ip, 80) == (200, b"hello-debian-acceptance\n")
     assert cluster.kubectl("exec", "debian", "--", "echo", "still-here").stdout == "still-here\n"
