@@ -15,10 +15,13 @@ running without a restart being counted.
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
 import signal
+import struct
+import termios
 import time
 from collections.abc import Iterator
 
@@ -238,7 +241,16 @@ def _debian_pod(cluster: TestCluster) -> dict:
     """The pod ``kubectl run debian -it`` left running (created without attaching when that
     test was deselected): bash on a terminal, kept alive by its open stdin."""
     if _pod_json(cluster, "debian") is None:
-        cluster.kubectl("run", "debian", "--image=debian:stable", "-i", "-t", "--", "/bin/bash")
+        cluster.kubectl(
+            "run",
+            "debian",
+            "--image=debian:stable",
+            "-i",
+            "-t",
+            "--attach=false",
+            "--",
+            "/bin/bash",
+        )
     return _wait_running(cluster, "debian", timeout=90)
 
 
@@ -252,6 +264,10 @@ def test_exec_it_bash_and_exit_codes(cluster: TestCluster) -> None:
         terminal.type("[ -t 0 ] && echo on-a-terminal-$((6*7)); tty\r")
         seen = terminal.expect("on-a-terminal-42")
         seen += terminal.expect("#")
+        # The user resizes their window: kubectl gets SIGWINCH and resizes the remote terminal.
+        fcntl.ioctl(terminal.master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+        terminal.type("echo size-$(stty size | tr ' ' x)\r")
+        terminal.expect("size-33x101")
         terminal.type("exit 4\r")
     finally:
         code = terminal.close()
@@ -321,17 +337,32 @@ def test_attach_follows_output(cluster: TestCluster) -> None:
 
 
 def test_attach_it_to_the_debian_terminal(cluster: TestCluster) -> None:
-    """What ``kubectl run -it`` tells a user after the session: resume with ``attach -i -t``."""
-    restarts = _container_status(_debian_pod(cluster))["restartCount"]
+    """What ``kubectl run -it`` tells a user after the session: resume with ``attach -i -t``.
+
+    kubectl run -i sets stdinOnce, which ends a container's input with the first attach — but
+    not on a terminal: a user who closes the attaching kubectl leaves bash running (Docker's
+    and containerd's rule), so nothing restarts."""
+    pod = _debian_pod(cluster)
+    assert pod["spec"]["containers"][0].get("stdinOnce") is True
+    before = _container_status(pod)
     terminal = Terminal(_kubectl_argv(cluster, "attach", "debian", "-c", "debian", "-i", "-t"))
     try:
         terminal.type("echo attached-$((2+3))\r")
         terminal.expect("attached-5")
     finally:
-        terminal.process.terminate()  # the user closes their terminal; bash keeps running
+        terminal.process.terminate()  # the user closes their terminal
+        terminal.close()
+    # bash is still the same process: a second attach reaches it.
+    terminal = Terminal(_kubectl_argv(cluster, "attach", "debian", "-c", "debian", "-i", "-t"))
+    try:
+        terminal.type("echo again-$((3+4)) $$\r")
+        terminal.expect("again-7 1")  # still pid 1, the container's first process
+    finally:
+        terminal.process.terminate()
         terminal.close()
     status = _container_status(_pod_json(cluster, "debian"))
-    assert status["restartCount"] == restarts and "running" in status["state"]
+    assert status["restartCount"] == before["restartCount"]
+    assert status["containerID"] == before["containerID"]
 
 
 def test_liveness_probe_restarts_the_container(cluster: TestCluster) -> None:

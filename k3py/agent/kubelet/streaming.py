@@ -9,7 +9,7 @@
   stdio pumped to the client streams by executor threads; terminal resizes are applied.
 - attach: the container's own stdio through the runtime's attach session: output as it is
   produced, stdin when the container was created with ``stdin`` (closed after the client's
-  end of input when ``stdinOnce``), terminal resizes.
+  end of input when ``stdinOnce`` and no ``tty``), terminal resizes.
 - port-forward: a socket created inside the pod's network namespace (setns on a worker
   thread, then back) connects to 127.0.0.1:<port> there — what the kubelet does.
 """
@@ -293,7 +293,9 @@ class KubeletStreamingBackend(StreamingBackend):
             assert streams.stdin is not None
             while data := await streams.stdin.read():
                 await self.manager.run_blocking(session.write, data)
-            if spec.get("stdinOnce"):
+            # stdinOnce ends the container's input with the first attach, but not on a terminal:
+            # there a detaching user leaves the shell running (as Docker and containerd do).
+            if spec.get("stdinOnce") and not spec.get("tty"):
                 await self.manager.run_blocking(session.close_stdin)
 
         def next_output() -> tuple[str, bytes] | None:
