@@ -307,6 +307,10 @@ class RestHandler:
         obj = await self.registry.get(info, rr.namespace, rr.name)
         if rr.subresource == "scale":
             return self._plain(request, self._scale_of(info, obj))
+        neg = codec.negotiate(request.headers.get("Accept"))
+        if neg.media == codec.JSON and not neg.as_kind:
+            # The common case: the object itself as JSON, encoded once per revision.
+            return json_response(self.registry.json_of(info, rr.namespace, rr.name, obj))
         return self._object_response(request, info, obj)
 
     def _plain(self, request: web.BaseRequest, body: dict[str, Any], status: int = 200) -> web.Response:

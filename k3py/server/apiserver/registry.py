@@ -390,6 +390,14 @@ class Registry:
             raise errors.not_found(info.plural, name, info.group)
         return self._out(info, obj)
 
+    def json_of(self, info: ResourceInfo, namespace: str, name: str, obj: dict[str, Any]) -> bytes:
+        """``obj`` (as ``get`` returned it) as JSON; the cached object's bytes are made once per
+        revision and reused by every GET of it."""
+        rcache = self.cache.caches.get(storage_prefix(info))
+        if rcache is None:
+            return orjson.dumps(obj)
+        return rcache.json_of(object_key(info, namespace, name), obj)
+
     async def list(self, info: ResourceInfo, opts: ListOptions) -> ListResult:
         prefix = namespace_prefix(info, opts.namespace)
         start_after = ""

@@ -7,6 +7,10 @@ caught up with it" has a meaning. Per storage prefix (``/registry/<group>/<plura
 cache keeps the live objects (decoded dicts with ``metadata.resourceVersion`` set, treated as
 immutable by everyone) and a bounded ring of the latest events for resuming watches.
 
+GETs of cached objects are answered from JSON bytes encoded once per object revision
+(``ResourceCache.json_of``): the entry is keyed by the storage key and remembers which object
+dict it encodes, so a later revision (a new dict) or a converted copy never gets stale bytes.
+
 Watchers register a filter and an asyncio queue; each applied event is offered to the
 watchers of its prefix. A watcher whose queue overflows (a client that stopped reading) is
 ended, as upstream does, and the client re-lists.
@@ -119,8 +123,11 @@ class ResourceCache:
         # Every event of this prefix with revision > ring_floor is in the ring.
         self.ring_floor = start_revision
         self.watchers: set[Watcher] = set()
+        # key -> (the live object dict, its JSON); filled by json_of, dropped on change.
+        self._json: dict[str, tuple[dict[str, Any], bytes]] = {}
 
     def apply(self, event: CacheEvent) -> None:
+        self._json.pop(event.key, None)
         if event.type == "DELETED":
             self.objects.pop(event.key, None)
         else:
@@ -130,6 +137,21 @@ class ResourceCache:
         self.ring.append(event)
         for watcher in tuple(self.watchers):
             watcher.offer(event)
+
+    def json_of(self, key: str, obj: dict[str, Any]) -> bytes:
+        """``obj`` as JSON, reusing the bytes made for the same live object before.
+
+        Only the live object under ``key`` is remembered (identity, not equality: cached
+        objects are immutable and each revision is a new dict); anything else — a converted
+        copy, an object read from the store — is encoded afresh and not kept.
+        """
+        entry = self._json.get(key)
+        if entry is not None and entry[0] is obj:
+            return entry[1]
+        body = orjson.dumps(obj)
+        if self.objects.get(key) is obj:
+            self._json[key] = (obj, body)
+        return body
 
     def events_after(self, revision: int) -> list[CacheEvent] | None:
         """Events with revision > ``revision``, or None when the ring no longer reaches back."""
