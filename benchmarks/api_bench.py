@@ -11,8 +11,15 @@ keep-alive connections and the admin client certificate, like any client would:
 - ``list_5000_table_ms``: ``kubectl get``-style LIST of 5,000 ConfigMaps as a Table (goal < 300 ms);
 - ``idle_rss_mb``: the server's RSS right after start-up (goal < 80 MB).
 
-The client runs in this process (aiohttp), so on a 2-core machine client and server share the
-CPUs — the numbers are a lower bound for the server alone.
+Creates, the steady rate and the LIST use an aiohttp client in this process. GETs are driven by
+``wrk`` (Debian package ``wrk``; C, event-driven, two threads) when it is installed, because a
+Python client needs about as much CPU per request as the server and, on a 2-core machine, would
+measure itself; wrk cannot present a client certificate, so it authenticates with the server's
+bearer token (passed to the server with ``--token``). Without wrk the GETs fall back to the
+aiohttp client, with a message saying how to install it. Either way the JSON also holds the
+aiohttp-client GET rate (``aiohttp_client_gets_per_s``) for comparison with older runs, and
+``server_cpu_us_per_get`` — the server's own CPU per GET, which does not depend on the client:
+``1e6 / server_cpu_us_per_get`` is what one core of server could sustain.
 
     python benchmarks/api_bench.py [--creates 5000] [--concurrency 64] [--steady-seconds 5]
 """
@@ -24,6 +31,8 @@ import asyncio
 import base64
 import json
 import os
+import secrets
+import shutil
 import socket
 import ssl
 import statistics
@@ -39,6 +48,26 @@ import psutil
 import yaml
 
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+BENCH_TOKEN = secrets.token_hex(16)
+
+# wrk script: cycle through the created ConfigMaps; at the end print one JSON line with the
+# request count, duration, non-2xx count, socket errors and p99 latency.
+WRK_SCRIPT = """
+local count = tonumber(os.getenv("BENCH_OBJECTS"))
+local prefix = os.getenv("BENCH_PATH")
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", string.format("%s/cm-%06d", prefix, n % count))
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_RESULT {"requests": %d, "duration_us": %d, "non_2xx": %d, "socket_errors": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(99)))
+end
+"""
 
 
 def _free_port() -> int:
@@ -79,6 +108,8 @@ def _start_server(workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], Pa
             "--disable-agent",
             "--log-level",
             "WARNING",
+            "--token",
+            BENCH_TOKEN,
         ],
         stdout=open(workdir / "server.log", "wb"),
         stderr=subprocess.STDOUT,
@@ -178,9 +209,18 @@ async def _bench(
         gets = args.creates * 3
         cpu0 = _cpu(server)
         elapsed, lat = await _run_concurrently(gets, args.concurrency, get)
-        results["server_cpu_us_per_get"] = round((_cpu(server) - cpu0) / gets * 1e6)
-        results["gets_per_s"] = round(gets / elapsed)
-        results["get_p99_ms_under_load"] = round(_pct(lat, 0.99), 1)
+        aiohttp_cpu_us = round((_cpu(server) - cpu0) / gets * 1e6)
+        results["aiohttp_client_gets_per_s"] = round(gets / elapsed)
+        results["aiohttp_client_get_p99_ms"] = round(_pct(lat, 0.99), 1)
+        wrk = await _wrk_gets(base, "/api/v1/namespaces/bench/configmaps", args, server)
+        if wrk is None:
+            results["get_client"] = "aiohttp (in-process)"
+            results["server_cpu_us_per_get"] = aiohttp_cpu_us
+            results["gets_per_s"] = results["aiohttp_client_gets_per_s"]
+            results["get_p99_ms_under_load"] = results["aiohttp_client_get_p99_ms"]
+        else:
+            results["get_client"] = "wrk"
+            results.update(wrk)
 
         # Steady 500 creates/s: one request every 2 ms, each on its own task.
         rate = 500
@@ -219,11 +259,51 @@ async def _bench(
     return results
 
 
+async def _wrk_gets(
+    base: str, path: str, args: argparse.Namespace, server: psutil.Process
+) -> dict[str, Any] | None:
+    """GETs/s measured with wrk (None, after saying why, when wrk is not installed)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print(
+            "api_bench: wrk is not installed (Debian: apt-get install wrk); measuring GETs "
+            "with the in-process aiohttp client instead, which shares the CPUs with the server",
+            file=sys.stderr,
+        )
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        env = {**os.environ, "BENCH_OBJECTS": str(args.creates), "BENCH_PATH": path}
+        cpu0 = _cpu(server)
+        process = await asyncio.create_subprocess_exec(
+            wrk, "-t2", f"-c{args.concurrency}", f"-d{args.wrk_seconds}s",
+            "-H", f"Authorization: Bearer {BENCH_TOKEN}", "-H", "Accept: application/json",
+            "-s", script.name, base,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        cpu = _cpu(server) - cpu0
+    text = output.decode(errors="replace")
+    line = next((ln for ln in text.splitlines() if ln.startswith("WRK_RESULT ")), None)
+    if process.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed (exit {process.returncode}):\n{text}")
+    summary = json.loads(line.removeprefix("WRK_RESULT "))
+    if summary["non_2xx"] or summary["socket_errors"] or not summary["requests"]:
+        raise RuntimeError(f"wrk saw failed requests:\n{text}")
+    return {
+        "server_cpu_us_per_get": round(cpu / summary["requests"] * 1e6),
+        "gets_per_s": round(summary["requests"] / (summary["duration_us"] / 1e6)),
+        "get_p99_ms_under_load": round(summary["p99_us"] / 1000, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--creates", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--steady-seconds", type=int, default=5)
+    parser.add_argument("--wrk-seconds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="k3py-api-bench-") as tmp:
         workdir = Path(tmp)
