@@ -7,6 +7,9 @@ both faster and closer to upstream's RequestInfo parsing.
 Authentication: a client certificate signed by the cluster CA (TLS verifies the chain; the
 subject's CN is the user, O the groups) or ``Authorization: Bearer <server token>``. Anything
 else gets a 401 Status. There is no authorization yet: every authenticated user is an admin.
+Whether a connection presented a verified client certificate is decided once per TLS
+connection (the certificate cannot change on it) and remembered on the connection's protocol
+object, so keep-alive requests skip re-reading the peer certificate.
 
 Errors: an ``ApiError`` becomes its Status; any other exception is logged with its traceback
 and answered with a 500 Status — a client never sees a traceback.
@@ -25,6 +28,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from k3py import KUBERNETES_VERSION
 from k3py.api import errors
@@ -98,11 +102,16 @@ class ApiServer:
     # -- middleware -------------------------------------------------------------------------
 
     def _authenticated(self, request: web.BaseRequest) -> bool:
-        transport = request.transport
-        if transport is not None:
-            peercert = transport.get_extra_info("peercert")
-            if peercert:
-                return True  # the TLS layer has verified it against the cluster CA
+        protocol = request.protocol
+        has_cert = getattr(protocol, "verified_client_cert", None)
+        if has_cert is None:
+            transport = request.transport
+            # The TLS layer has verified any certificate it hands us against the cluster CA.
+            has_cert = bool(transport is not None and transport.get_extra_info("peercert"))
+            if isinstance(protocol, _ConnectionHandler):
+                protocol.verified_client_cert = has_cert
+        if has_cert:
+            return True
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             return self._token_valid(auth[7:].strip())
@@ -202,9 +211,23 @@ class ApiServer:
             self._runner = None
 
 
+class _ConnectionHandler(RequestHandler):
+    """aiohttp's per-connection protocol, with room to remember the connection's client
+    certificate check (None: not checked yet)."""
+
+    __slots__ = ("verified_client_cert",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.verified_client_cert: bool | None = None
+
+
 class _Server(web.Server):
     """aiohttp's low-level server (no router, no middleware chain: we dispatch ourselves),
     with request bodies allowed up to the API's 3 MiB limit."""
+
+    def __call__(self) -> RequestHandler:
+        return _ConnectionHandler(self, loop=self._loop, **self._kwargs)
 
     def _make_request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
         return web.BaseRequest(
