@@ -182,12 +182,14 @@ def test_namespace_and_run_debian_interactively(cluster: TestCluster) -> None:
     try:
         terminal.type("\r")  # kubectl attaches after the start; the first prompt may be gone
         terminal.expect("#", timeout=90)
-        terminal.type("echo answer-$((6*7)); cat /etc/debian_version; tty\r")
-        seen = terminal.expect("answer-42")
-        seen += terminal.expect("#")
+        # One read up to a marker that only the output contains (not the echoed command).
+        terminal.type("echo answer-$((6*7)); cat /etc/debian_version; tty; echo done-$((1+1))\r")
+        seen = terminal.expect("done-2")
         terminal.type("exit\r")
+        ended = terminal.expect("command when the pod is running", timeout=30)
     finally:
         code = terminal.close(timeout=30)
+    assert "Session ended, resume using 'kubectl attach debian -c debian -i -t'" in ended
     version, terminal_name = seen.split("answer-42", 1)[1].split()[:2]
     assert version[0].isdigit() or "/" in version, seen  # 12.x, or trixie/sid
     assert terminal_name == "/dev/pts/0", seen  # the container's own terminal, not "not a tty"
@@ -261,9 +263,8 @@ def test_exec_it_bash_and_exit_codes(cluster: TestCluster) -> None:
     )
     try:
         terminal.expect("#")
-        terminal.type("[ -t 0 ] && echo on-a-terminal-$((6*7)); tty\r")
-        seen = terminal.expect("on-a-terminal-42")
-        seen += terminal.expect("#")
+        terminal.type("[ -t 0 ] && echo on-a-terminal-$((6*7)); tty; echo done-$((1+1))\r")
+        seen = terminal.expect("done-2")
         # The user resizes their window: kubectl gets SIGWINCH and resizes the remote terminal.
         fcntl.ioctl(terminal.master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
         terminal.type("echo size-$(stty size | tr ' ' x)\r")
@@ -357,6 +358,10 @@ def test_attach_it_to_the_debian_terminal(cluster: TestCluster) -> None:
     try:
         terminal.type("echo again-$((3+4)) $$\r")
         terminal.expect("again-7 1")  # still pid 1, the container's first process
+        # A window resize travels over the attach stream to the container's own terminal.
+        fcntl.ioctl(terminal.master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        terminal.type("echo size-$(stty size | tr ' ' x)\r")
+        terminal.expect("size-40x120")
     finally:
         terminal.process.terminate()
         terminal.close()
