@@ -154,6 +154,19 @@ class TestCluster:
     def start(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.host = TestHost()
+        self._spawn_server()
+
+    def restart(self, kill: bool = True) -> None:
+        """Stop the server (SIGKILL, or SIGTERM when ``kill`` is False) and start it again on the
+        same test host and data dir: pods, their network and the runtime's containers stay."""
+        assert self.process is not None and self.host is not None, "cluster not started"
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self._spawn_server()
+
+    def _spawn_server(self) -> None:
+        assert self.host is not None
         argv = [
             "unshare", "--mount", "--propagation", "private",
             sys.executable, "-m", "k3py", "server",

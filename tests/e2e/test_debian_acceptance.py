@@ -18,8 +18,6 @@ from __future__ import annotations
 import fcntl
 import http.client
 import json
-import os
-import signal
 import struct
 import termios
 import time
@@ -27,7 +25,6 @@ from collections.abc import Iterator
 
 import pytest
 
-import tests.cluster
 from tests.cluster import TestCluster
 from tests.e2e.test_kubectl_workloads import (
     Terminal,
@@ -477,20 +474,12 @@ def test_delete_pod_honours_the_grace_period(cluster: TestCluster) -> None:
     assert 'pods "graceful" not found' in gone.stderr
 
 
-def test_server_restart_keeps_pods_running(
-    cluster: TestCluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_server_restart_keeps_pods_running(cluster: TestCluster) -> None:
     names = ["debian", "ticker", "web", "configured"]
     _debian_pod(cluster)
     before = {n: _container_status(_wait_running(cluster, n)) for n in names}
-    assert cluster.process is not None
-    os.kill(cluster.process.pid, signal.SIGKILL)
-    cluster.process.wait(timeout=10)
-    host = cluster.host
-    monkeypatch.setattr(
-        tests.cluster, "TestHost", lambda: host
-    )  # same test host: the pods' network lives there
-    cluster.start()
+    # SIGKILL, then start again on the same test host (the pods' network lives there).
+    cluster.restart(kill=True)
     cluster.wait_for(
         lambda: _node_ready(cluster), timeout=60, interval=0.2, what="node Ready again"
     )
