@@ -7,6 +7,11 @@ bounded queue drops events rather than growing without limit when the API server
 events are best-effort in Kubernetes too. Repeats of the same (object, reason, message) within
 the recorder's lifetime are folded into one Event whose ``count`` grows, as upstream's
 correlator does.
+
+Like upstream's spam filter, each (component, involved object, type, reason) has a token
+bucket of ``SPAM_BURST`` events refilled at one per ``SPAM_REFILL_SECONDS``; events beyond it
+are dropped when recorded. A 2,000-replica ReplicaSet thus writes 25 SuccessfulCreate events,
+not 2,000 — the same view ``kubectl describe`` gives on upstream, without an API write per pod.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from k3py.api.meta import now_rfc3339
 from k3py.client.interface import EVENTS, Client
 
 log = logging.getLogger("k3py.client.events")
+
+SPAM_BURST = 25
+SPAM_REFILL_SECONDS = 300.0
+SPAM_KEYS_KEPT = 4096  # least recently used buckets beyond this are forgotten (upstream's LRU size)
 
 
 def object_reference(obj: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +57,9 @@ class EventRecorder:
         self._seen: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
+        # spam key -> (tokens left, monotonic time they were counted); insertion order = LRU
+        self._spam: dict[tuple[str, ...], tuple[float, float]] = {}
+        self.filtered = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -68,10 +80,27 @@ class EventRecorder:
         """
         if (kind and not obj.get("kind")) or (api_version and not obj.get("apiVersion")):
             obj = {**obj, "kind": obj.get("kind") or kind, "apiVersion": obj.get("apiVersion") or api_version}
+        if not self._allow(obj, event_type, reason):
+            self.filtered += 1
+            return
         try:
             self._queue.put_nowait((obj, event_type, reason, message))
         except asyncio.QueueFull:
             self.dropped += 1
+
+    def _allow(self, obj: dict[str, Any], event_type: str, reason: str) -> bool:
+        """Take a token from this event's spam bucket; False when it is empty."""
+        meta = obj.get("metadata") or {}
+        key = (str(obj.get("kind", "")), str(obj.get("apiVersion", "")), str(meta.get("namespace", "")),
+               str(meta.get("name", "")), str(meta.get("uid", "")), event_type, reason)
+        now = time.monotonic()
+        tokens, since = self._spam.pop(key, (float(SPAM_BURST), now))
+        tokens = min(float(SPAM_BURST), tokens + (now - since) / SPAM_REFILL_SECONDS)
+        allowed = tokens >= 1.0
+        self._spam[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._spam) > SPAM_KEYS_KEPT:
+            self._spam.pop(next(iter(self._spam)))
+        return allowed
 
     async def flush(self) -> None:
         """Wait until every queued event has been posted (tests and shutdown)."""
