@@ -131,12 +131,8 @@ class DaemonSetController(PodOwnerController):
 
     async def reconcile(self, key: Hashable) -> float | None:
         key = str(key)
-        cached = self.owners.cache.get(key)
-        if cached is None:
-            self.expectations.forget(key)
-            return None
-        ds = copy.deepcopy(cached)
-        if is_deleting(ds):
+        ds = self.live_owner(key)
+        if ds is None:
             return None
         spec = ds.get("spec") or {}
         revisions = owned_revisions(self.revisions.cache.list(namespace_of(ds)), meta(ds).get("uid", ""))

@@ -100,12 +100,8 @@ class JobController(PodOwnerController):
 
     async def reconcile(self, key: Hashable) -> float | None:
         key = str(key)
-        cached = self.owners.cache.get(key)
-        if cached is None:
-            self.expectations.forget(key)
-            return None
-        job = copy.deepcopy(cached)
-        if is_deleting(job):
+        job = self.live_owner(key)
+        if job is None:
             return None
         finished = _finished(job)
         if finished is not None:

@@ -27,6 +27,7 @@ re-counting the same pods for each of its 4,000 status changes.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Hashable
 from typing import Any
@@ -135,6 +136,17 @@ class PodOwnerController(Controller):
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
         # owner key -> event-loop time its last reconcile started (see STATUS_SYNC_INTERVAL)
         self._last_sync: dict[str, float] = {}
+
+    def live_owner(self, key: str) -> Obj | None:
+        """A private copy of the cached owner to reconcile, or None when there is nothing to do:
+        the owner is gone (its expectations are forgotten) or is being deleted."""
+        cached = self.owners.cache.get(key)
+        if cached is None:
+            self.expectations.forget(key)
+            return None
+        if is_deleting(cached):
+            return None
+        return copy.deepcopy(cached)
 
     def note_sync(self, key: str) -> None:
         """Record that ``key`` is being reconciled now (subclasses call it from reconcile)."""

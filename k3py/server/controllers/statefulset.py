@@ -111,12 +111,8 @@ class StatefulSetController(PodOwnerController):
 
     async def reconcile(self, key: Hashable) -> float | None:
         key = str(key)
-        cached = self.owners.cache.get(key)
-        if cached is None:
-            self.expectations.forget(key)
-            return None
-        sts = copy.deepcopy(cached)
-        if is_deleting(sts):
+        sts = self.live_owner(key)
+        if sts is None:
             return None
         spec = sts.get("spec") or {}
         revisions = owned_revisions(self.revisions.cache.list(namespace_of(sts)), meta(sts).get("uid", ""))
