@@ -195,7 +195,10 @@ async def test_watchers_started_at_random_revisions_see_every_revision_once(
     watchers = []
     for _ in range(50):  # start watchers from random past revisions while writes go on
         current = await store.current_revision()
-        watchers.append(asyncio.create_task(watch_from(rng.randint(first, current + 1))))
+        # Start at most at ``final``: when the writers are already done, a watch from
+        # ``final + 1`` would rightly see nothing and wait for ever.
+        start = rng.randint(first, min(current + 1, final))
+        watchers.append(asyncio.create_task(watch_from(start)))
         await asyncio.sleep(rng.uniform(0, 0.01))
     await asyncio.gather(*write_tasks)
     results = await asyncio.wait_for(asyncio.gather(*watchers), 60)
