@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from k3py.store import queries
 from k3py.store.broadcaster import Broadcaster
-from k3py.store.keys import check_key, check_ttl, check_value, decode_continue, encode_continue
+from k3py.store.keys import check_key, decode_continue, encode_continue
 from k3py.store.postgres.poller import Poller
 from k3py.store.postgres.schema import asyncpg_dsn, ensure_schema, sqlalchemy_url
 from k3py.store.postgres.writer import PgWriter
@@ -37,9 +37,9 @@ from k3py.store.types import (
     ListResult,
     StoreClosedError,
     StoreError,
-    WriteResult,
 )
 from k3py.store.watch import WatchStream
+from k3py.store.writeverbs import WriteVerbs
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class PgSnapshot:
         return events, rows[-1][0], True
 
 
-class PostgresStore:
+class PostgresStore(WriteVerbs):
     def __init__(
         self,
         endpoint: str,
@@ -210,26 +210,6 @@ class PostgresStore:
 
     async def compact_revision(self) -> int:
         return await self._read(lambda s: s.compact_revision())
-
-    async def create(self, key: str, value: bytes, ttl: int | None = None) -> KeyValue:
-        check_key(key)
-        check_value(value)
-        lease = check_ttl(ttl)
-        value = bytes(value)
-        return await self._w().submit(lambda t: t.create(key, value, lease))
-
-    async def update(
-        self, key: str, value: bytes, expected_revision: int, ttl: int | None = None
-    ) -> WriteResult:
-        check_key(key)
-        check_value(value)
-        lease = check_ttl(ttl)
-        value = bytes(value)
-        return await self._w().submit(lambda t: t.update(key, value, lease, expected_revision))
-
-    async def delete(self, key: str, expected_revision: int | None = None) -> WriteResult:
-        check_key(key)
-        return await self._w().submit(lambda t: t.delete(key, expected_revision))
 
     async def get(self, key: str, revision: int | None = None) -> KeyValue | None:
         check_key(key)

@@ -22,8 +22,6 @@ from typing import TypeVar
 from k3py.store.broadcaster import Broadcaster
 from k3py.store.keys import (
     check_key,
-    check_ttl,
-    check_value,
     decode_continue,
     encode_continue,
 )
@@ -36,9 +34,9 @@ from k3py.store.types import (
     KeyValue,
     ListResult,
     StoreClosedError,
-    WriteResult,
 )
 from k3py.store.watch import WatchStream
+from k3py.store.writeverbs import WriteVerbs
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,7 @@ T = TypeVar("T")
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
 
 
-class SqliteStore:
+class SqliteStore(WriteVerbs):
     """The embedded store. Tunables exist so tests can run compaction in seconds."""
 
     def __init__(
@@ -149,26 +147,6 @@ class SqliteStore:
 
     async def compact_revision(self) -> int:
         return await self._read(lambda s: s.compact_revision())
-
-    async def create(self, key: str, value: bytes, ttl: int | None = None) -> KeyValue:
-        check_key(key)
-        check_value(value)
-        lease = check_ttl(ttl)
-        value = bytes(value)
-        return await self._w().submit(lambda w: w.create(key, value, lease))
-
-    async def update(
-        self, key: str, value: bytes, expected_revision: int, ttl: int | None = None
-    ) -> WriteResult:
-        check_key(key)
-        check_value(value)
-        lease = check_ttl(ttl)
-        value = bytes(value)
-        return await self._w().submit(lambda w: w.update(key, value, lease, expected_revision))
-
-    async def delete(self, key: str, expected_revision: int | None = None) -> WriteResult:
-        check_key(key)
-        return await self._w().submit(lambda w: w.delete(key, expected_revision))
 
     async def get(self, key: str, revision: int | None = None) -> KeyValue | None:
         check_key(key)
