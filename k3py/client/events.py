@@ -12,6 +12,10 @@ Like upstream's spam filter, each (component, involved object, type, reason) has
 bucket of ``SPAM_BURST`` events refilled at one per ``SPAM_REFILL_SECONDS``; events beyond it
 are dropped when recorded. A 2,000-replica ReplicaSet thus writes 25 SuccessfulCreate events,
 not 2,000 — the same view ``kubectl describe`` gives on upstream, without an API write per pod.
+The filter runs before the correlator, so of 30 identical events 25 reach the API: one Event
+created and 24 ``count`` increments (upstream filters its aggregated events the same way). The
+bucket reads time through the recorder's ``clock`` (``time.monotonic`` unless injected), which is
+how tests drive the refill without sleeping.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from k3py.api.errors import ApiError
@@ -49,8 +54,10 @@ def object_reference(obj: dict[str, Any]) -> dict[str, Any]:
 class EventRecorder:
     """Queue-and-post recorder for one component (``source.component``)."""
 
-    def __init__(self, client: Client, component: str, host: str = "", max_pending: int = 10_000) -> None:
+    def __init__(self, client: Client, component: str, host: str = "", max_pending: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
+        self.clock = clock  # seconds, monotonic: the spam filter's refill time base
         self.component = component
         self.host = host
         self._queue: asyncio.Queue[tuple[dict[str, Any], str, str, str]] = asyncio.Queue(max_pending)
@@ -93,7 +100,7 @@ class EventRecorder:
         meta = obj.get("metadata") or {}
         key = (str(obj.get("kind", "")), str(obj.get("apiVersion", "")), str(meta.get("namespace", "")),
                str(meta.get("name", "")), str(meta.get("uid", "")), event_type, reason)
-        now = time.monotonic()
+        now = self.clock()
         tokens, since = self._spam.pop(key, (float(SPAM_BURST), now))
         tokens = min(float(SPAM_BURST), tokens + (now - since) / SPAM_REFILL_SECONDS)
         allowed = tokens >= 1.0

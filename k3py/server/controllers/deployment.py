@@ -14,6 +14,14 @@ Each reconcile of a Deployment (upstream's syncDeployment, reduced to what clien
   percentages; surge rounds up, unavailable down, both zero means one unavailable);
   ``Recreate`` scales old sets to zero, waits for their pods to be gone, then scales the new
   one up. A paused deployment is only scaled, never rolled;
+- a *scaling event* — an active ReplicaSet whose ``desired-replicas`` annotation differs from
+  ``spec.replicas`` — is handled before any rollout step, as upstream's sync/scale() does: with
+  one active set it takes the whole count; with several (a rollout in progress or paused) the
+  change ``spec.replicas + maxSurge - sum(replicas)`` is shared out in proportion to each set's
+  size against the ``max-replicas`` it was last scaled for (rounded half away from zero,
+  largest set first, newer first on ties when growing and older first when shrinking), and the
+  largest set takes the rounding leftover. Every scale stamps ``desired-replicas`` and
+  ``max-replicas`` on the ReplicaSet, which is what the next scaling event measures from;
 - prunes old ReplicaSets at zero replicas beyond ``revisionHistoryLimit``;
 - writes status — replicas, updatedReplicas, readyReplicas, availableReplicas,
   unavailableReplicas, observedGeneration, collisionCount — with the ``Available`` and
@@ -28,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from collections.abc import Hashable
 from typing import cast
 
@@ -150,6 +159,75 @@ def new_rs_replicas(d: Obj, all_rs: list[Obj], new_rs: Obj) -> int:
     return replicas_of(new_rs) + max(0, scale_up)
 
 
+def _annotation_int(obj: Obj, name: str) -> int | None:
+    try:
+        return int((meta(obj).get("annotations") or {})[name])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _round_half_away(value: float) -> int:
+    """Go's math.Round: halves go away from zero (Python's round() goes to even)."""
+    return math.floor(value + 0.5) if value >= 0 else -math.floor(-value + 0.5)
+
+
+def is_scaling_event(d: Obj, all_rs: list[Obj]) -> bool:
+    """Was ``spec.replicas`` changed since an active ReplicaSet was last scaled for it?"""
+    desired = replicas_of(d)
+    for rs in all_rs:
+        if replicas_of(rs) > 0:
+            annotated = _annotation_int(rs, DESIRED_REPLICAS)
+            if annotated is not None and annotated != desired:
+                return True
+    return False
+
+
+def replica_set_fraction(rs: Obj, d: Obj) -> int:
+    """How many replicas ``rs`` gains (or loses) when the deployment's size changes: its size
+    scaled by the ratio of the new max-replicas to the one it was last scaled for."""
+    desired = replicas_of(d)
+    if desired == 0:
+        return -replicas_of(rs)
+    surge, _ = max_surge_unavailable(d)
+    before = _annotation_int(rs, MAX_REPLICAS)
+    if not before:
+        # Scaled by hand (no annotation): fall back on the deployment's current size.
+        before = _status(d, "replicas")
+    if before <= 0:
+        return 0
+    return _round_half_away(replicas_of(rs) * (desired + surge) / before) - replicas_of(rs)
+
+
+def proportion(rs: Obj, d: Obj, to_add: int, added: int) -> int:
+    """``rs``'s share of ``to_add``, never overshooting what is left of it after ``added``."""
+    if replicas_of(rs) == 0 or to_add == 0 or to_add == added:
+        return 0
+    fraction = replica_set_fraction(rs, d)
+    allowed = to_add - added
+    return min(fraction, allowed) if to_add > 0 else max(fraction, allowed)
+
+
+def proportional_sizes(d: Obj, active: list[Obj]) -> list[tuple[Obj, int]]:
+    """New sizes for the active ReplicaSets of a rolling deployment scaled mid-rollout
+    (upstream's scale(): largest first, the rounding leftover to the largest)."""
+    total = sum(replicas_of(rs) for rs in active)
+    surge, _ = max_surge_unavailable(d)
+    allowed = replicas_of(d) + surge if replicas_of(d) > 0 else 0
+    to_add = allowed - total
+    ordered = sorted(active, key=lambda rs: (timestamp_of(rs), name_of(rs)), reverse=to_add > 0)
+    ordered.sort(key=replicas_of, reverse=True)  # stable: ties keep newer (up) or older (down) first
+    sizes: list[tuple[Obj, int]] = []
+    added = 0
+    for rs in ordered:
+        share = proportion(rs, d, to_add, added)
+        sizes.append((rs, replicas_of(rs) + share))
+        added += share
+    if sizes and to_add:
+        largest, size = sizes[0]
+        sizes[0] = (largest, max(0, size + to_add - added))
+    return sizes
+
+
 class DeploymentController(Controller):
     """See the module docstring."""
 
@@ -243,7 +321,14 @@ class DeploymentController(Controller):
         created = False
         if paused:
             self._paused_condition(d, status)
-            await self._scale_paused(d, new_rs, old_rs)
+            await self._scale_to_spec(d, new_rs, old_rs)
+        elif is_scaling_event(d, all_rs):
+            # Resize what exists first (no new ReplicaSet yet, as upstream's sync()); the
+            # rollout continues on the next pass, which the ReplicaSet updates trigger.
+            self._resumed_condition(d, status)
+            if new_rs is not None:
+                new_rs, _ = await self._ensure_new_rs(d, new_rs, old_rs, status)
+            await self._scale_to_spec(d, new_rs, old_rs)
         else:
             self._resumed_condition(d, status)
             new_rs, created = await self._ensure_new_rs(d, new_rs, old_rs, status)
@@ -370,34 +455,24 @@ class DeploymentController(Controller):
                                  kind="Deployment", api_version="apps/v1")
         return result
 
-    async def _scale_paused(self, d: Obj, new_rs: Obj | None, old_rs: list[Obj]) -> None:
-        """A paused deployment still follows spec.replicas: scale the active set(s)."""
-        active = [rs for rs in old_rs if replicas_of(rs) > 0]
-        if new_rs is not None and (replicas_of(new_rs) > 0 or not active):
-            active.append(new_rs)
-        if not active:
-            # Nothing runs: bring up the latest revision (upstream's FindActiveOrLatest).
-            latest = max(old_rs, key=revision_of, default=None)
-            if latest is not None:
-                await self._scale(latest, replicas_of(d), d)
+    async def _scale_to_spec(self, d: Obj, new_rs: Obj | None, old_rs: list[Obj]) -> None:
+        """Follow a change of spec.replicas without rolling (paused, or a scaling event)."""
+        active = [rs for rs in [*old_rs, *([new_rs] if new_rs else [])] if replicas_of(rs) > 0]
+        if len(active) <= 1:
+            # One active set takes the whole count; with none, the newest one does.
+            target = active[0] if active else new_rs or max(old_rs, key=lambda rs: (timestamp_of(rs), name_of(rs)), default=None)
+            if target is not None and replicas_of(target) != replicas_of(d):
+                await self._scale(target, replicas_of(d), d)
             return
-        if len(active) == 1:
-            await self._scale(active[0], replicas_of(d), d)
+        if new_rs is not None and is_saturated(d, new_rs):
+            for rs in old_rs:
+                if replicas_of(rs) > 0:
+                    await self._scale(rs, 0, d)
             return
-        # Several active sets: the difference goes to the newest first when growing, and is
-        # taken from the oldest first when shrinking (a simplification of proportional scaling).
-        ordered = sorted(active, key=lambda rs: (revision_of(rs), timestamp_of(rs)))
-        diff = replicas_of(d) - sum(replicas_of(rs) for rs in active)
-        if diff > 0:
-            await self._scale(ordered[-1], replicas_of(ordered[-1]) + diff, d)
-            return
-        for rs in ordered:
-            if diff == 0:
-                break
-            take = min(replicas_of(rs), -diff)
-            if take:
-                await self._scale(rs, replicas_of(rs) - take, d)
-                diff += take
+        if ((d.get("spec") or {}).get("strategy") or {}).get("type") == "Recreate":
+            return  # upstream leaves a Recreate deployment's sets to the rollout
+        for rs, size in proportional_sizes(d, active):
+            await self._scale(rs, size, d)
 
     async def _rolling(self, d: Obj, new_rs: Obj, old_rs: list[Obj]) -> None:
         desired = replicas_of(d)
@@ -537,6 +612,13 @@ class DeploymentController(Controller):
         except ApiError as e:
             if e.code != 404:
                 raise
+
+
+def is_saturated(d: Obj, rs: Obj) -> bool:
+    """The new ReplicaSet runs the full, current count with every replica available."""
+    desired = replicas_of(d)
+    return (replicas_of(rs) == desired and _annotation_int(rs, DESIRED_REPLICAS) == desired
+            and _status(rs, "availableReplicas") == desired)
 
 
 def namespace_key(obj: Obj) -> str:
