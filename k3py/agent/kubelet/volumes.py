@@ -1,13 +1,27 @@
 """Pod volumes on the node: one directory per volume under ``<pods>/<uid>/volumes/<name>``.
 
-- ``emptyDir``: a plain directory (``medium: Memory`` too — it lives as long as the pod).
+- ``emptyDir``: a plain directory; ``medium: Memory`` is a tmpfs mounted there (sized by
+  ``sizeLimit``, else by the pod's memory limit, else by the node's allocatable memory) and
+  unmounted when the pod is removed. A disk ``emptyDir`` with a ``sizeLimit`` is measured on
+  every sync of its pod (``size_limit_exceeded``, a ``du`` of those volumes only); over the
+  limit the kubelet evicts the pod as upstream's eviction manager does.
 - ``hostPath``: the host path itself, created for ``DirectoryOrCreate``/``FileOrCreate``, checked
   for ``Directory``/``File``/``Socket``...; empty type means "no checks".
+- ``persistentVolumeClaim``: the claim must be Bound; its PersistentVolume's ``hostPath`` (the
+  local-path provisioner's, created if missing) or ``local`` path is the volume. The API reads
+  happen in the pod manager; ``bound_volume_name`` and ``claim_source`` judge what it read,
+  with upstream's wording for a claim that is missing or not bound yet.
 - ``configMap``, ``secret``, ``downwardAPI``, ``projected``: files rendered from API objects
   (``items`` pick and rename keys, ``mode``/``defaultMode`` set permissions) and published the
   way the kubelet's atomic writer does: the payload goes to a fresh ``..<timestamp>`` directory,
   ``..data`` is a symlink switched to it by rename, and each top-level name is a symlink through
   ``..data`` — so a container reading the volume never sees half an update.
+
+Containers get each volume as a bind mount (``container_mounts``): read-only for
+``readOnly`` mounts, read-only claims and every rendered volume (as upstream mounts them);
+``subPath``/``subPathExpr`` (``$(VAR)`` from the container's environment) pick a file or
+directory inside the volume — relative, without ``..``, and resolved so that a symlink cannot
+lead out of the volume.
 
 With a pod ``fsGroup`` each volume is given to that group once, when it is created or its
 files change (setgid directories, group-readable files), as the kubelet does at mount time.
@@ -23,6 +37,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import shutil
 import stat
 import time
@@ -30,7 +45,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from k3py.agent.kubelet.podspec import pod_field, resource_field
+from k3py.agent.kubelet.podspec import expand, pod_field, resource_field
+from k3py.api.quantity import parse_quantity
+from k3py.client.interface import Resource
+from k3py.runtime import linux
 from k3py.runtime.spec import Mount
 
 Obj = dict[str, Any]
@@ -38,6 +56,12 @@ Obj = dict[str, Any]
 DEFAULT_MODE = 0o644
 CLUSTER_DNS = "10.43.0.10"
 CLUSTER_DOMAIN = "cluster.local"
+EMPTY_DIR_CHECK_SECONDS = 10.0  # how often a pod with a disk emptyDir sizeLimit is measured
+
+_VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")  # as podspec.expand reads them
+
+PVCS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
+PVS = Resource("", "v1", "persistentvolumes", "PersistentVolume", namespaced=False)
 
 
 class VolumeError(ValueError):
@@ -58,6 +82,126 @@ def referenced_volume_config(pod: Obj) -> tuple[set[str], set[str]]:
             if source.get("secret"):
                 secrets.add(source["secret"].get("secretName") or source["secret"].get("name", ""))
     return config_maps, secrets
+
+
+def claimed_volumes(pod: Obj) -> dict[str, str]:
+    """Volume name → claim name of the pod's ``persistentVolumeClaim`` volumes."""
+    return {
+        volume.get("name", ""): (volume["persistentVolumeClaim"].get("claimName") or "")
+        for volume in (pod.get("spec") or {}).get("volumes") or []
+        if volume.get("persistentVolumeClaim") is not None
+    }
+
+
+def bound_volume_name(namespace: str, claim_name: str, claim: Obj | None) -> str:
+    """The PersistentVolume a claim is bound to; VolumeError (upstream's words) while it is not."""
+    where = f"error processing PVC {namespace}/{claim_name}"
+    if claim is None:
+        raise VolumeError(f'{where}: failed to fetch PVC from API server: '
+                          f'persistentvolumeclaims "{claim_name}" not found')
+    if (claim.get("metadata") or {}).get("deletionTimestamp"):
+        raise VolumeError(f"{where}: can not start pod using PVC that is being deleted")
+    if (claim.get("status") or {}).get("phase") != "Bound":
+        raise VolumeError(f"{where}: PVC is not bound")
+    volume_name = (claim.get("spec") or {}).get("volumeName") or ""
+    if not volume_name:
+        raise VolumeError(f"{where}: PVC has empty pvc.Spec.VolumeName")
+    return volume_name
+
+
+def claim_source(namespace: str, claim: Obj, volume_name: str, volume: Obj | None) -> Obj:
+    """The node-local source (``{"hostPath": ...}`` or ``{"local": ...}``) of the PV bound to
+    ``claim``; VolumeError when the PV is missing, bound to another claim or of another type."""
+    claim_name = (claim.get("metadata") or {}).get("name", "")
+    where = f"error processing PVC {namespace}/{claim_name}"
+    if volume is None:
+        raise VolumeError(f'{where}: failed to fetch PV "{volume_name}" from API server: '
+                          f'persistentvolumes "{volume_name}" not found')
+    spec = volume.get("spec") or {}
+    ref = spec.get("claimRef") or {}
+    claim_uid = (claim.get("metadata") or {}).get("uid", "")
+    if ref and (ref.get("name") != claim_name or ref.get("namespace", namespace) != namespace
+                or (ref.get("uid") and claim_uid and ref["uid"] != claim_uid)):
+        raise VolumeError(f'{where}: the PV\'s claimRef ({ref.get("namespace", "")}/{ref.get("name", "")}) '
+                          f"does not match the claim")
+    if spec.get("hostPath"):
+        return {"hostPath": dict(spec["hostPath"])}
+    if spec.get("local"):
+        return {"local": dict(spec["local"])}
+    kinds = sorted(k for k in spec if isinstance(spec[k], dict) and k not in ("claimRef", "capacity", "nodeAffinity"))
+    raise VolumeError(f'PersistentVolume "{volume_name}": volume type {", ".join(kinds) or "(none)"} '
+                      "cannot be mounted on this node (only hostPath and local volumes)")
+
+
+def unmounted_volumes_error(failures: Mapping[str, str]) -> VolumeError:
+    """The kubelet's summary of volumes it could not set up (what its FailedMount event says)."""
+    names = " ".join(sorted(failures))
+    return VolumeError(
+        f"unmounted volumes=[{names}], unattached volumes=[], failed to process volumes=[{names}]: "
+        + "; ".join(failures[name] for name in sorted(failures))
+    )
+
+
+def memory_volume_size(pod: Obj, volume: Obj, allocatable: Mapping[str, str]) -> int:
+    """Bytes for a ``medium: Memory`` emptyDir's tmpfs: its sizeLimit, capped by the pod's memory
+    limit when every container has one; with neither, the node's allocatable memory (upstream's
+    sizing of memory-backed volumes). 0 leaves the kernel's default (half of RAM)."""
+    sizes: list[int] = []
+    limit = (volume.get("emptyDir") or {}).get("sizeLimit")
+    if limit is not None:
+        sizes.append(_bytes(limit))
+    containers = (pod.get("spec") or {}).get("containers") or []
+    limits = [((c.get("resources") or {}).get("limits") or {}).get("memory") for c in containers]
+    if containers and all(v is not None for v in limits):
+        sizes.append(sum(_bytes(v) for v in limits if v is not None))
+    if sizes:
+        return min(sizes)
+    memory = allocatable.get("memory")
+    return _bytes(memory) if memory else 0
+
+
+def _bytes(quantity: str | int) -> int:
+    try:
+        return int(parse_quantity(quantity))
+    except ValueError:
+        raise VolumeError(f"invalid size {quantity!r}") from None
+
+
+def subpath_env(pod: Obj, container: Obj, allocatable: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The container variables ``subPathExpr`` can use when the full environment is not at hand:
+    literal values (with ``$(VAR)`` expansion) and downward-API references, in order."""
+    env: dict[str, str] = {}
+    for var in container.get("env") or []:
+        name = var.get("name", "")
+        source = var.get("valueFrom") or {}
+        if "value" in var or not source:
+            env[name] = expand(var.get("value") or "", env)
+        elif source.get("fieldRef"):
+            env[name] = pod_field(pod, source["fieldRef"].get("fieldPath", ""))
+        elif source.get("resourceFieldRef"):
+            env[name] = resource_field(pod, container, source["resourceFieldRef"], allocatable or {})
+    return env
+
+
+def sub_path_of(mount: Obj, env: Mapping[str, str]) -> str:
+    """The checked sub-path of a volumeMount ("" for the whole volume), with upstream's errors."""
+    sub_path = mount.get("subPath") or ""
+    expr = mount.get("subPathExpr") or ""
+    if sub_path and expr:
+        raise VolumeError(f"volumeMount {mount.get('name', '')!r}: subPath and subPathExpr are mutually exclusive")
+    if expr:
+        references = (m.group(1) for m in _VARIABLE.finditer(expr) if m.group(1))
+        missing = sorted({name for name in references if not env.get(name)})
+        if missing:
+            raise VolumeError(f"missing value for {', '.join(missing)}")
+        sub_path = expand(expr, env)
+    if not sub_path:
+        return ""
+    if sub_path.startswith("/"):
+        raise VolumeError(f"error SubPath `{sub_path}` must not be an absolute path")
+    if ".." in sub_path.split("/"):
+        raise VolumeError(f"unable to provision SubPath `{sub_path}`: must not contain '..'")
+    return sub_path
 
 
 def _decode_secret(secret: Obj) -> dict[str, bytes]:
@@ -236,9 +380,13 @@ class PodVolumes:
         config_maps: Mapping[str, Obj | None],
         secrets: Mapping[str, Obj | None],
         allocatable: Mapping[str, str] | None = None,
+        claim_sources: Mapping[str, Obj] | None = None,
     ) -> dict[str, str]:
-        """Create or refresh every volume; returns volume name → host path. With a pod
-        ``fsGroup`` the volumes belong to that group (and the containers run with it)."""
+        """Create or refresh every volume; returns volume name → host path. ``claim_sources``
+        maps each persistentVolumeClaim volume to its bound PV's source (``claim_source``).
+        With a pod ``fsGroup`` the volumes belong to that group (and the containers run with it)."""
+        allocatable = allocatable or {}
+        claim_sources = claim_sources or {}
         fs_group = ((pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
         paths: dict[str, str] = {}
         self.volumes_dir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +397,12 @@ class PodVolumes:
             if volume.get("hostPath"):
                 paths[name] = self._host_path(volume["hostPath"])
                 continue
+            if volume.get("persistentVolumeClaim") is not None:
+                source = claim_sources.get(name)
+                if source is None:
+                    raise VolumeError(f"volume {name!r}: its claim is not bound to a volume yet")
+                paths[name] = self._claim_path(source)
+                continue
             target = self.volumes_dir / name
             files = render_volume_files(pod, volume, config_maps=config_maps, secrets=secrets,
                                         allocatable=allocatable)
@@ -257,6 +411,11 @@ class PodVolumes:
                     raise VolumeError(f"volume {name!r}: unsupported volume type")
                 changed = not target.exists()
                 target.mkdir(exist_ok=True)
+                if (volume["emptyDir"] or {}).get("medium") == "Memory" and not _is_mount_point(target):
+                    size = memory_volume_size(pod, volume, allocatable)
+                    linux.mount("tmpfs", str(target), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                                "mode=1777" + (f",size={size}" if size else ""))
+                    changed = True
                 target.chmod(0o777)  # emptyDir is world-writable, as the kubelet makes it
             else:
                 for path in files:
@@ -295,6 +454,32 @@ class PodVolumes:
             raise VolumeError(f"hostPath type {kind!r} is not supported")
         return path
 
+    def _claim_path(self, source: Obj) -> str:
+        if source.get("hostPath"):
+            host_path = dict(source["hostPath"])
+            # The provisioner's volumes are DirectoryOrCreate; an untyped hostPath PV is a
+            # directory someone made by hand and is used as it is.
+            return self._host_path(host_path)
+        path = (source.get("local") or {}).get("path", "")
+        if not path.startswith("/"):
+            raise VolumeError(f"local volume path {path!r} must be absolute")
+        if not os.path.exists(path):
+            raise VolumeError(f"local volume path {path} does not exist")
+        return path
+
+    def size_limit_exceeded(self, pod: Obj) -> str | None:
+        """Upstream's eviction message when a disk emptyDir uses more than its ``sizeLimit``;
+        None when all are within bounds (only volumes with a limit are measured)."""
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            empty_dir = volume.get("emptyDir")
+            if empty_dir is None or empty_dir.get("medium") == "Memory" or empty_dir.get("sizeLimit") is None:
+                continue
+            limit = empty_dir["sizeLimit"]
+            target = self.volumes_dir / volume.get("name", "")
+            if target.is_dir() and disk_usage(target) > _bytes(limit):
+                return f'Usage of EmptyDir volume "{volume.get("name", "")}" exceeds the limit "{limit}".'
+        return None
+
     def _write_etc(self, pod: Obj, pod_ip: str) -> None:
         self.etc_dir.mkdir(parents=True, exist_ok=True)
         spec = pod.get("spec") or {}
@@ -320,14 +505,17 @@ class PodVolumes:
         return self.pod_dir / "containers" / f"{container_name}_{attempt}" / "termination-log"
 
     def container_mounts(
-        self, container: Obj, volume_paths: Mapping[str, str], pod: Obj, attempt: int = 0
+        self, container: Obj, volume_paths: Mapping[str, str], pod: Obj, attempt: int = 0,
+        env: Mapping[str, str] | None = None,
     ) -> list[Mount]:
         """The runtime mounts of one container: its volumeMounts, the pod's /etc files and the
-        termination message file of this attempt."""
+        termination message file of this attempt. ``env`` (the container's environment) feeds
+        ``subPathExpr``; without it the container's literal and downward-API variables do."""
         mounts: list[Mount] = []
-        rendered = {
+        read_only_volumes = {
             v.get("name") for v in (pod.get("spec") or {}).get("volumes") or []
             if v.get("configMap") or v.get("secret") or v.get("downwardAPI") or v.get("projected")
+            or (v.get("persistentVolumeClaim") or {}).get("readOnly")
         }
         destinations = set()
         for mount in container.get("volumeMounts") or []:
@@ -335,16 +523,15 @@ class PodVolumes:
             if name not in volume_paths:
                 raise VolumeError(f"volumeMount {name!r} names no volume of the pod")
             source = volume_paths[name]
-            sub_path = mount.get("subPath", "")
+            if mount.get("subPathExpr") and env is None:
+                env = subpath_env(pod, container)
+            sub_path = sub_path_of(mount, env or {})
             if sub_path:
-                _check_relative(sub_path)
-                source = os.path.join(source, sub_path)
-                if not os.path.exists(source):
-                    os.makedirs(source, exist_ok=True)
+                source = _sub_path_source(source, sub_path)
             destination = mount.get("mountPath", "")
             destinations.add(destination)
             mounts.append(Mount(destination=destination, source=source,
-                                readonly=bool(mount.get("readOnly")) or name in rendered))
+                                readonly=bool(mount.get("readOnly")) or name in read_only_volumes))
         for name in ("hosts", "hostname", "resolv.conf"):
             destination = f"/etc/{name}"
             if destination not in destinations:
@@ -359,7 +546,61 @@ class PodVolumes:
         return mounts
 
     def remove(self) -> None:
+        """Unmount the pod's tmpfs volumes (deepest first), then delete its directory."""
+        root = os.path.realpath(self.volumes_dir) + "/"
+        for mount_point in sorted((m for m in _mount_points() if m.startswith(root)), key=len, reverse=True):
+            try:
+                linux.umount2(mount_point, linux.MNT_DETACH)
+            except OSError as e:
+                # Never delete through a mount we could not take away: its files are not ours.
+                raise VolumeError(f"unmounting {mount_point}: {e}") from None
         shutil.rmtree(self.pod_dir, ignore_errors=True)
+
+
+def _mount_points() -> list[str]:
+    """Mount points of this process's mount namespace (octal escapes of mountinfo decoded)."""
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" ")
+            if len(fields) > 4:
+                points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return points
+
+
+def _is_mount_point(path: Path) -> bool:
+    return os.path.realpath(path) in _mount_points()
+
+
+def _sub_path_source(volume_path: str, sub_path: str) -> str:
+    """The host path of ``sub_path`` inside a volume, created as a directory if missing (as the
+    kubelet does); symlinks are followed only while they stay inside the volume."""
+    root = os.path.realpath(volume_path)
+    source = os.path.join(root, sub_path)
+    if not os.path.lexists(source):
+        os.makedirs(source, mode=0o755, exist_ok=True)
+        os.chmod(source, stat.S_IMODE(os.stat(root).st_mode))  # like the volume's own root
+    resolved = os.path.realpath(source)
+    if resolved != root and not resolved.startswith(root.rstrip("/") + "/"):
+        raise VolumeError(f"subpath {resolved!r} not within volume path {root!r}")
+    if not os.path.exists(resolved):
+        raise VolumeError(f"subPath {sub_path!r} of the volume does not exist")
+    return resolved
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes of disk a directory tree occupies (allocated blocks, each inode counted once: du)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            with contextlib.suppress(FileNotFoundError):
+                info = os.lstat(os.path.join(dirpath, name))
+                key = (info.st_dev, info.st_ino)
+                if key not in seen:
+                    seen.add(key)
+                    total += info.st_blocks * 512
+    return total
 
 
 def _apply_fs_group(root: Path, gid: int) -> None:

@@ -1,0 +1,153 @@
+"""Pure volume rules of the kubelet: claims → PV sources, subPath checks, tmpfs sizes, du, mounts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from k3py.agent.kubelet.volumes import (
+    PodVolumes,
+    VolumeError,
+    bound_volume_name,
+    claim_source,
+    claimed_volumes,
+    disk_usage,
+    memory_volume_size,
+    sub_path_of,
+    subpath_env,
+    unmounted_volumes_error,
+)
+
+CLAIM = {
+    "metadata": {"name": "data", "namespace": "default", "uid": "u-1"},
+    "spec": {"volumeName": "pvc-u-1"},
+    "status": {"phase": "Bound"},
+}
+PV = {
+    "metadata": {"name": "pvc-u-1"},
+    "spec": {"hostPath": {"path": "/var/lib/k3py/storage/pvc-u-1_default_data", "type": "DirectoryOrCreate"},
+             "claimRef": {"name": "data", "namespace": "default", "uid": "u-1"}},
+}
+
+
+def test_claims_resolve_to_their_bound_volume_with_upstream_errors() -> None:
+    pod = {"spec": {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}},
+                                {"name": "e", "emptyDir": {}}]}}
+    assert claimed_volumes(pod) == {"v": "data"}
+    assert bound_volume_name("default", "data", CLAIM) == "pvc-u-1"
+    with pytest.raises(VolumeError, match=r'^error processing PVC default/gone: failed to fetch PVC from API '
+                                          r'server: persistentvolumeclaims "gone" not found$'):
+        bound_volume_name("default", "gone", None)
+    pending = {**CLAIM, "spec": {}, "status": {"phase": "Pending"}}
+    with pytest.raises(VolumeError, match=r"^error processing PVC default/data: PVC is not bound$"):
+        bound_volume_name("default", "data", pending)
+    assert claim_source("default", CLAIM, "pvc-u-1", PV) == {"hostPath": PV["spec"]["hostPath"]}
+    local = {"spec": {"local": {"path": "/mnt/disk"}, "claimRef": {"name": "data", "namespace": "default"}}}
+    assert claim_source("default", CLAIM, "pv-local", local) == {"local": {"path": "/mnt/disk"}}
+    with pytest.raises(VolumeError, match='failed to fetch PV "pvc-u-1"'):
+        claim_source("default", CLAIM, "pvc-u-1", None)
+    stolen = {"spec": {**PV["spec"], "claimRef": {"name": "other", "namespace": "default"}}}
+    with pytest.raises(VolumeError, match="claimRef"):
+        claim_source("default", CLAIM, "pvc-u-1", stolen)
+    with pytest.raises(VolumeError, match="only hostPath and local"):
+        claim_source("default", CLAIM, "nfs-pv", {"spec": {"nfs": {"server": "x", "path": "/"}}})
+    error = unmounted_volumes_error({"v": "error processing PVC default/data: PVC is not bound"})
+    assert str(error) == ("unmounted volumes=[v], unattached volumes=[], failed to process volumes=[v]: "
+                          "error processing PVC default/data: PVC is not bound")
+
+
+def test_claim_volumes_are_prepared_from_their_source(tmp_path: Path) -> None:
+    created = tmp_path / "storage" / "pvc-1"
+    pod = {"metadata": {"name": "p", "namespace": "default"},
+           "spec": {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}},
+                                {"name": "l", "persistentVolumeClaim": {"claimName": "disk"}}]}}
+    volumes = PodVolumes(tmp_path / "pod")
+    sources = {"v": {"hostPath": {"path": str(created), "type": "DirectoryOrCreate"}},
+               "l": {"local": {"path": str(tmp_path)}}}
+    paths = volumes.prepare(pod, pod_ip="", config_maps={}, secrets={}, claim_sources=sources)
+    assert paths == {"v": str(created), "l": str(tmp_path)} and created.is_dir()
+    with pytest.raises(VolumeError, match="does not exist"):
+        volumes.prepare(pod, pod_ip="", config_maps={}, secrets={},
+                        claim_sources={**sources, "l": {"local": {"path": str(tmp_path / "absent")}}})
+    with pytest.raises(VolumeError, match="not bound"):
+        volumes.prepare(pod, pod_ip="", config_maps={}, secrets={}, claim_sources={})
+
+
+def test_sub_paths_are_checked_and_expanded() -> None:
+    assert sub_path_of({"name": "v", "subPath": "a/b"}, {}) == "a/b"
+    assert sub_path_of({"name": "v"}, {}) == ""
+    assert sub_path_of({"name": "v", "subPathExpr": "logs/$(POD)"}, {"POD": "web-1"}) == "logs/web-1"
+    assert sub_path_of({"name": "v", "subPathExpr": "$$(POD)"}, {}) == "$(POD)"
+    with pytest.raises(VolumeError, match=r"^error SubPath `/etc` must not be an absolute path$"):
+        sub_path_of({"name": "v", "subPath": "/etc"}, {})
+    with pytest.raises(VolumeError, match=r"^unable to provision SubPath `a/../../x`: must not contain '\.\.'$"):
+        sub_path_of({"name": "v", "subPath": "a/../../x"}, {})
+    with pytest.raises(VolumeError, match="must not contain"):
+        sub_path_of({"name": "v", "subPathExpr": "$(UP)/x"}, {"UP": ".."})
+    with pytest.raises(VolumeError, match=r"^missing value for NOPE$"):
+        sub_path_of({"name": "v", "subPathExpr": "$(NOPE)"}, {})
+    with pytest.raises(VolumeError, match="mutually exclusive"):
+        sub_path_of({"name": "v", "subPath": "a", "subPathExpr": "b"}, {})
+    pod = {"metadata": {"name": "web-1", "namespace": "prod"}}
+    container = {"env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                         {"name": "DIR", "value": "$(POD)-logs"},
+                         {"name": "CM", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]}
+    assert subpath_env(pod, container) == {"POD": "web-1", "DIR": "web-1-logs"}
+
+
+def test_container_mounts_resolve_sub_paths_inside_the_volume(tmp_path: Path) -> None:
+    volume = tmp_path / "vol"
+    (volume / "cfg").mkdir(parents=True)
+    (volume / "cfg" / "file").write_text("x")
+    os.symlink("/etc", volume / "escape")
+    pod = {"metadata": {"name": "p"}, "spec": {"volumes": [{"name": "v", "emptyDir": {}},
+                                                            {"name": "c", "persistentVolumeClaim": {"claimName": "d",
+                                                                                                    "readOnly": True}}]}}
+    volumes = PodVolumes(tmp_path / "pod")
+    paths = {"v": str(volume), "c": str(tmp_path / "claim")}
+    container = {"name": "main", "volumeMounts": [
+        {"name": "v", "mountPath": "/f", "subPath": "cfg/file"},
+        {"name": "v", "mountPath": "/new", "subPath": "made/here", "readOnly": True},
+        {"name": "c", "mountPath": "/claim"},
+    ]}
+    mounts = {m.destination: m for m in volumes.container_mounts(container, paths, pod)}
+    assert mounts["/f"].source == str(volume / "cfg" / "file") and not mounts["/f"].readonly
+    assert mounts["/new"].source == str(volume / "made" / "here") and mounts["/new"].readonly
+    assert (volume / "made" / "here").is_dir()
+    assert mounts["/claim"].readonly  # persistentVolumeClaim.readOnly covers every mount of it
+    with pytest.raises(VolumeError, match="not within volume path"):
+        volumes.container_mounts({"name": "m", "volumeMounts": [{"name": "v", "mountPath": "/x",
+                                                                 "subPath": "escape"}]}, paths, pod)
+
+
+def test_memory_volume_sizes() -> None:
+    allocatable = {"memory": "2Gi"}
+    volume = {"name": "m", "emptyDir": {"medium": "Memory"}}
+    pod = {"spec": {"containers": [{"name": "a"}]}}
+    assert memory_volume_size(pod, volume, allocatable) == 2 << 30
+    assert memory_volume_size(pod, {"emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}, allocatable) == 64 << 20
+    limited = {"spec": {"containers": [{"name": "a", "resources": {"limits": {"memory": "32Mi"}}},
+                                       {"name": "b", "resources": {"limits": {"memory": "16Mi"}}}]}}
+    assert memory_volume_size(limited, volume, allocatable) == 48 << 20
+    assert memory_volume_size(limited, {"emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}, allocatable) == 48 << 20
+    assert memory_volume_size(pod, volume, {}) == 0
+    with pytest.raises(VolumeError, match="invalid size"):
+        memory_volume_size(pod, {"emptyDir": {"medium": "Memory", "sizeLimit": "lots"}}, allocatable)
+
+
+def test_size_limit_measures_disk_usage(tmp_path: Path) -> None:
+    pod = {"metadata": {"name": "p", "namespace": "default"},
+           "spec": {"volumes": [{"name": "small", "emptyDir": {"sizeLimit": "64Ki"}},
+                                {"name": "free", "emptyDir": {}}]}}
+    volumes = PodVolumes(tmp_path / "pod")
+    volumes.prepare(pod, pod_ip="", config_maps={}, secrets={})
+    assert volumes.size_limit_exceeded(pod) is None
+    (volumes.volumes_dir / "free" / "big").write_bytes(os.urandom(256 << 10))
+    assert volumes.size_limit_exceeded(pod) is None  # no limit on that one
+    data = os.urandom(128 << 10)
+    (volumes.volumes_dir / "small" / "blob").write_bytes(data)
+    os.link(volumes.volumes_dir / "small" / "blob", volumes.volumes_dir / "small" / "again")
+    assert (128 << 10) <= disk_usage(volumes.volumes_dir / "small") < (200 << 10)  # a hard link counts once
+    assert volumes.size_limit_exceeded(pod) == 'Usage of EmptyDir volume "small" exceeds the limit "64Ki".'
