@@ -107,6 +107,11 @@ class _TransientError(RegistryError):
     """A failure worth retrying: connection trouble or a 5xx."""
 
 
+class RegistryUnreachable(_TransientError):
+    """No answer at all from the registry (name resolution, connection or TLS failure), as
+    opposed to a registry that answered with an error; the kubelet reports both as ErrImagePull."""
+
+
 class RegistryClient:
     """One registry; thread-safe for concurrent blob downloads."""
 
@@ -179,7 +184,7 @@ class RegistryClient:
                 ):
                     self.scheme = "http"  # a loopback registry without TLS, as Docker allows
                     continue
-                raise _TransientError(f"cannot reach registry {self.host}: {reason}") from None
+                raise RegistryUnreachable(f"cannot reach registry {self.host}: {reason}") from None
 
     def _describe_error(self, code: int, path: str, body: str) -> str:
         detail = body.strip()
@@ -418,6 +423,7 @@ def _pull(
 ) -> Image:
     endpoints = config.endpoints_for(ref.registry, ref.repository)
     failures: list[str] = []
+    unreachable = True
     for endpoint in endpoints:
         try:
             client = _client_for(endpoint, config, credentials, plain_http, timeout)
@@ -426,9 +432,11 @@ def _pull(
         except RegistryError as exc:
             if len(endpoints) == 1:
                 raise
+            unreachable = unreachable and isinstance(exc, RegistryUnreachable)
             failures.append(f"{endpoint.describe()}/{endpoint.repository}: {exc}")
     else:
-        raise RegistryError(f"cannot pull {ref}: every endpoint failed: " + "; ".join(failures))
+        kind = RegistryUnreachable if unreachable else RegistryError
+        raise kind(f"cannot pull {ref}: every endpoint failed: " + "; ".join(failures))
     repository = endpoint.repository
     manifest = json.loads(body)
     image_config = manifest.get("config") or {}

@@ -70,8 +70,9 @@ def _manifests() -> list[dict]:
         },
         _pod(
             "web",
-            "busybox",
-            [
+            "busybox",  # the imported :latest image: IfNotPresent, as on any offline node
+            imagePullPolicy="IfNotPresent",
+            command=[
                 "sh",
                 "-c",
                 "mkdir -p /www && echo hello-debian-acceptance > /www/index.html && exec httpd -f -p 80 -h /www",

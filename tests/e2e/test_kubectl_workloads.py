@@ -49,7 +49,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
         cluster.wait_for(lambda: _node_ready(cluster), timeout=60, interval=0.2, what=f"a Ready node\n{cluster.server_log()}")
         for name, command in PODS.items():
             restart = "Never" if name == "counter" else "Always"
-            cluster.kubectl("run", name, "--image=busybox", f"--restart={restart}", "--", *command)
+            cluster.kubectl("run", name, "--image=busybox", "--image-pull-policy=IfNotPresent", f"--restart={restart}", "--", *command)
         yield cluster
 
 
@@ -269,7 +269,7 @@ def test_attach_streams_the_running_container(cluster: TestCluster) -> None:
 
 
 def test_run_rm_interactive_terminal(cluster: TestCluster) -> None:
-    terminal = Terminal(_kubectl_argv(cluster, "run", "scratch", "--rm", "-i", "-t", "--image=busybox", "--restart=Never", "--", "sh"))
+    terminal = Terminal(_kubectl_argv(cluster, "run", "scratch", "--rm", "-i", "-t", "--image=busybox", "--image-pull-policy=IfNotPresent", "--restart=Never", "--", "sh"))
     try:
         terminal.type("\r")  # kubectl attaches after the start; the prompt may already be gone
         terminal.expect("#", timeout=60)

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 import time
+import urllib.parse
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.cluster import find_kubectl
@@ -36,7 +38,7 @@ def test_node_registered_with_host_capacity_and_lease(agent_cluster) -> None:  #
 
 def test_kubectl_run_busybox_runs_with_pod_ip(agent_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster, _node = agent_cluster
-    cluster.kubectl("run", "sleeper", "--image=busybox", "--restart=Never", "--", "sleep", "3600")
+    cluster.kubectl("run", "sleeper", "--image=busybox", "--image-pull-policy=IfNotPresent", "--restart=Never", "--", "sleep", "3600")
     pod = wait_pod(cluster, "sleeper", phase_is("Running"), "Running")
     status = pod["status"]
     assert status["podIP"].startswith("10.42.0."), status
@@ -58,7 +60,7 @@ def test_kubectl_run_busybox_runs_with_pod_ip(agent_cluster) -> None:  # type: i
 
 def test_pod_exiting_zero_completes(agent_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster, _node = agent_cluster
-    cluster.kubectl("run", "oneshot", "--image=busybox", "--restart=Never", "--", "sh", "-c", "echo hello from oneshot")
+    cluster.kubectl("run", "oneshot", "--image=busybox", "--image-pull-policy=IfNotPresent", "--restart=Never", "--", "sh", "-c", "echo hello from oneshot")
     pod = wait_pod(cluster, "oneshot", phase_is("Succeeded"), "Succeeded")
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
@@ -67,7 +69,7 @@ def test_pod_exiting_zero_completes(agent_cluster) -> None:  # type: ignore[no-u
 
 def test_failing_pod_goes_into_crash_loop(agent_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster, _node = agent_cluster
-    cluster.kubectl("run", "crasher", "--image=busybox", "--", "sh", "-c", "echo boom; exit 3")
+    cluster.kubectl("run", "crasher", "--image=busybox", "--image-pull-policy=IfNotPresent", "--", "sh", "-c", "echo boom; exit 3")
 
     def looping(pod: dict) -> bool:
         statuses = pod.get("status", {}).get("containerStatuses") or []
@@ -92,7 +94,7 @@ def test_configmap_as_env_and_volume(agent_cluster) -> None:  # type: ignore[no-
         "spec": {
             "restartPolicy": "Never",
             "containers": [{
-                "name": "main", "image": "busybox",
+                "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
                 "command": ["sh", "-c", "echo env=$GREETING; echo file=$(cat /config/color); echo expanded=$(MSG); "
                             "echo secret=$PASSWORD $(cat /creds/password) $(stat -L -c %a /creds/password); "
                             "cat /info/labels"],
@@ -113,7 +115,7 @@ def test_configmap_as_env_and_volume(agent_cluster) -> None:  # type: ignore[no-
     host_pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hostnet"},
         "spec": {"hostNetwork": True, "restartPolicy": "Never",
-                 "containers": [{"name": "main", "image": "busybox", "command": ["cat", "/proc/net/dev"]}]},
+                 "containers": [{"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent", "command": ["cat", "/proc/net/dev"]}]},
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(host_pod))
     wait_pod(cluster, "cm-reader", phase_is("Succeeded"), "Succeeded")
@@ -132,7 +134,7 @@ def test_logs_tail_timestamps_and_previous(agent_cluster) -> None:  # type: igno
     assert code == 200 and body == b"boom\n", body
     assert cluster.kubectl("logs", "crasher", "--previous").stdout == "boom\n"
     # logs -f follows a running container until it exits.
-    cluster.kubectl("run", "talker", "--image=busybox", "--restart=Never", "--",
+    cluster.kubectl("run", "talker", "--image=busybox", "--image-pull-policy=IfNotPresent", "--restart=Never", "--",
                     "sh", "-c", "echo first; sleep 2; echo second")
     wait_pod(cluster, "talker", phase_is("Running"), "Running")
     assert cluster.kubectl("logs", "-f", "talker", timeout=30).stdout == "first\nsecond\n"
@@ -153,7 +155,7 @@ def test_delete_honours_grace_period(agent_cluster) -> None:  # type: ignore[no-
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stubborn"},
         "spec": {
             "terminationGracePeriodSeconds": 3,
-            "containers": [{"name": "main", "image": "busybox",
+            "containers": [{"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
                             "command": ["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"]}],
         },
     }
@@ -176,7 +178,7 @@ def test_sigterm_ends_pod_quickly(agent_cluster) -> None:  # type: ignore[no-unt
     cluster, _node = agent_cluster
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "polite"},
-        "spec": {"containers": [{"name": "main", "image": "busybox",
+        "spec": {"containers": [{"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
                                  "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]}]},
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
@@ -188,11 +190,11 @@ def test_sigterm_ends_pod_quickly(agent_cluster) -> None:  # type: ignore[no-unt
 
 def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster, node = agent_cluster
-    cluster.kubectl("run", "survivor", "--image=busybox", "--", "sleep", "3600")
+    cluster.kubectl("run", "survivor", "--image=busybox", "--image-pull-policy=IfNotPresent", "--", "sleep", "3600")
     watched = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "watched"},
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-            "name": "main", "image": "busybox", "command": ["sleep", "3600"],
+            "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"],
             "livenessProbe": {"exec": {"command": ["test", "!", "-e", "/tmp/dead"]},
                               "periodSeconds": 1, "failureThreshold": 1}}]},
     }
@@ -208,7 +210,7 @@ def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignor
     node.start()
     node.wait_node_ready()
     # A pod created while the agent was away and one created after it is back both start.
-    cluster.kubectl("run", "newcomer", "--image=busybox", "--", "sleep", "3600")
+    cluster.kubectl("run", "newcomer", "--image=busybox", "--image-pull-policy=IfNotPresent", "--", "sleep", "3600")
     wait_pod(cluster, "newcomer", phase_is("Running"), "Running")
     after = wait_pod(cluster, "survivor", phase_is("Running"), "Running")["status"]
     assert after["containerStatuses"][0]["containerID"] == before["containerStatuses"][0]["containerID"]
@@ -224,7 +226,7 @@ def test_agent_restart_keeps_pods_running(agent_cluster) -> None:  # type: ignor
 def test_exec_through_the_kubelet_websocket(agent_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster, _node = agent_cluster
     cluster.kubectl("create", "service", "clusterip", "backend", "--tcp=80:8080")
-    cluster.kubectl("run", "execme", "--image=busybox", "--", "sleep", "3600")
+    cluster.kubectl("run", "execme", "--image=busybox", "--image-pull-policy=IfNotPresent", "--", "sleep", "3600")
     wait_pod(cluster, "execme", phase_is("Running"), "Running")
     query = "&".join(["command=sh", "command=-c", "command=echo out%3B hostname%3B echo err >%262%3B exit 7",
                       "stdout=1", "stderr=1"])
@@ -257,11 +259,11 @@ def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type:
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
         "spec": {
-            "initContainers": [{"name": "prepare", "image": "busybox",
+            "initContainers": [{"name": "prepare", "image": "busybox", "imagePullPolicy": "IfNotPresent",
                                 "command": ["sh", "-c", "echo served-page > /www/index.html"],
                                 "volumeMounts": [{"name": "www", "mountPath": "/www"}]}],
             "containers": [{
-                "name": "httpd", "image": "busybox",
+                "name": "httpd", "image": "busybox", "imagePullPolicy": "IfNotPresent",
                 "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
                 "ports": [{"name": "http", "containerPort": 8080, "hostPort": 18080}],
                 "volumeMounts": [{"name": "www", "mountPath": "/www"}],
@@ -347,18 +349,18 @@ def test_liveness_failure_restarts_and_oom_is_reported(agent_cluster) -> None:  
     pods = [
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unhealthy"},
          "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-             "name": "main", "image": "busybox", "command": ["sleep", "3600"],
+             "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"],
              "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1}}]}},
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hog"},
          "spec": {"restartPolicy": "Never", "containers": [{
-             "name": "main", "image": "busybox",
+             "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
              "command": ["sh", "-c", "head -c 200m /dev/zero | tail"],
              "resources": {"limits": {"memory": "32Mi"}}}]}},
     ]
     pods += [
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
          "spec": {"restartPolicy": "Never", "containers": [{
-             "name": "main", "image": "busybox", "command": ["sh", "-c", script],
+             "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", script],
              "terminationMessagePolicy": policy}]}}
         for name, script, policy in (
             ("lastwords", "echo goodbye > /dev/termination-log; exit 2", "File"),
@@ -367,7 +369,7 @@ def test_liveness_failure_restarts_and_oom_is_reported(agent_cluster) -> None:  
     ]
     pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "deadline"},
                  "spec": {"activeDeadlineSeconds": 2, "terminationGracePeriodSeconds": 1,
-                          "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}})
+                          "containers": [{"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]}})
     for pod in pods:
         cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
     expired = wait_pod(cluster, "deadline", phase_is("Failed"), "Failed by its deadline", timeout=20)["status"]
@@ -410,7 +412,7 @@ def test_missing_image_reports_pull_errors(agent_cluster) -> None:  # type: igno
         cluster.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"restartPolicy": "Never", "securityContext": context,
-                     "containers": [{"name": "main", "image": "busybox",
+                     "containers": [{"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
                                      "command": ["sh", "-c", "id -u; touch /data/f && stat -c %g /data/f"],
                                      "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                      "volumes": [{"name": "data", "emptyDir": {}}]}}))
@@ -430,7 +432,7 @@ def test_attach_to_stdin_and_stdout(agent_cluster) -> None:  # type: ignore[no-u
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echoer"},
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-            "name": "main", "image": "busybox", "stdin": True,
+            "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent", "stdin": True,
             "command": ["sh", "-c", "while read line; do echo got:$line; done"]}]},
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
@@ -468,7 +470,7 @@ def test_lifecycle_hooks_and_host_path(agent_cluster, tmp_path) -> None:  # type
         "spec": {
             "terminationGracePeriodSeconds": 5,
             "containers": [{
-                "name": "main", "image": "busybox",
+                "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
                 "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
                 "volumeMounts": [{"name": "shared", "mountPath": "/hooks"}],
                 "lifecycle": {
@@ -489,8 +491,12 @@ def test_lifecycle_hooks_and_host_path(agent_cluster, tmp_path) -> None:  # type
 
 def test_deployment_rolls_out_on_the_node(agent_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster, _node = agent_cluster
-    cluster.kubectl("create", "deployment", "web-dep", "--image=busybox", "--replicas=2", "--",
-                    "sleep", "3600")
+    # kubectl create deployment has no pull-policy flag: the imported :latest image needs IfNotPresent
+    # on this offline node, so the generated manifest gets it before it is applied.
+    manifest = json.loads(cluster.kubectl("create", "deployment", "web-dep", "--image=busybox", "--replicas=2",
+                                          "--dry-run=client", "-o", "json", "--", "sleep", "3600").stdout)
+    manifest["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     cluster.kubectl("rollout", "status", "deployment/web-dep", "--timeout=60s", timeout=90)
     deployment = cluster.kubectl_json("get", "deployment", "web-dep")
     assert deployment["status"]["readyReplicas"] == 2 and deployment["status"]["availableReplicas"] == 2
@@ -508,7 +514,7 @@ def test_helm_install_wait_on_the_node(agent_cluster, tmp_path) -> None:  # type
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: greeter}\n"
         "spec:\n  replicas: 1\n  selector: {matchLabels: {app: greeter}}\n"
         "  template:\n    metadata: {labels: {app: greeter}}\n    spec:\n      containers:\n"
-        "      - name: main\n        image: busybox\n        command: [sh, -c, 'echo $(cat /cfg/text); exec sleep 3600']\n"
+        "      - name: main\n        image: busybox\n        imagePullPolicy: IfNotPresent\n        command: [sh, -c, 'echo $(cat /cfg/text); exec sleep 3600']\n"
         "        volumeMounts: [{name: cfg, mountPath: /cfg}]\n"
         "        readinessProbe: {exec: {command: [test, -s, /cfg/text]}, periodSeconds: 1}\n"
         "      volumes: [{name: cfg, configMap: {name: greeting}}]\n"
@@ -517,3 +523,247 @@ def test_helm_install_wait_on_the_node(agent_cluster, tmp_path) -> None:  # type
     pod = cluster.kubectl_json("get", "pods", "-l", "app=greeter")["items"][0]
     assert cluster.kubectl("logs", pod["metadata"]["name"]).stdout == "hello-helm\n"
     cluster.helm("uninstall", "greeter", "--wait")
+
+
+REGISTRY_PORT = 15000  # inside the test host's own network namespace
+
+
+def _waiting_reason(pod: dict) -> str | None:
+    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+    return statuses[0].get("state", {}).get("waiting", {}).get("reason")
+
+
+def _start_registry(cluster, directory: Path) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    """Debian's docker-registry on loopback of the test host (where the agent pulls from)."""
+    config = directory / "registry.yml"
+    config.write_text(json.dumps({
+        "version": 0.1, "log": {"level": "error", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(directory / "storage")}},
+        "http": {"addr": f"127.0.0.1:{REGISTRY_PORT}"},
+    }))
+    process = subprocess.Popen(cluster.host.exec_argv(["docker-registry", "serve", str(config)]),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def serving() -> bool:
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{REGISTRY_PORT}/v2/", timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    cluster.wait_for(lambda: cluster.in_netns(serving), timeout=15, interval=0.05, what="docker-registry up")
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    import os
+    import signal
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_pull_policy_always_asks_the_registry_at_every_start(agent_cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.runtime.imagebuilder import Entry, busybox_layer, layer_tar, write_oci_archive
+
+    cluster, _node = agent_cluster
+    busybox = busybox_layer()
+    archives = {}
+    for version in ("v1", "v2"):
+        archives[version] = tmp_path / f"box-{version}.tar"
+        write_oci_archive(archives[version], [busybox, layer_tar([Entry("version", data=f"{version}\n".encode())])],
+                          f"box:{version}")
+    image = f"127.0.0.1:{REGISTRY_PORT}/tools/box:stable"
+
+    def push(version: str) -> None:
+        cluster.run(["skopeo", "copy", "--dest-tls-verify=false", "--retry-times", "0",
+                     f"oci-archive:{archives[version]}", f"docker://{image}"], timeout=60)
+
+    def run_pod(name: str, policy: str) -> None:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "main", "image": image, "imagePullPolicy": policy, "command": ["cat", "/version"]}]}}))
+
+    registry = _start_registry(cluster, tmp_path)
+    try:
+        push("v1")
+        run_pod("always-first", "Always")
+        first = wait_pod(cluster, "always-first", phase_is("Succeeded"), "Succeeded")
+        assert cluster.kubectl("logs", "always-first").stdout == "v1\n"
+        # The tag moves to another image: IfNotPresent keeps using the one the node has, Always
+        # asks the registry, sees the new digest and pulls it.
+        push("v2")
+        run_pod("if-not-present", "IfNotPresent")
+        wait_pod(cluster, "if-not-present", phase_is("Succeeded"), "Succeeded")
+        assert cluster.kubectl("logs", "if-not-present").stdout == "v1\n"
+        run_pod("always-second", "Always")
+        second = wait_pod(cluster, "always-second", phase_is("Succeeded"), "Succeeded")
+        assert cluster.kubectl("logs", "always-second").stdout == "v2\n"
+        assert second["status"]["containerStatuses"][0]["imageID"] != first["status"]["containerStatuses"][0]["imageID"]
+        events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=always-second").stdout
+        assert "Pulling" in events and "Successfully pulled image" in events
+    finally:
+        _stop(registry)
+    # The registry is gone: Always fails to start the container although the image is present.
+    run_pod("always-offline", "Always")
+    offline = wait_pod(cluster, "always-offline", lambda p: _waiting_reason(p) in ("ErrImagePull", "ImagePullBackOff"),
+                       "ErrImagePull with the registry unreachable")
+    message = offline["status"]["containerStatuses"][0]["state"]["waiting"].get("message", "")
+    events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=always-offline").stdout
+    assert "cannot reach registry" in message + events, (message, events)
+    cluster.kubectl("delete", "pod", "always-first", "if-not-present", "always-second", "always-offline",
+                    "--wait=false")
+
+
+def test_startup_probe_gates_liveness_and_post_start_failures_kill(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+
+    def pod(name: str, restart: str, **container: object) -> dict:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 1, "containers": [{
+                    "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent", **container}]}}
+
+    started_marker = ["test", "-f", "/tmp/started"]
+    pods = [
+        # Liveness alone would kill this container within a second; the startup probe holds it off.
+        pod("slow-start", "Always", command=["sh", "-c", "sleep 3; touch /tmp/started; exec sleep 3600"],
+            startupProbe={"exec": {"command": started_marker}, "periodSeconds": 1, "failureThreshold": 30},
+            livenessProbe={"exec": {"command": started_marker}, "periodSeconds": 1, "failureThreshold": 1}),
+        pod("hook-fails-once", "Never", command=["sleep", "3600"],
+            lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "exit 3"]}}}),
+        pod("hook-fails-always", "Always", command=["sleep", "3600"],
+            lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "exit 3"]}}}),
+    ]
+    for manifest in pods:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+    def container(pod: dict) -> dict:
+        return (pod.get("status", {}).get("containerStatuses") or [{}])[0]
+
+    early = wait_pod(cluster, "slow-start", lambda p: "running" in container(p).get("state", {}), "running")
+    assert container(early)["started"] is False and container(early)["ready"] is False
+    ready = wait_pod(cluster, "slow-start", lambda p: container(p).get("ready") is True, "started and ready")
+    assert container(ready)["started"] is True and container(ready)["restartCount"] == 0
+    # A failing postStart hook kills the container; restartPolicy decides what follows.
+    failed = wait_pod(cluster, "hook-fails-once", phase_is("Failed"), "Failed by its postStart hook")
+    terminated = container(failed)["state"]["terminated"]
+    assert terminated["exitCode"] == 137 and terminated["reason"] == "Error"
+    events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=hook-fails-once").stdout
+    assert "FailedPostStartHook" in events
+    wait_pod(cluster, "hook-fails-always", lambda p: container(p).get("restartCount", 0) >= 1,
+             "a restart after the postStart hook failed", timeout=30)
+    assert container(cluster.kubectl_json("get", "pod", "slow-start"))["restartCount"] == 0
+    cluster.kubectl("delete", "pod", "slow-start", "hook-fails-once", "hook-fails-always", "--wait=false")
+
+
+def test_environment_sources_and_config_errors_on_the_node(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    cluster.kubectl("create", "secret", "generic", "env-creds", "--from-literal=token=t0k")
+    cluster.kubectl("create", "configmap", "env-settings", "--from-literal=mode=fast")
+    cluster.kubectl("create", "service", "clusterip", "env-db", "--tcp=5432:5432")
+
+    def pod(name: str, env: list[dict], command: str = "true") -> dict:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                "spec": {"restartPolicy": "Never", "containers": [{
+                    "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", command], "args": ["$(MODE_TEXT)", "$$(MODE_TEXT)"],
+                    "env": env, "envFrom": [{"configMapRef": {"name": "env-settings"}, "prefix": "CFG_"}],
+                    "resources": {"requests": {"memory": "16Mi"}, "limits": {"memory": "32Mi"}}}]}}
+
+    script = ('echo "$0|$1|$CFG_mode|$TOKEN|${OPTIONAL-unset}|$MEM_MI|$ENV_DB_SERVICE_PORT|$PRICE"')
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod("env-ok", [
+        {"name": "MODE_TEXT", "value": "mode=$(CFG_mode)"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "env-creds", "key": "token"}}},
+        {"name": "OPTIONAL", "valueFrom": {"secretKeyRef": {"name": "env-creds", "key": "nope", "optional": True}}},
+        {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "requests.memory", "divisor": "1Mi"}}},
+        {"name": "PRICE", "value": "$$5"},
+    ], script)))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod("env-missing-key", [
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "env-creds", "key": "nope"}}}])))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod("env-missing-secret", [
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "env-absent", "key": "token"}}}])))
+    wait_pod(cluster, "env-ok", phase_is("Succeeded"), "Succeeded")
+    assert cluster.kubectl("logs", "env-ok").stdout == "mode=fast|$(MODE_TEXT)|fast|t0k|unset|16|5432|$5\n"
+    for name, message in (("env-missing-key", "couldn't find key nope in Secret default/env-creds"),
+                          ("env-missing-secret", 'secret "env-absent" not found')):
+        waiting = wait_pod(cluster, name, lambda p: _waiting_reason(p) == "CreateContainerConfigError",
+                           "CreateContainerConfigError")["status"]["containerStatuses"][0]["state"]["waiting"]
+        assert waiting["message"] == message
+    # The secret appears: the kubelet's retry starts the container.
+    cluster.kubectl("create", "secret", "generic", "env-absent", "--from-literal=token=late")
+    wait_pod(cluster, "env-missing-secret", phase_is("Succeeded"), "Succeeded once its secret exists")
+    cluster.kubectl("delete", "pod", "env-ok", "env-missing-key", "env-missing-secret", "--wait=false")
+
+
+def test_exec_over_v5_spdy_and_terminal_resize_on_the_node(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    cluster.kubectl("run", "streamer", "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
+                    "sleep", "3600")
+    wait_pod(cluster, "streamer", phase_is("Running"), "Running")
+
+    def channel(frames: list[bytes], number: int) -> bytes:
+        return b"".join(f[1:] for f in frames if f[:1] == bytes([number]))
+
+    # v5.channel.k8s.io: stdin, then the close frame (255, channel 0) ends the command's input.
+    query = "&".join(["command=sh", "command=-c", "command=cat%3B echo done >%262%3B exit 4",
+                      "stdin=1", "stdout=1", "stderr=1"])
+    frames = kubelet_websocket(cluster, f"/exec/default/streamer/streamer?{query}", "v5.channel.k8s.io",
+                               send=[b"\x00hello v5\n", b"\xff\x00"])
+    assert channel(frames, 1) == b"hello v5\n" and channel(frames, 2) == b"done\n"
+    status = json.loads(channel(frames, 3))
+    assert status["reason"] == "NonZeroExitCode" and status["details"]["causes"][0]["message"] == "4"
+    # A terminal gets the size sent on the resize channel (4); the shell waits until it has one.
+    # (busybox stty fails on a 0x0 terminal, so "has a size" is: stty prints something not 0 0)
+    script = 'until stty size 2>/dev/null | grep -qv "^0 0$"; do sleep 0.05; done; stty size'
+    query = "&".join(["command=sh", "command=-c", f"command={urllib.parse.quote(script)}",
+                      "stdin=1", "stdout=1", "tty=1"])
+    frames = kubelet_websocket(cluster, f"/exec/default/streamer/streamer?{query}", "v5.channel.k8s.io",
+                               send=[b'\x04{"Width":91,"Height":27}'])
+    assert channel(frames, 1).strip() == b"27 91", frames
+    # Through the API server with a kubectl that speaks SPDY only (1.27), and with one that
+    # speaks WebSockets (1.33): output, stdin and exit codes either way.
+    for version in ("1.27", "1.33"):
+        result = cluster.kubectl("exec", "-i", "streamer", "--", "sh", "-c", "cat; exit 6",
+                                 version=version, input=f"via {version}\n", check=False)
+        assert (result.stdout, result.returncode) == (f"via {version}\n", 6), result
+    cluster.kubectl("delete", "pod", "streamer", "--grace-period=1", "--wait=false")
+
+
+def test_sigkilled_agent_leaves_pods_running_and_adopts_them(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+
+    cluster, node = agent_cluster
+    cluster.kubectl("run", "kill-survivor", "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
+                    "sleep", "3600")
+    before = wait_pod(cluster, "kill-survivor", phase_is("Running"), "Running")["status"]
+    assert node.process is not None
+    killed_at = datetime.now(UTC)
+    os.kill(node.process.pid, signal.SIGKILL)  # no chance to clean up anything
+    node.process.wait(timeout=10)
+    node.process = None
+    node.start()
+
+    def lease_renewed_since_the_kill() -> bool:
+        lease = cluster.kubectl_json("get", "lease", NODE, "-n", "kube-node-lease")
+        return datetime.fromisoformat(lease["spec"]["renewTime"]) > killed_at
+
+    # The Node still says Ready from before the kill: the restarted agent shows itself by its Lease.
+    cluster.wait_for(lease_renewed_since_the_kill, timeout=30, interval=0.2, what="the new agent's Lease renewal")
+    # The adopted pod is served again: exec reaches the same container.
+    cluster.wait_for(lambda: cluster.kubectl("exec", "kill-survivor", "--", "echo", "alive", check=False).stdout
+                     == "alive\n", timeout=30, interval=0.2, what="exec into the adopted pod")
+    after = wait_pod(cluster, "kill-survivor", phase_is("Running"), "Running")["status"]
+    (container,) = after["containerStatuses"]
+    assert container["containerID"] == before["containerStatuses"][0]["containerID"]
+    assert container["restartCount"] == 0 and "running" in container["state"]
+    assert after["podIP"] == before["podIP"]
+    cluster.kubectl("delete", "pod", "kill-survivor", "--grace-period=1", "--wait=true", timeout=60)

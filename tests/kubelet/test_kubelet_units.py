@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -304,3 +305,120 @@ async def test_logs_span_rotated_files(tmp_path: Path) -> None:
     out = Out()
     await backend.logs(PodRef("default", "p"), "main", LogOptions(tail_lines=2), out)
     assert out.data == b"two\nthree\n"
+
+
+def test_expand_edge_cases_read_as_the_kubelet_reads_them() -> None:
+    env = {"A": "x", "1A": "digit", "": "never"}
+    assert expand("$$$(A)", env) == "$x"  # an escaped $, then a reference
+    assert expand("$$$$", env) == "$$"
+    assert expand("$(A", env) == "$(A"  # no closing paren: as written
+    assert expand("$()", env) == "never"  # upstream looks the empty name up too
+    assert expand("$(1A) $(A)$(A)", env) == "digit xx"  # any name up to ")" is looked up
+    assert expand("cost: $5 $A", env) == "cost: $5 $A"
+
+
+def test_secret_and_configmap_key_refs_optional_or_not_word_errors_as_the_kubelet() -> None:
+    def env_of(var: dict, secrets: dict | None = None, config_maps: dict | None = None) -> dict[str, str]:
+        return container_env(POD, {"name": "m", "env": [var]}, config_maps=config_maps or {}, secrets=secrets or {})
+
+    secret = {"data": {"token": base64.b64encode(b"t").decode()}}
+    ref = {"name": "creds", "key": "nope"}
+    with pytest.raises(ContainerConfigError) as missing_key:
+        env_of({"name": "X", "valueFrom": {"secretKeyRef": ref}}, secrets={"creds": secret})
+    assert str(missing_key.value) == "couldn't find key nope in Secret shop/creds"
+    with pytest.raises(ContainerConfigError) as missing_secret:
+        env_of({"name": "X", "valueFrom": {"secretKeyRef": ref}}, secrets={"creds": None})
+    assert str(missing_secret.value) == 'secret "creds" not found'
+    with pytest.raises(ContainerConfigError) as missing_cm_key:
+        env_of({"name": "X", "valueFrom": {"configMapKeyRef": ref}}, config_maps={"creds": {"data": {}}})
+    assert str(missing_cm_key.value) == "couldn't find key nope in ConfigMap shop/creds"
+    optional = {**ref, "optional": True}
+    assert "X" not in env_of({"name": "X", "valueFrom": {"secretKeyRef": optional}}, secrets={"creds": secret})
+    assert "X" not in env_of({"name": "X", "valueFrom": {"secretKeyRef": optional}}, secrets={"creds": None})
+    found = env_of({"name": "X", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+                   secrets={"creds": secret})
+    assert found["X"] == "t"
+    # envFrom: a missing optional source adds nothing, a required one is an error; prefixes apply.
+    container = {"name": "m", "envFrom": [{"secretRef": {"name": "gone", "optional": True}},
+                                          {"configMapRef": {"name": "cm"}, "prefix": "CFG_"}]}
+    assert container_env(POD, container, config_maps={"cm": {"data": {"k": "v"}}}, secrets={"gone": None}) == {
+        "CFG_k": "v"}
+    with pytest.raises(ContainerConfigError, match='configmap "cm" not found'):
+        container_env(POD, container, config_maps={"cm": None}, secrets={"gone": None})
+
+
+def test_resource_field_refs_default_to_limits_and_node_allocatable() -> None:
+    container = {"name": "m", "resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "128Mi"}},
+                 "env": [
+                     {"name": "CPU_REQ_MILLI", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu",
+                                                                                  "divisor": "1m"}}},
+                     {"name": "CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+                     {"name": "MEM_REQ", "valueFrom": {"resourceFieldRef": {"resource": "requests.memory"}}},
+                     {"name": "MEM_LIMIT_KI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory",
+                                                                                 "divisor": "1Ki"}}},
+                     {"name": "OTHER", "valueFrom": {"resourceFieldRef": {"containerName": "m",
+                                                                          "resource": "limits.ephemeral-storage"}}},
+                 ]}
+    pod = {**POD, "spec": {**POD["spec"], "containers": [container]}}
+    env = container_env(pod, container, config_maps={}, secrets={},
+                        node_allocatable={"cpu": "2", "memory": "4Gi", "ephemeral-storage": "1000"})
+    assert env["CPU_REQ_MILLI"] == "250"
+    assert env["CPU_LIMIT"] == "2"  # no limit: the node's allocatable
+    assert env["MEM_REQ"] == str(128 << 20)  # no request: the limit
+    assert env["MEM_LIMIT_KI"] == "131072"
+    assert env["OTHER"] == "1000"
+    bad = {"name": "X", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "0"}}}
+    with pytest.raises(ContainerConfigError, match="divisor"):
+        container_env(pod, {**container, "env": [bad]}, config_maps={}, secrets={})
+
+
+def test_crash_loop_back_off_doubles_and_resets_after_ten_minutes_of_running() -> None:
+    from k3py.agent.kubelet.backoff import RestartBackOff
+
+    now = [1_000_000.0]
+    backoff = RestartBackOff(clock=lambda: now[0])
+    key = ("uid-1", "main", False)
+    # Short runs: immediate, then 10 s, 20 s ... counted from the exit.
+    assert backoff.remaining(key, 0, now[0] - 2, now[0]) == 0.0
+    assert backoff.remaining(key, 1, now[0] - 2, now[0]) == 10.0
+    now[0] += 4
+    assert backoff.remaining(key, 1, now[0] - 6, now[0] - 4) == 6.0
+    assert backoff.remaining(key, 3, now[0] - 2, now[0]) == 40.0
+    assert backoff.remaining(key, 9, now[0] - 2, now[0]) == 300.0
+    # Ten minutes of running earn an immediate restart, and the back-off starts over at 10 s.
+    assert backoff.remaining(key, 9, now[0] - 600, now[0]) == 0.0
+    assert backoff.remaining(key, 10, now[0] - 1, now[0]) == 10.0
+    assert backoff.remaining(key, 11, now[0] - 1, now[0]) == 20.0
+    # Other containers keep their own state; a pod's removal forgets its containers.
+    assert backoff.remaining(("uid-2", "main", False), 10, now[0] - 1, now[0]) == 300.0
+    backoff.forget_pod("uid-1")
+    assert backoff.remaining(key, 11, now[0] - 1, now[0]) == 300.0
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs with 64 inodes: a real filesystem to fill up, unmounted afterwards."""
+    import subprocess
+
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=64", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_disk_pressure_follows_the_nodefs_space_and_inode_thresholds(small_filesystem: Path) -> None:
+    from k3py.agent.kubelet.node import disk_pressure, pressure_conditions
+
+    assert disk_pressure(small_filesystem) is False
+    filler = small_filesystem / "filler"
+    filler.write_bytes(b"x" * (950 << 10))  # over 90% of the space used
+    assert disk_pressure(small_filesystem) is True
+    assert pressure_conditions(small_filesystem)["DiskPressure"] is True
+    filler.unlink()
+    assert disk_pressure(small_filesystem) is False
+    for i in range(62):  # the inodes run out while the space does not
+        (small_filesystem / f"f{i}").touch()
+    assert disk_pressure(small_filesystem) is True

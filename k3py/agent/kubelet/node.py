@@ -9,8 +9,9 @@ run left), then keeps two things fresh:
   ephemeral-storage of the data dir's filesystem, pods=110), addresses, nodeInfo, the images
   in the runtime's store, and the
   conditions MemoryPressure / DiskPressure / PIDPressure measured against the kubelet's default
-  hard-eviction thresholds (memory.available < 100Mi, nodefs.available < 10%, pids in use above
-  90% of the host's limit) and Ready (the runtime answers and the pod network is up). The
+  hard-eviction thresholds (memory.available < 100Mi, nodefs.available < 10%,
+  nodefs.inodesFree < 5%, pids in use above 90% of the host's limit) and Ready (the runtime
+  answers and the pod network is up). The
   status is written when anything changed, and at least every minute (heartbeat times).
 
 ``spec.podCIDR``: kept if the Node already has one (a controller or an earlier run assigned it),
@@ -110,11 +111,19 @@ def _pid_pressure() -> bool:
     return len(psutil.pids()) > pid_max * 0.9
 
 
+def disk_pressure(data_dir: Path) -> bool:
+    """The kubelet's nodefs thresholds on the data dir's filesystem: less than 10% of the space or
+    5% of the inodes available (filesystems without an inode count, such as btrfs, report 0)."""
+    stats = os.statvfs(data_dir)
+    space_low = stats.f_bavail * stats.f_frsize < stats.f_blocks * stats.f_frsize * 0.10
+    inodes_low = stats.f_files > 0 and stats.f_favail < stats.f_files * 0.05
+    return space_low or inodes_low
+
+
 def pressure_conditions(data_dir: Path) -> dict[str, bool]:
-    disk = shutil.disk_usage(data_dir)
     return {
         "MemoryPressure": psutil.virtual_memory().available < MEMORY_EVICTION_BYTES,
-        "DiskPressure": disk.free < disk.total * 0.10,
+        "DiskPressure": disk_pressure(data_dir),
         "PIDPressure": _pid_pressure(),
     }
 

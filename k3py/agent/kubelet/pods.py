@@ -14,10 +14,11 @@ level-triggered — it looks at the Pod and at the runtime and does the next ste
    and a uid precondition. Terminations run as their own tasks, so long grace periods never
    hold the workers that start other pods.
 3. Otherwise: sandbox (net/ipc/uts namespaces) and pod network; volumes; init containers one
-   by one; then every container. Images must be in the runtime's image store or are pulled
-   with the runtime's registry client, with the pod's imagePullSecrets (Pulling/Pulled/Failed
-   events, ErrImagePull then
-   ImagePullBackOff). A postStart hook runs right after a container starts (its failure kills
+   by one; then every container. Images are pulled per imagePullPolicy with the runtime's
+   registry client and the pod's imagePullSecrets (IfNotPresent: when missing from the store;
+   Always: the registry is asked at every start; Never: never), with Pulling/Pulled/Failed
+   events, ErrImagePull then ImagePullBackOff.
+   A postStart hook runs right after a container starts (its failure kills
    the container). An exited container is restarted per restartPolicy after the
    CrashLoopBackOff delay (immediately, then 10 s doubling to 5 min; reset after 10 min of
    running). Each attempt is a new runtime container labelled with its restart count; the
@@ -48,12 +49,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from k3py.agent.kubelet.backoff import RestartBackOff
 from k3py.agent.kubelet.podspec import (
-    BACKOFF_RESET_AFTER,
     ContainerConfigError,
     command_and_args,
     container_env,
-    crash_loop_backoff,
     pod_service_env,
     qos_class,
     referenced_config,
@@ -146,6 +146,7 @@ class PodManager:
         pods_dir: Path,
         allocatable: Callable[[], dict[str, str]],
         workers: int = 16,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.runtime = runtime
@@ -161,6 +162,7 @@ class PodManager:
         self.queue = WorkQueue("kubelet-pods", qps=1000.0, burst=1000)
         self.events = EventRecorder(client, "kubelet", node_name)
         self.probes = ProbeManager(self)
+        self.backoff = RestartBackOff(clock)
         self.records: dict[str, PodRecord] = {}  # by uid
         # uid -> {container id -> status}: the runtime's containers of each pod (PLEG keeps it fresh)
         self.containers: dict[str, dict[str, ContainerStatus]] = {}
@@ -421,7 +423,7 @@ class PodManager:
                 if policy == "Never":
                     record.init_failed = True
                     break
-                delay = self._backoff_remaining(current, attempts)
+                delay = self._backoff_remaining(record.uid, current)
                 if delay > 0:
                     self._crash_loop(pod, record, container, current, delay)
                     wake.append(delay)
@@ -446,7 +448,7 @@ class PodManager:
                     if not restart:
                         record.waiting.pop(name, None)
                         continue
-                    delay = self._backoff_remaining(current, attempts)
+                    delay = self._backoff_remaining(record.uid, current)
                     if delay > 0:
                         self._crash_loop(pod, record, container, current, delay)
                         wake.append(delay)
@@ -459,22 +461,22 @@ class PodManager:
                 record.waiting[container["name"]] = ("PodInitializing", "")
         return min(wake) if wake else None
 
-    @staticmethod
-    def _backoff_remaining(current: ContainerStatus, attempts: list[ContainerStatus]) -> float:
+    def _backoff_remaining(self, uid: str, current: ContainerStatus) -> float:
+        """Seconds before the exited container ``current`` may start again (``backoff``)."""
         restarts = int(current.labels.get(LABEL_ATTEMPT, "0"))
-        ran = (current.finished_at - (current.started_at or current.created_at)) / 1e9
-        if ran >= BACKOFF_RESET_AFTER:
-            restarts = 0
-        delay = crash_loop_backoff(restarts)
-        elapsed = time.time() - current.finished_at / 1e9
-        return max(0.0, delay - elapsed)
+        started = (current.started_at or current.created_at) / 1e9
+        key = (uid, current.labels.get(LABEL_CONTAINER, ""), current.labels.get(LABEL_INIT) == "true")
+        return self.backoff.remaining(key, restarts, started, current.finished_at / 1e9)
 
     def _crash_loop(
         self, pod: Obj, record: PodRecord, container: Obj, current: ContainerStatus, delay: float
     ) -> None:
         meta = pod["metadata"]
         name = container["name"]
-        total = round(crash_loop_backoff(int(current.labels.get(LABEL_ATTEMPT, "0"))))
+        total = round(self.backoff.delay(
+            (record.uid, name, current.labels.get(LABEL_INIT) == "true"), int(current.labels.get(LABEL_ATTEMPT, "0")),
+            (current.finished_at - (current.started_at or current.created_at)) / 1e9,
+        ))
         record.waiting[name] = (
             "CrashLoopBackOff",
             f"back-off {total}s restarting failed container={name} "
@@ -562,14 +564,18 @@ class PodManager:
     # ---- images -----------------------------------------------------------------------------
 
     async def _ensure_image(self, pod: Obj, record: PodRecord, container: Obj) -> bool:
-        """True when the image is in the store (pulling it if the policy allows)."""
+        """True when the image is in the store (pulling it if the policy allows).
+
+        ``Always`` asks the registry on every container start, as the kubelet's CRI pull does:
+        the tag is resolved there and only what the store lacks is downloaded (nothing when the
+        digest is unchanged). A registry that cannot be reached fails the start with
+        ErrImagePull even when an image of that name is present, as upstream does; airgapped
+        nodes use ``IfNotPresent`` (or a tag other than ``latest``) for their imported images."""
         image = container.get("image", "")
         name = container["name"]
         policy = container.get("imagePullPolicy") or "IfNotPresent"
         present = await self.run_blocking(self._has_image, image)
-        if present:
-            # "Always" would re-resolve the tag at the registry; an image already imported into
-            # the node's store (airgap, tests) is used as it is.
+        if present and policy != "Always":
             self._event(pod, "Normal", "Pulled", f'Container image "{image}" already present on machine',
                         once=f"pulled-{name}-{image}")
             record.image_failures.pop(name, None)
@@ -851,6 +857,7 @@ class PodManager:
             with contextlib.suppress(ContainerError):
                 await self.run_blocking(self.runtime.remove_container, status.id, True)
         self.containers.pop(uid, None)
+        self.backoff.forget_pod(uid)
         sandbox_id = self.sandboxes.pop(uid, None)
         if self.pod_network is not None:
             with contextlib.suppress(NetworkError, OSError):

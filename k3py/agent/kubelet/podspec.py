@@ -11,8 +11,8 @@ No I/O here: the pod manager fetches the ConfigMaps and Secrets a container refe
   ``CreateContainerConfigError``).
 - ``expand``: ``$(VAR)`` expansion as the kubelet does it: ``$$`` is a literal ``$``, an unknown
   ``$(VAR)`` stays as written.
-- ``qos_class``, ``runtime_resources`` (requests/limits → cgroup shares, quota, memory limit),
-  ``crash_loop_backoff`` (10 s doubling to 5 min).
+- ``qos_class``, ``runtime_resources`` (requests/limits → cgroup shares, quota, memory limit);
+  the restart back-off lives in ``backoff`` (``crash_loop_backoff`` is re-exported here).
 """
 
 from __future__ import annotations
@@ -24,29 +24,21 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from k3py.agent.kubelet.backoff import crash_loop_backoff as crash_loop_backoff  # re-exported
 from k3py.api.quantity import parse_quantity
 from k3py.runtime.spec import Resources
 
 Obj = dict[str, Any]
 
-BACKOFF_INITIAL = 10.0
-BACKOFF_MAX = 300.0
-BACKOFF_RESET_AFTER = 600.0  # a container that ran this long starts its back-off afresh
 
 
 class ContainerConfigError(ValueError):
     """The container cannot be configured (a missing ConfigMap/Secret/key): CreateContainerConfigError."""
 
 
-def crash_loop_backoff(restarts: int) -> float:
-    """Seconds to wait before restart number ``restarts + 1``: the first restart is immediate,
-    then 10 s, 20 s, 40 s ... up to 5 min (the kubelet's back-off, keyed by container)."""
-    if restarts <= 0:
-        return 0.0
-    return min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(restarts - 1, 10))
-
-
-_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
+# As the kubelet reads them: "$$" is an escaped "$"; "$(" up to the next ")" names a variable
+# (any characters; an unknown name, or "$(" without a ")", stays as written).
+_VAR = re.compile(r"\$\$|\$\(([^)]*)\)")
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:
@@ -219,6 +211,7 @@ def container_env(
 ) -> dict[str, str]:
     """The container's final environment; see the module docstring for the order."""
     env: dict[str, str] = dict(service_env or {})
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix", "")
         if source.get("configMapRef"):
@@ -253,9 +246,9 @@ def container_env(
         elif value_from.get("resourceFieldRef"):
             value = resource_field(pod, container, value_from["resourceFieldRef"], node_allocatable or {})
         elif value_from.get("configMapKeyRef"):
-            value = _keyed(value_from["configMapKeyRef"], config_maps, "configmap", config_map_data)
+            value = _keyed(value_from["configMapKeyRef"], config_maps, "configmap", config_map_data, namespace)
         elif value_from.get("secretKeyRef"):
-            value = _keyed(value_from["secretKeyRef"], secrets, "secret", secret_data)
+            value = _keyed(value_from["secretKeyRef"], secrets, "secret", secret_data, namespace)
         else:
             value = ""
         if value is not None:
@@ -263,7 +256,9 @@ def container_env(
     return env
 
 
-def _keyed(ref: Obj, objects: Mapping[str, Obj | None], what: str, decode: Any) -> str | None:
+def _keyed(ref: Obj, objects: Mapping[str, Obj | None], what: str, decode: Any, namespace: str) -> str | None:
+    """A ``configMapKeyRef``/``secretKeyRef`` value; None when it is optional and missing. The
+    errors read as the kubelet's (``secret "x" not found``, ``couldn't find key k in Secret ns/x``)."""
     name, key = ref.get("name", ""), ref.get("key", "")
     found = objects.get(name)
     if found is None:
@@ -275,7 +270,7 @@ def _keyed(ref: Obj, objects: Mapping[str, Obj | None], what: str, decode: Any) 
         if ref.get("optional"):
             return None
         kind = "ConfigMap" if what == "configmap" else "Secret"
-        raise ContainerConfigError(f"couldn't find key {key} in {kind} {name}")
+        raise ContainerConfigError(f"couldn't find key {key} in {kind} {namespace}/{name}")
     return values[key]
 
 
