@@ -10,14 +10,17 @@ Prints one JSON document to stdout. Not a test. Two measurements:
    in-memory "server" costs in the same process, but not HTTP or the store.
 
 Both report wall-clock and process-CPU rates: on a shared 2-core machine the wall-clock rate
-varies with other load, the per-CPU-second rate much less.
+varies with other load, the per-CPU-second rate much less. Both run twice: with bare pods (no
+owner: only least-allocated scores, the fast path) and, under ``*_owned``, with the pods split
+among ``--owners`` ReplicaSets (ownerReferences), so every decision after an owner's first
+also scores upstream's default topology spreading over that owner's pods.
 
 3. ``real_server`` (with ``--real-server``): a real k3py server in this process with N
    simulated nodes; P pending pods are created over HTTPS (32 at a time) and the clock stops
    when every one is bound. The scheduler runs inside the server on the in-process transport,
    so this shows whether scheduling keeps pace with pod creation through the API.
 
-    python benchmarks/scheduler_bench.py [--nodes 5000] [--pods 10000] [--real-server]
+    python benchmarks/scheduler_bench.py [--nodes 5000] [--pods 10000] [--owners 50] [--real-server]
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ from k3py.server.scheduler.scheduler import Scheduler
 from k3py.server.simnodes.kubelet import NodeShape, node_object
 
 
-def pending_pod(i: int) -> dict[str, Any]:
+def pending_pod(i: int, owners: int = 0) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": f"p-{i}", "namespace": "default"}
+    if owners:
+        rs = i % owners
+        meta["labels"] = {"app": f"rs-{rs}"}
+        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"rs-{rs}",
+                                    "uid": f"00000000-0000-0000-0000-{rs:012d}", "controller": True}]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f"p-{i}", "namespace": "default"},
+        "metadata": meta,
         "spec": {
             "schedulerName": "default-scheduler",
             "containers": [
@@ -53,17 +62,19 @@ def pending_pod(i: int) -> dict[str, Any]:
     }
 
 
-async def decisions(nodes: int, pods: int) -> dict[str, Any]:
+async def decisions(nodes: int, pods: int, owners: int = 0) -> dict[str, Any]:
     transport = MemoryTransport()
     client = Client(transport)
     sched = Scheduler(client, InformerFactory(client))
     shape = NodeShape(cpu="64", memory="256Gi", pods="250")
     for i in range(1, nodes + 1):
         sched._node_added(node_object(f"n-{i}", i, shape))
-    pod_objs = [pending_pod(i) for i in range(pods)]
+    pod_objs = [pending_pod(i, owners) for i in range(pods)]
     start, cpu_start = time.perf_counter(), time.process_time()
     placed = 0
     for pod in pod_objs:
+        if owners:
+            sched.pod_informer.cache.upsert(pod)  # _place reads the pod's owner from the cache
         node, _ = sched.find_node(pod)
         if node is not None:
             sched._place(f"default/{pod['metadata']['name']}", node, *_reqs(pod))
@@ -86,7 +97,7 @@ def _reqs(pod: dict[str, Any]) -> tuple[Any, Any]:
     return pod_requests(pod), pod_host_ports(pod)
 
 
-async def end_to_end(nodes: int, pods: int) -> dict[str, Any]:
+async def end_to_end(nodes: int, pods: int, owners: int = 0) -> dict[str, Any]:
     transport = MemoryTransport(history=4 * (nodes + pods) + 1000)
     client = Client(transport)
     shape = NodeShape(cpu="64", memory="256Gi", pods="250")
@@ -99,7 +110,7 @@ async def end_to_end(nodes: int, pods: int) -> dict[str, Any]:
     task = asyncio.create_task(sched.run())
     start, cpu_start = time.perf_counter(), time.process_time()
     for i in range(pods):
-        await client.create(PODS, pending_pod(i), "default")
+        await client.create(PODS, pending_pod(i, owners), "default")
     while sched.scheduled < pods:  # noqa: ASYNC110 - polling a counter the scheduler bumps
         await asyncio.sleep(0.01)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -170,12 +181,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--pods", type=int, default=10000)
+    parser.add_argument("--owners", type=int, default=50, help="ReplicaSets owning the pods of *_owned (0: skip)")
     parser.add_argument("--real-server", action="store_true", help="also measure inside a real server")
     args = parser.parse_args()
     result = {
         "decisions": await decisions(args.nodes, args.pods),
         "end_to_end": await end_to_end(args.nodes, args.pods),
     }
+    if args.owners:
+        result["decisions_owned"] = await decisions(args.nodes, args.pods, args.owners)
+        result["end_to_end_owned"] = await end_to_end(args.nodes, args.pods, args.owners)
     if args.real_server:
         result["real_server"] = await real_server(args.nodes, min(args.pods, 2000))
     print(json.dumps(result, indent=2))

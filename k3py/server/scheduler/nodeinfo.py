@@ -124,6 +124,8 @@ class NodeInfo:
     # Ready, schedulable and without NoSchedule/NoExecute taints: only resources can stop a
     # pod without selectors, affinity or tolerations here (the scheduler's fast path).
     plain_ok: bool = False
+    # Carries PreferNoSchedule taints: the TaintToleration score can tell nodes apart.
+    prefer_no_schedule: bool = False
 
     def set_node(self, node: Obj) -> None:
         self.node = node
@@ -143,6 +145,7 @@ class NodeInfo:
         self.alloc_ephemeral = whole(str(alloc.get("ephemeral-storage", "0")))
         self.alloc_extended = {k: whole(str(v)) for k, v in alloc.items()
                                if k not in ("cpu", "memory", "pods", "ephemeral-storage")}
+        self.prefer_no_schedule = any(t.effect == "PreferNoSchedule" for t in self.taints)
         self.plain_ok = (self.ready and not self.unschedulable
                          and not any(t.effect in ("NoSchedule", "NoExecute") for t in self.taints))
 

@@ -1,4 +1,4 @@
-"""Required inter-pod affinity and anti-affinity (upstream's InterPodAffinity filter).
+"""Inter-pod affinity and anti-affinity: required terms filter, preferred terms score.
 
 A term — ``labelSelector``, ``namespaces`` (default: the pod's own), ``topologyKey`` — names
 a set of existing pods and a node label. For the incoming pod:
@@ -14,15 +14,25 @@ a set of existing pods and a node label. For the incoming pod:
 Rules are built once per scheduling attempt from the pods already placed (the scheduler's own
 bookkeeping, including pods it has assumed but not yet seen bound), so each node check is a
 set lookup. ``namespaceSelector`` is approximated: present means every namespace.
+
+Scoring (upstream's InterPodAffinity score plugin) sums weights into a per-topology-domain
+table: for every placed pod on a node carrying the term's ``topologyKey``, the incoming pod's
+preferred affinity terms that match it add their weight to that domain and its preferred
+anti-affinity terms subtract theirs; in the other direction, the placed pod's preferred
+affinity (+weight), preferred anti-affinity (-weight) and required affinity (+1, upstream's
+hardPodAffinityWeight) terms that match the incoming pod count too. A node scores the sum over
+the table's keys of its domain's entry; scores are scaled min..max to 0..100. When the
+incoming pod has no preferred terms only placed pods holding such terms can contribute, so the
+scheduler passes just those, with their terms parsed once when they were placed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from k3py.api.selectors import SelectorError, label_selector_from_dict
+from k3py.api.selectors import LabelSelector, SelectorError, label_selector_from_dict
 
 Obj = dict[str, Any]
 
@@ -102,3 +112,106 @@ def build_rules(pod: Obj, placed: Iterable[tuple[Obj, dict[str, str]]],
             if key in labels and _term_matches(term, holder_ns, pod):
                 rules.forbidden.append((key, {labels[key]}))
     return rules if (rules.forbidden or rules.required) else None
+
+
+HARD_POD_AFFINITY_WEIGHT = 1  # upstream's default for existing pods' required affinity terms
+MAX_NODE_SCORE = 100
+
+
+@dataclass(frozen=True)
+class WeightedTerm:
+    """A scoring term, parsed once: which pods it selects and what a match is worth."""
+
+    weight: int  # negative for anti-affinity
+    topology_key: str
+    selector: LabelSelector
+    namespaces: frozenset[str] | None  # None: every namespace (a namespaceSelector is present)
+
+    def matches(self, pod: Obj) -> bool:
+        meta = pod.get("metadata") or {}
+        if self.namespaces is not None and meta.get("namespace", "") not in self.namespaces:
+            return False
+        return self.selector.matches(meta.get("labels") or {})
+
+
+def preferred_terms(pod: Obj, kind: str) -> list[Obj]:
+    section = ((pod.get("spec") or {}).get("affinity") or {}).get(kind) or {}
+    return list(section.get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+
+
+def has_preferred_terms(pod: Obj) -> bool:
+    """Does the incoming pod ask for preferred (anti-)affinity toward other pods?"""
+    return bool(preferred_terms(pod, "podAffinity") or preferred_terms(pod, "podAntiAffinity"))
+
+
+def _parse(term: Obj, weight: int, namespace: str) -> WeightedTerm | None:
+    key = term.get("topologyKey") or ""
+    if not weight or not key:
+        return None
+    try:
+        selector = label_selector_from_dict(term.get("labelSelector"))
+    except SelectorError:
+        return None
+    namespaces = None if "namespaceSelector" in term else frozenset(term.get("namespaces") or [namespace])
+    return WeightedTerm(weight, key, selector, namespaces)
+
+
+def own_scoring_terms(pod: Obj) -> list[WeightedTerm]:
+    """The pod's preferred affinity (+weight) and anti-affinity (-weight) terms."""
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    out = []
+    for kind, sign in (("podAffinity", 1), ("podAntiAffinity", -1)):
+        for term in preferred_terms(pod, kind):
+            parsed = _parse(term.get("podAffinityTerm") or {}, sign * int(term.get("weight") or 0), namespace)
+            if parsed is not None:
+                out.append(parsed)
+    return out
+
+
+def holder_scoring_terms(pod: Obj) -> list[WeightedTerm]:
+    """What a placed pod contributes to others' scores: its preferred terms and, at upstream's
+    hardPodAffinityWeight, its required affinity terms (empty for most pods)."""
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    out = own_scoring_terms(pod)
+    for term in required_terms(pod, "podAffinity"):
+        parsed = _parse(term, HARD_POD_AFFINITY_WEIGHT, namespace)
+        if parsed is not None:
+            out.append(parsed)
+    return out
+
+
+def topology_scores(
+    pod: Obj,
+    placed: Iterable[tuple[Obj, dict[str, str], Sequence[WeightedTerm]]],
+) -> dict[str, dict[str, int]]:
+    """topologyKey -> domain value -> summed weight, from ``placed`` (pod, its node's labels,
+    its :func:`holder_scoring_terms`)."""
+    own = own_scoring_terms(pod)
+    table: dict[str, dict[str, int]] = {}
+
+    def add(key: str, labels: dict[str, str], weight: int) -> None:
+        value = labels.get(key)
+        if value is not None:
+            domain = table.setdefault(key, {})
+            domain[value] = domain.get(value, 0) + weight
+
+    for other, labels, theirs in placed:
+        for term in own:
+            if term.matches(other):
+                add(term.topology_key, labels, term.weight)
+        for term in theirs:
+            if term.matches(pod):
+                add(term.topology_key, labels, term.weight)
+    return table
+
+
+def inter_pod_scores(table: dict[str, dict[str, int]], node_labels: list[dict[str, str]]) -> list[int]:
+    """Each node's domain sum from ``table``, scaled so the lowest is 0 and the highest 100."""
+    raw = [sum(domains.get(labels[key], 0) for key, domains in table.items() if key in labels)
+           for labels in node_labels]
+    if not raw:
+        return raw
+    low, high = min(raw), max(raw)
+    if high == low:
+        return [0] * len(raw)
+    return [int(MAX_NODE_SCORE * (r - low) / (high - low)) for r in raw]

@@ -8,7 +8,12 @@ by key; one scheduling loop takes them one at a time (so decisions never race ea
 1. *filter*: walk nodes from a rotating start index until enough feasible nodes are found
    (all nodes below 100, else upstream's adaptive percentage — 10% of 5,000), counting why
    the others failed;
-2. *score* the feasible ones (least allocated) and pick the best;
+2. *score* the feasible ones and pick the best (:mod:`~k3py.server.scheduler.scoring`: upstream's
+   default plugins and weights). A pod with nothing but least-allocated to tell nodes apart — no
+   ownerReference, no preferred (anti-)affinity, no soft spread constraints, no
+   PreferNoSchedule taints anywhere — is scored inline in the filter loop; otherwise the
+   candidates are collected and handed to a :class:`ScorePlan`. Owner spreading reads
+   :class:`OwnerCounts`, kept incrementally in ``_place``/``_unplace``;
 3. *assume*: add the pod to that node's totals at once, so the next pod sees it, and bind
    asynchronously (POST pods/binding; the API server sets the PodScheduled condition);
    a failed bind un-assumes and retries the pod.
@@ -16,7 +21,10 @@ by key; one scheduling loop takes them one at a time (so decisions never race ea
 A pod that fits nowhere gets ``PodScheduled=False`` (reason Unschedulable) with upstream's
 summary message, a ``FailedScheduling`` Warning event, and waits in an unschedulable set
 that is flushed back into the queue when the cluster changes (a node added or updated, a pod
-deleted or finished) or after at most 10 s. Successful binds record a ``Scheduled`` event.
+deleted or finished, the pod itself changed) or after at most 10 s. Pods refused for pod
+(anti-)affinity or spread reasons are also retried when a pod is placed or relabelled — after
+1 s, upstream's initial backoff, so a stream of placements cannot spin them. Successful binds
+record a ``Scheduled`` event.
 """
 
 from __future__ import annotations
@@ -41,10 +49,18 @@ from k3py.server.scheduler.nodeinfo import (
     pod_requests,
 )
 from k3py.server.scheduler.podaffinity import (
+    REASON_AFFINITY as REASON_POD_AFFINITY,
+)
+from k3py.server.scheduler.podaffinity import (
+    REASON_ANTI_AFFINITY,
     PodAffinityRules,
+    WeightedTerm,
     build_rules,
+    has_preferred_terms,
     has_required_anti_affinity,
+    holder_scoring_terms,
     required_terms,
+    topology_scores,
 )
 from k3py.server.scheduler.predicates import (
     PodFacts,
@@ -52,13 +68,32 @@ from k3py.server.scheduler.predicates import (
     filter_node,
     matches_node_selector_terms,
     nodes_to_find,
+    tolerates,
 )
-from k3py.server.scheduler.topologyspread import SpreadRules, build_spread_rules, hard_constraints
+from k3py.server.scheduler.scoring import ScorePlan, preferred_node_terms
+from k3py.server.scheduler.topologyspread import (
+    HOSTNAME,
+    REASON_MISSING,
+    REASON_SKEW,
+    ZONE,
+    OwnerCounts,
+    SpreadRules,
+    SpreadScorer,
+    build_spread_rules,
+    default_spread_scorer,
+    explicit_spread_scorer,
+    hard_constraints,
+    owner_uid,
+    soft_constraints,
+)
 
 log = logging.getLogger("k3py.scheduler")
 
 SCHEDULER_NAME = "default-scheduler"
 UNSCHEDULABLE_FLUSH = 10.0
+POD_EVENT_RETRY = 1.0  # upstream's podInitialBackoffSeconds
+# Failures another pod's placement can cure (upstream requeues these on assigned-pod events).
+POD_DEPENDENT_REASONS = frozenset({REASON_ANTI_AFFINITY, REASON_POD_AFFINITY, REASON_SKEW, REASON_MISSING})
 MAX_BINDS_IN_FLIGHT = 128
 
 Obj = dict[str, Any]
@@ -93,6 +128,12 @@ class Scheduler(Controller):
         self._placed: dict[str, tuple[str, Requests, frozenset[tuple[str, str, int]]]] = {}
         self._by_node: dict[str, set[str]] = {}
         self._anti_holders: set[str] = set()  # placed pods with required anti-affinity
+        # Placed pods whose terms sway others' scores, with those terms parsed once.
+        self._score_holders: dict[str, list[WeightedTerm]] = {}
+        self._owners = OwnerCounts()
+        self._prefer_tainted = 0  # nodes with PreferNoSchedule taints
+        self._zoned_nodes = 0  # nodes labelled topology.kubernetes.io/zone
+        self._waiting_on_pods: set[str] = set()  # unschedulable for POD_DEPENDENT_REASONS
         self._assumed: set[str] = set()
         self._unschedulable: set[str] = set()
         self._binds = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
@@ -117,15 +158,27 @@ class Scheduler(Controller):
             for key in self._by_node.get(name, ()):
                 _, req, ports = self._placed[key]
                 info.add_pod(req, ports)
-        info.set_node(node)
+        self._set_node(info, node)
         self._flush_unschedulable()
+
+    def _set_node(self, info: NodeInfo, node: Obj) -> None:
+        """Update ``info`` and what the scheduler derives from node labels and taints."""
+        zone = info.labels.get(ZONE)
+        self._prefer_tainted -= info.prefer_no_schedule
+        self._zoned_nodes -= ZONE in info.labels
+        info.set_node(node)
+        self._prefer_tainted += info.prefer_no_schedule
+        self._zoned_nodes += ZONE in info.labels
+        if info.labels.get(ZONE) != zone:
+            for key in self._by_node.get(info.name, ()):
+                self._owners.set_zone(key, info.labels.get(ZONE))
 
     def _node_updated(self, old: Obj, new: Obj) -> None:
         info = self.nodes.get(new["metadata"]["name"])
         if info is None:
             self._node_added(new)
             return
-        info.set_node(new)
+        self._set_node(info, new)
         # Lease-style heartbeats change nothing the filters read; only flush on real changes.
         if (old.get("spec") != new.get("spec") or (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get("labels")
                 or _ready(old) != _ready(new) or (old.get("status") or {}).get("allocatable") != (new.get("status") or {}).get("allocatable")):
@@ -137,6 +190,10 @@ class Scheduler(Controller):
         if info is not None:
             self._node_order.remove(name)
             self._node_list.remove(info)
+            self._prefer_tainted -= info.prefer_no_schedule
+            self._zoned_nodes -= ZONE in info.labels
+            for key in self._by_node.get(name, ()):
+                self._owners.set_zone(key, None)
 
     def _account(self, key: str, pod: Obj) -> None:
         """Make ``_placed`` reflect ``pod``: on its node while bound and not terminal."""
@@ -150,16 +207,26 @@ class Scheduler(Controller):
 
     def _place(self, key: str, node: str, req: Requests, ports: frozenset[tuple[str, str, int]]) -> None:
         pod = self.pod_informer.cache.get(key)
-        if pod is not None and has_required_anti_affinity(pod):
-            self._anti_holders.add(key)
         info = self.nodes.get(node)
+        if pod is not None:
+            if has_required_anti_affinity(pod):
+                self._anti_holders.add(key)
+            terms = holder_scoring_terms(pod)
+            if terms:
+                self._score_holders[key] = terms
+            uid = owner_uid(pod)
+            if uid is not None:
+                self._owners.add(key, uid, node, info.labels.get(ZONE) if info is not None else None)
         if info is not None:
             info.add_pod(req, ports)
         self._placed[key] = (node, req, ports)
         self._by_node.setdefault(node, set()).add(key)
+        self._retry_waiting_on_pods()
 
     def _unplace(self, key: str) -> None:
         self._anti_holders.discard(key)
+        self._score_holders.pop(key, None)
+        self._owners.remove(key)
         placed = self._placed.pop(key, None)
         if placed is not None:
             info = self.nodes.get(placed[0])
@@ -186,13 +253,18 @@ class Scheduler(Controller):
         self._account(key, new)
         if was_placed and key not in self._placed:
             self._flush_unschedulable()  # resources freed (pod finished)
-        if wants_scheduling(new) and key not in self._unschedulable:
+        elif key in self._placed and _labels(old) != _labels(new):
+            self._retry_waiting_on_pods()  # affinity and spreading select pods by label
+        # An unschedulable pod's own status patch must not requeue it; a change to it does.
+        if wants_scheduling(new) and (key not in self._unschedulable or old.get("spec") != new.get("spec")
+                                      or _labels(old) != _labels(new)):
             self.queue.add(key)
 
     def _pod_deleted(self, pod: Obj) -> None:
         key = object_key(pod)
         self._assumed.discard(key)
         self._unschedulable.discard(key)
+        self._waiting_on_pods.discard(key)
         if key in self._placed:
             self._unplace(key)
             self._flush_unschedulable()
@@ -202,6 +274,13 @@ class Scheduler(Controller):
             for key in self._unschedulable:
                 self.queue.add(key)
             self._unschedulable.clear()
+            self._waiting_on_pods.clear()
+
+    def _retry_waiting_on_pods(self) -> None:
+        if self._waiting_on_pods:
+            for key in self._waiting_on_pods:
+                self.queue.add_after(key, POD_EVENT_RETRY)
+            self._waiting_on_pods.clear()
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -213,6 +292,15 @@ class Scheduler(Controller):
         """
         req = pod_requests(pod)
         facts = PodFacts(pod, req, pod_host_ports(pod), self._pod_rules(pod), self._spread_rules(pod))
+        plan = self._score_plan(pod, facts)
+        candidates: list[NodeInfo] = []
+        least_allocated: list[float] = []
+        # Owner fast path (see scoring's docstring): group key -> index into candidates.
+        owner_nodes = plan.owner_nodes if plan is not None else None
+        owner_count = owner_nodes.get if owner_nodes is not None else None
+        groups: dict[Any, int] = {}
+        zoned = self._zoned_nodes > 0
+        zones_seen: set[str | None] = set()
         nodes = self._node_list
         total = len(nodes)
         want = nodes_to_find(total, self.percentage)
@@ -239,21 +327,101 @@ class Scheduler(Controller):
             free_cpu = (alloc_cpu - info.score_cpu - score_cpu) / alloc_cpu if alloc_cpu > 0 else 0.0
             free_mem = (alloc_mem - info.score_memory - score_mem) / alloc_mem if alloc_mem > 0 else 0.0
             score = (free_cpu if free_cpu > 0 else 0.0) + (free_mem if free_mem > 0 else 0.0)
-            if score > best_score:
+            if owner_count is not None:
+                if zoned:
+                    zone = info.labels.get(ZONE)
+                    zones_seen.add(zone or "")
+                    group: Any = (owner_count(info.name, 0), zone)
+                else:
+                    group = owner_count(info.name, 0)
+                at = groups.get(group)
+                if at is None:
+                    groups[group] = len(candidates)
+                    candidates.append(info)
+                    least_allocated.append(score * 50.0)
+                elif score * 50.0 > least_allocated[at]:
+                    candidates[at] = info
+                    least_allocated[at] = score * 50.0
+            elif plan is not None:
+                candidates.append(info)
+                least_allocated.append(score * 50.0)  # mean free percentage, 0..100
+            elif score > best_score:
                 best, best_score = info, score
             if found >= want:
                 break
         self._next_start = start + checked
+        if owner_nodes is not None:
+            best = plan.pick(candidates, least_allocated, {HOSTNAME: found, ZONE: len(zones_seen) or 1})
+        elif plan is not None:
+            best = plan.pick(candidates, least_allocated)
         return (best.name if best is not None else None), reasons
 
+    def _score_plan(self, pod: Obj, facts: PodFacts) -> ScorePlan | None:
+        """The scoring beyond least-allocated ``pod`` needs, or None (the common, cheap case)."""
+        spec = pod.get("spec") or {}
+        if not (spec.get("affinity") or spec.get("topologySpreadConstraints") or self._score_holders
+                or self._prefer_tainted or (pod.get("metadata") or {}).get("ownerReferences")):
+            return None
+        spread: SpreadScorer | None = None
+        default_uid: str | None = None
+        soft = soft_constraints(pod)
+        if soft:
+            spread = self._explicit_spread(pod, facts, soft)
+        elif not (pod.get("spec") or {}).get("topologySpreadConstraints"):
+            default_uid = owner_uid(pod)
+            if default_uid is not None:
+                spread = self._default_spread(default_uid, facts)
+        inter_pod = None
+        if has_preferred_terms(pod) or self._score_holders:
+            # Pods without terms of their own matter only to a pod with preferred terms.
+            keys = self._placed if has_preferred_terms(pod) else self._score_holders
+            holders = self._score_holders
+            inter_pod = topology_scores(pod, ((other, labels, holders.get(key, ()))
+                                              for key, other, labels in self._placed_pods_keyed(keys)))
+        plan = ScorePlan(pod, preferred_node_terms(pod), self._prefer_tainted > 0, spread, inter_pod)
+        if default_uid is not None and not (plan.node_terms or plan.prefer_taints or plan.inter_pod):
+            plan.owner_nodes = self._owners.by_node.get(default_uid, {})
+        return plan if plan.active else None
+
+    def _default_spread(self, uid: str, facts: PodFacts) -> SpreadScorer:
+        if facts.node_selector or facts.required_terms is not None:
+            # Only nodes the pod could run on count toward zone totals (nodeAffinityPolicy Honor).
+            zones: dict[str, int] = {}
+            for node_name, count in self._owners.by_node.get(uid, {}).items():
+                info = self.nodes.get(node_name)
+                if info is not None and ZONE in info.labels and _affinity_allows(facts, info):
+                    zones[info.labels[ZONE]] = zones.get(info.labels[ZONE], 0) + count
+            return default_spread_scorer(uid, self._owners, zones)
+        return default_spread_scorer(uid, self._owners)
+
+    def _explicit_spread(self, pod: Obj, facts: PodFacts, constraints: list[Obj]) -> SpreadScorer:
+        def counts_toward(info: NodeInfo, constraint: Obj) -> bool:
+            if constraint.get("nodeAffinityPolicy", "Honor") == "Honor" and not _affinity_allows(facts, info):
+                return False
+            if constraint.get("nodeTaintsPolicy", "Ignore") == "Honor":
+                return not any(t.effect in ("NoSchedule", "NoExecute")
+                               and not any(tolerates(tol, t) for tol in facts.tolerations) for t in info.taints)
+            return True
+
+        placed = []
+        for key, (node, _req, _ports) in self._placed.items():
+            other = self.pod_informer.cache.get(key)
+            if other is not None:
+                placed.append((other, node))
+        return explicit_spread_scorer(pod, constraints, self._node_list, placed, counts_toward)
+
     def _placed_pods(self, keys: Iterable[str]) -> list[tuple[Obj, dict[str, str]]]:
+        return [(pod, labels) for _key, pod, labels in self._placed_pods_keyed(keys)]
+
+    def _placed_pods_keyed(self, keys: Iterable[str]) -> list[tuple[str, Obj, dict[str, str]]]:
+        """(key, pod, its node's labels) for those of ``keys`` placed on a known node."""
         out = []
         for key in keys:
             placed = self._placed.get(key)
             pod = self.pod_informer.cache.get(key)
             info = self.nodes.get(placed[0]) if placed else None
             if pod is not None and info is not None:
-                out.append((pod, info.labels))
+                out.append((key, pod, info.labels))
         return out
 
     def _pod_rules(self, pod: Obj) -> PodAffinityRules | None:
@@ -294,6 +462,8 @@ class Scheduler(Controller):
         if node is None:
             message = failure_summary(len(self._node_order), reasons)
             self._unschedulable.add(key)
+            if POD_DEPENDENT_REASONS.intersection(reasons):
+                self._waiting_on_pods.add(key)
             self.queue.add_after(key, UNSCHEDULABLE_FLUSH)
             await self._mark_unschedulable(pod, message)
             return None
@@ -349,6 +519,17 @@ class Scheduler(Controller):
             for task in list(self._bind_tasks):
                 task.cancel()
             await asyncio.gather(*self._bind_tasks, return_exceptions=True)
+
+
+def _labels(obj: Obj) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _affinity_allows(facts: PodFacts, info: NodeInfo) -> bool:
+    """The pod's nodeSelector and required node affinity admit ``info``."""
+    if facts.node_selector and any(info.labels.get(k) != v for k, v in facts.node_selector.items()):
+        return False
+    return facts.required_terms is None or matches_node_selector_terms(facts.required_terms, info)
 
 
 def _ready(node: Obj) -> bool:
