@@ -14,8 +14,9 @@ across them plus an owner-uid index per kind. Work items are ``(kind index, key,
   dangling references are patched away.
 - ``owner``: an object being deleted (``deletionTimestamp``) with the ``orphan`` finalizer
   has its references removed from every dependent, then the finalizer removed; with the
-  ``foregroundDeletion`` finalizer its dependents are deleted, and the finalizer is removed
-  once none is left, letting the API server finish the deletion.
+  ``foregroundDeletion`` finalizer its dependents are judged as above (deleted, or unlinked
+  when another owner is alive), and the finalizer is removed once no dependent whose
+  reference sets ``blockOwnerDeletion`` is left, letting the API server finish the deletion.
 
 Background deletion needs nothing from the owner: the server deletes it at once, and the
 dependents' checks find the owner gone.
@@ -93,7 +94,7 @@ class GarbageCollector(Controller):
             self.informers_by_index.append(informer)
             informer.add_handler(
                 lambda o, i=i: self._seen(i, o),
-                lambda _old, new, i=i: self._seen(i, new),
+                lambda old, new, i=i: self._updated(i, old, new),
                 lambda o, i=i: self._gone(i, o),
             )
 
@@ -108,6 +109,14 @@ class GarbageCollector(Controller):
             self.queue.add((index, key, "dependent"))
         if meta.get("deletionTimestamp") and ({ORPHAN, FOREGROUND} & set(_finalizers(obj))):
             self.queue.add((index, key, "owner"))
+
+    def _updated(self, index: int, old: Obj, new: Obj) -> None:
+        self._seen(index, new)
+        # An owner waiting in foreground deletion may have just lost a blocking dependent.
+        kept = {r.get("uid") for r in _meta(new).get("ownerReferences") or ()}
+        for ref in _meta(old).get("ownerReferences") or ():
+            if ref.get("uid") not in kept and (owner := self.uids.get(ref.get("uid", ""))) is not None:
+                self.queue.add((owner[0], owner[1], "owner"))
 
     def _gone(self, index: int, obj: Obj) -> None:
         uid = _meta(obj).get("uid", "")
@@ -201,7 +210,7 @@ class GarbageCollector(Controller):
             return resource
         return None  # not cached: the CRD may be installed later
 
-    async def _process_dependent(self, index: int, obj: Obj) -> float | None:
+    async def _process_dependent(self, index: int, obj: Obj, fresh: bool = False) -> float | None:
         meta = _meta(obj)
         refs = list(meta.get("ownerReferences") or [])
         if not refs or meta.get("deletionTimestamp"):
@@ -210,9 +219,16 @@ class GarbageCollector(Controller):
         states = [await self._owner_state(ref, namespace) for ref in refs]
         resource = self.watched[index]
         if "present" in states:
-            dangling = [r for r, s in zip(refs, states, strict=True) if s == "absent"]
-            if dangling:
-                keep = [r for r, s in zip(refs, states, strict=True) if s != "absent"]
+            # A live owner keeps the object; references to owners that are gone, or that are
+            # waiting in foreground deletion, are dropped (so such an owner need not wait).
+            dropped = [r for r, s in zip(refs, states, strict=True) if s != "present"]
+            if dropped:
+                if not fresh:
+                    # Judge what the server has, not a cache that may lag our own last patch
+                    # (upstream re-reads the item too): the patch is then never repeated.
+                    latest = await self._latest(resource, obj)
+                    return None if latest is None else await self._process_dependent(index, latest, fresh=True)
+                keep = [r for r, s in zip(refs, states, strict=True) if s == "present"]
                 await self._patch(resource, obj, {"ownerReferences": keep})
             # Owners of kinds without an informer send no delete event: poll for them.
             unwatched = any(self.uids.get(r.get("uid", "")) is None for r, st in zip(refs, states, strict=True)
@@ -227,6 +243,17 @@ class GarbageCollector(Controller):
             if e.code not in (404, 409):
                 raise
         return None
+
+    async def _latest(self, resource: Resource, obj: Obj) -> Obj | None:
+        """The object as the server has it now; None when it is gone or was replaced."""
+        meta = _meta(obj)
+        try:
+            latest = await self.client.get(resource, meta["name"], meta.get("namespace", ""))
+        except ApiError as e:
+            if e.code == 404:
+                return None
+            raise
+        return latest if _meta(latest).get("uid") == meta.get("uid") else None
 
     async def _process_owner(self, index: int, owner: Obj) -> float | None:
         meta = _meta(owner)
@@ -245,20 +272,18 @@ class GarbageCollector(Controller):
             await self._remove_finalizer(index, owner, ORPHAN)
             return None
         if FOREGROUND in finalizers:
-            remaining = 0
+            blocking = 0
             for dep_index, dep_key in dependents:
                 dep = self.informers_by_index[dep_index].cache.get(dep_key)
                 if dep is None:
                     continue
-                remaining += 1
+                if any(r.get("uid") == uid and r.get("blockOwnerDeletion") for r in _meta(dep).get("ownerReferences") or ()):
+                    blocking += 1
                 if not _meta(dep).get("deletionTimestamp"):
-                    try:
-                        await self.client.delete(self.watched[dep_index], _meta(dep)["name"], _meta(dep).get("namespace", ""),
-                                                 propagation_policy="Foreground", preconditions={"uid": _meta(dep).get("uid", "")})
-                    except ApiError as e:
-                        if e.code not in (404, 409):
-                            raise
-            if remaining == 0:
+                    # Judged as a dependent: deleted unless another owner is alive, in which
+                    # case only its reference to this owner goes.
+                    self.queue.add((dep_index, dep_key, "dependent"))
+            if blocking == 0:
                 await self._remove_finalizer(index, owner, FOREGROUND)
                 return None
             return 5.0  # dependents' deletions wake us; this is only a safety net
