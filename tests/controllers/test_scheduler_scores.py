@@ -244,3 +244,59 @@ def test_prefer_no_schedule_taint_is_avoided_unless_tolerated() -> None:
     assert schedule(s, make_pod("a")) == "n2"  # n1 is far emptier, but tainted
     tolerant = [{"key": "spot", "operator": "Exists", "effect": "PreferNoSchedule"}]
     assert schedule(s, make_pod("b", tolerations=tolerant)) == "n1"
+
+
+def _oracle_totals(s: Scheduler, placed: list[tuple[str, str]], owner: str, cpu_m: int) -> dict[str, float]:
+    """Upstream's arithmetic written out independently: least-allocated + 2 x default spreading."""
+    infos = list(s.nodes.values())
+    mine = Counter(name for o, name in placed if o == owner)
+    zone_of = {i.name: i.labels.get(ZONE) for i in infos}
+    per_zone = Counter(zone_of[name] for name in mine.elements() if zone_of[name] is not None)
+    zone_w, host_w = math.log(len({z or "" for z in zone_of.values()}) + 2), math.log(len(infos) + 2)
+    raw = {}
+    for i in infos:
+        r = mine[i.name] * host_w + 4
+        if zone_of[i.name] is not None:
+            r += per_zone[zone_of[i.name]] * zone_w + 2
+        raw[i.name] = math.floor(r + 0.5)
+    high, low = max(raw.values()), min(raw.values())
+    totals = {}
+    for i in infos:
+        free_cpu = max(0.0, (i.alloc_cpu - i.score_cpu - cpu_m) / i.alloc_cpu)
+        free_mem = max(0.0, (i.alloc_memory - i.score_memory - 64 * 2**20) / i.alloc_memory)
+        spread = 100 if high == 0 else 100 * (high + low - raw[i.name]) // high
+        totals[i.name] = 50 * (free_cpu + free_mem) + 2 * spread
+    return totals
+
+
+def test_owner_fast_path_picks_a_best_node_by_the_full_formula() -> None:
+    # Unequal nodes, some zoned and some not, other load, three interleaved ReplicaSets: every
+    # decision of the grouped fast path must score as high as the best node by the formula.
+    for zones in ("", "aab-b-c", "aaaaaaa"):
+        s = scheduler(*(node(i, cpu=str(2 + i % 3), labels={ZONE: zones[i - 1]} if zones and zones[i - 1] != "-" else {})
+                        for i in range(1, 8)))
+        busy(s, "n2", "1")
+        placed: list[tuple[str, str]] = []
+        for i in range(30):
+            owner = "abc"[i % 3]
+            cpu_m = 100 * (1 + i % 2)
+            totals = _oracle_totals(s, placed, owner, cpu_m)
+            name = schedule(s, make_pod(f"{owner}{i}", owner=owner, cpu=f"{cpu_m}m"))
+            assert name is not None
+            assert totals[name] == max(totals.values()), (zones, i, name, totals)
+            placed.append((owner, name))
+
+
+def test_default_zone_counts_honor_the_pods_node_selector() -> None:
+    # Zone a: n1 (ssd) and n2 (no ssd, already holding 3 replicas); zone b: n3 (ssd, busier).
+    # The pod may only use ssd nodes, so n2's replicas do not count against zone a
+    # (nodeAffinityPolicy Honor): both zones look empty and least-allocated picks n1.
+    s = scheduler(node(1, labels={ZONE: "a", "disk": "ssd"}), node(2, labels={ZONE: "a"}),
+                  node(3, labels={ZONE: "b", "disk": "ssd"}))
+    for i in range(3):
+        s.pod_informer.cache.upsert(p := make_pod(f"old{i}", owner="rs"))
+        s._place(f"default/old{i}", "n2", pod_requests(p), frozenset())
+    busy(s, "n3", "200m")
+    assert schedule(s, make_pod("new", owner="rs", nodeSelector={"disk": "ssd"})) == "n1"
+    # The same pod without the selector counts zone a's 3 replicas and goes to zone b.
+    assert schedule(s, make_pod("free", owner="rs")) == "n3"

@@ -300,7 +300,11 @@ class Scheduler(Controller):
         owner_count = owner_nodes.get if owner_nodes is not None else None
         groups: dict[Any, int] = {}
         zoned = self._zoned_nodes > 0
-        zones_seen: set[str | None] = set()
+        zones_seen: set[str] = set()
+        # Without zones, nodes free of the owner's pods form one group; most candidates land
+        # there, so it is tracked in locals (the plain path's cost) rather than in ``groups``.
+        free_info: NodeInfo | None = None
+        free_score = -1.0
         nodes = self._node_list
         total = len(nodes)
         want = nodes_to_find(total, self.percentage)
@@ -328,12 +332,19 @@ class Scheduler(Controller):
             free_mem = (alloc_mem - info.score_memory - score_mem) / alloc_mem if alloc_mem > 0 else 0.0
             score = (free_cpu if free_cpu > 0 else 0.0) + (free_mem if free_mem > 0 else 0.0)
             if owner_count is not None:
+                count = owner_count(info.name)
                 if zoned:
                     zone = info.labels.get(ZONE)
                     zones_seen.add(zone or "")
-                    group: Any = (owner_count(info.name, 0), zone)
+                    group: Any = (count, zone)
+                elif count is None:
+                    if score > free_score:
+                        free_info, free_score = info, score
+                    if found >= want:
+                        break
+                    continue
                 else:
-                    group = owner_count(info.name, 0)
+                    group = count
                 at = groups.get(group)
                 if at is None:
                     groups[group] = len(candidates)
@@ -351,6 +362,9 @@ class Scheduler(Controller):
                 break
         self._next_start = start + checked
         if owner_nodes is not None:
+            if free_info is not None:
+                candidates.insert(0, free_info)  # first among equals, as it came first
+                least_allocated.insert(0, free_score * 50.0)
             best = plan.pick(candidates, least_allocated, {HOSTNAME: found, ZONE: len(zones_seen) or 1})
         elif plan is not None:
             best = plan.pick(candidates, least_allocated)
