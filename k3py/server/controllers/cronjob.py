@@ -1,12 +1,13 @@
 """The CronJob controller: create a Job at each scheduled time.
 
 For each CronJob (batch/v1): find the latest scheduled time at or before now that has not
-run yet (counting from ``status.lastScheduleTime`` or, first, the creation time); if there is
-one and it is not older than ``startingDeadlineSeconds``, start a Job named
+run yet (counting from ``status.lastScheduleTime`` or, first, the creation time, and never
+from further back than ``startingDeadlineSeconds``; more than 100 missed times are reported as
+a ``TooManyMissedTimes`` warning and only the latest is run, as upstream); if there is one, start a Job named
 ``<cronjob>-<scheduled time in minutes since the epoch>`` from ``spec.jobTemplate`` (owned by
 the CronJob, annotated ``batch.kubernetes.io/cronjob-scheduled-timestamp``) — unless the
-CronJob is suspended, or ``concurrencyPolicy`` is Forbid and a Job is still running; Replace
-deletes the running Jobs first. Status lists the active Jobs and the last schedule and
+CronJob is suspended, or ``concurrencyPolicy`` is Forbid and a Job is still running (event
+``JobAlreadyActive``); Replace deletes the running Jobs first (``SuccessfulDelete``). Status lists the active Jobs and the last schedule and
 success times; finished Jobs beyond ``successfulJobsHistoryLimit`` (3) and
 ``failedJobsHistoryLimit`` (1) are deleted. The controller asks to be woken at the next
 scheduled time. An invalid schedule is reported once as an ``UnparseableSchedule`` warning
@@ -36,7 +37,7 @@ from k3py.server.controllers.common import (
     timestamp_of,
     uid_of,
 )
-from k3py.server.controllers.cron import CronError, parse_schedule
+from k3py.server.controllers.cron import CronError, Schedule, parse_schedule
 
 log = logging.getLogger("k3py.controllers.cronjob")
 
@@ -74,6 +75,35 @@ def job_from_template(cj: Obj, scheduled: datetime) -> Obj:
         },
         "spec": template.get("spec") or {},
     }
+
+
+def most_recent_due(schedule: Schedule, earliest: datetime, now: datetime) -> tuple[datetime | None, int]:
+    """The latest firing time in ``(earliest, now]`` (None if there is none) and how many there
+    are, counted up to ``MAX_MISSED + 1``.
+
+    Upstream starts only the most recent of several missed runs. Past ``MAX_MISSED`` it stops
+    counting and searches back from ``now`` instead (windows doubling from a minute), so a
+    CronJob whose last run is years old costs a few dozen steps, not one per missed minute.
+    """
+    latest: datetime | None = None
+    t = earliest
+    for count in range(MAX_MISSED + 1):
+        nxt = schedule.next_after(t)
+        if nxt > now:
+            return latest, count
+        latest = t = nxt
+    span = timedelta(minutes=1)
+    while True:
+        start = max(now - span, t)
+        nxt = schedule.next_after(start)
+        if nxt <= now:
+            break
+        if start == t:
+            return t, MAX_MISSED + 1  # t itself is the most recent
+        span *= 2
+    while (later := schedule.next_after(nxt)) <= now:
+        nxt = later
+    return nxt, MAX_MISSED + 1
 
 
 class CronJobController(Controller):
@@ -125,30 +155,32 @@ class CronJobController(Controller):
             return None
 
         now = datetime.now(UTC)
-        since_text = status.get("lastScheduleTime") or timestamp_of(cj)
-        since = parse_rfc3339(since_text) if since_text else now
-        due: datetime | None = None
-        t = since
-        for _ in range(MAX_MISSED + 1):
-            nxt = schedule.next_after(t)
-            if nxt > now:
-                break
-            due = nxt
-            t = nxt
-        else:
-            # Too many missed start times: take the most recent one (upstream logs and does the same).
-            due = t
-        next_run = schedule.next_after(now)
-        requeue = max(0.05, (next_run - now).total_seconds() + 0.05)
-
-        if due is not None and not spec.get("suspend"):
-            deadline = spec.get("startingDeadlineSeconds")
-            too_late = deadline is not None and (now - due) > timedelta(seconds=int(deadline))
+        requeue = max(0.05, (schedule.next_after(now) - now).total_seconds() + 0.05)
+        if spec.get("suspend"):
+            await self._write_status(cj, status, active)
+            return requeue
+        earliest_text = status.get("lastScheduleTime") or timestamp_of(cj)
+        earliest = parse_rfc3339(earliest_text) if earliest_text else now
+        deadline = spec.get("startingDeadlineSeconds")
+        if deadline is not None:
+            # Nothing older than the deadline will be started: do not even look at it.
+            earliest = max(earliest, now - timedelta(seconds=int(deadline)))
+        due, missed = most_recent_due(schedule, earliest, now)
+        if missed > MAX_MISSED:
+            self._warn(cj, "TooManyMissedTimes", f"too many missed start times: more than {MAX_MISSED}. "
+                       "Set or decrease .spec.startingDeadlineSeconds or check clock skew")
+        if due is not None and not self._already_started(cj, status, active, due):
             policy = spec.get("concurrencyPolicy") or "Allow"
-            if not too_late and not (policy == "Forbid" and active):
+            if policy == "Forbid" and active:
+                self.recorder.record(cj, "Normal", "JobAlreadyActive",
+                                     "Not starting job because prior execution is running and concurrency policy is Forbid",
+                                     kind="CronJob", api_version="batch/v1")
+            else:
                 if policy == "Replace":
                     for job in active:
                         await self._delete_job(job)
+                        self.recorder.record(cj, "Normal", "SuccessfulDelete", f"Deleted job {name_of(job)}",
+                                             kind="CronJob", api_version="batch/v1")
                     active = []
                 job = job_from_template(cj, due)
                 try:
@@ -160,10 +192,18 @@ class CronJobController(Controller):
                     if e.code != 409:  # already created for this time
                         raise
                 status["lastScheduleTime"] = due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            elif too_late:
-                status["lastScheduleTime"] = due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         await self._write_status(cj, status, active)
         return requeue
+
+    def _warn(self, cj: Obj, reason: str, message: str) -> None:
+        self.recorder.record(cj, "Warning", reason, message, kind="CronJob", api_version="batch/v1")
+
+    @staticmethod
+    def _already_started(cj: Obj, status: Obj, active: list[Obj], due: datetime) -> bool:
+        name = f"{name_of(cj)}-{int(due.timestamp()) // 60}"
+        last = status.get("lastScheduleTime")
+        return any(name_of(j) == name for j in active) or (
+            bool(last) and parse_rfc3339(last) == due.astimezone(UTC).replace(second=0, microsecond=0))
 
     async def _write_status(self, cj: Obj, status: Obj, active: list[Obj]) -> None:
         if active:

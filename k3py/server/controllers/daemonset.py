@@ -9,7 +9,8 @@ node affinity on ``metadata.name`` and placed by the scheduler, as upstream does
 Per reconcile: create the missing pods, delete pods on nodes that are no longer eligible and
 duplicates, and — with the RollingUpdate strategy — replace pods whose
 ``controller-revision-hash`` is not the current template's, at most ``maxUnavailable`` (int
-or percent of the desired count, default 1) unavailable at a time. Template history lives in
+or percent of the desired count rounded up, default 1) nodes unavailable at a time; old pods
+that are not available anyway are replaced without waiting, as upstream does. Template history lives in
 ControllerRevisions (:mod:`k3py.server.controllers.revisions`). Status carries the counts
 ``kubectl rollout status daemonset`` waits on: desiredNumberScheduled,
 currentNumberScheduled, updatedNumberScheduled, numberReady, numberAvailable,
@@ -129,6 +130,37 @@ class DaemonSetController(PodOwnerController):
         if (old.get("spec") != new.get("spec") or meta(old).get("labels") != meta(new).get("labels")):
             self._all(new)
 
+    @staticmethod
+    def _rolling_victims(strategy: Obj, eligible: list[str], by_node: dict[str, list[Obj]], doomed: list[Obj],
+                         current_hash: str, min_ready: int) -> list[Obj]:
+        """Old pods to delete in this step of a rolling update (upstream's rule for maxSurge 0).
+
+        A node counts as unavailable when it has no pod, both an old and a new one, or a new
+        one that is not available yet. Old pods that are not available are replaced at once
+        (they serve nothing, and waiting for them could stall the update for ever); available
+        old pods only while fewer than ``maxUnavailable`` nodes are unavailable.
+        """
+        max_unavailable = max(1, int_or_percent((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1),
+                                                len(eligible), round_up=True))
+        now = utcnow()
+        unavailable = 0
+        broken: list[Obj] = []
+        candidates: list[Obj] = []
+        for node in eligible:
+            alive = [p for p in by_node.get(node, []) if not is_deleting(p) and p not in doomed]
+            new = [p for p in alive if (meta(p).get("labels") or {}).get(POD_REVISION_LABEL) == current_hash]
+            old = [p for p in alive if p not in new]
+            if not alive or (new and old):
+                unavailable += 1
+            elif new:
+                if available_in(new[0], min_ready, now) != 0:
+                    unavailable += 1
+            elif available_in(old[0], min_ready, now) != 0:
+                broken.extend(old)
+            else:
+                candidates.extend(old)
+        return broken + candidates[:max(0, max_unavailable - unavailable)]
+
     async def reconcile(self, key: Hashable) -> float | None:
         key = str(key)
         ds = self.live_owner(key)
@@ -165,19 +197,7 @@ class DaemonSetController(PodOwnerController):
                     to_delete.extend(alive[1:])
             strategy = spec.get("updateStrategy") or {}
             if strategy.get("type", "RollingUpdate") == "RollingUpdate":
-                max_unavailable = max(1, int_or_percent((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1),
-                                                        len(eligible), round_up=True))
-                unavailable = sum(1 for n in eligible if not any(
-                    available_in(p, min_ready, now) == 0 for p in by_node.get(n, []) if not is_deleting(p)))
-                budget = max_unavailable - unavailable
-                for node in eligible:
-                    if budget <= 0:
-                        break
-                    old = [p for p in by_node.get(node, []) if not is_deleting(p)
-                           and (meta(p).get("labels") or {}).get(POD_REVISION_LABEL) != current_hash and p not in to_delete]
-                    if old:
-                        to_delete.extend(old)
-                        budget -= 1
+                to_delete.extend(self._rolling_victims(strategy, eligible, by_node, to_delete, current_hash, min_ready))
             if to_delete:
                 await self.delete_pods(key, to_delete)
             if to_create:
