@@ -11,7 +11,8 @@ memory, pids). The same calls then work on both:
 - ``oom_killed()`` reads the kernel's OOM-kill counter (v1 ``memory.oom_control``, v2
   ``memory.events``); ``usage()`` reads memory, cpu time and pid count;
 - ``remove()`` kills whatever is left and removes every directory, retrying while the kernel
-  still reports the group busy.
+  still reports the group busy; ``prune_empty`` removes a chain of parent groups (a pod's,
+  its QoS class's) once nothing lives below them.
 
 Only ``os`` is imported: the lean supervisor loads this module.
 """
@@ -205,6 +206,22 @@ class Cgroup:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.005)
+
+
+def prune_empty(parent: str, relative: str) -> None:
+    """Remove ``<parent>/<relative>`` and its ancestors below ``parent`` while they are empty
+    (no processes, no child groups); stops quietly at the first one still in use."""
+    parts = relative.strip("/").split("/")
+    while parts and parts != [""]:
+        group = Cgroup(parent, "/".join(parts))
+        for directory in group.dirs.values():
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return  # busy: a container or another pod still lives below it
+        parts.pop()
 
 
 def open_cgroup(parent: str, name: str) -> Cgroup:

@@ -35,7 +35,7 @@ from typing import Any
 
 from k3py.runtime import linux
 from k3py.runtime import supervisor as supervisor_module
-from k3py.runtime.cgroups import Cgroup
+from k3py.runtime.cgroups import Cgroup, prune_empty
 from k3py.runtime.containerinit import DEFAULT_CAPABILITIES
 from k3py.runtime.images import ImageError, ImageStore
 from k3py.runtime.linux import capability_mask
@@ -390,6 +390,7 @@ class ContainerRuntime:
             return self._create_container(spec)
 
     def _create_container(self, spec: ContainerSpec) -> str:
+        cgroup_parent = self._cgroup_parent_for(spec.cgroup_parent)  # a bad one fails first
         try:
             image, layer_dirs = self.images.rootfs_layers(spec.image)
         except ImageError as exc:
@@ -475,7 +476,7 @@ class ContainerRuntime:
             "no_new_privs": spec.no_new_privs,
             "readonly_rootfs": spec.readonly_rootfs,
             "mounts": [asdict(m) for m in spec.mounts],
-            "cgroup": {"parent": self.cgroup_parent, "name": cid},
+            "cgroup": {"parent": cgroup_parent, "name": cid},
             "resources": asdict(spec.resources),
             "log": {
                 "path": spec.log_path or str(bundle / "container.log"),
@@ -541,6 +542,30 @@ class ContainerRuntime:
         self.kill_container(cid, signal.SIGKILL)
         return self.wait_container(cid, 30)
 
+    def _cgroup_parent_for(self, below: str) -> str:
+        """The cgroup parent of a container whose spec asks for ``below`` (relative to ours)."""
+        if not below:
+            return self.cgroup_parent
+        parts = below.strip("/").split("/")
+        if below.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise ContainerError(f"cgroup parent {below!r} must be a relative path below {self.cgroup_parent!r}")
+        return "/".join([self.cgroup_parent.strip("/"), *parts])
+
+    def ensure_cgroup(self, below: str, resources: Resources) -> None:
+        """Create the cgroup ``below`` (relative to the runtime's parent, as in
+        ``ContainerSpec.cgroup_parent``) with ``resources``: a pod's or a QoS class's group."""
+        parent = self._cgroup_parent_for(below)
+        head, _, name = parent.rpartition("/")
+        try:
+            Cgroup(head, name).create(asdict(resources))
+        except OSError as exc:
+            raise ContainerError(f"cannot set up cgroup {parent}: {exc}") from None
+
+    def remove_empty_cgroup(self, below: str) -> None:
+        """Remove the group ``below`` and its parents up to ours while they are empty (a pod's
+        group whose containers were never created, or are all removed)."""
+        prune_empty(self.cgroup_parent, os.path.relpath(self._cgroup_parent_for(below), self.cgroup_parent.strip("/")))
+
     def remove_container(self, cid: str, force: bool = False) -> None:
         """Remove a container that is not running (``force`` kills it first): files, cgroups, logs."""
         bundle = self._bundle(cid)
@@ -551,9 +576,15 @@ class ContainerRuntime:
             self.stop_container(cid, 0)
         if self.supervisor_pid() is not None:
             self._request({"op": "forget", "id": cid})
-        cgroup = Cgroup(self.cgroup_parent, cid)
+        parent = self.cgroup_parent
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            parent = json.loads((bundle / "config.json").read_text())["cgroup"]["parent"]
+        cgroup = Cgroup(parent, cid)
         if cgroup.exists():
             cgroup.remove()
+        below = os.path.relpath(parent.strip("/"), self.cgroup_parent.strip("/"))
+        if below != "." and not below.startswith(".."):
+            prune_empty(self.cgroup_parent, below)  # the pod's group goes with its last container
         # The bundle holds the upper dir and the default log; a log the kubelet placed
         # elsewhere (log_path) is the kubelet's to remove with the pod.
         shutil.rmtree(bundle)

@@ -50,6 +50,7 @@ class ContainerSpec:
     tty: bool = False
     resources: Resources = field(default_factory=Resources)
     oom_score_adj: int = 0  # the kubelet's per-QoS value (-997 Guaranteed ... 1000 BestEffort)
+    cgroup_parent: str = ""  # below the runtime's cgroup parent, e.g. "kubepods/besteffort/pod<uid>"
     sandbox_id: str = ""  # join this sandbox's net, ipc and uts namespaces
     network: str = "host"  # without a sandbox: "host" or "none" (a private netns with only lo)
     log_path: str = ""  # CRI log file; default <data>/containers/<id>/container.log

@@ -10,8 +10,10 @@ modules), it daemonises (double fork + setsid) and then:
   descriptors ride along with SCM_RIGHTS: an exec's stdio) and gets JSON reply lines;
 - keeps two pre-forked "zygotes": each is pid 1 of a fresh pid namespace (we unshare the pid
   namespace around ``fork`` and ``setns`` back, so it is still our direct child) and has already
-  moved itself into a cgroup of its own. At start we rename that cgroup to the container's,
-  write the limits and hand the zygote the config and stdio; it runs
+  moved itself into a cgroup of its own. At start we rename that cgroup to the container's
+  (a container in another parent group, a pod's, has the zygote move itself there instead
+  and its empty pool group removed), write the limits and hand the zygote the config and
+  stdio; it runs
   ``containerinit.become_container``. The fork and the cgroup move are off the start path
   (a cgroup v2 move into ``cgroup.procs`` costs an RCU grace period, ~10 ms; see cgroups).
   Without a usable zygote (cgroup v2 cannot rename, or it died) we fork the same way on the
@@ -49,6 +51,7 @@ from collections.abc import Callable
 
 SOCKET_NAME = "supervisor.sock"
 POOL_SIZE = 2
+JOIN_CGROUP_KEY = "k3py.join_cgroup"  # in a zygote's config: join the container's group itself
 POOL_REFILL_IDLE = 0.02  # seconds without events before the zygote pool is refilled
 _PARTIAL_LIMIT = 16 * 1024  # a line longer than this is logged in P(artial) pieces
 _READ_SIZE = 65536
@@ -218,6 +221,7 @@ class Supervisor:
         self.cgroup_parent = cgroup_parent
         self.version = code_version()
         self.pool: list[Zygote] = []
+        self.emptied_pool_groups: list[str] = []  # pool groups zygotes left for another parent
         self.containers_dir = os.path.join(data_dir, "containers")
         os.makedirs(self.containers_dir, exist_ok=True)
         self.epoll = select.epoll()
@@ -442,6 +446,7 @@ class Supervisor:
                 break
             error += chunk
         os.close(err_r_sync)
+        self._prune_pool_groups()
         if console is not None:
             master = self._receive_console(console)
             if master >= 0:
@@ -551,8 +556,9 @@ class Supervisor:
                 for fd in fds:
                     os.set_inheritable(fd, False)  # SCM_RIGHTS fds arrive without close-on-exec
                 config = json.loads(message)
+                join = bool(config.pop(JOIN_CGROUP_KEY, False))
                 containerinit.become_container(
-                    config, fds[:3], fds[3], join_cgroup=False, parked=fds[4:]
+                    config, fds[:3], fds[3], join_cgroup=join, parked=fds[4:]
                 )
 
             pid = self._fork_in_new_pidns(zygote)
@@ -573,11 +579,18 @@ class Supervisor:
                 if zygote.sock.recv(16) != b"ready":
                     raise OSError("zygote died before it was ready")
                 zygote.sock.settimeout(None)
-                Cgroup(self.cgroup_parent, zygote.cgroup).rename_to(cg)
-                cg.create(container.config.get("resources") or {})
-                socket.send_fds(
-                    zygote.sock, [json.dumps(container.config).encode()], [*stdio, err_w, *parked]
-                )
+                config = container.config
+                if os.path.dirname(cg.relative) == self.cgroup_parent.strip("/"):
+                    Cgroup(self.cgroup_parent, zygote.cgroup).rename_to(cg)
+                    cg.create(config.get("resources") or {})
+                else:
+                    # A rename cannot move a group to another parent (a pod's group): the zygote
+                    # moves itself, which is as cheap (it writes "0"), and leaves its pool group
+                    # empty for ``_prune_pool_groups`` once it has started.
+                    cg.create(config.get("resources") or {})
+                    config = {**config, JOIN_CGROUP_KEY: True}
+                    self.emptied_pool_groups.append(zygote.cgroup)
+                socket.send_fds(zygote.sock, [json.dumps(config).encode()], [*stdio, err_w, *parked])
                 return zygote.pid
             except OSError as exc:
                 sys.stderr.write(f"zygote {zygote.pid} unusable, discarded: {exc}\n")
@@ -585,6 +598,13 @@ class Supervisor:
             finally:
                 zygote.sock.close()
         return 0
+
+    def _prune_pool_groups(self) -> None:
+        """Remove the pool groups zygotes have moved out of (they are empty once it started)."""
+        from k3py.runtime.cgroups import prune_empty
+
+        while self.emptied_pool_groups:
+            prune_empty(self.cgroup_parent, self.emptied_pool_groups.pop())
 
     def _remove_stale_pool(self) -> None:
         """Pool cgroups of a supervisor that was killed (its zygotes exit when it does)."""

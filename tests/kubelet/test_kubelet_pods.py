@@ -289,7 +289,9 @@ def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type:
     # The limits are the container's cgroup settings.
     from k3py.runtime.cgroups import Cgroup
 
-    cgroup = Cgroup("k3py", status["containerStatuses"][0]["containerID"].removeprefix("k3py://"))
+    uid = cluster.kubectl_json("get", "pod", "web")["metadata"]["uid"]
+    cgroup = Cgroup(f"k3py/kubepods/burstable/pod{uid}",
+                    status["containerStatuses"][0]["containerID"].removeprefix("k3py://"))
     if cgroup.v2:
         assert Path(cgroup.dirs[""], "memory.max").read_text().strip() == str(64 << 20)
         assert Path(cgroup.dirs[""], "cpu.max").read_text().split()[0] == "50000"
@@ -767,3 +769,61 @@ def test_sigkilled_agent_leaves_pods_running_and_adopts_them(agent_cluster) -> N
     assert container["restartCount"] == 0 and "running" in container["state"]
     assert after["podIP"] == before["podIP"]
     cluster.kubectl("delete", "pod", "kill-survivor", "--grace-period=1", "--wait=true", timeout=60)
+
+
+def _cgroup_value(group, controller: str, v1_file: str, v2_file: str) -> str:  # type: ignore[no-untyped-def]
+    return Path(group.dirs["" if group.v2 else controller], v2_file if group.v2 else v1_file).read_text().strip()
+
+
+def test_qos_classes_place_pods_in_their_cgroups(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    from k3py.api.quantity import parse_quantity
+    from k3py.runtime.cgroups import Cgroup
+
+    cluster, _node = agent_cluster
+    classes = {
+        "qos-guaranteed": {"limits": {"cpu": "250m", "memory": "48Mi"}},
+        "qos-burstable": {"requests": {"memory": "1Gi"}},
+        "qos-besteffort": {},
+    }
+    for name, resources in classes.items():
+        cluster.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"], "resources": resources}]}}))
+    pods = {name: wait_pod(cluster, name, phase_is("Running"), "Running") for name in classes}
+    memory = int(parse_quantity(cluster.kubectl_json("get", "node", NODE)["status"]["capacity"]["memory"]))
+    # Some hosts (sandboxed VMs) keep any process at 0 or above whatever root writes: ask this one.
+    probe = subprocess.run([sys.executable, "-c", "open('/proc/self/oom_score_adj', 'w').write('-997');"
+                            "print(open('/proc/self/oom_score_adj').read().strip())"],
+                           capture_output=True, text=True, check=True)
+    lowest = int(probe.stdout)
+    expected = {  # the pod's group below the runtime's, its QoS class, the container's oom_score_adj
+        "qos-guaranteed": ("kubepods", "Guaranteed", lowest),
+        "qos-burstable": ("kubepods/burstable", "Burstable", min(999, max(3, 1000 - (1000 * (1 << 30)) // memory))),
+        "qos-besteffort": ("kubepods/besteffort", "BestEffort", 1000),
+    }
+    groups = {}
+    for name, (parent, qos, oom) in expected.items():
+        pod = pods[name]
+        assert pod["status"]["qosClass"] == qos
+        groups[name] = Cgroup(f"k3py/{parent}", f"pod{pod['metadata']['uid']}")
+        cid = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("k3py://")
+        container_group = Cgroup(groups[name].relative, cid)
+        procs = _cgroup_value(container_group, "memory", "cgroup.procs", "cgroup.procs").split()
+        assert procs, f"{name}: no process in {container_group.relative}"
+        assert cluster.kubectl("exec", name, "--", "cat", "/proc/1/oom_score_adj").stdout.strip() == str(oom)
+    guaranteed = groups["qos-guaranteed"]
+    assert _cgroup_value(guaranteed, "memory", "memory.limit_in_bytes", "memory.max") == str(48 << 20)
+    if guaranteed.v2:
+        assert _cgroup_value(guaranteed, "cpu", "", "cpu.max").split()[0] == "25000"
+    else:
+        assert _cgroup_value(guaranteed, "cpu", "cpu.cfs_quota_us", "") == "25000"
+        assert _cgroup_value(guaranteed, "cpu", "cpu.shares", "") == "256"
+        # BestEffort pods share the smallest CPU weight, whatever their number.
+        assert _cgroup_value(Cgroup("k3py/kubepods", "besteffort"), "cpu", "cpu.shares", "") == "2"
+        assert _cgroup_value(groups["qos-burstable"], "memory", "memory.limit_in_bytes", "") == \
+            _cgroup_value(Cgroup("k3py", "kubepods"), "memory", "memory.limit_in_bytes", "")  # unbounded
+    cluster.kubectl("delete", "pod", *classes, "--wait=true", timeout=60)
+    for name, group in groups.items():
+        assert not group.exists(), f"{name}: {group.relative} left behind"

@@ -422,3 +422,39 @@ def test_disk_pressure_follows_the_nodefs_space_and_inode_thresholds(small_files
     for i in range(62):  # the inodes run out while the space does not
         (small_filesystem / f"f{i}").touch()
     assert disk_pressure(small_filesystem) is True
+
+
+def test_pod_cgroups_follow_the_qos_class_and_effective_resources() -> None:
+    from k3py.agent.kubelet.podspec import oom_score_adj, pod_cgroup_path, pod_cgroup_resources
+
+    def pod(containers: list[dict], inits: list[dict] | None = None) -> dict:
+        return {"metadata": {"uid": "u-9"}, "spec": {"containers": containers, "initContainers": inits or []}}
+
+    guaranteed = pod([{"name": "a", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}},
+                      {"name": "b", "resources": {"limits": {"cpu": "250m", "memory": "32Mi"}}}])
+    assert pod_cgroup_path(guaranteed) == "kubepods/podu-9"
+    resources = pod_cgroup_resources(guaranteed)
+    assert (resources.cpu_shares, resources.cpu_quota, resources.memory_limit) == (768, 75_000, 96 << 20)
+    # An init container bigger than the sum of the others sets the pod's size (they run first).
+    with_init = pod([{"name": "a", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}],
+                    [{"name": "i", "resources": {"limits": {"cpu": "2", "memory": "16Mi"}}}])
+    resources = pod_cgroup_resources(with_init)
+    assert (resources.cpu_shares, resources.cpu_quota, resources.memory_limit) == (2048, 200_000, 64 << 20)
+    # One container without a memory limit: the pod has none either; requests still weigh CPU.
+    burstable = pod([{"name": "a", "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}}},
+                     {"name": "b", "resources": {"limits": {"memory": "32Mi"}}}])
+    assert pod_cgroup_path(burstable) == "kubepods/burstable/podu-9"
+    resources = pod_cgroup_resources(burstable)
+    assert (resources.cpu_shares, resources.cpu_quota, resources.memory_limit) == (102, 0, 0)
+    best_effort = pod([{"name": "a"}])
+    assert pod_cgroup_path(best_effort) == "kubepods/besteffort/podu-9"
+    assert pod_cgroup_resources(best_effort).cpu_shares == 2
+    capacity = 4 << 30
+    assert oom_score_adj(guaranteed, guaranteed["spec"]["containers"][0], capacity) == -997
+    assert oom_score_adj(best_effort, best_effort["spec"]["containers"][0], capacity) == 1000
+    assert oom_score_adj(burstable, burstable["spec"]["containers"][0], capacity) == 750  # 1Gi of 4Gi
+    assert oom_score_adj(burstable, burstable["spec"]["containers"][1], capacity) == 993  # 32Mi
+    huge = {"name": "h", "resources": {"requests": {"memory": "8Gi"}}}
+    assert oom_score_adj(pod([huge, {"name": "x"}]), huge, capacity) == 3  # never below Guaranteed's
+    tiny = {"name": "t", "resources": {"requests": {"memory": "1"}}}
+    assert oom_score_adj(pod([tiny]), tiny, capacity) == 999  # never as low a priority as BestEffort

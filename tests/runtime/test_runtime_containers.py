@@ -861,3 +861,36 @@ def test_outdated_supervisor_is_replaced_only_when_idle(
     again = ContainerRuntime(rt.data_dir, cgroup_parent=rt.cgroup_parent, isolate_mounts=True)
     second = again.ensure_supervisor()  # idle now: replaced by one running this code
     assert second != first and is_zombie(first)  # gone (or exited, awaiting its reaper)
+
+
+def test_containers_in_a_parent_group_go_with_it(runtime: ContainerRuntime) -> None:
+    """A pod's group (``ensure_cgroup``) holds its containers, keeps its own limits, and is
+    removed with its last container, up through the QoS class's group."""
+    pod_group = "kubepods/burstable/pod-a"
+    runtime.ensure_cgroup("kubepods/burstable", Resources(cpu_shares=1024))
+    runtime.ensure_cgroup(pod_group, Resources(cpu_shares=300, memory_limit=96 << 20))
+    spec = ContainerSpec(name="in-pod", image="busybox", command=["sleep", "60"], cgroup_parent=pod_group)
+    first, second = runtime.run(spec), runtime.run(spec)
+    parent = Cgroup(runtime.cgroup_parent, pod_group)
+    for cid in (first, second):
+        group = Cgroup(f"{runtime.cgroup_parent}/{pod_group}", cid)
+        procs = Path(group.dirs["" if group.v2 else "memory"], "cgroup.procs").read_text().split()
+        assert str(runtime.container_status(cid).pid) in procs
+    if parent.v2:
+        assert Path(parent.dirs[""], "memory.max").read_text().strip() == str(96 << 20)
+    else:
+        assert Path(parent.dirs["memory"], "memory.limit_in_bytes").read_text().strip() == str(96 << 20)
+        assert Path(parent.dirs["cpu"], "cpu.shares").read_text().strip() == "300"
+    # Zygotes that moved into the pod's group left no pool groups behind.
+    top = Cgroup(runtime.cgroup_parent, "")
+    pools = [n for n in os.listdir(next(iter(top.dirs.values()))) if n.startswith("pool-")]
+    assert len(pools) <= 2, pools
+    runtime.remove_container(first, force=True)
+    assert parent.exists()  # the second container still lives in it
+    runtime.remove_container(second, force=True)
+    assert not parent.exists() and not Cgroup(runtime.cgroup_parent, "kubepods").exists()
+    for bad in ("../escape", "/absolute", "a//b"):
+        with pytest.raises(ContainerError, match="relative path below"):
+            runtime.create_container(ContainerSpec(name="x", image="busybox", command=["true"], cgroup_parent=bad))
+        with pytest.raises(ContainerError, match="relative path below"):
+            runtime.ensure_cgroup(bad, Resources())

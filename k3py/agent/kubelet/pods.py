@@ -18,6 +18,8 @@ level-triggered — it looks at the Pod and at the runtime and does the next ste
    registry client and the pod's imagePullSecrets (IfNotPresent: when missing from the store;
    Always: the registry is asked at every start; Never: never), with Pulling/Pulled/Failed
    events, ErrImagePull then ImagePullBackOff.
+   Each container runs in its pod's cgroup below its QoS class's group (``podspec``), set up
+   with the pod's limits before every start, with the QoS class's oom_score_adj.
    A postStart hook runs right after a container starts (its failure kills
    the container). An exited container is restarted per restartPolicy after the
    CrashLoopBackOff delay (immediately, then 10 s doubling to 5 min; reset after 10 min of
@@ -51,11 +53,18 @@ from typing import Any, TypeVar
 
 from k3py.agent.kubelet.backoff import RestartBackOff
 from k3py.agent.kubelet.podspec import (
+    KUBEPODS,
+    QOS_GROUPS,
     ContainerConfigError,
     command_and_args,
     container_env,
+    oom_score_adj,
+    pod_cgroup_path,
+    pod_cgroup_paths_of_uid,
+    pod_cgroup_resources,
     pod_service_env,
     qos_class,
+    qos_group_resources,
     referenced_config,
     runtime_resources,
 )
@@ -71,6 +80,7 @@ from k3py.agent.kubelet.volumes import (
 from k3py.agent.network import NetworkError, PodNetwork, host_ports_of_pod, uses_pod_network
 from k3py.api.errors import ApiError
 from k3py.api.meta import now_rfc3339, parse_rfc3339
+from k3py.api.quantity import parse_quantity
 from k3py.client.events import EventRecorder
 from k3py.client.informer import Informer, object_key
 from k3py.client.interface import CONFIGMAPS, PODS, SERVICES, Client, Resource
@@ -614,6 +624,20 @@ class PodManager:
                     f'Successfully pulled image "{image}" in {time.monotonic() - started:.3f}s')
         return True
 
+    def _ensure_pod_cgroup(self, pod: Obj) -> None:
+        """The pod's group and its QoS class's, with their limits (blocking; idempotent, so a
+        group pruned meanwhile, or changed by someone else, is put right before each start)."""
+        qos = qos_class(pod)
+        self.runtime.ensure_cgroup(KUBEPODS, qos_group_resources("Guaranteed"))
+        if QOS_GROUPS[qos] != KUBEPODS:
+            self.runtime.ensure_cgroup(QOS_GROUPS[qos], qos_group_resources(qos))
+        self.runtime.ensure_cgroup(pod_cgroup_path(pod), pod_cgroup_resources(pod))
+
+    def _memory_capacity(self) -> int:
+        with contextlib.suppress(KeyError, ValueError, ArithmeticError):
+            return int(parse_quantity(self.allocatable()["memory"]))
+        return 0
+
     def _root_user_problem(self, image: str, run_as_user: int | None) -> str:
         """Why ``runAsNonRoot`` refuses this container ("" when it may run), as the kubelet says it."""
         if run_as_user is not None:
@@ -689,6 +713,12 @@ class PodManager:
                 record.waiting[name] = ("CreateContainerConfigError", problem)
                 self._event(pod, "Warning", "Failed", f"Error: {problem}")
                 return 10.0
+        try:
+            await self.run_blocking(self._ensure_pod_cgroup, pod)
+        except ContainerError as e:
+            record.waiting[name] = ("CreateContainerError", str(e))
+            self._event(pod, "Warning", "Failed", f"Error: {e}")
+            return 10.0
         capabilities = security.get("capabilities") or {}
         spec = ContainerSpec(
             name=name,
@@ -709,6 +739,8 @@ class PodManager:
             stdin=bool(container.get("stdin")),
             tty=bool(container.get("tty")),
             resources=runtime_resources(container),
+            cgroup_parent=pod_cgroup_path(pod),
+            oom_score_adj=oom_score_adj(pod, container, self._memory_capacity()),
             # hostNetwork: the runtime's sandboxes always own a network namespace, so such a pod's
             # containers join the host's network instead (each with its own ipc/uts namespace).
             sandbox_id="" if pod["spec"].get("hostNetwork") else record.sandbox_id,
@@ -858,6 +890,9 @@ class PodManager:
                 await self.run_blocking(self.runtime.remove_container, status.id, True)
         self.containers.pop(uid, None)
         self.backoff.forget_pod(uid)
+        for group in pod_cgroup_paths_of_uid(uid):
+            with contextlib.suppress(ContainerError, OSError):
+                await self.run_blocking(self.runtime.remove_empty_cgroup, group)
         sandbox_id = self.sandboxes.pop(uid, None)
         if self.pod_network is not None:
             with contextlib.suppress(NetworkError, OSError):

@@ -12,6 +12,9 @@ No I/O here: the pod manager fetches the ConfigMaps and Secrets a container refe
 - ``expand``: ``$(VAR)`` expansion as the kubelet does it: ``$$`` is a literal ``$``, an unknown
   ``$(VAR)`` stays as written.
 - ``qos_class``, ``runtime_resources`` (requests/limits → cgroup shares, quota, memory limit);
+  the cgroup layout per QoS class (``pod_cgroup_path``: ``kubepods/pod<uid>`` for Guaranteed,
+  ``kubepods/burstable/pod<uid>``, ``kubepods/besteffort/pod<uid>`` with the minimum CPU
+  weight), the pod group's limits (``pod_cgroup_resources``) and ``oom_score_adj``;
   the restart back-off lives in ``backoff`` (``crash_loop_backoff`` is re-exported here).
 """
 
@@ -327,3 +330,75 @@ def runtime_resources(container: Obj) -> Resources:
     if memory_limit:
         resources.memory_limit = int(memory_limit)
     return resources
+
+
+# The kubelet's cgroup layout below the runtime's parent: Guaranteed pods directly in "kubepods",
+# the others in a group per QoS class, each pod in a group "pod<uid>" holding its containers.
+KUBEPODS = "kubepods"
+QOS_GROUPS = {"Guaranteed": KUBEPODS, "Burstable": f"{KUBEPODS}/burstable", "BestEffort": f"{KUBEPODS}/besteffort"}
+GUARANTEED_OOM_SCORE_ADJ = -997
+BEST_EFFORT_OOM_SCORE_ADJ = 1000
+
+
+def qos_group_resources(qos: str) -> Resources:
+    """The QoS class group's own settings: BestEffort pods share the minimum CPU weight."""
+    return Resources(cpu_shares=2) if qos == "BestEffort" else Resources()
+
+
+def pod_cgroup_path(pod: Obj) -> str:
+    """The pod's group, relative to the runtime's cgroup parent: ``kubepods/burstable/pod<uid>``."""
+    return f"{QOS_GROUPS[qos_class(pod)]}/pod{(pod.get('metadata') or {}).get('uid', '')}"
+
+
+def pod_cgroup_paths_of_uid(uid: str) -> list[str]:
+    """Every place a pod's group may be (to clean up after a pod the API no longer has)."""
+    return [f"{group}/pod{uid}" for group in QOS_GROUPS.values()]
+
+
+def _effective(pod: Obj, kind: int) -> tuple[dict[str, Decimal], set[str]]:
+    """The pod's effective requests (kind 0) or limits (kind 1): per resource the larger of the
+    sum over its containers and the largest init container (they run one at a time, first);
+    and the resources every container sets (a pod-wide limit needs them all)."""
+    spec = pod.get("spec") or {}
+    containers = spec.get("containers") or []
+    inits = spec.get("initContainers") or []
+    total: dict[str, Decimal] = {}
+    everywhere: set[str] | None = None
+    for container in containers:
+        values = _requests_limits(container)[kind]
+        for name, value in values.items():
+            total[name] = total.get(name, Decimal(0)) + value
+        everywhere = set(values) if everywhere is None else everywhere & set(values)
+    for container in inits:
+        values = _requests_limits(container)[kind]
+        for name, value in values.items():
+            total[name] = max(total.get(name, Decimal(0)), value)
+        everywhere = set(values) if everywhere is None else everywhere & set(values)
+    return total, everywhere or set()
+
+
+def pod_cgroup_resources(pod: Obj) -> Resources:
+    """The pod group's limits: CPU shares from the pod's CPU requests; a CFS quota and a memory
+    limit only when every container has that limit (else the pod is not bounded there)."""
+    requests, _ = _effective(pod, 0)
+    limits, limited = _effective(pod, 1)
+    resources = Resources(cpu_shares=max(2, min(262144, int(requests.get("cpu", Decimal(0)) * 1024))))
+    if "cpu" in limited and limits.get("cpu"):
+        resources.cpu_quota = max(1000, int(limits["cpu"] * resources.cpu_period))
+    if "memory" in limited and limits.get("memory"):
+        resources.memory_limit = int(limits["memory"])
+    return resources
+
+
+def oom_score_adj(pod: Obj, container: Obj, memory_capacity: int) -> int:
+    """The kernel's OOM preference for the container, by QoS class as the kubelet sets it:
+    Guaranteed -997, BestEffort 1000, Burstable between (the larger its memory request's share
+    of the node, the safer), kept within 3..999 so it ranks between the other two."""
+    qos = qos_class(pod)
+    if qos == "Guaranteed":
+        return GUARANTEED_OOM_SCORE_ADJ
+    if qos == "BestEffort" or memory_capacity <= 0:
+        return BEST_EFFORT_OOM_SCORE_ADJ
+    request = _requests_limits(container)[0].get("memory", Decimal(0))
+    score = 1000 - int(1000 * request / memory_capacity)
+    return max(1000 + GUARANTEED_OOM_SCORE_ADJ, min(BEST_EFFORT_OOM_SCORE_ADJ - 1, score))
