@@ -96,3 +96,74 @@ async def test_ttl_after_finished_deletes_the_job(plane) -> None:
     await start(plane)
     await plane.client.create(JOBS, job(ttlSecondsAfterFinished=0), "default")
     await plane.until(lambda: plane.transport.peek(JOBS, "default", "work") is None, what="job deleted by TTL")
+
+
+# -- without simulated nodes: the test plays kubelet and decides when each pod finishes.
+
+
+async def finish(plane, pod: dict[str, Any], phase: str) -> None:
+    current = plane.transport.peek(PODS, "default", pod["metadata"]["name"])
+    current["status"] = {"phase": phase}
+    await plane.client.update_status(PODS, current)
+
+
+def running(plane) -> list[dict[str, Any]]:
+    return sorted((p for p in plane.pods() if p["status"].get("phase") not in ("Succeeded", "Failed")),
+                  key=lambda p: p["metadata"]["name"])
+
+
+async def test_parallelism_caps_active_pods_and_completions_count_successes(plane) -> None:
+    (controller,) = await plane.start(JobController)
+    await plane.client.create(JOBS, job(completions=5, parallelism=2), "default")
+    # Rounds of min(parallelism, completions - succeeded) pods: 2, 2, then 1.
+    for round_size, succeeded_before in ((2, 0), (2, 2), (1, 4)):
+        pods = await plane.until(lambda n=round_size: len(r := running(plane)) == n and r, what=f"{round_size} active pods")
+        st = await plane.until(lambda n=round_size: (s := plane.transport.peek(JOBS, "default", "work").get("status") or {}).get("active") == n and s)
+        assert st.get("succeeded", 0) == succeeded_before
+        await controller.reconcile("default/work")  # a further pass adds nothing while they run
+        assert len(running(plane)) == round_size
+        for pod in pods:
+            await finish(plane, pod, "Succeeded")
+    done = await plane.until(lambda: condition(j := plane.transport.peek(JOBS, "default", "work"), "Complete") and j)
+    assert done["status"]["succeeded"] == 5 and len(plane.pods()) == 5
+
+
+async def test_indexed_pods_carry_their_index_and_a_failed_index_is_retried(plane) -> None:
+    await plane.start(JobController)
+    await plane.client.create(JOBS, job(completions=3, parallelism=2, completionMode="Indexed"), "default")
+    key = "batch.kubernetes.io/job-completion-index"
+
+    def by_index() -> dict[str, dict[str, Any]]:
+        return {p["metadata"]["annotations"][key]: p for p in running(plane)}
+
+    first = await plane.until(lambda: set(b := by_index()) == {"0", "1"} and b, what="indexes 0 and 1")
+    pod = first["1"]
+    assert pod["metadata"]["labels"][key] == "1"
+    assert pod["metadata"]["name"].startswith("work-1-")
+    assert pod["spec"]["hostname"] == "work-1"
+    (env,) = [e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "JOB_COMPLETION_INDEX"]
+    assert env["valueFrom"]["fieldRef"]["fieldPath"] == f"metadata.annotations['{key}']"
+    # Index 1 fails: a new pod takes index 1 again; index 0 succeeds: index 2 starts.
+    await finish(plane, first["1"], "Failed")
+    await finish(plane, first["0"], "Succeeded")
+    second = await plane.until(lambda: set(b := by_index()) == {"1", "2"} and b, what="index 1 retried, index 2 started")
+    assert second["1"]["metadata"]["name"] != first["1"]["metadata"]["name"]
+    st = await plane.until(lambda: (s := plane.transport.peek(JOBS, "default", "work").get("status") or {}).get("completedIndexes") == "0" and s)
+    assert st["failed"] == 1
+    for pod in second.values():
+        await finish(plane, pod, "Succeeded")
+    done = await plane.until(lambda: condition(j := plane.transport.peek(JOBS, "default", "work"), "Complete") and j)
+    assert done["status"]["completedIndexes"] == "0-2" and done["status"]["succeeded"] == 3 and done["status"]["failed"] == 1
+
+
+async def test_ttl_counts_from_the_finish_time(plane) -> None:
+    (controller,) = await plane.start(JobController)
+    await plane.client.create(JOBS, job(ttlSecondsAfterFinished=60), "default")
+    (pod,) = await plane.until(lambda: running(plane), what="job pod")
+    await finish(plane, pod, "Succeeded")
+    done = await plane.until(lambda: condition(j := plane.transport.peek(JOBS, "default", "work"), "Complete") and j)
+    assert done["status"]["completionTime"]
+    # Finished just now with a 60 s TTL: kept, and the controller asks to come back in ~60 s.
+    wait = await controller.reconcile("default/work")
+    assert wait is not None and 55 < wait <= 61
+    assert plane.transport.peek(JOBS, "default", "work") is not None

@@ -62,3 +62,75 @@ async def test_parallel_creates_all_at_once(plane) -> None:
     # No scheduler or nodes: the pods never become ready, yet all three exist.
     await plane.until(lambda: sorted(p["metadata"]["name"] for p in plane.pods()) == ["db-0", "db-1", "db-2"])
     assert controller.failures == 0
+
+
+# -- rolling update with a partition, and claims; a stand-in kubelet makes every pod Ready
+# (pods have no node here, so deleting one removes it at once).
+
+
+def start_kubelet(plane) -> None:
+    async def loop() -> None:
+        async for event in plane.client.watch(PODS, resource_version="0", bookmarks=False):
+            if event["type"] == "ADDED":
+                await plane.mark_ready(event["object"])
+
+    plane.tasks.append(asyncio.create_task(loop()))
+
+
+def images(plane) -> dict[str, str]:
+    return {p["metadata"]["name"]: p["spec"]["containers"][0]["image"] for p in plane.pods()}
+
+
+def all_ready(plane, count: int) -> bool:
+    pods = plane.pods()
+    return len(pods) == count and all(_ready(p) for p in pods)
+
+
+async def set_image(plane, image: str) -> None:
+    await plane.client.patch(STATEFULSETS, "db", {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}}}}, "default")
+
+
+async def test_partition_updates_only_ordinals_at_or_above_it(plane) -> None:
+    start_kubelet(plane)
+    await plane.start(StatefulSetController)
+    sts = statefulset(4)
+    sts["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}
+    await plane.client.create(STATEFULSETS, sts, "default")
+    await plane.until(lambda: all_ready(plane, 4), what="4 ready pods")
+    await set_image(plane, "pg:2")
+    want = {"db-0": "pg", "db-1": "pg", "db-2": "pg:2", "db-3": "pg:2"}
+    await plane.until(lambda: images(plane) == want and all_ready(plane, 4), what="db-2 and db-3 updated")
+    st = await plane.until(lambda: (s := plane.transport.peek(STATEFULSETS, "default", "db")["status"]).get("updatedReplicas") == 2 and s)
+    assert st["currentReplicas"] == 2 and st["currentRevision"] != st["updateRevision"]
+    # A pod below the partition that is deleted comes back at the old revision.
+    await plane.client.delete(PODS, "db-0", "default")
+    await plane.until(lambda: (p := plane.transport.peek(PODS, "default", "db-0")) is not None and _ready(p), what="db-0 back")
+    assert images(plane) == want
+    # Lowering the partition finishes the rollout, highest ordinal first.
+    await plane.client.patch(STATEFULSETS, "db", {"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}}, "default")
+    await plane.until(lambda: set(images(plane).values()) == {"pg:2"} and all_ready(plane, 4), what="all updated")
+    st = await plane.until(lambda: (s := plane.transport.peek(STATEFULSETS, "default", "db")["status"]).get("currentRevision") == s["updateRevision"] and s)
+    assert st["updatedReplicas"] == 4 and st["currentReplicas"] == 4
+
+
+async def test_volume_claim_templates_make_one_claim_per_ordinal_that_outlives_scale_down(plane) -> None:
+    from k3py.server.controllers.statefulset import PVCS
+
+    start_kubelet(plane)
+    await plane.start(StatefulSetController)
+    sts = statefulset(2)
+    sts["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": "data"}, "spec": {
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]
+    sts["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]  # the claim replaces it
+    await plane.client.create(STATEFULSETS, sts, "default")
+    await plane.until(lambda: all_ready(plane, 2), what="2 ready pods")
+    claims = {c["metadata"]["name"]: c for c in plane.transport.all(PVCS, "default")}
+    assert sorted(claims) == ["data-db-0", "data-db-1"]
+    assert claims["data-db-1"]["metadata"]["labels"] == {"app": "db"}
+    assert claims["data-db-1"]["spec"]["resources"] == {"requests": {"storage": "1Gi"}}
+    pod = plane.transport.peek(PODS, "default", "db-1")
+    assert pod["spec"]["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-1"}}]
+    assert pod["spec"]["hostname"] == "db-1" and pod["spec"]["subdomain"] == "db"
+    await plane.client.patch(STATEFULSETS, "db", {"spec": {"replicas": 1}}, "default")
+    await plane.until(lambda: sorted(images(plane)) == ["db-0"], what="scaled down to db-0")
+    assert sorted(c["metadata"]["name"] for c in plane.transport.all(PVCS, "default")) == ["data-db-0", "data-db-1"]

@@ -12,7 +12,8 @@ be gone. ``Parallel`` creates and deletes without waiting.
 
 ``RollingUpdate`` (default) replaces pods whose ``controller-revision-hash`` is not the
 current template's, from the highest ordinal down to ``partition``, one at a time and only
-while all other pods are Ready; ``OnDelete`` waits for the user to delete pods. Template
+while all other pods are Ready; a deleted pod below the partition comes back at the current
+(older) revision, as upstream. ``OnDelete`` waits for the user to delete pods. Template
 history is kept in ControllerRevisions. Status: replicas, readyReplicas, availableReplicas,
 currentReplicas, updatedReplicas, currentRevision, updateRevision, observedGeneration — what
 ``kubectl rollout status statefulset`` checks.
@@ -47,6 +48,7 @@ from k3py.server.controllers.revisions import (
     hash_of,
     owned_revisions,
     prune_revisions,
+    template_of,
 )
 
 log = logging.getLogger("k3py.controllers.statefulset")
@@ -134,17 +136,20 @@ class StatefulSetController(PodOwnerController):
         def healthy(pod: Obj | None) -> bool:
             return pod is not None and not is_deleting(pod) and pod_phase(pod) == "Running" and is_pod_ready(pod)
 
+        status = dict(sts.get("status") or {})
+        update_revision = name_of(current_rev)
+        current_revision = status.get("currentRevision") or update_revision
         if self.expectations.satisfied(key):
-            await self._step(key, sts, by_ordinal, wanted, parallel, update_hash, healthy)
+            older = next((r for r in revisions if name_of(r) == current_revision and r is not current_rev
+                          and (meta(r).get("labels") or {}).get(HASH_LABEL) != update_hash), None)
+            await self._step(key, sts, by_ordinal, wanted, parallel, update_hash, healthy,
+                             self._recreate_as(sts, older, int(status.get("currentReplicas") or 0)))
 
         # Status.
         active = [p for p in by_ordinal.values() if not is_deleting(p)]
         ready = [p for p in active if is_pod_ready(p)]
         available = [p for p in active if available_in(p, min_ready, now) == 0]
         updated = [p for p in active if (meta(p).get("labels") or {}).get(POD_REVISION_LABEL) == update_hash]
-        status = dict(sts.get("status") or {})
-        update_revision = name_of(current_rev)
-        current_revision = status.get("currentRevision") or update_revision
         if len(updated) == replicas and len(active) == replicas:
             current_revision = update_revision
         current_hash = next((((meta(r).get("labels") or {}).get(HASH_LABEL)) for r in revisions
@@ -174,8 +179,26 @@ class StatefulSetController(PodOwnerController):
         waiting = [w for p in active if (w := available_in(p, min_ready, now))]
         return min(waiting) + 0.05 if waiting else None
 
+    @staticmethod
+    def _recreate_as(sts: Obj, current: Obj | None, current_replicas: int) -> Callable[[int], tuple[Obj, str] | None]:
+        """Which older revision a missing ordinal is created from, if not the update revision.
+
+        Upstream's rule: during a RollingUpdate, ordinals below the partition — or, without a
+        rollingUpdate block, below ``status.currentReplicas`` — come back at the current
+        revision, so deleting such a pod never updates it behind the partition's back.
+        """
+        strategy = (sts.get("spec") or {}).get("updateStrategy") or {}
+        if current is None or strategy.get("type", "RollingUpdate") != "RollingUpdate":
+            return lambda _ordinal: None
+        rolling = strategy.get("rollingUpdate")
+        limit = int((rolling or {}).get("partition") or 0) if rolling is not None else current_replicas
+        older = {**sts, "spec": {**(sts.get("spec") or {}), "template": template_of(current)}}
+        older_hash = str((meta(current).get("labels") or {}).get(HASH_LABEL, ""))
+        return lambda ordinal: (older, older_hash) if ordinal < limit else None
+
     async def _step(self, key: str, sts: Obj, by_ordinal: dict[int, Obj], wanted: set[int], parallel: bool,
-                    update_hash: str, is_healthy: Callable[[Obj | None], bool]) -> None:
+                    update_hash: str, is_healthy: Callable[[Obj | None], bool],
+                    recreate_as: Callable[[int], tuple[Obj, str] | None]) -> None:
         """One round of creates, deletes and updates, in the order the policy demands."""
         namespace = namespace_of(sts)
         # Failed pods are recreated.
@@ -188,9 +211,10 @@ class StatefulSetController(PodOwnerController):
             pod = by_ordinal.get(ordinal)
             if pod is None:
                 await self._ensure_claims(sts, ordinal)
+                source, revision_hash = recreate_as(ordinal) or (sts, update_hash)
                 self.expectations.expect(key, adds=1)
                 try:
-                    await self.client.create(PODS, stateful_pod(sts, ordinal, update_hash), namespace)
+                    await self.client.create(PODS, stateful_pod(source, ordinal, revision_hash), namespace)
                 except ApiError as e:
                     self.expectations.observed_add(key)
                     if e.code != 409:
