@@ -12,6 +12,8 @@ import math
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from k3py.server.scheduler.nodeinfo import NodeInfo, pod_requests
 from k3py.server.scheduler.scheduler import Scheduler
 from k3py.server.scheduler.scoring import normalize_by_max
@@ -246,8 +248,11 @@ def test_prefer_no_schedule_taint_is_avoided_unless_tolerated() -> None:
     assert schedule(s, make_pod("b", tolerations=tolerant)) == "n1"
 
 
-def _oracle_totals(s: Scheduler, placed: list[tuple[str, str]], owner: str, cpu_m: int) -> dict[str, float]:
-    """Upstream's arithmetic written out independently: least-allocated + 2 x default spreading."""
+def _oracle_totals(s: Scheduler, placed: list[tuple[str, str]], owner: str, cpu_m: int,
+                   anti_weight: int = 0) -> dict[str, float]:
+    """Upstream's arithmetic written out independently: least-allocated + 2 x default spreading
+    (+ 2 x inter-pod affinity when every pod prefers ``anti_weight`` away from its owner's pods
+    by hostname)."""
     infos = list(s.nodes.values())
     mine = Counter(name for o, name in placed if o == owner)
     zone_of = {i.name: i.labels.get(ZONE) for i in infos}
@@ -266,12 +271,20 @@ def _oracle_totals(s: Scheduler, placed: list[tuple[str, str]], owner: str, cpu_
         free_mem = max(0.0, (i.alloc_memory - i.score_memory - 64 * 2**20) / i.alloc_memory)
         spread = 100 if high == 0 else 100 * (high + low - raw[i.name]) // high
         totals[i.name] = 50 * (free_cpu + free_mem) + 2 * spread
+    if anti_weight:
+        # Both directions count: the incoming pod's term and each placed pod's identical term.
+        inter = {i.name: -2 * anti_weight * mine[i.name] for i in infos}
+        top, bottom = max(inter.values()), min(inter.values())
+        for name, value in inter.items():
+            totals[name] += 2 * (int(100 * (value - bottom) / (top - bottom)) if top > bottom else 0)
     return totals
 
 
-def test_owner_fast_path_picks_a_best_node_by_the_full_formula() -> None:
-    # Unequal nodes, some zoned and some not, other load, three interleaved ReplicaSets: every
-    # decision of the grouped fast path must score as high as the best node by the formula.
+@pytest.mark.parametrize("anti_weight", [0, 30])
+def test_owner_fast_path_picks_a_best_node_by_the_full_formula(anti_weight: int) -> None:
+    # Unequal nodes, some zoned and some not, other load, three interleaved ReplicaSets (with
+    # or without preferred anti-affinity to their own kind): every decision of the folded fast
+    # path must score as high as the best node by the formula.
     for zones in ("", "aab-b-c", "aaaaaaa"):
         s = scheduler(*(node(i, cpu=str(2 + i % 3), labels={ZONE: zones[i - 1]} if zones and zones[i - 1] != "-" else {})
                         for i in range(1, 8)))
@@ -280,8 +293,10 @@ def test_owner_fast_path_picks_a_best_node_by_the_full_formula() -> None:
         for i in range(30):
             owner = "abc"[i % 3]
             cpu_m = 100 * (1 + i % 2)
-            totals = _oracle_totals(s, placed, owner, cpu_m)
-            name = schedule(s, make_pod(f"{owner}{i}", owner=owner, cpu=f"{cpu_m}m"))
+            totals = _oracle_totals(s, placed, owner, cpu_m, anti_weight)
+            apart = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                pod_term(anti_weight, {"app": owner})]}} if anti_weight else {}
+            name = schedule(s, make_pod(f"{owner}{i}", {"app": owner}, owner=owner, cpu=f"{cpu_m}m", affinity=apart))
             assert name is not None
             assert totals[name] == max(totals.values()), (zones, i, name, totals)
             placed.append((owner, name))

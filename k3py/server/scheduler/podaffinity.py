@@ -28,7 +28,7 @@ scheduler passes just those, with their terms parsed once when they were placed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,9 +129,12 @@ class WeightedTerm:
 
     def matches(self, pod: Obj) -> bool:
         meta = pod.get("metadata") or {}
-        if self.namespaces is not None and meta.get("namespace", "") not in self.namespaces:
+        return self.matches_labels(meta.get("namespace", ""), meta.get("labels") or {})
+
+    def matches_labels(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        if self.namespaces is not None and namespace not in self.namespaces:
             return False
-        return self.selector.matches(meta.get("labels") or {})
+        return self.selector.matches(labels)
 
 
 def preferred_terms(pod: Obj, kind: str) -> list[Obj]:
@@ -180,35 +183,93 @@ def holder_scoring_terms(pod: Obj) -> list[WeightedTerm]:
     return out
 
 
-def topology_scores(
-    pod: Obj,
-    placed: Iterable[tuple[Obj, dict[str, str], Sequence[WeightedTerm]]],
-) -> dict[str, dict[str, int]]:
-    """topologyKey -> domain value -> summed weight, from ``placed`` (pod, its node's labels,
-    its :func:`holder_scoring_terms`)."""
-    own = own_scoring_terms(pod)
-    table: dict[str, dict[str, int]] = {}
+class PlacedPods:
+    """Placed pods grouped the way scoring reads them, kept one pod at a time.
 
-    def add(key: str, labels: dict[str, str], weight: int) -> None:
-        value = labels.get(key)
-        if value is not None:
-            domain = table.setdefault(key, {})
-            domain[value] = domain.get(value, 0) + weight
+    Replicas share labels and terms, so scoring walks groups rather than pods: one selector
+    evaluation per distinct (namespace, labels) for the incoming pod's terms, one per distinct
+    term list for the placed pods' terms, then the group's per-node pod counts.
+    """
 
-    for other, labels, theirs in placed:
-        for term in own:
-            if term.matches(other):
-                add(term.topology_key, labels, term.weight)
-        for term in theirs:
-            if term.matches(pod):
-                add(term.topology_key, labels, term.weight)
-    return table
+    __slots__ = ("_by_labels", "_by_terms", "_entries")
+
+    def __init__(self) -> None:
+        # (namespace, labels) -> node -> pods; (namespace, terms) -> node -> pods
+        self._by_labels: dict[tuple[str, frozenset[tuple[str, str]]], dict[str, int]] = {}
+        self._by_terms: dict[tuple[WeightedTerm, ...], dict[str, int]] = {}
+        self._entries: dict[str, tuple[tuple[str, frozenset[tuple[str, str]]], tuple[WeightedTerm, ...], str]] = {}
+
+    @property
+    def has_terms(self) -> bool:
+        """Does any placed pod hold terms that can sway where other pods score?"""
+        return bool(self._by_terms)
+
+    def add(self, key: str, pod: Obj, node: str) -> None:
+        self.remove(key)
+        meta = pod.get("metadata") or {}
+        label_key = (meta.get("namespace", ""), frozenset((meta.get("labels") or {}).items()))
+        terms = tuple(holder_scoring_terms(pod))
+        self._entries[key] = (label_key, terms, node)
+        _count(self._by_labels.setdefault(label_key, {}), node, 1)
+        if terms:
+            _count(self._by_terms.setdefault(terms, {}), node, 1)
+
+    def remove(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        label_key, terms, node = entry
+        if not _count(self._by_labels[label_key], node, -1):
+            del self._by_labels[label_key]
+        if terms and not _count(self._by_terms[terms], node, -1):
+            del self._by_terms[terms]
+
+    def topology_scores(self, pod: Obj, node_labels: Callable[[str], dict[str, str] | None]) -> dict[str, dict[str, int]]:
+        """topologyKey -> domain value -> summed weight (see the module docstring).
+
+        ``node_labels(name)`` gives a node's labels (None for a node not known yet).
+        """
+        meta = pod.get("metadata") or {}
+        namespace, labels = meta.get("namespace", ""), meta.get("labels") or {}
+        table: dict[str, dict[str, int]] = {}
+
+        def add(nodes: dict[str, int], key: str, weight: int) -> None:
+            domains = table.setdefault(key, {})
+            for node, count in nodes.items():
+                value = (node_labels(node) or {}).get(key)
+                if value is not None:
+                    domains[value] = domains.get(value, 0) + weight * count
+
+        own = own_scoring_terms(pod)
+        if own:
+            for (other_ns, other_labels), nodes in self._by_labels.items():
+                other = dict(other_labels)
+                for term in own:
+                    if term.matches_labels(other_ns, other):
+                        add(nodes, term.topology_key, term.weight)
+        for terms, nodes in self._by_terms.items():
+            for term in terms:
+                if term.matches_labels(namespace, labels):
+                    add(nodes, term.topology_key, term.weight)
+        return {key: domains for key, domains in table.items() if domains}
+
+
+def _count(counts: dict[str, int], node: str, delta: int) -> int:
+    """Adjust ``counts[node]`` by ``delta`` (dropping zeros); the number of nodes left."""
+    left = counts.get(node, 0) + delta
+    if left:
+        counts[node] = left
+    else:
+        counts.pop(node, None)
+    return len(counts)
 
 
 def inter_pod_scores(table: dict[str, dict[str, int]], node_labels: list[dict[str, str]]) -> list[int]:
     """Each node's domain sum from ``table``, scaled so the lowest is 0 and the highest 100."""
-    raw = [sum(domains.get(labels[key], 0) for key, domains in table.items() if key in labels)
-           for labels in node_labels]
+    raw = [0] * len(node_labels)
+    for key, domains in table.items():  # usually one key: a column at a time is cheapest
+        get = domains.get
+        raw = [r + get(labels.get(key), 0) for r, labels in zip(raw, node_labels, strict=True)]
     if not raw:
         return raw
     low, high = min(raw), max(raw)

@@ -53,14 +53,12 @@ from k3py.server.scheduler.podaffinity import (
 )
 from k3py.server.scheduler.podaffinity import (
     REASON_ANTI_AFFINITY,
+    PlacedPods,
     PodAffinityRules,
-    WeightedTerm,
     build_rules,
     has_preferred_terms,
     has_required_anti_affinity,
-    holder_scoring_terms,
     required_terms,
-    topology_scores,
 )
 from k3py.server.scheduler.predicates import (
     PodFacts,
@@ -128,8 +126,7 @@ class Scheduler(Controller):
         self._placed: dict[str, tuple[str, Requests, frozenset[tuple[str, str, int]]]] = {}
         self._by_node: dict[str, set[str]] = {}
         self._anti_holders: set[str] = set()  # placed pods with required anti-affinity
-        # Placed pods whose terms sway others' scores, with those terms parsed once.
-        self._score_holders: dict[str, list[WeightedTerm]] = {}
+        self._affinity = PlacedPods()  # placed pods grouped for inter-pod affinity scoring
         self._owners = OwnerCounts()
         self._prefer_tainted = 0  # nodes with PreferNoSchedule taints
         self._zoned_nodes = 0  # nodes labelled topology.kubernetes.io/zone
@@ -211,21 +208,25 @@ class Scheduler(Controller):
         if pod is not None:
             if has_required_anti_affinity(pod):
                 self._anti_holders.add(key)
-            terms = holder_scoring_terms(pod)
-            if terms:
-                self._score_holders[key] = terms
-            uid = owner_uid(pod)
-            if uid is not None:
-                self._owners.add(key, uid, node, info.labels.get(ZONE) if info is not None else None)
+            self._index(key, pod, node, info)
         if info is not None:
             info.add_pod(req, ports)
         self._placed[key] = (node, req, ports)
         self._by_node.setdefault(node, set()).add(key)
         self._retry_waiting_on_pods()
 
+    def _index(self, key: str, pod: Obj, node: str, info: NodeInfo | None) -> None:
+        """File a placed pod under its labels, terms and owner for scoring."""
+        self._affinity.add(key, pod, node)
+        uid = owner_uid(pod)
+        if uid is not None:
+            self._owners.add(key, uid, node, info.labels.get(ZONE) if info is not None else None)
+        else:
+            self._owners.remove(key)
+
     def _unplace(self, key: str) -> None:
         self._anti_holders.discard(key)
-        self._score_holders.pop(key, None)
+        self._affinity.remove(key)
         self._owners.remove(key)
         placed = self._placed.pop(key, None)
         if placed is not None:
@@ -253,7 +254,9 @@ class Scheduler(Controller):
         self._account(key, new)
         if was_placed and key not in self._placed:
             self._flush_unschedulable()  # resources freed (pod finished)
-        elif key in self._placed and _labels(old) != _labels(new):
+        elif key in self._placed and (_labels(old) != _labels(new) or _owners_of(old) != _owners_of(new)):
+            node_name = self._placed[key][0]
+            self._index(key, new, node_name, self.nodes.get(node_name))
             self._retry_waiting_on_pods()  # affinity and spreading select pods by label
         # An unschedulable pod's own status patch must not requeue it; a change to it does.
         if wants_scheduling(new) and (key not in self._unschedulable or old.get("spec") != new.get("spec")
@@ -289,22 +292,25 @@ class Scheduler(Controller):
 
         The hot loop of the scheduler: a "plain" pod on a "plain_ok" node needs only integer
         comparisons (no function calls) — everything else goes through :func:`filter_node`.
+        Scoring beyond least-allocated (a :class:`ScorePlan`) collects candidates; when the
+        plan allows it, candidates its plugins cannot tell apart ("quiet" nodes: none of the
+        owner's pods, no domain in the inter-pod table) are folded into one per zone, keeping
+        only the emptiest, so the plugins score a handful of nodes instead of hundreds.
         """
         req = pod_requests(pod)
         facts = PodFacts(pod, req, pod_host_ports(pod), self._pod_rules(pod), self._spread_rules(pod))
         plan = self._score_plan(pod, facts)
         candidates: list[NodeInfo] = []
         least_allocated: list[float] = []
-        # Owner fast path (see scoring's docstring): group key -> index into candidates.
-        owner_nodes = plan.owner_nodes if plan is not None else None
-        owner_count = owner_nodes.get if owner_nodes is not None else None
-        groups: dict[Any, int] = {}
+        fold = plan is not None and plan.foldable
+        owner_count = plan.owner_nodes.get if plan is not None and plan.owner_nodes is not None else None
+        table = list(plan.inter_pod.items()) if plan is not None and plan.inter_pod else []
+        table_key, table_domains = table[0] if len(table) == 1 else ("", {})
         zoned = self._zoned_nodes > 0
         zones_seen: set[str] = set()
-        # Without zones, nodes free of the owner's pods form one group; most candidates land
-        # there, so it is tracked in locals (the plain path's cost) rather than in ``groups``.
-        free_info: NodeInfo | None = None
-        free_score = -1.0
+        quiet: dict[str | None, tuple[float, NodeInfo]] = {}  # zone -> emptiest quiet node
+        quiet_info: NodeInfo | None = None  # the same without zones, kept in locals
+        quiet_score = -1.0
         nodes = self._node_list
         total = len(nodes)
         want = nodes_to_find(total, self.percentage)
@@ -331,49 +337,42 @@ class Scheduler(Controller):
             free_cpu = (alloc_cpu - info.score_cpu - score_cpu) / alloc_cpu if alloc_cpu > 0 else 0.0
             free_mem = (alloc_mem - info.score_memory - score_mem) / alloc_mem if alloc_mem > 0 else 0.0
             score = (free_cpu if free_cpu > 0 else 0.0) + (free_mem if free_mem > 0 else 0.0)
-            if owner_count is not None:
-                count = owner_count(info.name)
+            if plan is None:
+                if score > best_score:
+                    best, best_score = info, score
+            elif fold and (owner_count is None or owner_count(info.name) is None) and (
+                    not table or (info.labels.get(table_key) not in table_domains if table_key
+                                  else all(info.labels.get(k) not in d for k, d in table))):
                 if zoned:
                     zone = info.labels.get(ZONE)
                     zones_seen.add(zone or "")
-                    group: Any = (count, zone)
-                elif count is None:
-                    if score > free_score:
-                        free_info, free_score = info, score
-                    if found >= want:
-                        break
-                    continue
-                else:
-                    group = count
-                at = groups.get(group)
-                if at is None:
-                    groups[group] = len(candidates)
-                    candidates.append(info)
-                    least_allocated.append(score * 50.0)
-                elif score * 50.0 > least_allocated[at]:
-                    candidates[at] = info
-                    least_allocated[at] = score * 50.0
-            elif plan is not None:
+                    kept = quiet.get(zone)
+                    if kept is None or score > kept[0]:
+                        quiet[zone] = (score, info)
+                elif score > quiet_score:
+                    quiet_info, quiet_score = info, score
+            else:
+                if zoned:
+                    zones_seen.add(info.labels.get(ZONE) or "")
                 candidates.append(info)
                 least_allocated.append(score * 50.0)  # mean free percentage, 0..100
-            elif score > best_score:
-                best, best_score = info, score
             if found >= want:
                 break
         self._next_start = start + checked
-        if owner_nodes is not None:
-            if free_info is not None:
-                candidates.insert(0, free_info)  # first among equals, as it came first
-                least_allocated.insert(0, free_score * 50.0)
-            best = plan.pick(candidates, least_allocated, {HOSTNAME: found, ZONE: len(zones_seen) or 1})
-        elif plan is not None:
-            best = plan.pick(candidates, least_allocated)
+        if plan is not None:
+            if quiet_info is not None:
+                quiet[None] = (quiet_score, quiet_info)
+            # Quiet nodes first: among equal totals the first candidate wins.
+            candidates[:0] = [info for _, info in quiet.values()]
+            least_allocated[:0] = [score * 50.0 for score, _ in quiet.values()]
+            best = plan.pick(candidates, least_allocated,
+                             {HOSTNAME: found, ZONE: len(zones_seen) or 1} if fold else None)
         return (best.name if best is not None else None), reasons
 
     def _score_plan(self, pod: Obj, facts: PodFacts) -> ScorePlan | None:
         """The scoring beyond least-allocated ``pod`` needs, or None (the common, cheap case)."""
         spec = pod.get("spec") or {}
-        if not (spec.get("affinity") or spec.get("topologySpreadConstraints") or self._score_holders
+        if not (spec.get("affinity") or spec.get("topologySpreadConstraints") or self._affinity.has_terms
                 or self._prefer_tainted or (pod.get("metadata") or {}).get("ownerReferences")):
             return None
         spread: SpreadScorer | None = None
@@ -386,14 +385,12 @@ class Scheduler(Controller):
             if default_uid is not None:
                 spread = self._default_spread(default_uid, facts)
         inter_pod = None
-        if has_preferred_terms(pod) or self._score_holders:
-            # Pods without terms of their own matter only to a pod with preferred terms.
-            keys = self._placed if has_preferred_terms(pod) else self._score_holders
-            holders = self._score_holders
-            inter_pod = topology_scores(pod, ((other, labels, holders.get(key, ()))
-                                              for key, other, labels in self._placed_pods_keyed(keys)))
+        if self._affinity.has_terms or has_preferred_terms(pod):
+            inter_pod = self._affinity.topology_scores(pod, self._node_labels)
         plan = ScorePlan(pod, preferred_node_terms(pod), self._prefer_tainted > 0, spread, inter_pod)
-        if default_uid is not None and not (plan.node_terms or plan.prefer_taints or plan.inter_pod):
+        # Folding needs every plugin to score alike the nodes it folds (see find_node).
+        plan.foldable = not (plan.node_terms or plan.prefer_taints or soft)
+        if default_uid is not None:
             plan.owner_nodes = self._owners.by_node.get(default_uid, {})
         return plan if plan.active else None
 
@@ -425,18 +422,18 @@ class Scheduler(Controller):
         return explicit_spread_scorer(pod, constraints, self._node_list, placed, counts_toward)
 
     def _placed_pods(self, keys: Iterable[str]) -> list[tuple[Obj, dict[str, str]]]:
-        return [(pod, labels) for _key, pod, labels in self._placed_pods_keyed(keys)]
-
-    def _placed_pods_keyed(self, keys: Iterable[str]) -> list[tuple[str, Obj, dict[str, str]]]:
-        """(key, pod, its node's labels) for those of ``keys`` placed on a known node."""
         out = []
         for key in keys:
             placed = self._placed.get(key)
             pod = self.pod_informer.cache.get(key)
             info = self.nodes.get(placed[0]) if placed else None
             if pod is not None and info is not None:
-                out.append((key, pod, info.labels))
+                out.append((pod, info.labels))
         return out
+
+    def _node_labels(self, name: str) -> dict[str, str] | None:
+        info = self.nodes.get(name)
+        return info.labels if info is not None else None
 
     def _pod_rules(self, pod: Obj) -> PodAffinityRules | None:
         """Inter-pod (anti-)affinity rules, or None (the common case, kept cheap)."""
@@ -537,6 +534,10 @@ class Scheduler(Controller):
 
 def _labels(obj: Obj) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _owners_of(obj: Obj) -> list[Obj]:
+    return (obj.get("metadata") or {}).get("ownerReferences") or []
 
 
 def _affinity_allows(facts: PodFacts, info: NodeInfo) -> bool:

@@ -20,11 +20,12 @@ ImageLocality are not implemented.
 
 A plugin whose scores are equal on every candidate cannot change the winner, so the
 scheduler builds a :class:`ScorePlan` only when some plugin besides least-allocated can
-differ (:meth:`ScorePlan.active`); plain pods keep the inlined least-allocated loop. When
-default owner spreading is the only other plugin (a Deployment's pod), a candidate's score
-depends only on its least-allocated score, the owner's pod count on it and its zone, so the
-scheduler keeps just the emptiest node of each (count, zone) group (``owner_nodes`` set) and
-passes the real domain counts as ``spread_sizes``: a handful of candidates instead of hundreds.
+differ (:meth:`ScorePlan.active`); plain pods keep the inlined least-allocated loop. When the
+only other plugins are default owner spreading and inter-pod affinity (a Deployment's pod,
+perhaps with preferred anti-affinity), every candidate holding none of the owner's pods and
+no domain of the inter-pod table scores the same except for least-allocated and its zone, so
+the scheduler keeps just the emptiest such node per zone (``foldable``) and passes the real
+domain counts as ``spread_sizes``: a handful of candidates instead of hundreds.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def untolerated_prefer_no_schedule(tolerations: list[Obj], node: NodeInfo) -> in
 class ScorePlan:
     """The non-trivial plugins for one pod; :meth:`pick` chooses among the candidates."""
 
-    __slots__ = ("inter_pod", "node_terms", "owner_nodes", "prefer_taints", "spread", "tolerations")
+    __slots__ = ("foldable", "inter_pod", "node_terms", "owner_nodes", "prefer_taints", "spread", "tolerations")
 
     def __init__(self, pod: Obj, node_terms: list[tuple[int, Obj]], prefer_taints: bool,
                  spread: SpreadScorer | None, inter_pod: dict[str, dict[str, int]] | None) -> None:
@@ -92,8 +93,10 @@ class ScorePlan:
         self.tolerations: list[Obj] = list((pod.get("spec") or {}).get("tolerations") or ())
         self.spread = spread
         self.inter_pod = inter_pod or None
-        # Set by the scheduler when only default owner spreading competes with least-allocated.
+        # Set by the scheduler: the owner's pods per node (default spreading), and whether
+        # nodes free of them and of inter-pod domains may be folded into one per zone.
         self.owner_nodes: Mapping[str, int] | None = None
+        self.foldable = False
 
     @property
     def active(self) -> bool:
