@@ -72,10 +72,17 @@ from k3py.agent.kubelet.probes import ProbeManager
 from k3py.agent.kubelet.pullsecrets import credentials_for
 from k3py.agent.kubelet.status import ContainerView, pod_status
 from k3py.agent.kubelet.volumes import (
+    EMPTY_DIR_CHECK_SECONDS,
+    PVCS,
+    PVS,
     PodVolumes,
     VolumeError,
+    bound_volume_name,
+    claim_source,
+    claimed_volumes,
     pod_hostname,
     referenced_volume_config,
+    unmounted_volumes_error,
 )
 from k3py.agent.network import NetworkError, PodNetwork, host_ports_of_pod, uses_pod_network
 from k3py.api.errors import ApiError
@@ -560,16 +567,50 @@ class PodManager:
         return found
 
     async def _prepare_volumes(self, pod: Obj, record: PodRecord) -> dict[str, str]:
+        """Set up the pod's volumes (see ``volumes``); VolumeError while one cannot be, e.g. a
+        claim not bound yet (the pod stays ContainerCreating and is retried). A disk emptyDir
+        over its sizeLimit evicts the pod; pods with such limits are looked at every 10 s."""
         namespace = pod["metadata"]["namespace"]
         cm_names, secret_names = referenced_volume_config(pod)
         config_maps = await self._fetch_optional(CONFIGMAPS, namespace, cm_names)
         secrets = await self._fetch_optional(SECRETS, namespace, secret_names)
+        claims = claimed_volumes(pod)
+        found_claims = await self._fetch_optional(PVCS, namespace, set(claims.values()))
+        claim_sources: dict[str, Obj] = {}
+        failures: dict[str, str] = {}
+        for volume_name, claim_name in claims.items():
+            try:
+                bound_to = bound_volume_name(namespace, claim_name, found_claims.get(claim_name))
+                found_volume = (await self._fetch_optional(PVS, "", {bound_to}))[bound_to]
+                claim = found_claims[claim_name] or {}
+                claim_sources[volume_name] = claim_source(namespace, claim, bound_to, found_volume)
+            except VolumeError as e:
+                failures[volume_name] = str(e)
+        if failures:
+            raise unmounted_volumes_error(failures)
         volumes = PodVolumes(self.pods_dir / record.uid)
         allocatable = self.allocatable()
-        return await self.run_blocking(
+        paths = await self.run_blocking(
             lambda: volumes.prepare(pod, pod_ip=record.pod_ip, config_maps=config_maps, secrets=secrets,
-                                    allocatable=allocatable)
+                                    allocatable=allocatable, claim_sources=claim_sources)
         )
+        if any((v.get("emptyDir") or {}).get("sizeLimit") for v in pod["spec"].get("volumes") or []):
+            exceeded = await self.run_blocking(volumes.size_limit_exceeded, pod)
+            if exceeded is not None and record.failure is None:
+                # The eviction manager's verdict: containers stopped, the pod Failed/Evicted.
+                record.failure = ("Evicted", exceeded)
+                self._event(pod, "Warning", "Evicted", exceeded)
+
+                async def evict() -> None:
+                    await self._stop_all(pod, record)
+                    # This sync already reported the pod Failed, and a Failed pod is not synced
+                    # again: report its stopped containers here.
+                    await self._write_status(self.informer.cache.get(record.key) or pod, record)
+
+                self._start_kill(record.uid, record.key, evict)
+            elif exceeded is None:
+                self.queue.add_after(record.key, EMPTY_DIR_CHECK_SECONDS)
+        return paths
 
     # ---- images -----------------------------------------------------------------------------
 
