@@ -315,3 +315,35 @@ def test_default_zone_counts_honor_the_pods_node_selector() -> None:
     assert schedule(s, make_pod("new", owner="rs", nodeSelector={"disk": "ssd"})) == "n1"
     # The same pod without the selector counts zone a's 3 replicas and goes to zone b.
     assert schedule(s, make_pod("free", owner="rs")) == "n3"
+
+
+def test_relabelled_or_adopted_pods_are_refiled_for_scoring() -> None:
+    s = scheduler(node(1), node(2))
+    s.pod_informer.cache.upsert(cache := make_pod("cache", {"app": "cache"}))
+    cache["spec"]["nodeName"] = "n2"
+    s._pod_added(cache)
+    busy(s, "n2", "1")
+    near = {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [pod_term(10, {"app": "cache"})]}}
+    assert s.find_node(make_pod("web", affinity=near))[0] == "n2"
+    relabelled = {**cache, "metadata": {**cache["metadata"], "labels": {"app": "retired"}}}
+    s.pod_informer.cache.upsert(relabelled)
+    s._pod_updated(cache, relabelled)
+    assert s.find_node(make_pod("web", affinity=near))[0] == "n1"  # nothing to follow: least-allocated
+    # Adoption by a ReplicaSet (an ownerReference added) makes the pod count for its spreading.
+    adopted = make_pod("cache", {"app": "retired"}, owner="rs")
+    adopted["spec"]["nodeName"] = "n2"
+    s.pod_informer.cache.upsert(adopted)
+    s._pod_updated(relabelled, adopted)
+    assert s._owners.by_node == {"uid-rs": {"n2": 1}}
+
+
+def test_explicit_constraint_ranks_nodes_without_its_key_last() -> None:
+    # Upstream ignores such nodes when scoring (score 0) rather than refusing them.
+    s = scheduler(node(1, labels={ZONE: "a"}), node(2))
+    busy(s, "n1", "1")
+    soft = [{"maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": {"app": "web"}}}]
+    assert schedule(s, make_pod("plain", {"app": "web"})) == "n2"
+    assert schedule(s, make_pod("spread", {"app": "web"}, topologySpreadConstraints=soft)) == "n1"
+    s.nodes["n1"].alloc_pods = s.nodes["n1"].pod_count  # full: the unlabelled node still serves
+    assert schedule(s, make_pod("more", {"app": "web"}, topologySpreadConstraints=soft)) == "n2"
