@@ -10,8 +10,9 @@ count) against allocatable minus what is already placed, hard topology spread co
 (:mod:`k3py.server.scheduler.topologyspread`) and required inter-pod (anti-)affinity
 (:mod:`k3py.server.scheduler.podaffinity`).
 
-Scoring is least-allocated: the mean over cpu and memory of the free fraction after placing
-the pod, 0-100.
+:func:`least_allocated_score` is upstream's NodeResourcesFit score (the mean over cpu and
+memory of the free percentage after placing the pod, 0-100); the scheduler inlines it in its
+filter loop, and :mod:`~k3py.server.scheduler.scoring` weighs it against the other plugins.
 """
 
 from __future__ import annotations

@@ -450,11 +450,7 @@ class Scheduler(Controller):
 
         def eligible(name: str) -> bool:
             info = self.nodes.get(name)
-            if info is None:
-                return False
-            if affinity_only.node_selector and any(info.labels.get(k) != v for k, v in affinity_only.node_selector.items()):
-                return False
-            return affinity_only.required_terms is None or matches_node_selector_terms(affinity_only.required_terms, info)
+            return info is not None and _affinity_allows(affinity_only, info)
 
         placed = []
         for key, (node, _req, _ports) in self._placed.items():
