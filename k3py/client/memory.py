@@ -259,7 +259,8 @@ class MemoryTransport:
             merged["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         meta = merged["metadata"]
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and not (
-            r.plural == "pods" and merged.get("spec", {}).get("nodeName")):
+            r.plural == "pods" and merged.get("spec", {}).get("nodeName")) and not (
+            r.plural == "namespaces" and (merged.get("spec") or {}).get("finalizers")):  # only finalize ends those
             return self._remove(r, merged)
         return self._store(r, merged, "MODIFIED")
 

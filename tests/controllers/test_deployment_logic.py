@@ -182,3 +182,20 @@ async def test_progress_deadline_exceeded_when_pods_never_become_ready(plane) ->
     assert condition(d, "Progressing")["message"].endswith("has timed out progressing.")
     assert condition(d, "Available")["status"] == "False"
     assert not [p for p in plane.transport.all(PODS) if p["status"].get("phase") == "Pending"]
+
+
+async def test_min_ready_seconds_delays_availability(plane) -> None:
+    await plane.start(DeploymentController, ReplicaSetController)
+    plane.auto_ready()
+    loop = asyncio.get_running_loop()
+    await plane.client.create(DEPLOYMENTS, deployment(replicas=3, minReadySeconds=2), "default")
+    d = await plane.until(lambda: (d := plane.transport.peek(DEPLOYMENTS, "default", "web")).get("status", {}).get("readyReplicas") == 3 and d,
+                          what="3 ready")
+    ready_at = loop.time()
+    # Ready, but not for 2 s yet (Ready stamps have whole seconds: at least 1 s to go).
+    assert d["status"].get("availableReplicas", 0) < 3
+    (rs,) = plane.transport.all(REPLICASETS)
+    assert rs["spec"]["minReadySeconds"] == 2
+    d = await plane.until(lambda: rollout_done(x := plane.transport.peek(DEPLOYMENTS, "default", "web")) and x, what="available")
+    assert loop.time() - ready_at > 0.9
+    assert d["status"]["availableReplicas"] == 3 and condition(d, "Available")["status"] == "True"

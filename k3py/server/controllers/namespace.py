@@ -6,8 +6,8 @@ controller deletes everything in it — every namespaced kind the server serves 
 listed and deleted, walked from the resource table so new kinds are covered — and polls until
 the lists come back empty, then PUTs ``namespaces/<name>/finalize`` without the
 ``kubernetes`` finalizer; the server removes the namespace. While content remains it sets the
-``NamespaceContentRemaining`` / ``NamespaceDeletionContentFailure`` conditions kubectl
-describe shows, as upstream does.
+``NamespaceContentRemaining`` / ``NamespaceFinalizersRemaining`` /
+``NamespaceDeletionContentFailure`` conditions kubectl describe shows, in upstream's wording.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class NamespaceController(Controller):
         self.namespaces.add_handler(self._changed, lambda _o, n: self._changed(n))
         self.resources = namespaced_resources()
         self._last_walk: dict[str, float] = {}
+        self._holding: dict[str, dict[str, int]] = {}  # namespace -> finalizers seen on its content
 
     def _changed(self, ns: Obj) -> None:
         if (ns.get("metadata") or {}).get("deletionTimestamp"):
@@ -70,6 +71,7 @@ class NamespaceController(Controller):
         ns = self.namespaces.cache.get(str(key))
         if ns is None or not (ns.get("metadata") or {}).get("deletionTimestamp"):
             self._last_walk.pop(str(key), None)
+            self._holding.pop(str(key), None)
             return None
         if FINALIZER not in ((ns.get("spec") or {}).get("finalizers") or []):
             return None
@@ -106,6 +108,8 @@ class NamespaceController(Controller):
         """Delete every object in the namespace; returns what is left per kind, and errors."""
         remaining: dict[str, int] = {}
         failures: list[str] = []
+        holding: dict[str, int] = {}  # finalizer -> objects it still holds
+        self._holding[namespace] = holding
 
         async def one(resource: Resource) -> None:
             try:
@@ -115,19 +119,29 @@ class NamespaceController(Controller):
                     failures.append(f"{resource.plural}: {e.message}")
                 return
             items = listed.get("items") or []
-            if not items:
-                return
-            remaining[f"{resource.plural}.{resource.group}" if resource.group else resource.plural] = len(items)
+            left = 0
             for item in items:
                 meta = item.get("metadata") or {}
-                if meta.get("deletionTimestamp"):
-                    continue
-                try:
-                    await self.client.delete(resource, meta.get("name", ""), namespace,
-                                             propagation_policy="Background")
-                except ApiError as e:
-                    if e.code not in (404, 409):
-                        failures.append(f"{resource.plural}: {e.message}")
+                if not meta.get("deletionTimestamp"):
+                    try:
+                        result = await self.client.delete(resource, meta.get("name", ""), namespace,
+                                                          propagation_policy="Background")
+                    except ApiError as e:
+                        if e.code == 404:
+                            continue
+                        if e.code != 409:
+                            failures.append(f"{resource.plural}: {e.message}")
+                        left += 1  # not deleted: still there
+                        continue
+                    meta = (result.get("metadata") or {}) if result.get("kind") != "Status" else {}
+                    if not meta.get("deletionTimestamp"):
+                        continue  # gone at once
+                # Still there (finalizers or a grace period): counted, like upstream's re-list.
+                left += 1
+                for finalizer in meta.get("finalizers") or ():
+                    holding[finalizer] = holding.get(finalizer, 0) + 1
+            if left:
+                remaining[f"{resource.plural}.{resource.group}" if resource.group else resource.plural] = left
 
         await asyncio.gather(*(one(r) for r in self.resources))
         return remaining, failures
@@ -135,8 +149,13 @@ class NamespaceController(Controller):
     async def _set_conditions(self, ns: Obj, remaining: dict[str, int], failures: list[str]) -> None:
         status = copy.deepcopy(ns.get("status") or {})
         summary = ", ".join(f"{kind} has {count} resource instances" for kind, count in sorted(remaining.items()))
+        holding = self._holding.get(ns["metadata"]["name"]) or {}
+        held = ", ".join(f"{finalizer} in {count} resource instances" for finalizer, count in sorted(holding.items()))
         wanted = {
             "NamespaceContentRemaining": ("True", "SomeResourcesRemain", f"Some resources are remaining: {summary}"),
+            "NamespaceFinalizersRemaining": (
+                ("True", "SomeFinalizersRemain", f"Some content in the namespace has finalizers remaining: {held}") if held
+                else ("False", "ContentHasNoFinalizers", "All content-preserving finalizers finished")),
             "NamespaceDeletionContentFailure": (
                 ("True", "ContentDeletionFailed", "; ".join(failures)) if failures
                 else ("False", "ContentDeleted", "All content successfully deleted, may be waiting on finalization")),
