@@ -278,6 +278,12 @@ async def test_clients_without_a_cluster_certificate_fail_the_handshake(
         ("/exec/default/nope/c?command=true&stdout=true", 404, 'pods "nope" not found'),
         ("/portForward/default/x", 400, "Upgrade request required"),
         ("/containerLogs/default/x/c?tailLines=many", 400, "tailLines must be an integer"),
+        ("/containerLogs/default/x/c?tailLines=-1", 400, "tailLines must not be negative"),
+        ("/containerLogs/default/x/c?sinceSeconds=0", 400, "sinceSeconds must be greater than 0"),
+        ("/containerLogs/default/x/c?limitBytes=0", 400, "limitBytes must be greater than 0"),
+        ("/containerLogs/default/x/c?sinceTime=yesterday", 400, "sinceTime must be an RFC 3339 time"),
+        ("/containerLogs/default/x/c?sinceTime=2024-01-01T00:00:00Z&sinceSeconds=5", 400,
+         "at most one of `sinceTime` or `sinceSeconds`"),
     ],
 )
 async def test_bad_requests_get_a_status_not_a_traceback(

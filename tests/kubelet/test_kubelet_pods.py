@@ -827,3 +827,44 @@ def test_qos_classes_place_pods_in_their_cgroups(agent_cluster) -> None:  # type
     cluster.kubectl("delete", "pod", *classes, "--wait=true", timeout=60)
     for name, group in groups.items():
         assert not group.exists(), f"{name}: {group.relative} left behind"
+
+
+def test_log_options_since_time_since_seconds_limit_bytes_and_container(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "chatty"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+             "command": ["sh", "-c", "echo early; sleep 1.2; echo late; exec sleep 3600"]},
+            {"name": "side", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+             "command": ["sh", "-c", "echo from-side; exec sleep 3600"]}]}}))
+    wait_pod(cluster, "chatty", phase_is("Running"), "Running")
+    stamped = cluster.wait_for(
+        lambda: (out := cluster.kubectl("logs", "chatty", "-c", "main", "--timestamps", check=False).stdout)
+        .count("\n") == 2 and out, timeout=20, what="both lines logged")
+    late_stamp = stamped.splitlines()[1].split(" ")[0]
+    # sinceTime travels with second precision: "early" is at least 1.2 s before that second.
+    since = datetime.fromisoformat(late_stamp[:19] + "+00:00").strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert cluster.kubectl("logs", "chatty", "-c", "main", f"--since-time={since}").stdout == "late\n"
+    assert cluster.kubectl("logs", "chatty", "-c", "main", "--since=1h").stdout == "early\nlate\n"
+    assert cluster.kubectl("logs", "chatty", "-c", "main", "--limit-bytes=3").stdout == "ear"
+    assert cluster.kubectl("logs", "chatty", "-c", "main", "--tail=1").stdout == "late\n"
+    assert cluster.kubectl("logs", "chatty", "-c", "side").stdout == "from-side\n"
+    code, body = kubelet_get(cluster, "/containerLogs/default/chatty/main?sinceTime=garbage")
+    assert code == 400 and b"sinceTime must be an RFC 3339 time" in body
+    cluster.kubectl("delete", "pod", "chatty", "--wait=false")
+
+
+def test_node_lease_is_renewed_every_ten_seconds(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+
+    def renew_time() -> datetime:
+        lease = cluster.kubectl_json("get", "lease", NODE, "-n", "kube-node-lease")
+        assert lease["spec"]["leaseDurationSeconds"] == 40 and lease["spec"]["holderIdentity"] == NODE
+        return datetime.fromisoformat(lease["spec"]["renewTime"])
+
+    # The renewal seen first and the next one are consecutive: their distance is the period.
+    first = renew_time()
+    second = cluster.wait_for(lambda: (t := renew_time()) > first and t, timeout=15, interval=0.2,
+                              what="a Lease renewal")
+    assert 9 <= (second - first).total_seconds() <= 11.5, (first, second)

@@ -2,7 +2,7 @@
 
 - logs: read the container's CRI log files (``<RFC3339Nano> stdout|stderr F|P <text>``; the
   rotated ``.N`` files first, then the current one, followed across rotations), joining
-  partial lines; ``tailLines``, ``timestamps``, ``sinceSeconds``, ``limitBytes`` and
+  partial lines; ``tailLines``, ``timestamps``, ``sinceSeconds`` or ``sinceTime``, ``limitBytes`` and
   ``previous`` (the attempt before the current one) as kubectl asks; ``follow`` keeps reading
   until the container has exited and the file has no more.
 - exec: a process in the container's namespaces and cgroup (``ContainerRuntime.exec``), its
@@ -163,7 +163,7 @@ class KubeletStreamingBackend(StreamingBackend):
             raise StreamingError(
                 f'container "{container}" in pod "{found["metadata"]["name"]}" is waiting to start: ContainerCreating'
             )
-        since = time.time() - options.since_seconds if options.since_seconds else None
+        since = time.time() - options.since_seconds if options.since_seconds else options.since_time
         remaining = options.limit_bytes
         run = self.manager.run_blocking
         try:

@@ -75,6 +75,7 @@ class LogOptions:
     timestamps: bool = False
     previous: bool = False
     since_seconds: int | None = None
+    since_time: float | None = None  # epoch seconds (sinceTime); at most one of the two is set
     limit_bytes: int | None = None
 
 

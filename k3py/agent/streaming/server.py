@@ -64,6 +64,7 @@ from k3py.agent.streaming.upgrade import (
     wants_websocket,
 )
 from k3py.api.errors import ApiError
+from k3py.api.meta import parse_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class _ResponseOutput:
             await self._response.write(data)
 
 
-def _optional_int(query: dict[str, str], name: str) -> int | None:
+def _optional_int(query: dict[str, str], name: str, minimum: int = 0) -> int | None:
     raw = query.get(name)
     if raw is None or raw == "":
         return None
@@ -94,9 +95,20 @@ def _optional_int(query: dict[str, str], name: str) -> int | None:
         value = int(raw)
     except ValueError:
         raise BadRequestError(f"{name} must be an integer, got {raw!r}") from None
-    if value < 0:
-        raise BadRequestError(f"{name} must not be negative")
+    if value < minimum:
+        raise BadRequestError(f"{name} must not be negative" if minimum == 0 else f"{name} must be greater than 0")
     return value
+
+
+def _optional_time(query: dict[str, str], name: str) -> float | None:
+    """An RFC 3339 time parameter as epoch seconds."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_rfc3339(raw).timestamp()
+    except ValueError:
+        raise BadRequestError(f"{name} must be an RFC 3339 time, got {raw!r}") from None
 
 
 class StreamingHandlers:
@@ -182,9 +194,12 @@ class StreamingHandlers:
                 tail_lines=_optional_int(query, "tailLines"),
                 timestamps=query_flag(query, "timestamps"),
                 previous=query_flag(query, "previous"),
-                since_seconds=_optional_int(query, "sinceSeconds"),
-                limit_bytes=_optional_int(query, "limitBytes"),
+                since_seconds=_optional_int(query, "sinceSeconds", minimum=1),
+                since_time=_optional_time(query, "sinceTime"),
+                limit_bytes=_optional_int(query, "limitBytes", minimum=1),
             )
+            if options.since_seconds is not None and options.since_time is not None:
+                raise BadRequestError("at most one of `sinceTime` or `sinceSeconds` may be specified")
             await self.backend.resolve(pod, target)
         except BadRequestError as exc:
             return status_response(400, "BadRequest", str(exc))
