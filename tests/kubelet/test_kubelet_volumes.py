@@ -79,9 +79,11 @@ def test_claim_keeps_data_across_pods_and_waits_until_it_exists(cluster: TestClu
     storage: list[Path] = []
     try:
         # A pod whose claim does not exist yet waits in ContainerCreating with a FailedMount event.
+        # Not root: a fresh local-path claim is writable by any user, as k3s makes it.
         writer = pod_manifest("pvc-writer", "echo kept > /data/file && echo written",
                               [{"name": "data", "persistentVolumeClaim": {"claimName": "store"}}],
-                              [{"name": "data", "mountPath": "/data"}])
+                              [{"name": "data", "mountPath": "/data"}],
+                              securityContext={"runAsUser": 1000, "runAsGroup": 1000})
         apply(cluster, writer)
         poll("FailedMount for the missing claim",
              lambda: 'persistentvolumeclaims "store" not found' in events_of(cluster, "pvc-writer"), 20)
@@ -105,7 +107,7 @@ def test_claim_keeps_data_across_pods_and_waits_until_it_exists(cluster: TestClu
         wait_pod(cluster, "pvc-reader", running, "Running")
         assert sh(cluster, "pvc-reader", "cat /data/file") == "kept\n"
         assert "Read-only file system" in sh(cluster, "pvc-reader", "touch /data/new")
-        assert (storage[0] / "file").read_text() == "kept\n"
+        assert (storage[0] / "file").read_text() == "kept\n" and (storage[0] / "file").stat().st_uid == 1000
     finally:
         cluster.kubectl("delete", "pod", "pvc-writer", "pvc-reader", "--grace-period=0", "--force",
                         "--ignore-not-found", check=False)

@@ -44,6 +44,10 @@ def test_claims_resolve_to_their_bound_volume_with_upstream_errors() -> None:
     with pytest.raises(VolumeError, match=r"^error processing PVC default/data: PVC is not bound$"):
         bound_volume_name("default", "data", pending)
     assert claim_source("default", CLAIM, "pvc-u-1", PV) == {"hostPath": PV["spec"]["hostPath"]}
+    provisioned = {**PV, "metadata": {"name": "pvc-u-1",
+                                      "annotations": {"pv.kubernetes.io/provisioned-by": "rancher.io/local-path"}}}
+    assert claim_source("default", CLAIM, "pvc-u-1", provisioned) == {"hostPath": PV["spec"]["hostPath"],
+                                                                      "createMode": 0o777}
     local = {"spec": {"local": {"path": "/mnt/disk"}, "claimRef": {"name": "data", "namespace": "default"}}}
     assert claim_source("default", CLAIM, "pv-local", local) == {"local": {"path": "/mnt/disk"}}
     with pytest.raises(VolumeError, match='failed to fetch PV "pvc-u-1"'):
@@ -64,10 +68,14 @@ def test_claim_volumes_are_prepared_from_their_source(tmp_path: Path) -> None:
            "spec": {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}},
                                 {"name": "l", "persistentVolumeClaim": {"claimName": "disk"}}]}}
     volumes = PodVolumes(tmp_path / "pod")
-    sources = {"v": {"hostPath": {"path": str(created), "type": "DirectoryOrCreate"}},
+    sources = {"v": {"hostPath": {"path": str(created), "type": "DirectoryOrCreate"}, "createMode": 0o777},
                "l": {"local": {"path": str(tmp_path)}}}
     paths = volumes.prepare(pod, pod_ip="", config_maps={}, secrets={}, claim_sources=sources)
     assert paths == {"v": str(created), "l": str(tmp_path)} and created.is_dir()
+    assert created.stat().st_mode & 0o777 == 0o777
+    created.chmod(0o700)  # the directory's owner changed it: never again made world-writable
+    volumes.prepare(pod, pod_ip="", config_maps={}, secrets={}, claim_sources=sources)
+    assert created.stat().st_mode & 0o777 == 0o700
     with pytest.raises(VolumeError, match="does not exist"):
         volumes.prepare(pod, pod_ip="", config_maps={}, secrets={},
                         claim_sources={**sources, "l": {"local": {"path": str(tmp_path / "absent")}}})

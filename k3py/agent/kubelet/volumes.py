@@ -60,6 +60,8 @@ EMPTY_DIR_CHECK_SECONDS = 10.0  # how often a pod with a disk emptyDir sizeLimit
 
 _VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")  # as podspec.expand reads them
 
+LOCAL_PATH_PROVISIONER = "rancher.io/local-path"  # k3s's default StorageClass provisioner
+
 PVCS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 PVS = Resource("", "v1", "persistentvolumes", "PersistentVolume", namespaced=False)
 
@@ -125,7 +127,11 @@ def claim_source(namespace: str, claim: Obj, volume_name: str, volume: Obj | Non
         raise VolumeError(f'{where}: the PV\'s claimRef ({ref.get("namespace", "")}/{ref.get("name", "")}) '
                           f"does not match the claim")
     if spec.get("hostPath"):
-        return {"hostPath": dict(spec["hostPath"])}
+        annotations = (volume.get("metadata") or {}).get("annotations") or {}
+        # The local-path provisioner's directories are made world-writable (its helper runs
+        # `mkdir -m 0777`), so that pods of any user can use a fresh claim.
+        provisioned = annotations.get("pv.kubernetes.io/provisioned-by") == LOCAL_PATH_PROVISIONER
+        return {"hostPath": dict(spec["hostPath"]), **({"createMode": 0o777} if provisioned else {})}
     if spec.get("local"):
         return {"local": dict(spec["local"])}
     kinds = sorted(k for k in spec if isinstance(spec[k], dict) and k not in ("claimRef", "capacity", "nodeAffinity"))
@@ -456,10 +462,14 @@ class PodVolumes:
 
     def _claim_path(self, source: Obj) -> str:
         if source.get("hostPath"):
-            host_path = dict(source["hostPath"])
+            path = source["hostPath"].get("path", "")
+            fresh = isinstance(path, str) and path.startswith("/") and not os.path.exists(path)
             # The provisioner's volumes are DirectoryOrCreate; an untyped hostPath PV is a
             # directory someone made by hand and is used as it is.
-            return self._host_path(host_path)
+            path = self._host_path(source["hostPath"])
+            if fresh and source.get("createMode") is not None and os.path.isdir(path):
+                os.chmod(path, source["createMode"])  # once, when we made it: later chmods are the user's
+            return path
         path = (source.get("local") or {}).get("path", "")
         if not path.startswith("/"):
             raise VolumeError(f"local volume path {path!r} must be absolute")
