@@ -66,3 +66,53 @@ async def test_service_without_matching_pods_has_empty_endpoints_and_is_cleaned_
     assert slices[0]["endpoints"] == []
     await plane.client.delete(SERVICES, "web", "default")
     await plane.until(lambda: plane.transport.peek(ENDPOINTS, "default", "web") is None, what="endpoints deleted")
+
+
+# -- readiness, by hand: pods with IPs and conditions set directly, only the two endpoint
+# controllers running.
+
+HOLD = "test.k3py.io/hold"
+
+
+async def backend(plane, name: str, ip: str, ready: bool, phase: str = "Running") -> None:
+    pod = await plane.client.create(PODS, {"metadata": {"name": name, "labels": {"app": "web"}},
+                                           "spec": {"nodeName": "n1", "containers": [
+                                               {"name": "c", "image": "x", "ports": [{"name": "web", "containerPort": 8080}]}]}},
+                                    "default")
+    pod["status"] = {"phase": phase, "podIP": ip,
+                     "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    await plane.client.update_status(PODS, pod)
+
+
+async def test_readiness_and_termination_decide_how_pods_are_listed(plane) -> None:
+    await plane.start(EndpointsController, EndpointSliceController)
+    await backend(plane, "ready", "10.0.0.1", ready=True)
+    await backend(plane, "starting", "10.0.0.2", ready=False)
+    await backend(plane, "leaving", "10.0.0.3", ready=True)
+    await backend(plane, "done", "10.0.0.4", ready=False, phase="Succeeded")
+    await plane.client.patch(PODS, "leaving", {"metadata": {"finalizers": [HOLD]}}, "default")
+    await plane.client.delete(PODS, "leaving", "default")  # Terminating, still Ready
+    await plane.client.create(SERVICES, service(), "default")
+
+    def slice_conditions() -> dict[str, dict[str, bool]]:
+        slices = plane.transport.all(ENDPOINTSLICES, "default")
+        return {e["addresses"][0]: e["conditions"] for s in slices for e in s.get("endpoints") or []}
+
+    conds = await plane.until(lambda: len(c := slice_conditions()) == 3 and c, what="3 endpoints in slices")
+    assert conds == {
+        "10.0.0.1": {"ready": True, "serving": True, "terminating": False},
+        "10.0.0.2": {"ready": False, "serving": False, "terminating": False},
+        # Terminating but still passing its readiness probe: serving, not ready.
+        "10.0.0.3": {"ready": False, "serving": True, "terminating": True},
+    }
+    ep = await plane.until(lambda: (e := plane.transport.peek(ENDPOINTS, "default", "web")) and e.get("subsets") and e)
+    (subset,) = ep["subsets"]
+    assert [a["ip"] for a in subset["addresses"]] == ["10.0.0.1"]
+    assert [a["ip"] for a in subset["notReadyAddresses"]] == ["10.0.0.2"]  # the terminating pod is left out
+
+    # publishNotReadyAddresses: every pod with an IP is ready, terminating or not.
+    await plane.client.patch(SERVICES, "web", {"spec": {"publishNotReadyAddresses": True}}, "default")
+    await plane.until(lambda: all(c["ready"] for c in slice_conditions().values()), what="all published")
+    await plane.until(lambda: sorted(a["ip"] for a in plane.transport.peek(ENDPOINTS, "default", "web")["subsets"][0]["addresses"])
+                      == ["10.0.0.1", "10.0.0.2", "10.0.0.3"], what="all addresses ready")
+    await plane.client.patch(PODS, "leaving", {"metadata": {"finalizers": None}}, "default")

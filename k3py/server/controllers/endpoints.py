@@ -94,7 +94,9 @@ class ServiceBackends(Controller):
         self._pod_changed(new)
 
     def backends(self, svc: Obj) -> list[tuple[tuple[tuple[str, int, str], ...], Obj, bool, bool]]:
-        """(resolved ports, pod, ready, terminating) for each pod backing ``svc``."""
+        """(resolved ports, pod, serving, terminating) for each pod backing ``svc``: *serving*
+        is the pod's Ready condition (or publishNotReadyAddresses), whether or not it is
+        terminating — upstream's EndpointSlice ``serving``."""
         sel = _service_selector(svc)
         if sel is None:
             return []
@@ -113,9 +115,7 @@ class ServiceBackends(Controller):
                 resolved = resolve_port(pod, target, protocol)
                 if resolved is not None:
                     ports.append((sp.get("name") or "", resolved, protocol))
-            terminating = is_deleting(pod)
-            ready = publish_not_ready or (is_pod_ready(pod) and not terminating)
-            out.append((tuple(ports), pod, ready, terminating))
+            out.append((tuple(ports), pod, publish_not_ready or is_pod_ready(pod), is_deleting(pod)))
         return out
 
 
@@ -149,14 +149,15 @@ class EndpointsController(ServiceBackends):
         if _service_selector(svc) is None:
             return None
         groups: dict[tuple[tuple[str, int, str], ...], Obj] = {}
-        for ports, pod, ready, terminating in sorted(self.backends(svc), key=lambda b: b[1]["status"]["podIP"]):
-            if terminating and not ready:
-                continue
+        publish_not_ready = bool((svc.get("spec") or {}).get("publishNotReadyAddresses"))
+        for ports, pod, serving, terminating in sorted(self.backends(svc), key=lambda b: b[1]["status"]["podIP"]):
+            if terminating and not publish_not_ready:
+                continue  # v1 Endpoints never list terminating pods (unless told to publish all)
             subset = groups.setdefault(ports, {})
             address = {"ip": pod["status"]["podIP"], "targetRef": _target_ref(pod)}
             if (pod.get("spec") or {}).get("nodeName"):
                 address["nodeName"] = pod["spec"]["nodeName"]
-            subset.setdefault("addresses" if ready else "notReadyAddresses", []).append(address)
+            subset.setdefault("addresses" if serving else "notReadyAddresses", []).append(address)
         subsets = []
         for ports, subset in groups.items():
             if ports:
@@ -219,10 +220,13 @@ class EndpointSliceController(ServiceBackends):
                     await self._delete(s)
             return None
         groups: dict[tuple[tuple[str, int, str], ...], list[Obj]] = {}
-        for ports, pod, ready, terminating in sorted(self.backends(svc), key=lambda b: b[1]["status"]["podIP"]):
+        publish_not_ready = bool((svc.get("spec") or {}).get("publishNotReadyAddresses"))
+        for ports, pod, serving, terminating in sorted(self.backends(svc), key=lambda b: b[1]["status"]["podIP"]):
+            # Never ready while terminating, unless every address is to be published.
+            ready = publish_not_ready or (serving and not terminating)
             endpoint: Obj = {
                 "addresses": [pod["status"]["podIP"]],
-                "conditions": {"ready": ready and not terminating, "serving": ready, "terminating": terminating},
+                "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
                 "targetRef": _target_ref(pod),
             }
             if (pod.get("spec") or {}).get("nodeName"):
