@@ -28,6 +28,21 @@ def test_node_registered_with_host_capacity_and_lease(agent_cluster) -> None:  #
     capacity = node["status"]["capacity"]
     assert set(capacity) >= {"cpu", "memory", "ephemeral-storage", "pods"}
     assert capacity["pods"] == "110"
+    # Measured from this host (the agent runs here), and all of it allocatable.
+    import os
+    import platform
+
+    assert capacity["cpu"] == str(os.cpu_count())
+    mem_total_ki = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                        if line.startswith("MemTotal:"))
+    assert capacity["memory"] == f"{mem_total_ki}Ki"
+    assert node["status"]["allocatable"] == capacity
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    assert labels["kubernetes.io/arch"] == arch and "node-role.kubernetes.io/control-plane" not in labels
+    info = node["status"]["nodeInfo"]
+    assert (info["kernelVersion"], info["architecture"], info["operatingSystem"]) == (
+        platform.release(), arch, "linux")
+    assert {a["type"] for a in node["status"]["addresses"]} == {"InternalIP", "Hostname"}
     types = {c["type"]: c["status"] for c in node["status"]["conditions"]}
     assert types == {"MemoryPressure": "False", "DiskPressure": "False", "PIDPressure": "False", "Ready": "True"}
     (image,) = node["status"]["images"]
@@ -310,33 +325,35 @@ def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type:
             conn.close()
 
     assert cluster.in_netns(fetch) == b"served-page\n"
-    # Real kubectl port-forward through the API server.
+    # Real kubectl port-forward through the API server: the dispatcher's kubectl (WebSockets)
+    # and kubectl 1.27, which speaks SPDY only.
     assert cluster.host is not None
-    forward = subprocess.Popen(
-        cluster.host.exec_argv([find_kubectl(), "--kubeconfig", str(cluster.kubeconfig),
-                                "--cache-dir", str(cluster.cache_dir / "default"),
-                                "port-forward", "pod/web", "18090:8080"]),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        assert forward.stdout is not None
-        first = forward.stdout.readline()
-        assert "Forwarding from 127.0.0.1:18090" in first, first
+    for version, local_port in ((None, 18090), ("1.27", 18091)):
+        forward = subprocess.Popen(
+            cluster.host.exec_argv([find_kubectl(version), "--kubeconfig", str(cluster.kubeconfig),
+                                    "--cache-dir", str(cluster.cache_dir / (version or "default")),
+                                    "port-forward", "pod/web", f"{local_port}:8080"]),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            assert forward.stdout is not None
+            first = forward.stdout.readline()
+            assert f"Forwarding from 127.0.0.1:{local_port}" in first, first
 
-        def via_forward() -> bytes:
-            import http.client
+            def via_forward(port: int = local_port) -> bytes:
+                import http.client
 
-            conn = http.client.HTTPConnection("127.0.0.1", 18090, timeout=10)
-            try:
-                conn.request("GET", "/index.html")
-                return conn.getresponse().read()
-            finally:
-                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                try:
+                    conn.request("GET", "/index.html")
+                    return conn.getresponse().read()
+                finally:
+                    conn.close()
 
-        assert cluster.in_netns(via_forward) == b"served-page\n"
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
+            assert cluster.in_netns(via_forward) == b"served-page\n", version
+        finally:
+            forward.terminate()
+            forward.wait(timeout=10)
     frames = kubelet_websocket(cluster, "/portForward/default/web?ports=8080", "v4.channel.k8s.io",
                                send=[b"\x00GET /index.html HTTP/1.0\r\n\r\n"],
                                done=lambda frames: b"served-page" in b"".join(frames))
@@ -868,3 +885,44 @@ def test_node_lease_is_renewed_every_ten_seconds(agent_cluster) -> None:  # type
     second = cluster.wait_for(lambda: (t := renew_time()) > first and t, timeout=15, interval=0.2,
                               what="a Lease renewal")
     assert 9 <= (second - first).total_seconds() <= 11.5, (first, second)
+
+
+def test_init_containers_in_order_on_failure_restarts_and_probe_timeouts(agent_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster, _node = agent_cluster
+
+    def box(name: str, script: str, **extra: object) -> dict:
+        return {"name": name, "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script], "volumeMounts": [{"name": "data", "mountPath": "/data"}], **extra}
+
+    def pod(name: str, restart: str, containers: list[dict], inits: list[dict] | None = None) -> dict:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 1,
+                         "initContainers": inits or [], "containers": containers,
+                         "volumes": [{"name": "data", "emptyDir": {}}]}}
+
+    for manifest in (
+        pod("inits-in-order", "Never", [box("main", "cat /data/order")],
+            [box("first", "echo one >> /data/order"), box("second", "echo two >> /data/order")]),
+        # Fails on its first run, succeeds on the second (the emptyDir outlives the container).
+        pod("on-failure", "OnFailure", [box("main", "[ -e /data/ran ] && exit 0; touch /data/ran; exit 1")]),
+        # The probe command takes longer than its timeoutSeconds: every try fails.
+        pod("slow-probe", "Always", [box("main", "exec sleep 3600", readinessProbe={
+            "exec": {"command": ["sleep", "5"]}, "timeoutSeconds": 1, "periodSeconds": 1})]),
+    ):
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    ordered = wait_pod(cluster, "inits-in-order", phase_is("Succeeded"), "Succeeded")
+    assert [s["state"]["terminated"]["reason"] for s in ordered["status"]["initContainerStatuses"]] == \
+        ["Completed", "Completed"]
+    assert cluster.kubectl("logs", "inits-in-order").stdout == "one\ntwo\n"
+    recovered = wait_pod(cluster, "on-failure", phase_is("Succeeded"), "Succeeded after one restart", timeout=30)
+    (status,) = recovered["status"]["containerStatuses"]
+    assert status["restartCount"] == 1 and status["lastState"]["terminated"]["exitCode"] == 1
+
+    def timed_out() -> str | None:
+        events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=slow-probe").stdout
+        return events if "Readiness probe failed" in events and "timed out" in events else None
+
+    cluster.wait_for(timed_out, timeout=20, interval=0.5, what="a readiness probe timing out")
+    slow = cluster.kubectl_json("get", "pod", "slow-probe")["status"]
+    assert slow["containerStatuses"][0]["ready"] is False and slow["phase"] == "Running"
+    cluster.kubectl("delete", "pod", "inits-in-order", "on-failure", "slow-probe", "--wait=false")
