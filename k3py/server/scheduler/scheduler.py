@@ -463,6 +463,7 @@ class Scheduler(Controller):
         key = str(key)
         pod = self.pod_informer.cache.get(key)
         self._unschedulable.discard(key)
+        self._waiting_on_pods.discard(key)
         if pod is None or not wants_scheduling(pod) or key in self._assumed:
             return None
         node, reasons = self.find_node(pod)
