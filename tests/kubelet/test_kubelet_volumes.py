@@ -169,7 +169,13 @@ def test_memory_empty_dir_is_a_sized_tmpfs_unmounted_with_the_pod(
     assert len(agent_mounts()) == 1 and " tmpfs " in agent_mounts()[0]
     cluster.kubectl("delete", "pod", "ramdisk", "--grace-period=1", "--wait=true", timeout=60)
     poll("the tmpfs unmounted", lambda: not agent_mounts(), 10)
-    assert not (node.data_dir / "pods" / uid).exists() or not any((node.data_dir / "pods" / uid).iterdir())
+    assert not (node.data_dir / "pods" / uid).exists()
+    # A force-deleted pod is torn down as an orphan: its tmpfs goes too.
+    apply(cluster, {**pod, "metadata": {"name": "ramdisk-forced"}})
+    uid = wait_pod(cluster, "ramdisk-forced", running, "Running")["metadata"]["uid"]
+    assert len(agent_mounts()) == 1
+    cluster.kubectl("delete", "pod", "ramdisk-forced", "--grace-period=0", "--force")
+    poll("the orphan's tmpfs unmounted", lambda: not agent_mounts() and not (node.data_dir / "pods" / uid).exists(), 20)
 
 
 def test_read_only_mounts_refuse_writes_for_every_volume_type(cluster: TestCluster, tmp_path: Path) -> None:
