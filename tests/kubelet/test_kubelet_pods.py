@@ -656,8 +656,11 @@ def test_startup_probe_gates_liveness_and_post_start_failures_kill(agent_cluster
         pod("slow-start", "Always", command=["sh", "-c", "sleep 3; touch /tmp/started; exec sleep 3600"],
             startupProbe={"exec": {"command": started_marker}, "periodSeconds": 1, "failureThreshold": 30},
             livenessProbe={"exec": {"command": started_marker}, "periodSeconds": 1, "failureThreshold": 1}),
-        pod("hook-fails-once", "Never", command=["sleep", "3600"],
-            lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "exit 3"]}}}),
+        # Stopped like any container: its preStop hook, then SIGTERM (which it answers).
+        pod("hook-fails-once", "Never",
+            command=["sh", "-c", "trap 'echo got TERM; exit 7' TERM; while true; do sleep 0.1; done"],
+            lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "exit 3"]}},
+                       "preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop > /proc/1/fd/1"]}}}),
         pod("hook-fails-always", "Always", command=["sleep", "3600"],
             lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "exit 3"]}}}),
     ]
@@ -674,7 +677,8 @@ def test_startup_probe_gates_liveness_and_post_start_failures_kill(agent_cluster
     # A failing postStart hook kills the container; restartPolicy decides what follows.
     failed = wait_pod(cluster, "hook-fails-once", phase_is("Failed"), "Failed by its postStart hook")
     terminated = container(failed)["state"]["terminated"]
-    assert terminated["exitCode"] == 137 and terminated["reason"] == "Error"
+    assert terminated["exitCode"] == 7 and terminated["reason"] == "Error"
+    assert cluster.kubectl("logs", "hook-fails-once").stdout == "pre-stop\ngot TERM\n"
     events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=hook-fails-once").stdout
     assert "FailedPostStartHook" in events
     wait_pod(cluster, "hook-fails-always", lambda p: container(p).get("restartCount", 0) >= 1,

@@ -816,10 +816,12 @@ class PodManager:
             if post_start:
                 error = await self.run_hook(record, container, cid, post_start, POST_START_TIMEOUT)
                 if error is not None:
-                    # As the kubelet: a failed postStart hook kills the container (restartPolicy decides).
+                    # As the kubelet: a failed postStart hook kills the container the way any
+                    # container is stopped (preStop hook, SIGTERM, SIGKILL after the pod's grace
+                    # period); then restartPolicy decides.
                     self._event(pod, "Warning", "FailedPostStartHook", error)
-                    with contextlib.suppress(ContainerError):
-                        await self.run_blocking(self.runtime.kill_container, cid, signal.SIGKILL)
+                    grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
+                    await self._stop_container(cid, lambda: grace, self._pre_stop_runner(pod, record, container, cid))
         self.containers[record.uid][cid] = await self.run_blocking(self.runtime.container_status, cid)
         # Keep the previous attempt (for logs --previous and lastState) and drop older ones.
         for old in attempts[:-1]:
@@ -914,16 +916,9 @@ class PodManager:
 
         def pre_stop(status: ContainerStatus) -> Callable[[float], Awaitable[None]] | None:
             container = specs.get(status.labels.get(LABEL_CONTAINER))
-            handler = ((container or {}).get("lifecycle") or {}).get("preStop")
-            if not handler or record is None or pod is None:
+            if container is None or record is None or pod is None:
                 return None
-
-            async def run(timeout: float) -> None:
-                error = await self.run_hook(record, container or {}, status.id, handler, timeout)
-                if error is not None:
-                    self._event(pod, "Warning", "FailedPreStopHook", error)
-
-            return run
+            return self._pre_stop_runner(pod, record, container, status.id)
 
         await asyncio.gather(*(self._stop_container(s.id, grace, pre_stop(s)) for s in running))
         for status in statuses.values():
@@ -942,6 +937,21 @@ class PodManager:
             with contextlib.suppress(ContainerError):
                 await self.run_blocking(self.runtime.remove_sandbox, sandbox_id)
         await self.run_blocking(PodVolumes(self.pods_dir / uid).remove)
+
+    def _pre_stop_runner(
+        self, pod: Obj, record: PodRecord, container: Obj, cid: str
+    ) -> Callable[[float], Awaitable[None]] | None:
+        """The container's preStop hook as ``_stop_container`` runs it (None without one)."""
+        handler = (container.get("lifecycle") or {}).get("preStop")
+        if not handler:
+            return None
+
+        async def run(timeout: float) -> None:
+            error = await self.run_hook(record, container, cid, handler, timeout)
+            if error is not None:
+                self._event(pod, "Warning", "FailedPreStopHook", error)
+
+        return run
 
     async def _stop_container(
         self, cid: str, grace: Callable[[], float], pre_stop: Callable[[float], Awaitable[None]] | None = None
