@@ -81,16 +81,25 @@ def _match_expression(expr: Obj, labels: dict[str, str], fields: dict[str, str] 
 
 def matches_node_selector_terms(terms: list[Obj], node: NodeInfo) -> bool:
     """nodeSelectorTerms are ORed; expressions within a term are ANDed."""
-    fields = {"metadata.name": node.name}
     for term in terms:
-        exprs = term.get("matchExpressions") or []
-        field_exprs = term.get("matchFields") or []
-        if not exprs and not field_exprs:
-            continue  # an empty term matches nothing
-        if all(_match_expression(e, node.labels) for e in exprs) and all(
-                _match_expression(e, node.labels, fields) for e in field_exprs):
+        if matches_node_selector_term(term, node):
             return True
     return False
+
+
+def matches_node_selector_term(term: Obj, node: NodeInfo) -> bool:
+    """One term: its expressions ANDed; an empty term matches nothing."""
+    exprs = term.get("matchExpressions")
+    field_exprs = term.get("matchFields")
+    if not exprs and not field_exprs:
+        return False
+    labels = node.labels
+    if exprs and not all(_match_expression(e, labels) for e in exprs):
+        return False
+    if field_exprs:
+        fields = {"metadata.name": node.name}
+        return all(_match_expression(e, labels, fields) for e in field_exprs)
+    return True
 
 
 class PodFacts:

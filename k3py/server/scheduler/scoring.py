@@ -35,7 +35,7 @@ from typing import Any
 
 from k3py.server.scheduler.nodeinfo import NodeInfo
 from k3py.server.scheduler.podaffinity import inter_pod_scores
-from k3py.server.scheduler.predicates import matches_node_selector_terms, tolerates
+from k3py.server.scheduler.predicates import matches_node_selector_term, tolerates
 from k3py.server.scheduler.topologyspread import SpreadScorer
 
 Obj = dict[str, Any]
@@ -71,7 +71,7 @@ def preferred_node_terms(pod: Obj) -> list[tuple[int, Obj]]:
 
 
 def node_affinity_raw(terms: list[tuple[int, Obj]], node: NodeInfo) -> int:
-    return sum(weight for weight, term in terms if matches_node_selector_terms([term], node))
+    return sum(weight for weight, term in terms if matches_node_selector_term(term, node))
 
 
 def untolerated_prefer_no_schedule(tolerations: list[Obj], node: NodeInfo) -> int:
