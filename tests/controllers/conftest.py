@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from k3py.api.errors import ApiError
 from k3py.client.controller import Controller
 from k3py.client.informer import InformerFactory
 from k3py.client.interface import PODS, Client
@@ -50,6 +51,22 @@ class Plane:
             if loop.time() > deadline:
                 raise AssertionError(f"timed out waiting for {what or cond}")
             await asyncio.sleep(0.005)
+
+    async def reconcile(self, controller: Controller, key: str, timeout: float = 5.0) -> float | None:
+        """Run one reconcile of ``key`` now, as the test's own pass next to the workers.
+
+        A worker may write the same object at the same moment; the 409 that loses that race
+        is retried once the informer has caught up, as the controller itself would.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                return await controller.reconcile(key)
+            except ApiError as e:
+                if e.code != 409 or loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.01)
 
     def pods(self, namespace: str = "default") -> list[dict[str, Any]]:
         return [p for p in self.transport.all(PODS, namespace)]

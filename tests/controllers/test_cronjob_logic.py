@@ -87,7 +87,7 @@ async def test_due_cronjob_starts_a_job_that_completes(plane) -> None:
 async def test_suspended_or_forbidden_runs_are_skipped(plane) -> None:
     await overdue(plane, suspend=True)
     (controller,) = await plane.start(CronJobController)
-    requeue = await controller.reconcile("default/tick")
+    requeue = await plane.reconcile(controller, "default/tick")
     assert plane.transport.all(JOBS, "default") == []
     assert requeue is not None and 0 < requeue <= 61  # woken for the next minute
     await plane.client.patch(CRONJOBS, "tick", {"spec": {"suspend": False, "concurrencyPolicy": "Forbid"}}, "default")
@@ -97,7 +97,7 @@ async def test_suspended_or_forbidden_runs_are_skipped(plane) -> None:
     earlier = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     await plane.client.update_status(CRONJOBS, {**cj, "status": {**cj["status"], "lastScheduleTime": earlier}})
     await plane.until(lambda: controller.cronjobs.cache.get("default/tick")["status"]["lastScheduleTime"] == earlier)
-    await controller.reconcile("default/tick")
+    await plane.reconcile(controller, "default/tick")
     assert len(plane.transport.all(JOBS, "default")) == 1
 
 
@@ -158,7 +158,7 @@ async def test_forbid_records_job_already_active(plane) -> None:
     running, last = await with_running_job(plane, concurrencyPolicy="Forbid")
     (controller,) = await plane.start(CronJobController)
     await plane.until(lambda: events(plane, "JobAlreadyActive"), what="JobAlreadyActive event")
-    await controller.reconcile("default/tick")
+    await plane.reconcile(controller, "default/tick")
     assert job_names(plane) == [running]
     cj = plane.transport.peek(CRONJOBS, "default", "tick")
     assert cj["status"]["lastScheduleTime"] == last  # the due run is not consumed
@@ -204,7 +204,7 @@ async def test_starting_deadline_skips_runs_missed_by_more_than_it(plane) -> Non
     last = stamp(fired - timedelta(hours=3))
     await plane.client.update_status(CRONJOBS, {**created, "status": {"lastScheduleTime": last}})
     (controller,) = await plane.start(CronJobController)
-    requeue = await controller.reconcile("default/tick")
+    requeue = await plane.reconcile(controller, "default/tick")
     # The latest run was 10 minutes ago, beyond the 2-minute deadline: nothing starts, the
     # CronJob waits for the next hour, and its lastScheduleTime is left alone (as upstream).
     assert job_names(plane) == []
@@ -255,3 +255,12 @@ def test_most_recent_due_searches_back_past_many_missed() -> None:
     assert most_recent_due(weekdays, datetime(2020, 1, 1, tzinfo=UTC), now) == (datetime(2024, 3, 15, 9, 0, tzinfo=UTC), MAX_MISSED + 1)
     sunday = datetime(2024, 3, 17, 12, 0, tzinfo=UTC)
     assert most_recent_due(weekdays, datetime(2020, 1, 1, tzinfo=UTC), sunday)[0] == datetime(2024, 3, 15, 9, 0, tzinfo=UTC)
+
+
+async def test_unknown_time_zone_is_reported_and_nothing_runs(plane) -> None:
+    await overdue(plane, timeZone="Mars/Olympus_Mons")
+    (controller,) = await plane.start(CronJobController)
+    await plane.until(lambda: events(plane, "UnknownTimeZone"), what="UnknownTimeZone event")
+    assert events(plane, "UnknownTimeZone")[0]["message"] == 'invalid timeZone: "Mars/Olympus_Mons": unknown time zone Mars/Olympus_Mons'
+    assert await plane.reconcile(controller, "default/tick") is None
+    assert plane.transport.all(JOBS, "default") == []

@@ -121,7 +121,7 @@ async def test_rolling_update_keeps_at_most_max_unavailable_nodes_down(plane) ->
     st = await plane.until(lambda: (s := plane.transport.peek(DAEMONSETS, "default", "agent")["status"]).get("updatedNumberScheduled") == 2 and s)
     assert (st["desiredNumberScheduled"], st["numberAvailable"], st["numberUnavailable"]) == (5, 3, 2)
     controller = plane.controllers[0]
-    await controller.reconcile("default/agent")  # another pass changes nothing while both are down
+    await plane.reconcile(controller, "default/agent")  # another pass changes nothing while both are down
     assert sorted(images_by_node(plane).values()) == ["agent:1"] * 3 + ["agent:2"] * 2
 
 

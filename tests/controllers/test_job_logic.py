@@ -120,7 +120,7 @@ async def test_parallelism_caps_active_pods_and_completions_count_successes(plan
         pods = await plane.until(lambda n=round_size: len(r := running(plane)) == n and r, what=f"{round_size} active pods")
         st = await plane.until(lambda n=round_size: (s := plane.transport.peek(JOBS, "default", "work").get("status") or {}).get("active") == n and s)
         assert st.get("succeeded", 0) == succeeded_before
-        await controller.reconcile("default/work")  # a further pass adds nothing while they run
+        await plane.reconcile(controller, "default/work")  # a further pass adds nothing while they run
         assert len(running(plane)) == round_size
         for pod in pods:
             await finish(plane, pod, "Succeeded")
@@ -164,6 +164,29 @@ async def test_ttl_counts_from_the_finish_time(plane) -> None:
     done = await plane.until(lambda: condition(j := plane.transport.peek(JOBS, "default", "work"), "Complete") and j)
     assert done["status"]["completionTime"]
     # Finished just now with a 60 s TTL: kept, and the controller asks to come back in ~60 s.
-    wait = await controller.reconcile("default/work")
+    wait = await plane.reconcile(controller, "default/work")
     assert wait is not None and 55 < wait <= 61
     assert plane.transport.peek(JOBS, "default", "work") is not None
+
+
+async def test_on_failure_restarts_count_against_the_backoff_limit(plane) -> None:
+    await plane.start(JobController)
+    spec = job(backoffLimit=3)
+    spec["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+    await plane.client.create(JOBS, spec, "default")
+    (pod,) = await plane.until(lambda: running(plane), what="job pod")
+
+    async def restarted(count: int) -> None:
+        current = plane.transport.peek(PODS, "default", pod["metadata"]["name"])
+        current["status"] = {"phase": "Running", "containerStatuses": [{"name": "c", "restartCount": count}]}
+        await plane.client.update_status(PODS, current)
+
+    await restarted(2)  # the container failed twice and was restarted in place
+    await plane.until(lambda: (plane.transport.peek(JOBS, "default", "work").get("status") or {}).get("active") == 1)
+    assert condition(plane.transport.peek(JOBS, "default", "work"), "Failed") is None
+    await restarted(3)
+    failed = await plane.until(lambda: condition(j := plane.transport.peek(JOBS, "default", "work"), "Failed") and j,
+                               what="job failed on restarts")
+    assert condition(failed, "Failed")["reason"] == "BackoffLimitExceeded"
+    await plane.until(lambda: not running(plane) or all(p["metadata"].get("deletionTimestamp") for p in running(plane)),
+                      what="the restarting pod stopped")

@@ -73,11 +73,11 @@ async def test_grace_period_is_40_seconds(plane) -> None:
     await add_node(plane, "gone", silent_for=50)
     (controller,) = await plane.start(NodeLifecycleController)
     await plane.until(lambda: ready(plane.transport.peek(NODES, "", "gone")) == "Unknown", what="50 s silent: Unknown")
-    await controller.reconcile("quiet")
+    await plane.reconcile(controller, "quiet")
     quiet = plane.transport.peek(NODES, "", "quiet")
     assert ready(quiet) == "True" and not quiet["spec"].get("taints")
     # The controller wakes when the quiet node's 40 s run out (about 10 s from now), not later.
-    wait = await controller.reconcile("quiet")
+    wait = await plane.reconcile(controller, "quiet")
     assert wait is not None and 5 < wait <= 11
 
 

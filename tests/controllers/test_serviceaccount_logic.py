@@ -44,5 +44,5 @@ async def test_terminating_namespace_is_left_alone(plane) -> None:
     await plane.client.delete(NAMESPACES, "going")  # Terminating: the namespace finalizer holds it
     await plane.until(lambda: controller.namespaces.cache.get("going")["metadata"].get("deletionTimestamp"))
     await plane.client.delete(SERVICEACCOUNTS, "default", "going")
-    await controller.reconcile("going")
+    await plane.reconcile(controller, "going")
     assert plane.transport.peek(SERVICEACCOUNTS, "going", "default") is None

@@ -5,7 +5,8 @@ For each Job (batch/v1) it claims pods by selector (the API server gives every J
 
 - counts active (not finished, not deleting), ready, succeeded and failed pods — succeeded
   and failed never go down, even when finished pods are deleted;
-- fails the Job when failures exceed ``backoffLimit`` (reason BackoffLimitExceeded) or it has
+- fails the Job when failures exceed ``backoffLimit`` — with restartPolicy OnFailure, when the
+  container restarts in its active pods reach it — (reason BackoffLimitExceeded) or it has
   been active longer than ``activeDeadlineSeconds`` (DeadlineExceeded), deleting its active
   pods; conditions FailureTarget then Failed, as upstream 1.31+;
 - completes it when ``completions`` pods succeeded (or, without completions, when one pod
@@ -27,6 +28,7 @@ from typing import Any
 
 from k3py.api.errors import ApiError
 from k3py.api.meta import now_rfc3339, parse_rfc3339
+from k3py.client.informer import OWNER_UID_INDEX
 from k3py.client.interface import JOBS, PODS
 from k3py.server.controllers.common import (
     Obj,
@@ -82,6 +84,21 @@ def parse_indexes(text: str) -> set[int]:
     return out
 
 
+def restarts_past_backoff_limit(spec: Obj, active: list[Obj], backoff_limit: int) -> bool:
+    """With restartPolicy OnFailure a failing container restarts in its pod instead of failing
+    it, so upstream counts the restarts of the running and pending pods against backoffLimit."""
+    if (((spec.get("template") or {}).get("spec") or {}).get("restartPolicy")) != "OnFailure":
+        return False
+    restarts = 0
+    for pod in active:
+        if pod_phase(pod) not in ("Running", "Pending"):
+            continue
+        status = pod.get("status") or {}
+        for cs in [*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())]:
+            restarts += int(cs.get("restartCount") or 0)
+    return restarts > 0 if backoff_limit == 0 else restarts >= backoff_limit
+
+
 def _finished(job: Obj) -> str | None:
     for cond_type in ("Complete", "Failed"):
         cond = get_condition(job, cond_type)
@@ -105,6 +122,12 @@ class JobController(PodOwnerController):
             return None
         finished = _finished(job)
         if finished is not None:
+            # A reconcile that read the Job just before it finished may have started a pod:
+            # a finished Job keeps none running.
+            stragglers = [p for p in self.pods.cache.by_index(OWNER_UID_INDEX, uid_of(job))
+                          if pod_phase(p) not in ("Succeeded", "Failed") and not is_deleting(p)]
+            if stragglers and self.expectations.satisfied(key):
+                await self.delete_pods(key, stragglers)
             return await self._ttl(job)
         spec = job.get("spec") or {}
         status = copy.deepcopy(job.get("status") or {})
@@ -131,7 +154,7 @@ class JobController(PodOwnerController):
         if not suspended and not status.get("startTime"):
             status["startTime"] = now_rfc3339()
         failure: tuple[str, str] | None = None
-        if failed > backoff_limit:
+        if failed > backoff_limit or restarts_past_backoff_limit(spec, active, backoff_limit):
             failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
         deadline = spec.get("activeDeadlineSeconds")
         if failure is None and deadline is not None and status.get("startTime") and not suspended:
