@@ -40,7 +40,7 @@ class Plane:
             self.tasks.append(asyncio.create_task(c.run()))
         return made
 
-    async def until(self, cond: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    async def until(self, cond: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
         """Poll ``cond`` until it is truthy (returning its value) or fail after ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
