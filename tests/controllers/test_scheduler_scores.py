@@ -17,7 +17,13 @@ import pytest
 from k3py.server.scheduler.nodeinfo import NodeInfo, pod_requests
 from k3py.server.scheduler.scheduler import Scheduler
 from k3py.server.scheduler.scoring import normalize_by_max
-from k3py.server.scheduler.topologyspread import HOSTNAME, OwnerCounts, SoftConstraint, SpreadScorer
+from k3py.server.scheduler.topologyspread import (
+    HOSTNAME,
+    OwnerCounts,
+    SoftConstraint,
+    SpreadScorer,
+    owner_uid,
+)
 from tests.controllers.test_scheduler_logic import node, scheduler
 
 ZONE = "topology.kubernetes.io/zone"
@@ -347,3 +353,13 @@ def test_explicit_constraint_ranks_nodes_without_its_key_last() -> None:
     assert schedule(s, make_pod("spread", {"app": "web"}, topologySpreadConstraints=soft)) == "n1"
     s.nodes["n1"].alloc_pods = s.nodes["n1"].pod_count  # full: the unlabelled node still serves
     assert schedule(s, make_pod("more", {"app": "web"}, topologySpreadConstraints=soft)) == "n2"
+
+
+def test_default_spreading_groups_by_the_controller_owner() -> None:
+    pod = make_pod("p")
+    assert owner_uid(pod) is None
+    pod["metadata"]["ownerReferences"] = [{"kind": "ConfigMap", "name": "x", "uid": "cm"},
+                                          {"kind": "ReplicaSet", "name": "rs", "uid": "rs", "controller": True}]
+    assert owner_uid(pod) == "rs"
+    pod["metadata"]["ownerReferences"] = [{"kind": "ConfigMap", "name": "x", "uid": "cm"}]
+    assert owner_uid(pod) == "cm"

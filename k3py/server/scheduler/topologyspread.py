@@ -12,8 +12,9 @@ the pod's own values of those labels to the selector, as upstream does.
 **Score** (upstream's PodTopologySpread score plugin). The constraints scored are the pod's
 ``ScheduleAnyway`` ones or, when the pod declares no constraints at all, the system defaults
 that replaced SelectorSpread: ``topology.kubernetes.io/zone`` maxSkew 3 and
-``kubernetes.io/hostname`` maxSkew 5, counting the pods of the same owner (the pod's first
-ownerReference, as upstream counts per owner uid; a pod without owner gets no defaults). Each
+``kubernetes.io/hostname`` maxSkew 5, counting the pods of the same owner (the pod's
+controller ownerReference, else its first — upstream counts per owner uid for pods with owners;
+a pod without owner gets no defaults, where upstream would still use a selecting Service). Each
 candidate node scores, per constraint whose key it carries,
 ``count(domain) * log(domains + 2) + maxSkew - 1`` (domains = distinct values among the
 candidates; for hostname, the number of candidates), rounded; then scores are inverted into
@@ -87,9 +88,13 @@ def soft_constraints(pod: Obj) -> list[Obj]:
 
 
 def owner_uid(pod: Obj) -> str | None:
-    """The uid of the pod's first ownerReference (what upstream groups default spreading by)."""
+    """The uid default spreading groups the pod by: its controller's (the ReplicaSet or
+    StatefulSet whose selector upstream would use), else its first ownerReference's."""
     refs = (pod.get("metadata") or {}).get("ownerReferences") or ()
-    return (refs[0].get("uid") or None) if refs else None
+    if not refs:
+        return None
+    controller = next((r for r in refs if r.get("controller")), refs[0])
+    return controller.get("uid") or None
 
 
 def constraint_selector(constraint: Obj, own_labels: Mapping[str, str]) -> LabelSelector | None:
