@@ -12,7 +12,8 @@ and exits 127. The steps, in order (the order matters):
    upper dir), then proc, /dev (tmpfs with standard nodes, devpts with its own ptmx instance,
    shm, mqueue), sysfs read-only and the requested bind/tmpfs mounts — every mount target is
    resolved inside the new root (``secure_join``) so image symlinks cannot redirect a mount
-   onto the host;
+   onto the host, and an ``exact_source`` (a subPath the kubelet checked) is bound through an
+   O_PATH descriptor, refused if a component of it became a symlink since;
 4. ``pivot_root`` into it and detach the old root; a tty container opens a pty pair from its
    /dev/pts/ptmx, hands the master to the supervisor over the console socket and makes the
    slave its stdio and controlling terminal (so ``tty`` names /dev/pts/0 there, which a pty
@@ -187,11 +188,29 @@ def _setup_rootfs(config: dict) -> str:
         source = m["source"]
         if not os.path.exists(source):
             raise InitError(f"bind mount source {source} does not exist")
-        target = _mount_point(merged, m["destination"], not os.path.isdir(source))
-        linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
+        if m.get("exact_source"):
+            target = _bind_exact(source, merged, m["destination"])
+        else:
+            target = _mount_point(merged, m["destination"], not os.path.isdir(source))
+            linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
         if readonly:
             linux.mount("", target, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
     return merged
+
+
+def _bind_exact(source: str, root: str, destination: str) -> str:
+    """Bind ``source`` through an O_PATH descriptor whose path must still be ``source`` itself:
+    had a component been swapped for a symlink after the kubelet resolved it, the descriptor
+    would name somewhere else and the mount is refused (the subPath escape upstream guards)."""
+    fd = os.open(source, os.O_PATH | os.O_CLOEXEC)
+    try:
+        if os.readlink(f"/proc/self/fd/{fd}") != source:
+            raise InitError(f"bind mount source {source} changed since it was checked (a symlink?)")
+        target = _mount_point(root, destination, not stat.S_ISDIR(os.fstat(fd).st_mode))
+        linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS_BIND | linux.MS_REC)
+    finally:
+        os.close(fd)
+    return target
 
 
 def _pivot(root: str) -> None:

@@ -18,6 +18,9 @@ class Mount:
     source: str = ""  # host path for a bind mount
     readonly: bool = False
     size: int = 0  # tmpfs size in bytes, 0 = kernel default
+    # The source is a symlink-free path the kubelet checked (a subPath): bind exactly it, and
+    # refuse it if a path component became a symlink since (a container racing the check).
+    exact_source: bool = False
 
 
 @dataclass

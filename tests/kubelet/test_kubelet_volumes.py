@@ -8,6 +8,8 @@ running pod, and the eviction of a pod whose emptyDir outgrows its sizeLimit.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -16,8 +18,12 @@ from typing import Any
 
 import pytest
 
+from k3py.runtime.archive import import_archive
+from k3py.runtime.cgroups import Cgroup
+from k3py.runtime.containers import ContainerError, ContainerRuntime
+from k3py.runtime.spec import ContainerSpec, Mount
 from tests.cluster import TestCluster
-from tests.kubelet.conftest import AgentNode, wait_pod
+from tests.kubelet.conftest import AgentNode, busybox_archive, wait_pod
 
 Obj = dict[str, Any]
 
@@ -269,3 +275,45 @@ def test_empty_dir_over_its_size_limit_evicts_the_pod(cluster: TestCluster) -> N
     statuses = wait_pod(cluster, "hog", lambda p: "terminated" in p["status"]["containerStatuses"][0]["state"],
                         "container stopped")["status"]["containerStatuses"]
     assert statuses[0]["state"]["terminated"]["exitCode"] != 0
+
+
+def test_sub_path_swapped_for_a_symlink_after_the_check_is_refused(tmp_path: Path) -> None:
+    """The race upstream's subPath CVEs used: the kubelet resolved ``vol/sub`` to a real directory,
+    then a container replaced a component with a symlink to the host. The container init binds
+    the checked path exactly, or refuses."""
+    runtime = ContainerRuntime(tmp_path / "rt", cgroup_parent=f"k3py-test-{secrets.token_hex(4)}",
+                               isolate_mounts=True)
+    import_archive(runtime.images, busybox_archive())
+    volume = tmp_path / "vol"
+    (volume / "sub").mkdir(parents=True)
+    (volume / "sub" / "inside").write_text("volume data\n")
+    checked = str(volume / "sub")  # what the kubelet resolved and checked
+    spec = ContainerSpec(name="t", image="busybox", command=["cat", "/m/inside"],
+                         mounts=[Mount("/m", source=checked, exact_source=True)])
+    try:
+        cid = runtime.run(spec)
+        status = runtime.wait_container(cid, 30)
+        assert status.exit_code == 0 and Path(status.log_path).read_text().endswith(" volume data\n")
+        runtime.remove_container(cid, force=True)
+        # The container's move: the checked directory becomes a symlink to a host directory.
+        host_secret = tmp_path / "host-only"
+        host_secret.mkdir()
+        (host_secret / "inside").write_text("host data\n")
+        shutil.rmtree(volume / "sub")
+        os.symlink(host_secret, volume / "sub")
+        with pytest.raises(ContainerError, match="changed since it was checked"):
+            runtime.run(spec)
+    finally:
+        for container in runtime.list_containers():
+            runtime.remove_container(container.id, force=True)
+        runtime.shutdown_supervisor(force=True)
+        for directory in Cgroup(runtime.cgroup_parent, "").dirs.values():
+            poll(f"{directory} removed", lambda d=directory: not os.path.isdir(d) or _rmdir(d), 10)
+
+
+def _rmdir(path: str) -> bool:
+    try:
+        os.rmdir(path)  # busy until the supervisor's last process has left it
+    except OSError:
+        return False
+    return True

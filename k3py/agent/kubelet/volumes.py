@@ -540,7 +540,7 @@ class PodVolumes:
                 source = _sub_path_source(source, sub_path)
             destination = mount.get("mountPath", "")
             destinations.add(destination)
-            mounts.append(Mount(destination=destination, source=source,
+            mounts.append(Mount(destination=destination, source=source, exact_source=bool(sub_path),
                                 readonly=bool(mount.get("readOnly")) or name in read_only_volumes))
         for name in ("hosts", "hostname", "resolv.conf"):
             destination = f"/etc/{name}"
