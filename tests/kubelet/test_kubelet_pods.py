@@ -803,7 +803,7 @@ def test_qos_classes_place_pods_in_their_cgroups(agent_cluster) -> None:  # type
     cluster, _node = agent_cluster
     classes = {
         "qos-guaranteed": {"limits": {"cpu": "250m", "memory": "48Mi"}},
-        "qos-burstable": {"requests": {"memory": "1Gi"}},
+        "qos-burstable": {"requests": {"memory": "1Gi", "cpu": "300m"}},
         "qos-besteffort": {},
     }
     for name, resources in classes.items():
@@ -841,8 +841,11 @@ def test_qos_classes_place_pods_in_their_cgroups(agent_cluster) -> None:  # type
     else:
         assert _cgroup_value(guaranteed, "cpu", "cpu.cfs_quota_us", "") == "25000"
         assert _cgroup_value(guaranteed, "cpu", "cpu.shares", "") == "256"
-        # BestEffort pods share the smallest CPU weight, whatever their number.
+        # BestEffort pods share the smallest CPU weight, whatever their number; the Burstable
+        # group weighs at least what this Burstable pod requests (others may run beside it).
         assert _cgroup_value(Cgroup("k3py/kubepods", "besteffort"), "cpu", "cpu.shares", "") == "2"
+        assert int(_cgroup_value(Cgroup("k3py/kubepods", "burstable"), "cpu", "cpu.shares", "")) >= 307
+        assert _cgroup_value(groups["qos-burstable"], "cpu", "cpu.shares", "") == "307"
         assert _cgroup_value(groups["qos-burstable"], "memory", "memory.limit_in_bytes", "") == \
             _cgroup_value(Cgroup("k3py", "kubepods"), "memory", "memory.limit_in_bytes", "")  # unbounded
     cluster.kubectl("delete", "pod", *classes, "--wait=true", timeout=60)

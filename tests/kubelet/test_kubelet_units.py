@@ -456,5 +456,13 @@ def test_pod_cgroups_follow_the_qos_class_and_effective_resources() -> None:
     assert oom_score_adj(burstable, burstable["spec"]["containers"][1], capacity) == 993  # 32Mi
     huge = {"name": "h", "resources": {"requests": {"memory": "8Gi"}}}
     assert oom_score_adj(pod([huge, {"name": "x"}]), huge, capacity) == 3  # never below Guaranteed's
+    from k3py.agent.kubelet.podspec import qos_group_resources
+
+    # The Burstable group weighs its running pods' CPU requests together; BestEffort the minimum.
+    done = {**burstable, "status": {"phase": "Succeeded"}}
+    assert qos_group_resources("Burstable", [burstable, with_init, best_effort, done]).cpu_shares == 102
+    assert qos_group_resources("Burstable", []).cpu_shares == 2
+    assert qos_group_resources("BestEffort", [burstable]).cpu_shares == 2
+    assert qos_group_resources("Guaranteed").cpu_shares == 0  # left as the kernel has it
     tiny = {"name": "t", "resources": {"requests": {"memory": "1"}}}
     assert oom_score_adj(pod([tiny]), tiny, capacity) == 999  # never as low a priority as BestEffort

@@ -671,7 +671,9 @@ class PodManager:
         qos = qos_class(pod)
         self.runtime.ensure_cgroup(KUBEPODS, qos_group_resources("Guaranteed"))
         if QOS_GROUPS[qos] != KUBEPODS:
-            self.runtime.ensure_cgroup(QOS_GROUPS[qos], qos_group_resources(qos))
+            on_node = {p["metadata"]["uid"]: p for p in self.informer.cache.list()}
+            on_node[pod["metadata"]["uid"]] = pod
+            self.runtime.ensure_cgroup(QOS_GROUPS[qos], qos_group_resources(qos, list(on_node.values())))
         self.runtime.ensure_cgroup(pod_cgroup_path(pod), pod_cgroup_resources(pod))
 
     def _memory_capacity(self) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -340,9 +340,20 @@ GUARANTEED_OOM_SCORE_ADJ = -997
 BEST_EFFORT_OOM_SCORE_ADJ = 1000
 
 
-def qos_group_resources(qos: str) -> Resources:
-    """The QoS class group's own settings: BestEffort pods share the minimum CPU weight."""
-    return Resources(cpu_shares=2) if qos == "BestEffort" else Resources()
+def qos_group_resources(qos: str, pods: Sequence[Obj] = ()) -> Resources:
+    """The QoS class group's own settings: BestEffort pods share the minimum CPU weight; the
+    Burstable group weighs what its running ``pods`` (the node's, any class) request together,
+    so under contention it gets its share next to the Guaranteed pods beside it."""
+    if qos == "BestEffort":
+        return Resources(cpu_shares=2)
+    if qos == "Burstable":
+        requested = sum(
+            (_effective(p, 0)[0].get("cpu", Decimal(0)) for p in pods
+             if qos_class(p) == "Burstable" and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")),
+            Decimal(0),
+        )
+        return Resources(cpu_shares=max(2, min(262144, int(requested * 1024))))
+    return Resources()
 
 
 def pod_cgroup_path(pod: Obj) -> str:
