@@ -4,18 +4,25 @@ Components report things like ``Scheduled`` or ``FailedScheduling`` without wait
 write: :meth:`EventRecorder.record` queues the event and one background task posts them, so a
 hot loop (the scheduler binding hundreds of pods a second) never blocks on event writes. A
 bounded queue drops events rather than growing without limit when the API server is slow —
-events are best-effort in Kubernetes too. Repeats of the same (object, reason, message) within
-the recorder's lifetime are folded into one Event whose ``count`` grows, as upstream's
-correlator does.
+events are best-effort in Kubernetes too.
 
-Like upstream's spam filter, each (component, involved object, type, reason) has a token
-bucket of ``SPAM_BURST`` events refilled at one per ``SPAM_REFILL_SECONDS``; events beyond it
-are dropped when recorded. A 2,000-replica ReplicaSet thus writes 25 SuccessfulCreate events,
-not 2,000 — the same view ``kubectl describe`` gives on upstream, without an API write per pod.
-The filter runs before the correlator, so of 30 identical events 25 reach the API: one Event
-created and 24 ``count`` increments (upstream filters its aggregated events the same way). The
-bucket reads time through the recorder's ``clock`` (``time.monotonic`` unless injected), which is
-how tests drive the refill without sleeping.
+Upstream's correlator, in its order:
+
+- *aggregation*: per (involved object, type, reason), once ``AGGREGATE_MAX_EVENTS`` (10)
+  distinct messages have been seen within ``AGGREGATE_INTERVAL_SECONDS`` (10 minutes) of each
+  other, further ones go to one Event whose message is "(combined from similar events): "
+  and the latest message;
+- *deduplication*: a repeat of an (object, reason, message) — or of the combined event — is
+  folded into the existing Event, whose ``count`` and ``lastTimestamp`` grow;
+- *spam filter*: each (involved object, type, reason) has a token bucket of ``SPAM_BURST``
+  (25) events refilled at one per ``SPAM_REFILL_SECONDS`` (5 minutes); events beyond it are
+  dropped when recorded, before any API write.
+
+A 2,000-replica ReplicaSet thus writes 9 "Created pod" Events and one combined Event counted
+16 times — 25 writes, the view ``kubectl describe`` gives on upstream — instead of 2,000; 30
+identical events make one Event with count 25. Time comes from the recorder's ``clock``
+(``time.monotonic`` unless injected), which is how tests drive refills and windows without
+sleeping.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ log = logging.getLogger("k3py.client.events")
 SPAM_BURST = 25
 SPAM_REFILL_SECONDS = 300.0
 SPAM_KEYS_KEPT = 4096  # least recently used buckets beyond this are forgotten (upstream's LRU size)
+AGGREGATE_MAX_EVENTS = 10
+AGGREGATE_INTERVAL_SECONDS = 600.0
+COMBINED_PREFIX = "(combined from similar events): "
 
 
 def object_reference(obj: dict[str, Any]) -> dict[str, Any]:
@@ -61,12 +71,14 @@ class EventRecorder:
         self.component = component
         self.host = host
         self._queue: asyncio.Queue[tuple[dict[str, Any], str, str, str]] = asyncio.Queue(max_pending)
-        self._seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._seen: dict[tuple[str, ...], dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         # spam key -> (tokens left, monotonic time they were counted); insertion order = LRU
         self._spam: dict[tuple[str, ...], tuple[float, float]] = {}
         self.filtered = 0
+        # aggregation key -> (distinct messages seen, clock time of the last one); LRU order
+        self._similar: dict[tuple[str, ...], tuple[set[str], float]] = {}
 
     def start(self) -> None:
         if self._task is None:
@@ -125,19 +137,38 @@ class EventRecorder:
             finally:
                 self._queue.task_done()
 
+    def _aggregate(self, ref: dict[str, Any], event_type: str, reason: str, message: str) -> tuple[tuple[str, ...], str]:
+        """(deduplication key, message) after upstream's aggregation of similar events."""
+        object_key = ref.get("uid", "") or ref.get("name", "")
+        similar_key = (ref.get("kind", ""), ref.get("apiVersion", ""), ref.get("namespace", ""), ref.get("name", ""),
+                       object_key, event_type, reason)
+        now = self.clock()
+        messages, last = self._similar.pop(similar_key, (set(), now))
+        if now - last > AGGREGATE_INTERVAL_SECONDS:
+            messages = set()
+        messages.add(message)
+        self._similar[similar_key] = (messages, now)
+        if len(self._similar) > SPAM_KEYS_KEPT:
+            self._similar.pop(next(iter(self._similar)))
+        if len(messages) < AGGREGATE_MAX_EVENTS:
+            return (object_key, reason, message), message
+        messages.pop()  # the set never grows past the limit (upstream's PopAny)
+        return ("combined", *similar_key), COMBINED_PREFIX + message
+
     async def _post(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         ref = object_reference(obj)
         namespace = ref.get("namespace") or "default"
-        key = (ref.get("uid", "") or ref.get("name", ""), reason, message)
+        key, message = self._aggregate(ref, event_type, reason, message)
         now = now_rfc3339()
         previous = self._seen.get(key)
         if previous is not None:
             previous["count"] = int(previous.get("count", 1)) + 1
             previous["lastTimestamp"] = now
+            previous["message"] = message
             try:
                 self._seen[key] = await self.client.patch(
                     EVENTS, previous["metadata"]["name"],
-                    {"count": previous["count"], "lastTimestamp": now}, namespace)
+                    {"count": previous["count"], "lastTimestamp": now, "message": message}, namespace)
                 return
             except ApiError as e:
                 if e.code != 404:

@@ -78,10 +78,37 @@ async def test_bucket_is_per_type_and_reason_not_per_message(recorder) -> None:
     rec.record(other, "Normal", "Pulling", "Pulling image busybox:0")  # another object
     await rec.flush()
     by_reason = events_by_reason(transport)
-    assert len(by_reason["Pulling"]) == SPAM_BURST + 2  # 25 distinct messages + Warning + web-2
+    assert sum(e.get("count", 1) for e in by_reason["Pulling"]) == SPAM_BURST + 2
     assert "Pulling image busybox:over" not in {e["message"] for e in by_reason["Pulling"]}
+    assert {e["message"] for e in by_reason["Pulling"] if e["involvedObject"]["name"] == "web-2"} == {"Pulling image busybox:0"}
+    assert [e["type"] for e in by_reason["Pulling"] if e["message"] == "odd but distinct type"] == ["Warning"]
     assert [e["count"] for e in by_reason["Pulled"]] == [1]
     assert rec.filtered == 1
+
+
+async def test_similar_events_are_combined_after_nine_distinct_messages(recorder) -> None:
+    rec, transport, clock = recorder
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "default", "uid": "rs-uid"}}
+    for i in range(30):
+        rec.record(rs, "Normal", "SuccessfulCreate", f"Created pod: web-{i}")
+    await rec.flush()
+    events = sorted(events_by_reason(transport)["SuccessfulCreate"], key=lambda e: e["metadata"]["name"])
+    singles = [e for e in events if not e["message"].startswith("(combined")]
+    (combined,) = [e for e in events if e["message"].startswith("(combined")]
+    # Upstream's numbers: 9 distinct messages stand alone, the rest share one Event; the spam
+    # filter lets 25 of the 30 through, so the combined Event was written 16 times.
+    assert sorted(e["message"] for e in singles) == sorted(f"Created pod: web-{i}" for i in range(9))
+    assert all(e["count"] == 1 for e in singles)
+    assert combined["count"] == 16
+    assert combined["message"] == "(combined from similar events): Created pod: web-24"
+    assert transport.calls["create/events"] == 10 and transport.calls["patch/events"] == 15
+
+    # Ten quiet minutes later a new message stands alone again (and a token has come back).
+    clock.now += 601
+    rec.record(rs, "Normal", "SuccessfulCreate", "Created pod: web-late")
+    await rec.flush()
+    late = [e for e in events_by_reason(transport)["SuccessfulCreate"] if e["message"] == "Created pod: web-late"]
+    assert [e["count"] for e in late] == [1]
 
 
 async def test_bucket_refills_one_event_per_five_minutes(recorder) -> None:
