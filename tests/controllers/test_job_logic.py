@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from k3py.client.interface import JOBS, PODS
@@ -30,8 +31,13 @@ def condition(obj: dict[str, Any] | None, cond_type: str) -> dict[str, Any] | No
     return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == cond_type), None)
 
 
+def fast_jobs(c: Any, i: Any) -> JobController:
+    """A Job controller whose failure back-off is 50 ms instead of upstream's 10 s."""
+    return JobController(c, i, failure_backoff=0.05)
+
+
 async def start(plane) -> None:
-    await plane.start(JobController, Scheduler, lambda c, i: SimulatedNodes(c, i, 2))
+    await plane.start(fast_jobs, Scheduler, lambda c, i: SimulatedNodes(c, i, 2))
 
 
 def test_index_intervals() -> None:
@@ -113,7 +119,7 @@ def running(plane) -> list[dict[str, Any]]:
 
 
 async def test_parallelism_caps_active_pods_and_completions_count_successes(plane) -> None:
-    (controller,) = await plane.start(JobController)
+    (controller,) = await plane.start(fast_jobs)
     await plane.client.create(JOBS, job(completions=5, parallelism=2), "default")
     # Rounds of min(parallelism, completions - succeeded) pods: 2, 2, then 1.
     for round_size, succeeded_before in ((2, 0), (2, 2), (1, 4)):
@@ -129,7 +135,7 @@ async def test_parallelism_caps_active_pods_and_completions_count_successes(plan
 
 
 async def test_indexed_pods_carry_their_index_and_a_failed_index_is_retried(plane) -> None:
-    await plane.start(JobController)
+    await plane.start(fast_jobs)
     await plane.client.create(JOBS, job(completions=3, parallelism=2, completionMode="Indexed"), "default")
     key = "batch.kubernetes.io/job-completion-index"
 
@@ -157,7 +163,7 @@ async def test_indexed_pods_carry_their_index_and_a_failed_index_is_retried(plan
 
 
 async def test_ttl_counts_from_the_finish_time(plane) -> None:
-    (controller,) = await plane.start(JobController)
+    (controller,) = await plane.start(fast_jobs)
     await plane.client.create(JOBS, job(ttlSecondsAfterFinished=60), "default")
     (pod,) = await plane.until(lambda: running(plane), what="job pod")
     await finish(plane, pod, "Succeeded")
@@ -170,7 +176,7 @@ async def test_ttl_counts_from_the_finish_time(plane) -> None:
 
 
 async def test_on_failure_restarts_count_against_the_backoff_limit(plane) -> None:
-    await plane.start(JobController)
+    await plane.start(fast_jobs)
     spec = job(backoffLimit=3)
     spec["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
     await plane.client.create(JOBS, spec, "default")
@@ -190,3 +196,28 @@ async def test_on_failure_restarts_count_against_the_backoff_limit(plane) -> Non
     assert condition(failed, "Failed")["reason"] == "BackoffLimitExceeded"
     await plane.until(lambda: not running(plane) or all(p["metadata"].get("deletionTimestamp") for p in running(plane)),
                       what="the restarting pod stopped")
+
+
+async def test_failed_pods_are_replaced_after_a_doubling_back_off(plane) -> None:
+    from k3py.api.meta import now_rfc3339_micro
+
+    await plane.start(lambda c, i: JobController(c, i, failure_backoff=0.4))
+    await plane.client.create(JOBS, job(backoffLimit=5), "default")
+    loop = asyncio.get_running_loop()
+
+    async def fail(pod: dict[str, Any]) -> float:
+        current = plane.transport.peek(PODS, "default", pod["metadata"]["name"])
+        current["status"] = {"phase": "Failed", "containerStatuses": [{"name": "c", "state": {"terminated": {
+            "exitCode": 1, "reason": "Error", "finishedAt": now_rfc3339_micro()}}}]}
+        await plane.client.update_status(PODS, current)
+        return loop.time()
+
+    (first,) = await plane.until(lambda: running(plane), what="first pod")
+    failed_at = await fail(first)
+    (second,) = await plane.until(lambda: running(plane), what="replacement after one failure")
+    assert loop.time() - failed_at >= 0.35  # 0.4 s after the first failure
+    failed_at = await fail(second)
+    await plane.until(lambda: running(plane), what="replacement after two failures")
+    assert loop.time() - failed_at >= 0.75  # doubled: 0.8 s
+    st = plane.transport.peek(JOBS, "default", "work")["status"]
+    assert st["failed"] == 2 and condition(plane.transport.peek(JOBS, "default", "work"), "Failed") is None

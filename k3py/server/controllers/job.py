@@ -11,7 +11,9 @@ For each Job (batch/v1) it claims pods by selector (the API server gives every J
   pods; conditions FailureTarget then Failed, as upstream 1.31+;
 - completes it when ``completions`` pods succeeded (or, without completions, when one pod
   succeeded and none is active): SuccessCriteriaMet then Complete, with completionTime;
-- otherwise keeps ``min(parallelism, completions - succeeded)`` pods active — 0 while
+- otherwise keeps ``min(parallelism, completions - succeeded)`` pods active — replacing failed
+  pods only after upstream's back-off (10 s doubled per failure since the last success, at
+  most 6 minutes, counted from the last failure's finish) — 0 while
   ``suspend`` (condition Suspended). ``completionMode: Indexed`` gives each pod an index
   (annotation and label ``batch.kubernetes.io/job-completion-index``, env
   JOB_COMPLETION_INDEX, hostname ``<job>-<index>``) and tracks ``completedIndexes``;
@@ -23,13 +25,13 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Hashable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from k3py.api.errors import ApiError
 from k3py.api.meta import now_rfc3339, parse_rfc3339
-from k3py.client.informer import OWNER_UID_INDEX
-from k3py.client.interface import JOBS, PODS
+from k3py.client.informer import OWNER_UID_INDEX, InformerFactory
+from k3py.client.interface import JOBS, PODS, Client
 from k3py.server.controllers.common import (
     Obj,
     get_condition,
@@ -47,6 +49,8 @@ from k3py.server.controllers.replicaset import PodOwnerController, deletion_rank
 log = logging.getLogger("k3py.controllers.job")
 
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+FAILURE_BACKOFF_SECONDS = 10.0
+MAX_FAILURE_BACKOFF_SECONDS = 360.0
 
 
 def _pod_index(pod: Obj) -> int | None:
@@ -99,6 +103,41 @@ def restarts_past_backoff_limit(spec: Obj, active: list[Obj], backoff_limit: int
     return restarts > 0 if backoff_limit == 0 else restarts >= backoff_limit
 
 
+def finished_at(pod: Obj) -> datetime | None:
+    """When a finished pod's last container stopped; else when it stopped being Ready, was
+    deleted or, as a stable last resort, created (never "now": the back-off must run out)."""
+    status = pod.get("status") or {}
+    stamps = [((cs.get("state") or {}).get("terminated") or {}).get("finishedAt")
+              for cs in status.get("containerStatuses") or ()]
+    if not any(stamps):
+        stamps = [c.get("lastTransitionTime") for c in status.get("conditions") or ()
+                  if c.get("type") == "Ready" and c.get("status") == "False"]
+    if not any(stamps):
+        stamps = [meta(pod).get("deletionTimestamp") or meta(pod).get("creationTimestamp")]
+    parsed = []
+    for stamp in stamps:
+        if not stamp:
+            continue
+        try:
+            parsed.append(parse_rfc3339(stamp))
+        except ValueError:
+            continue
+    return max(parsed) if parsed else None
+
+
+def failure_backoff_left(pods: list[Obj], base: float, cap: float, now: datetime) -> float:
+    """Seconds until a failed pod may be replaced: ``base`` doubled for each failure since the
+    last success, capped, from the latest failure (upstream's pod failure back-off)."""
+    successes = [t for p in pods if pod_phase(p) == "Succeeded" and (t := finished_at(p)) is not None]
+    last_success = max(successes) if successes else None
+    failed = [finished_at(p) or now for p in pods if pod_phase(p) == "Failed"]
+    failures = sorted(t for t in failed if last_success is None or t > last_success)
+    if not failures:
+        return 0.0
+    delay = min(cap, base * 2 ** (len(failures) - 1))
+    return max(0.0, (failures[-1] - now).total_seconds() + delay)
+
+
 def _finished(job: Obj) -> str | None:
     for cond_type in ("Complete", "Failed"):
         cond = get_condition(job, cond_type)
@@ -114,6 +153,12 @@ class JobController(PodOwnerController):
     workers = 4
     owner_resource = JOBS
     owner_kind = "Job"
+
+    def __init__(self, client: Client, informers: InformerFactory, failure_backoff: float = FAILURE_BACKOFF_SECONDS,
+                 max_failure_backoff: float = MAX_FAILURE_BACKOFF_SECONDS) -> None:
+        super().__init__(client, informers)
+        self.failure_backoff = failure_backoff
+        self.max_failure_backoff = max_failure_backoff
 
     async def reconcile(self, key: Hashable) -> float | None:
         key = str(key)
@@ -193,7 +238,11 @@ class JobController(PodOwnerController):
             status["conditions"] = conditions
             active = []
         elif self.expectations.satisfied(key):
-            await self._manage(key, job, active, succeeded, completed_indexes, indexed, completions, parallelism, suspended, status)
+            backoff = failure_backoff_left(pods, self.failure_backoff, self.max_failure_backoff, now)
+            wait = await self._manage(key, job, active, succeeded, completed_indexes, indexed, completions, parallelism,
+                                      suspended, status, backoff)
+            if wait:
+                requeue = wait if requeue is None else min(requeue, wait)
 
         status.update({
             "active": len(active),
@@ -217,7 +266,10 @@ class JobController(PodOwnerController):
         return requeue
 
     async def _manage(self, key: str, job: Obj, active: list[Obj], succeeded: int, completed_indexes: set[int],
-                      indexed: bool, completions: Any, parallelism: int, suspended: bool, status: Obj) -> None:
+                      indexed: bool, completions: Any, parallelism: int, suspended: bool, status: Obj,
+                      backoff: float) -> float | None:
+        """Create or delete pods towards the wanted count; returns when to look again while a
+        failure back-off holds creations back."""
         if suspended:
             want = 0
             if get_condition({"status": status}, "Suspended") is None:
@@ -235,13 +287,15 @@ class JobController(PodOwnerController):
                 want = 0 if succeeded > 0 else parallelism
         if len(active) > want:
             await self.delete_pods(key, sorted(active, key=deletion_rank)[: len(active) - want])
-            return
+            return None
         missing = want - len(active)
         if missing <= 0:
-            return
+            return None
+        if backoff > 0:
+            return backoff + 0.01
         if not indexed:
             await self.create_pods(key, job, missing)
-            return
+            return None
         running = {i for p in active if (i := _pod_index(p)) is not None}
         free = [i for i in range(int(completions or 0)) if i not in completed_indexes and i not in running][:missing]
         self.expectations.expect(key, adds=len(free))
@@ -251,6 +305,7 @@ class JobController(PodOwnerController):
             except ApiError:
                 self.expectations.observed_add(key)
                 raise
+        return None
 
     async def _ttl(self, job: Obj) -> float | None:
         ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
