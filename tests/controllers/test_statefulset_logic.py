@@ -68,10 +68,10 @@ async def test_parallel_creates_all_at_once(plane) -> None:
 # (pods have no node here, so deleting one removes it at once).
 
 
-def start_kubelet(plane) -> None:
+def start_kubelet(plane, never_ready: str = "") -> None:
     async def loop() -> None:
         async for event in plane.client.watch(PODS, resource_version="0", bookmarks=False):
-            if event["type"] == "ADDED":
+            if event["type"] == "ADDED" and event["object"]["spec"]["containers"][0]["image"] != never_ready:
                 await plane.mark_ready(event["object"])
 
     plane.tasks.append(asyncio.create_task(loop()))
@@ -134,3 +134,16 @@ async def test_volume_claim_templates_make_one_claim_per_ordinal_that_outlives_s
     await plane.client.patch(STATEFULSETS, "db", {"spec": {"replicas": 1}}, "default")
     await plane.until(lambda: sorted(images(plane)) == ["db-0"], what="scaled down to db-0")
     assert sorted(c["metadata"]["name"] for c in plane.transport.all(PVCS, "default")) == ["data-db-0", "data-db-1"]
+
+
+async def test_parallel_rolling_update_still_waits_for_each_updated_pod(plane) -> None:
+    start_kubelet(plane, never_ready="pg:broken")
+    await plane.start(StatefulSetController)
+    await plane.client.create(STATEFULSETS, statefulset(3, "Parallel"), "default")
+    await plane.until(lambda: all_ready(plane, 3), what="3 ready pods")
+    await set_image(plane, "pg:broken")
+    # db-2 is replaced first; its new pod never becomes Ready, so db-1 and db-0 are kept.
+    await plane.until(lambda: images(plane) == {"db-0": "pg", "db-1": "pg", "db-2": "pg:broken"}, what="db-2 updated")
+    (controller,) = plane.controllers
+    await plane.reconcile(controller, "default/db")
+    assert images(plane) == {"db-0": "pg", "db-1": "pg", "db-2": "pg:broken"}

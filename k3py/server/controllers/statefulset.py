@@ -251,8 +251,8 @@ class StatefulSetController(PodOwnerController):
                 if others_ok or parallel:
                     await self.delete_pods(key, [pod])
                 return
-            if not is_healthy(pod) and not parallel:
-                return
+            if not is_healthy(pod):
+                return  # wait for the updated pod, whatever the pod management policy (upstream)
 
     async def _ensure_claims(self, sts: Obj, ordinal: int) -> None:
         labels = dict((((sts.get("spec") or {}).get("selector") or {}).get("matchLabels")) or {})
