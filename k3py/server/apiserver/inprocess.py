@@ -7,7 +7,16 @@ concurrency checks and watch semantics — without TLS, HTTP or JSON parsing.
 
 Objects cross the boundary as private copies (an orjson round trip, cheaper than deepcopy):
 the watch cache's objects are shared and must never be mutated by a caller, and a caller's
-request body must not be changed under it by the registry.
+request body must not be changed under it by the registry. Copies are made only where
+sharing is possible, because on a busy server they are a good part of each write:
+
+* reads (get, list, watch events) come from the watch cache and are always copied (a watch
+  event from its JSON when an HTTP watcher already encoded it);
+* bodies of create, patch and the subresource verbs are copied before the registry sees them;
+  an update's body is not, because ``Registry.update`` never changes the body it is given
+  (it works on its own encoded copy);
+* the object a write returns is built by the registry for this request alone (it is never
+  the cached object), so it is handed back as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from k3py.api import errors
 from k3py.api.resources import ResourceInfo
 from k3py.server.apiserver import codec
 from k3py.server.apiserver.handlers import RestHandler, WatchSession
+from k3py.server.apiserver.watchcache import CacheEvent
 
 _SUCCESS = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
@@ -68,6 +78,9 @@ class InProcessTransport:
         opts = rest.write_options(query)
         if not opts.field_validation:
             opts.field_validation = "Ignore"  # our own components write known fields only
+        if verb == "update" and sub != "scale":
+            # Registry.update leaves the body alone and returns an object made for this call.
+            return await registry.update(info, ns, name, request.body, opts, sub)
         body = _copy(request.body)
         if verb == "create":
             if sub == "binding":
@@ -82,17 +95,15 @@ class InProcessTransport:
                 assert pods is not None
                 await rest._bind(pods, ns, ((body or {}).get("metadata") or {}).get("name", ""), body, opts)
                 return dict(_SUCCESS)
-            return _copy(await registry.create(info, ns, body, opts))
+            return await registry.create(info, ns, body, opts)
         if verb == "update":
-            if sub == "scale":
-                return _copy(await rest.update_scale(info, ns, name, lambda _scale: body, opts))
-            return _copy(await registry.update(info, ns, name, body, opts, sub))
+            return _copy(await rest.update_scale(info, ns, name, lambda _scale: body, opts))
         if verb == "patch":
             content_type = request.content_type or codec.MERGE_PATCH
             if sub == "scale":
                 return _copy(await rest.patch_scale(info, ns, name, content_type, body, opts))
             obj, _created = await rest.patch_object(info, ns, name, sub, content_type, body, opts)
-            return _copy(obj)
+            return obj
         if verb == "delete":
             obj, _gone = await registry.delete(info, ns, name, rest.delete_options(body, query))
             return _copy(obj)
@@ -117,9 +128,18 @@ class InProcessTransport:
                             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
                         yield {"type": "BOOKMARK", "object": {"kind": info.kind, "apiVersion": info.api_version, "metadata": meta}}
                     else:
-                        yield {"type": kind, "object": _copy(self.registry._out(info, payload.obj))}
+                        yield {"type": kind, "object": self._event_object(info, payload)}
         finally:
             session.close()
+
+    def _event_object(self, info: ResourceInfo, event: CacheEvent) -> dict[str, Any]:
+        """A private copy of the event's object; from the event's JSON when an HTTP watcher
+        already made it (not made and kept here: the control plane has one informer per
+        resource, so keeping it would cost memory and save nothing)."""
+        out = self.registry._out(info, event.obj)
+        if out is event.obj and event.encoded is not None:
+            return orjson.loads(event.encoded)  # type: ignore[no-any-return]
+        return _copy(out)  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         return None

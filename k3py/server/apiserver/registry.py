@@ -164,6 +164,45 @@ def _with_rv(obj: dict[str, Any], revision: int) -> dict[str, Any]:
     return obj
 
 
+class _Frozen:
+    """An object held as its JSON, so every attempt of an update can thaw a private copy.
+
+    Decoding JSON is several times cheaper than ``copy.deepcopy``; ``revision`` (when set) is
+    stamped as ``metadata.resourceVersion`` on each copy, as for a value read from the store.
+    """
+
+    __slots__ = ("data", "revision")
+
+    def __init__(self, data: bytes, revision: int = 0) -> None:
+        self.data = data
+        self.revision = revision
+
+    def thaw(self) -> Any:
+        if self.revision:
+            return decode_value(self.data, self.revision)
+        return orjson.loads(self.data)
+
+
+class _DeepCopied(_Frozen):
+    """The fallback for a body JSON cannot carry exactly (an integer beyond 64 bits)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        super().__init__(b"")
+        self.obj = copy.deepcopy(obj)
+
+    def thaw(self) -> Any:
+        return copy.deepcopy(self.obj)
+
+
+def _frozen(obj: Any) -> _Frozen:
+    try:
+        return _Frozen(orjson.dumps(obj))
+    except TypeError:  # orjson.JSONEncodeError: not representable, copy the slow way
+        return _DeepCopied(obj)
+
+
 _JSON_TYPE_NAMES = {bool: "bool", int: "number", float: "number", str: "string", list: "array", dict: "object"}
 _META_STRINGS = ("name", "generateName", "namespace", "resourceVersion", "uid", "creationTimestamp", "deletionTimestamp")
 
@@ -240,6 +279,17 @@ class Registry:
         if obj.get("apiVersion") != info.api_version or obj.get("kind") != info.kind:
             return convert_object(obj, info)
         return obj
+
+    def _cached_object(self, info: ResourceInfo, key: str) -> _Frozen | None:
+        """The watch cache's copy of the object at ``key`` (possibly a little stale), or None."""
+        rcache = self.cache.caches.get(storage_prefix(info))
+        obj = rcache.objects.get(key) if rcache is not None else None
+        if obj is None:
+            return None
+        try:
+            return _Frozen(orjson.dumps(obj), int(obj["metadata"]["resourceVersion"]))
+        except (TypeError, ValueError, KeyError):
+            return None
 
     async def _read_store(self, key: str) -> tuple[dict[str, Any], int] | None:
         kv = await self.store.get(key)
@@ -568,8 +618,16 @@ class Registry:
         opts: WriteOptions,
         subresource: str = "",
     ) -> dict[str, Any]:
-        """PUT: replace the object (or its status) under optimistic concurrency."""
-        obj = self._check_type(info, obj)
+        """PUT: replace the object (or its status) under optimistic concurrency.
+
+        ``obj`` itself is never changed: every attempt works on its own copy, decoded from the
+        body encoded once here (the in-process transport relies on this to skip a copy).
+        """
+        if not isinstance(obj, dict):
+            self._check_type(info, obj)  # raises: not an object
+        body = _frozen(obj)
+        first = [body.thaw()]
+        obj = self._check_type(info, first[0])
         self._check_namespace(info, obj, namespace)
         given_name = obj["metadata"].get("name")
         if given_name != name:
@@ -579,9 +637,11 @@ class Registry:
         given_rv = obj["metadata"].get("resourceVersion") or ""
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
-            return copy.deepcopy(obj)
+            return first.pop() if first else body.thaw()
 
-        return await self.guaranteed_update(info, namespace, name, mutate, opts, subresource, given_rv)
+        return await self.guaranteed_update(
+            info, namespace, name, mutate, opts, subresource, given_rv, mutate_reads_current=False
+        )
 
     async def guaranteed_update(
         self,
@@ -592,6 +652,8 @@ class Registry:
         opts: WriteOptions,
         subresource: str = "",
         precondition_rv: str = "",
+        *,
+        mutate_reads_current: bool = True,
     ) -> dict[str, Any]:
         """Read, mutate, compare-and-swap; retried while no resourceVersion was demanded.
 
@@ -602,34 +664,56 @@ class Registry:
         on the newer object, as upstream's GuaranteedUpdate does; the desired object's own
         resourceVersion is still compared with each fresh read, so a patch that sets one is a
         precondition that holds only as long as nobody else wrote.
+
+        The first attempt starts from the watch cache's copy of the object when it has one (no
+        store read), as upstream starts from its cached existing object. That copy may be a
+        little behind the store, so it never decides an outcome on its own: a lost
+        compare-and-swap, an error, a failed precondition or a no-op found on it is re-done
+        from a fresh store read. ``mutate_reads_current=False`` says ``mutate`` ignores its
+        argument (a PUT body replaces the object), which saves making its private copy.
         """
         key = object_key(info, namespace, name)
+        cached = None if opts.dry_run else self._cached_object(info, key)
+        fields_checked = False
         for _attempt in range(MAX_UPDATE_RETRIES):
-            found = await self._read_store(key)
-            if found is None:
-                raise errors.not_found(info.plural, name, info.group)
-            current, current_rev = found
-            current = self._out(info, current)
-            desired = mutate(copy.deepcopy(current))
-            desired = self._check_type(info, desired)
-            if _attempt == 0:
-                self._check_fields(info, desired, opts)
-            self._check_namespace(info, desired, namespace)
-            wanted_rv = precondition_rv or desired["metadata"].get("resourceVersion") or ""
-            if wanted_rv and wanted_rv != str(current_rev):
-                _parse_rv(wanted_rv)
-                raise errors.conflict(info.plural, name, info.group)
-            if desired["metadata"].get("name", name) != name:
-                raise errors.bad_request(
-                    f"the name of the object ({desired['metadata'].get('name')}) does not match the name on the URL ({name})"
-                )
-            new = self._prepare_update(info, desired, current, subresource)
-            if new == current:
-                return current  # a no-op write keeps the resourceVersion, as upstream
-            self._track(info, current, new, opts, subresource)
-            apply_defaults(info, new)
-            self._validate(info, new, current)
-            release = await self.allocator.allocate(info, new, current, opts.dry_run)
+            from_cache = cached is not None
+            if cached is not None:
+                source, cached = cached, None
+            else:
+                kv = await self.store.get(key)
+                if kv is None:
+                    raise errors.not_found(info.plural, name, info.group)
+                source = _Frozen(kv.value, kv.mod_revision)
+            current_rev = source.revision
+            current = self._out(info, source.thaw())
+            try:
+                desired = mutate(self._out(info, source.thaw()) if mutate_reads_current else {})
+                desired = self._check_type(info, desired)
+                if not fields_checked:
+                    self._check_fields(info, desired, opts)
+                    fields_checked = True
+                self._check_namespace(info, desired, namespace)
+                wanted_rv = precondition_rv or desired["metadata"].get("resourceVersion") or ""
+                if wanted_rv and wanted_rv != str(current_rev):
+                    _parse_rv(wanted_rv)
+                    raise errors.conflict(info.plural, name, info.group)
+                if desired["metadata"].get("name", name) != name:
+                    raise errors.bad_request(
+                        f"the name of the object ({desired['metadata'].get('name')}) does not match the name on the URL ({name})"
+                    )
+                new = self._prepare_update(info, desired, current, subresource)
+                if new == current:
+                    if from_cache:
+                        continue  # a no-op only counts against the store's current object
+                    return current  # a no-op write keeps the resourceVersion, as upstream
+                self._track(info, current, new, opts, subresource)
+                apply_defaults(info, new)
+                self._validate(info, new, current)
+                release = await self.allocator.allocate(info, new, current, opts.dry_run)
+            except errors.ApiError:
+                if from_cache:
+                    continue  # perhaps only the cached copy's staleness: decide on the store's
+                raise
             try:
                 deleting = self._finalized(info, new)
                 if opts.dry_run:
@@ -646,6 +730,8 @@ class Registry:
                 raise
             if not result.succeeded:
                 release()
+                if from_cache:
+                    continue  # the cached copy was behind: start again from the store
                 # Only a resourceVersion the client demanded turns a lost race into a 409. A
                 # patch applied to the current object carries that object's version without the
                 # client having asked for it: mutate runs again on the fresh object, and a
