@@ -628,16 +628,24 @@ def test_pull_policy_always_asks_the_registry_at_every_start(agent_cluster, tmp_
         assert cluster.kubectl("logs", "always-second").stdout == "v2\n"
         assert second["status"]["containerStatuses"][0]["imageID"] != first["status"]["containerStatuses"][0]["imageID"]
         events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=always-second").stdout
-        assert "Pulling" in events and "Successfully pulled image" in events
+        assert "Pulling" in events and f'Successfully pulled image "{image}" in' in events
+        assert "including waiting). Image size: " in events
     finally:
         _stop(registry)
     # The registry is gone: Always fails to start the container although the image is present.
     run_pod("always-offline", "Always")
-    offline = wait_pod(cluster, "always-offline", lambda p: _waiting_reason(p) in ("ErrImagePull", "ImagePullBackOff"),
+    offline = wait_pod(cluster, "always-offline", lambda p: _waiting_reason(p) == "ErrImagePull",
                        "ErrImagePull with the registry unreachable")
     message = offline["status"]["containerStatuses"][0]["state"]["waiting"].get("message", "")
+    assert "cannot reach registry" in message, message
+    # Then, until the next try, the back-off users know from kubectl get pods.
+    backing_off = wait_pod(cluster, "always-offline", lambda p: _waiting_reason(p) == "ImagePullBackOff",
+                           "ImagePullBackOff after the failed pull", timeout=10)
+    assert backing_off["status"]["containerStatuses"][0]["state"]["waiting"]["message"] == \
+        f'Back-off pulling image "{image}"'
+    assert "ImagePullBackOff" in cluster.kubectl("get", "pod", "always-offline").stdout
     events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=always-offline").stdout
-    assert "cannot reach registry" in message + events, (message, events)
+    assert "cannot reach registry" in events and "Back-off pulling image" in events, events
     cluster.kubectl("delete", "pod", "always-first", "if-not-present", "always-second", "always-offline",
                     "--wait=false")
 

@@ -650,7 +650,7 @@ class PodManager:
         found = await self._fetch_optional(SECRETS, pod["metadata"]["namespace"], set(names))
         credentials = credentials_for(image, [found.get(n) for n in names])
         try:
-            await self.run_blocking(self._pull, image, credentials)
+            size = await self.run_blocking(self._pull, image, credentials)
         except (ImageError, OSError) as e:
             failures = record.image_failures.get(name, 0) + 1
             record.image_failures[name] = failures
@@ -661,8 +661,9 @@ class PodManager:
             self._event(pod, "Warning", "Failed", "Error: ErrImagePull")
             return False
         record.image_failures.pop(name, None)
-        self._event(pod, "Normal", "Pulled",
-                    f'Successfully pulled image "{image}" in {time.monotonic() - started:.3f}s')
+        took = _go_duration(time.monotonic() - started)
+        self._event(pod, "Normal", "Pulled", f'Successfully pulled image "{image}" in {took} '
+                                             f"({took} including waiting). Image size: {size} bytes.")
         return True
 
     def _ensure_pod_cgroup(self, pod: Obj) -> None:
@@ -703,10 +704,11 @@ class PodManager:
             return False
         return True
 
-    def _pull(self, image: str, credentials: Credentials | None) -> None:
+    def _pull(self, image: str, credentials: Credentials | None) -> int:
+        """Pull (blocking); the image's size in bytes, for the Pulled event."""
         from k3py.runtime.registry import pull_image
 
-        pull_image(self.runtime.images, image, credentials=credentials)
+        return pull_image(self.runtime.images, image, credentials=credentials).size
 
     # ---- containers -------------------------------------------------------------------------
 
@@ -721,8 +723,12 @@ class PodManager:
     ) -> float | None:
         name = container["name"]
         if not await self._ensure_image(pod, record, container):
-            retry = record.image_retry_at.get(name, 0.0) - time.monotonic()
-            return max(1.0, retry) if record.waiting.get(name, ("",))[0] != "ErrImageNeverPull" else 30.0
+            reason = record.waiting.get(name, ("",))[0]
+            if reason == "ErrImageNeverPull":
+                return 30.0
+            if reason == "ErrImagePull":
+                return 1.0  # then ImagePullBackOff for the rest of the back-off, as users see it
+            return max(1.0, record.image_retry_at.get(name, 0.0) - time.monotonic())
         meta = pod["metadata"]
         attempt = int(attempts[-1].labels.get(LABEL_ATTEMPT, "0")) + 1 if attempts else 0
         try:
@@ -1103,6 +1109,13 @@ def _meta_without_versions(obj: Obj) -> Obj:
     meta.pop("resourceVersion", None)
     meta.pop("managedFields", None)
     return meta
+
+
+def _go_duration(seconds: float) -> str:
+    """A duration as Go prints it in the kubelet's events ("532.1ms", "1.204s")."""
+    if seconds < 1:
+        return f"{seconds * 1000:.1f}ms"
+    return f"{seconds:.3f}s"
 
 
 def _log_tail(log_path: str, lines: int = 80, limit: int = 2048) -> str:
