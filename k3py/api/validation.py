@@ -1023,6 +1023,15 @@ def _validate_statefulset(obj: dict[str, Any], old: dict[str, Any] | None, errs:
         required=False,
     )
     selector = _validate_selector(spec.get("selector"), "spec.selector", errs, owner="statefulset")
+    # The pods get a volume per claim template, so mounts may name those (as upstream allows).
+    claim_names = [_get(c, "metadata", "name") for _, c in _dicts(spec.get("volumeClaimTemplates"))]
+    template_spec = _get(spec, "template", "spec")
+    volumes = template_spec.get("volumes") if isinstance(template_spec, dict) else None
+    if claim_names and isinstance(template_spec, dict) and isinstance(volumes or [], list):
+        own = {v.get("name") for _, v in _dicts(volumes)}
+        extra = [{"name": n, "persistentVolumeClaim": {"claimName": n}} for n in claim_names if n and n not in own]
+        template = {**spec["template"], "spec": {**template_spec, "volumes": [*(volumes or []), *extra]}}
+        spec = {**spec, "template": template}
     _validate_template_for_selector(spec, selector, "spec", errs)
     for i, claim in _dicts(spec.get("volumeClaimTemplates")):
         cname = _get(claim, "metadata", "name")

@@ -317,3 +317,39 @@ def _rmdir(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_stateful_set_pod_gets_its_claim_back_after_deletion(cluster: TestCluster) -> None:
+    """volumeClaimTemplates: the StatefulSet's claim outlives the pod; the replacement pod of the
+    same identity mounts the same data."""
+    sts = {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "keeper"},
+        "spec": {
+            "serviceName": "keeper", "replicas": 1, "selector": {"matchLabels": {"app": "keeper"}},
+            "template": {"metadata": {"labels": {"app": "keeper"}}, "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                                "command": ["sh", "-c", "[ -f /data/first ] || hostname > /data/first; sleep 3600"],
+                                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Mi"}}}}],
+        },
+    }
+    storage: list[Path] = []
+    try:
+        apply(cluster, sts)
+        first = wait_pod(cluster, "keeper-0", running, "Running", timeout=40)
+        claim = cluster.kubectl_json("get", "pvc", "data-keeper-0")
+        storage.append(Path(cluster.kubectl_json("get", "pv", claim["spec"]["volumeName"])["spec"]["hostPath"]["path"]))
+        assert poll("the first file", lambda: sh(cluster, "keeper-0", "cat /data/first") == "keeper-0\n", 10)
+        sh(cluster, "keeper-0", "echo more > /data/second")
+        cluster.kubectl("delete", "pod", "keeper-0", "--grace-period=0", "--force")
+        wait_pod(cluster, "keeper-0", lambda p: running(p) and p["metadata"]["uid"] != first["metadata"]["uid"],
+                 "the replacement Running", timeout=40)
+        assert sh(cluster, "keeper-0", "cat /data/first /data/second") == "keeper-0\nmore\n"
+    finally:
+        cluster.kubectl("delete", "statefulset", "keeper", "--ignore-not-found", check=False)
+        cluster.kubectl("delete", "pod", "keeper-0", "--grace-period=0", "--force", "--ignore-not-found", check=False)
+        cluster.kubectl("delete", "pvc", "data-keeper-0", "--ignore-not-found", "--wait=false", check=False)
+        for path in storage:
+            shutil.rmtree(path, ignore_errors=True)
