@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from k3py.client.interface import PODS, REPLICASETS
-from k3py.server.controllers.replicaset import ReplicaSetController, deletion_rank
+from k3py.server.controllers.replicaset import (
+    DELETION_COST,
+    ReplicaSetController,
+    deletion_rank,
+    least_valuable,
+)
 
 
 def replicaset(name: str = "web", replicas: int = 3, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -93,3 +98,39 @@ def test_deletion_rank_orders_least_valuable_first() -> None:
     ]
     assert [p["metadata"]["name"] for p in sorted(pods, key=deletion_rank)] == [
         "unscheduled", "pending-scheduled", "running-unready", "ready-recent", "ready-long"]
+
+
+def test_deletion_cost_and_doubled_up_nodes_rank_before_readiness_age() -> None:
+    def pod(name: str, node: str, cost: str | None = None, ready: str = "2024-01-01T00:00:00Z") -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "creationTimestamp": "2024-01-01T00:00:00Z"}
+        if cost is not None:
+            meta["annotations"] = {DELETION_COST: cost}
+        return {"metadata": meta, "spec": {"nodeName": node},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready}]}}
+
+    # All ready and running: a negative deletion cost goes first, a high one last; among equal
+    # costs a pod sharing its node with another goes before one alone — even if ready longer.
+    pods = [
+        pod("alone-recent", "b", ready="2024-01-03T00:00:00Z"),
+        pod("pair-1", "a"), pod("pair-2", "a"),
+        pod("cheap", "c", cost="-5"),
+        pod("precious", "a", cost="1000"),
+        pod("garbage-cost", "d", cost="lots"),  # invalid: counts as 0
+    ]
+    order = [p["metadata"]["name"] for p in least_valuable(pods, len(pods))]
+    assert order[0] == "cheap" and order[-1] == "precious"
+    assert order.index("pair-1") < order.index("alone-recent") and order.index("pair-2") < order.index("alone-recent")
+
+
+async def test_scale_down_removes_the_pod_with_the_lowest_deletion_cost(plane) -> None:
+    await plane.start(ReplicaSetController)
+    await plane.client.create(REPLICASETS, replicaset(replicas=3), "default")
+    pods = await plane.until(lambda: len(plane.pods()) == 3 and plane.pods())
+    for p in pods:
+        await plane.mark_ready(p)
+    chosen = pods[1]["metadata"]["name"]
+    await plane.client.patch(PODS, chosen, {"metadata": {"annotations": {DELETION_COST: "-10"}}}, "default")
+    await plane.until(lambda: plane.transport.peek(REPLICASETS, "default", "web")["status"].get("readyReplicas") == 3)
+    await plane.client.patch(REPLICASETS, "web", {"spec": {"replicas": 2}}, "default")
+    await plane.until(lambda: len(plane.pods()) == 2, what="scaled down")
+    assert chosen not in {p["metadata"]["name"] for p in plane.pods()}

@@ -44,7 +44,7 @@ from k3py.server.controllers.common import (
     uid_of,
     utcnow,
 )
-from k3py.server.controllers.replicaset import PodOwnerController, deletion_rank, pod_from_template
+from k3py.server.controllers.replicaset import PodOwnerController, least_valuable, pod_from_template
 
 log = logging.getLogger("k3py.controllers.job")
 
@@ -286,7 +286,7 @@ class JobController(PodOwnerController):
             else:
                 want = 0 if succeeded > 0 else parallelism
         if len(active) > want:
-            await self.delete_pods(key, sorted(active, key=deletion_rank)[: len(active) - want])
+            await self.delete_pods(key, least_valuable(active, len(active) - want))
             return None
         missing = want - len(active)
         if missing <= 0:

@@ -8,7 +8,8 @@ Each reconcile of a ReplicaSet:
 2. creates or deletes pods to reach ``spec.replicas`` — new pods get the template, a
    ``<name>-`` generateName and a controller ownerReference; surplus pods are deleted least
    valuable first (unscheduled before scheduled, pending before running, not-ready before
-   ready, ready for less time first, more restarts first, newest first);
+   ready, lower ``controller.kubernetes.io/pod-deletion-cost`` first, pods doubled up on a
+   node first, ready for less time first, more restarts first, newest first);
 3. writes status: replicas, fullyLabeledReplicas, readyReplicas, availableReplicas (ready for
    minReadySeconds) and observedGeneration, then asks to be called again when a ready pod
    will become available.
@@ -77,19 +78,48 @@ def _restart_count(pod: Obj) -> int:
     return sum(int(cs.get("restartCount") or 0) for cs in (pod.get("status") or {}).get("containerStatuses") or ())
 
 
-def deletion_rank(pod: Obj) -> tuple[Any, ...]:
-    """Sort key: the pod to delete first sorts first (upstream's ActivePods ordering)."""
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+def deletion_cost(pod: Obj) -> int:
+    """The pod-deletion-cost annotation (an int32; absent or invalid counts as 0)."""
+    try:
+        value = int(str((meta(pod).get("annotations") or {}).get(DELETION_COST, "0")).strip())
+    except ValueError:
+        return 0
+    return value if -(2 ** 31) <= value < 2 ** 31 else 0
+
+
+def deletion_rank(pod: Obj, colocated: int = 0) -> tuple[Any, ...]:
+    """Sort key: the pod to delete first sorts first (upstream's ActivePodsWithRanks ordering):
+    unscheduled, then pending, not ready, lower pod-deletion-cost, more of the owner's pods on
+    the same node (``colocated``), ready for less time, more restarts, newer."""
     phase_order = {"Pending": 0, "Unknown": 1, "Running": 2}
     since = ready_since(pod)
     return (
         1 if (pod.get("spec") or {}).get("nodeName") else 0,
         phase_order.get(pod_phase(pod), 1),
         1 if is_pod_ready(pod) else 0,
+        deletion_cost(pod),
+        -colocated,
         # Ready more recently (a later timestamp) goes first: negate via reverse string order.
         "" if since is None else _invert(since.isoformat()),
         -_restart_count(pod),
         _invert(str(meta(pod).get("creationTimestamp") or "")),
     )
+
+
+def least_valuable(pods: list[Obj], count: int) -> list[Obj]:
+    """The ``count`` pods to delete first, ranking each by how many of ``pods`` share its node."""
+    per_node: dict[str, int] = {}
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node:
+            per_node[node] = per_node.get(node, 0) + 1
+
+    def rank(pod: Obj) -> tuple[Any, ...]:
+        return deletion_rank(pod, per_node.get((pod.get("spec") or {}).get("nodeName") or "", 0))
+    return sorted(pods, key=rank)[:count]
 
 
 def _invert(text: str) -> str:
@@ -349,7 +379,7 @@ class ReplicaSetController(PodOwnerController):
         if diff < 0:
             await self.create_pods(key, rs, -diff)
         elif diff > 0:
-            victims = sorted(pods, key=deletion_rank)[:diff]
+            victims = least_valuable(pods, diff)
             gone = await self.delete_pods(key, victims)
             return [p for p in pods if uid_of(p) not in gone]
         return pods
