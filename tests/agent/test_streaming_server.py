@@ -334,6 +334,28 @@ async def test_websocket_v5_exec_stdin_close_signal_and_exit_status(server: Runn
     assert code == 1000
 
 
+async def test_websocket_pings_are_answered_while_a_command_runs(server: Running) -> None:
+    """Keep-alive: a client's WebSocket pings get pongs in the middle of an exec stream."""
+    async with session_for(server) as http:
+        url = f"{server.url}/exec/default/x/c?command=cat&stdin=true&stdout=true"
+        async with http.ws_connect(url, protocols=["v5.channel.k8s.io"], autoping=False) as ws:
+            async def next_message(kind: aiohttp.WSMsgType) -> aiohttp.WSMessage:
+                while True:  # (the server may first say "connected" with an empty stdout frame)
+                    message = await asyncio.wait_for(ws.receive(), 5)
+                    if message.type == kind and message.data not in (b"\x01", b""):
+                        return message
+
+            for payload in (b"one", b"two"):
+                await ws.ping(payload)
+                assert (await next_message(aiohttp.WSMsgType.PONG)).data == payload
+            await ws.send_bytes(b"\x00still here")
+            # The stream goes on after the pings.
+            assert (await next_message(aiohttp.WSMsgType.BINARY)).data == b"\x01still here"
+            await ws.send_bytes(b"\xff\x00")
+            received, code = await ws_exchange(ws)
+    assert json.loads(received[3])["status"] == "Success" and code == 1000
+
+
 async def test_websocket_v4_base64_exec(server: Running) -> None:
     async with session_for(server) as http:
         url = f"{server.url}/exec/default/x/c?command=cat&stdin=true&stdout=true"

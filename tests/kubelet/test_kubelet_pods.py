@@ -775,12 +775,20 @@ def test_sigkilled_agent_leaves_pods_running_and_adopts_them(agent_cluster) -> N
     cluster, node = agent_cluster
     cluster.kubectl("run", "kill-survivor", "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
                     "sleep", "3600")
+    cluster.kubectl("run", "quits-while-away", "--image=busybox", "--image-pull-policy=IfNotPresent",
+                    "--restart=Never", "--", "sh", "-c", "while [ ! -e /tmp/quit ]; do sleep 0.1; done; exit 3")
     before = wait_pod(cluster, "kill-survivor", phase_is("Running"), "Running")["status"]
+    quitter = wait_pod(cluster, "quits-while-away", phase_is("Running"), "Running")["status"][
+        "containerStatuses"][0]["containerID"].removeprefix("k3py://")
     assert node.process is not None
     killed_at = datetime.now(UTC)
     os.kill(node.process.pid, signal.SIGKILL)  # no chance to clean up anything
     node.process.wait(timeout=10)
     node.process = None
+    # While no agent runs, a container exits: the agent that comes back must report it.
+    from k3py.runtime.containers import ContainerRuntime
+
+    assert ContainerRuntime(node.data_dir / "runtime").exec_sync(quitter, ["touch", "/tmp/quit"]).exit_code == 0
     node.start()
 
     def lease_renewed_since_the_kill() -> bool:
@@ -797,7 +805,11 @@ def test_sigkilled_agent_leaves_pods_running_and_adopts_them(agent_cluster) -> N
     assert container["containerID"] == before["containerStatuses"][0]["containerID"]
     assert container["restartCount"] == 0 and "running" in container["state"]
     assert after["podIP"] == before["podIP"]
-    cluster.kubectl("delete", "pod", "kill-survivor", "--grace-period=1", "--wait=true", timeout=60)
+    quit_status = wait_pod(cluster, "quits-while-away", phase_is("Failed"), "Failed with its exit code")["status"]
+    terminated = quit_status["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
+    cluster.kubectl("delete", "pod", "kill-survivor", "quits-while-away", "--grace-period=1", "--wait=true",
+                    timeout=60)
 
 
 def _cgroup_value(group, controller: str, v1_file: str, v2_file: str) -> str:  # type: ignore[no-untyped-def]
