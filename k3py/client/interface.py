@@ -65,6 +65,7 @@ JOBS = Resource("batch", "v1", "jobs", "Job")
 CRONJOBS = Resource("batch", "v1", "cronjobs", "CronJob")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+PVCS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 
 
 @dataclass(frozen=True)

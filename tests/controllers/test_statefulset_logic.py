@@ -114,7 +114,7 @@ async def test_partition_updates_only_ordinals_at_or_above_it(plane) -> None:
 
 
 async def test_volume_claim_templates_make_one_claim_per_ordinal_that_outlives_scale_down(plane) -> None:
-    from k3py.server.controllers.statefulset import PVCS
+    from k3py.client.interface import PVCS
 
     start_kubelet(plane)
     await plane.start(StatefulSetController)
@@ -147,3 +147,66 @@ async def test_parallel_rolling_update_still_waits_for_each_updated_pod(plane) -
     (controller,) = plane.controllers
     await plane.reconcile(controller, "default/db")
     assert images(plane) == {"db-0": "pg", "db-1": "pg", "db-2": "pg:broken"}
+
+
+def with_claims(replicas: int, **policy: str) -> dict[str, Any]:
+    sts = statefulset(replicas)
+    sts["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": "data"}, "spec": {
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]
+    if policy:
+        sts["spec"]["persistentVolumeClaimRetentionPolicy"] = policy
+    return sts
+
+
+def claim_names(plane) -> list[str]:
+    from k3py.client.interface import PVCS
+
+    return sorted(c["metadata"]["name"] for c in plane.transport.all(PVCS, "default") if not c["metadata"].get("deletionTimestamp"))
+
+
+async def test_when_scaled_delete_removes_the_claims_of_ordinals_scaled_away(plane) -> None:
+    start_kubelet(plane)
+    await plane.start(StatefulSetController)
+    await plane.client.create(STATEFULSETS, with_claims(3, whenScaled="Delete", whenDeleted="Retain"), "default")
+    await plane.until(lambda: all_ready(plane, 3), what="3 ready pods")
+    assert claim_names(plane) == ["data-db-0", "data-db-1", "data-db-2"]
+    await plane.client.patch(STATEFULSETS, "db", {"spec": {"replicas": 1}}, "default")
+    await plane.until(lambda: claim_names(plane) == ["data-db-0"], what="claims of db-1 and db-2 deleted")
+    assert sorted(images(plane)) == ["db-0"]
+
+
+async def test_when_deleted_delete_hands_the_claims_to_the_garbage_collector(plane) -> None:
+    from k3py.client.interface import PVCS
+    from k3py.server.controllers.garbagecollector import GarbageCollector
+
+    start_kubelet(plane)
+    await plane.start(StatefulSetController, GarbageCollector)
+    sts = await plane.client.create(STATEFULSETS, with_claims(2, whenDeleted="Delete"), "default")
+    await plane.until(lambda: all_ready(plane, 2), what="2 ready pods")
+
+    def owned() -> bool:
+        claims = plane.transport.all(PVCS, "default")
+        return len(claims) == 2 and all(any(r["uid"] == sts["metadata"]["uid"] for r in c["metadata"].get("ownerReferences") or [])
+                                        for c in claims)
+
+    await plane.until(owned, what="claims owned by the StatefulSet")
+    # Back to Retain: the references go again.
+    await plane.client.patch(STATEFULSETS, "db", {"spec": {"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain"}}}, "default")
+    await plane.until(lambda: not any(c["metadata"].get("ownerReferences") for c in plane.transport.all(PVCS, "default")),
+                      what="references removed")
+    await plane.client.patch(STATEFULSETS, "db", {"spec": {"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"}}}, "default")
+    await plane.until(owned, what="claims owned again")
+    await plane.client.delete(STATEFULSETS, "db", "default")
+    await plane.until(lambda: claim_names(plane) == [], what="claims collected with the StatefulSet")
+
+
+async def test_default_policy_retains_claims(plane) -> None:
+    start_kubelet(plane)
+    await plane.start(StatefulSetController)
+    await plane.client.create(STATEFULSETS, with_claims(2), "default")
+    await plane.until(lambda: all_ready(plane, 2), what="2 ready pods")
+    await plane.client.patch(STATEFULSETS, "db", {"spec": {"replicas": 0}}, "default")
+    await plane.until(lambda: images(plane) == {}, what="no pods")
+    (controller,) = plane.controllers
+    await plane.reconcile(controller, "default/db")
+    assert claim_names(plane) == ["data-db-0", "data-db-1"]

@@ -1,7 +1,7 @@
 """The garbage collector: delete objects whose owners are gone; orphan and foreground deletion.
 
 It watches the kinds that carry ownerReferences in practice (pods, workloads and their
-revisions, jobs, endpoint slices, services, config maps...) and keeps a uid → object map
+revisions, jobs, endpoint slices, services, config maps, claims...) and keeps a uid → object map
 across them plus an owner-uid index per kind. Work items are ``(kind index, key, role)``:
 
 - ``dependent``: check each ownerReference of the object. An owner counts as present when an
@@ -47,6 +47,7 @@ from k3py.client.interface import (
     ENDPOINTSLICES,
     JOBS,
     PODS,
+    PVCS,
     REPLICASETS,
     SERVICES,
     STATEFULSETS,
@@ -58,7 +59,7 @@ log = logging.getLogger("k3py.controllers.gc")
 
 WATCHED: tuple[Resource, ...] = (
     PODS, REPLICASETS, DEPLOYMENTS, DAEMONSETS, STATEFULSETS, CONTROLLERREVISIONS, JOBS, CRONJOBS,
-    ENDPOINTSLICES, SERVICES, CONFIGMAPS,
+    ENDPOINTSLICES, SERVICES, CONFIGMAPS, PVCS,
 )
 UNWATCHED_OWNER_RECHECK = 5.0  # seconds between checks of owners no informer watches
 ORPHAN = "orphan"

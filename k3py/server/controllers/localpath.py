@@ -23,12 +23,11 @@ from collections.abc import Hashable
 from k3py.api.errors import ApiError
 from k3py.client.controller import Controller
 from k3py.client.informer import InformerFactory, split_key
-from k3py.client.interface import Client, Resource
+from k3py.client.interface import PVCS, Client, Resource
 from k3py.server.controllers.common import Obj, meta, name_of, namespace_of, uid_of
 
 log = logging.getLogger("k3py.controllers.localpath")
 
-PVCS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 PVS = Resource("", "v1", "persistentvolumes", "PersistentVolume", namespaced=False)
 STORAGECLASSES = Resource("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False)
 

@@ -3,8 +3,12 @@
 Pod ``<set>-<i>`` for each ordinal i in [0, replicas) (``spec.ordinals.start`` shifts the
 range), with hostname ``<set>-<i>``, subdomain ``spec.serviceName``, labels
 ``statefulset.kubernetes.io/pod-name`` and ``apps.kubernetes.io/pod-index``, and one
-PersistentVolumeClaim ``<template>-<set>-<i>`` per volumeClaimTemplate (created once, never
-deleted by scale-down — upstream's default retention policy).
+PersistentVolumeClaim ``<template>-<set>-<i>`` per volumeClaimTemplate, created once. What
+happens to claims follows ``spec.persistentVolumeClaimRetentionPolicy`` (default Retain/Retain):
+``whenScaled: Delete`` deletes the claims of ordinals scaled away once their pod is gone;
+``whenDeleted: Delete`` gives every claim an ownerReference to the StatefulSet, so the garbage
+collector deletes them with it (the reference is removed again if the policy goes back to
+Retain).
 
 ``OrderedReady`` (default): pod i is created only when every lower ordinal is Running and
 Ready, and scale-down removes the highest ordinal first, one at a time, waiting for each to
@@ -27,7 +31,7 @@ from collections.abc import Callable, Hashable
 
 from k3py.api.errors import ApiError
 from k3py.client.informer import InformerFactory
-from k3py.client.interface import CONTROLLERREVISIONS, PODS, STATEFULSETS, Client, Resource
+from k3py.client.interface import CONTROLLERREVISIONS, PODS, PVCS, STATEFULSETS, Client
 from k3py.server.controllers.common import (
     Obj,
     available_in,
@@ -53,7 +57,6 @@ from k3py.server.controllers.revisions import (
 
 log = logging.getLogger("k3py.controllers.statefulset")
 
-PVCS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 
@@ -110,6 +113,7 @@ class StatefulSetController(PodOwnerController):
     def __init__(self, client: Client, informers: InformerFactory) -> None:
         super().__init__(client, informers)
         self.revisions = informers.informer(CONTROLLERREVISIONS)
+        self.claims = informers.informer(PVCS)
 
     async def reconcile(self, key: Hashable) -> float | None:
         key = str(key)
@@ -176,6 +180,7 @@ class StatefulSetController(PodOwnerController):
                     raise
         in_use = {(meta(p).get("labels") or {}).get(POD_REVISION_LABEL, "") for p in pods}
         await prune_revisions(self.client, sts, revisions, in_use | {update_hash, current_hash})
+        await self._apply_retention(sts, wanted, by_ordinal)
         waiting = [w for p in active if (w := available_in(p, min_ready, now))]
         return min(waiting) + 0.05 if waiting else None
 
@@ -253,6 +258,51 @@ class StatefulSetController(PodOwnerController):
                 return
             if not is_healthy(pod):
                 return  # wait for the updated pod, whatever the pod management policy (upstream)
+
+    async def _apply_retention(self, sts: Obj, wanted: set[int], by_ordinal: dict[int, Obj]) -> None:
+        """Carry out ``persistentVolumeClaimRetentionPolicy`` on this set's existing claims."""
+        spec = sts.get("spec") or {}
+        templates = spec.get("volumeClaimTemplates") or ()
+        if not templates:
+            return
+        policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
+        delete_scaled = policy.get("whenScaled") == "Delete"
+        owned_by_set = policy.get("whenDeleted") == "Delete"
+        set_ref = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name_of(sts), "uid": meta(sts).get("uid", ""),
+                   "controller": False, "blockOwnerDeletion": True}
+        for claim in self.claims.cache.list(namespace_of(sts)):
+            ordinal = self._claim_ordinal(sts, templates, claim)
+            if ordinal is None or is_deleting(claim):
+                continue
+            if ordinal not in wanted:
+                if delete_scaled and ordinal not in by_ordinal:
+                    try:
+                        await self.client.delete(PVCS, name_of(claim), namespace_of(claim),
+                                                 preconditions={"uid": meta(claim).get("uid", "")})
+                    except ApiError as e:
+                        if e.code not in (404, 409):
+                            raise
+                continue
+            refs = list(meta(claim).get("ownerReferences") or [])
+            has_ref = any(r.get("uid") == set_ref["uid"] for r in refs)
+            if owned_by_set != has_ref:
+                refs = [*refs, set_ref] if owned_by_set else [r for r in refs if r.get("uid") != set_ref["uid"]]
+                patch = {"metadata": {"ownerReferences": refs or None, "resourceVersion": meta(claim).get("resourceVersion")}}
+                try:
+                    await self.client.patch(PVCS, name_of(claim), patch, namespace_of(claim))
+                except ApiError as e:
+                    if e.code not in (404, 409):
+                        raise
+
+    @staticmethod
+    def _claim_ordinal(sts: Obj, templates: list[Obj] | tuple[Obj, ...], claim: Obj) -> int | None:
+        """The ordinal a claim named ``<template>-<set>-<i>`` belongs to, if it is one of ours."""
+        name = name_of(claim)
+        for template in templates:
+            prefix = f"{name_of(template)}-{name_of(sts)}-"
+            if name.startswith(prefix) and name[len(prefix):].isdigit():
+                return int(name[len(prefix):])
+        return None
 
     async def _ensure_claims(self, sts: Obj, ordinal: int) -> None:
         labels = dict((((sts.get("spec") or {}).get("selector") or {}).get("matchLabels")) or {})
