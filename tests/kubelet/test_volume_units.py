@@ -159,3 +159,15 @@ def test_size_limit_measures_disk_usage(tmp_path: Path) -> None:
     os.link(volumes.volumes_dir / "small" / "blob", volumes.volumes_dir / "small" / "again")
     assert (128 << 10) <= disk_usage(volumes.volumes_dir / "small") < (200 << 10)  # a hard link counts once
     assert volumes.size_limit_exceeded(pod) == 'Usage of EmptyDir volume "small" exceeds the limit "64Ki".'
+
+
+def test_untyped_host_path_is_created_as_a_directory(tmp_path: Path) -> None:
+    pod = {"metadata": {"name": "p", "namespace": "default"},
+           "spec": {"volumes": [{"name": "h", "hostPath": {"path": str(tmp_path / "made" / "dir")}},
+                                {"name": "f", "hostPath": {"path": str(tmp_path / "absent"), "type": "File"}}]}}
+    volumes = PodVolumes(tmp_path / "pod")
+    with pytest.raises(VolumeError, match="does not exist"):
+        volumes.prepare(pod, pod_ip="", config_maps={}, secrets={})
+    pod["spec"]["volumes"].pop()
+    assert volumes.prepare(pod, pod_ip="", config_maps={}, secrets={}) == {"h": str(tmp_path / "made" / "dir")}
+    assert (tmp_path / "made" / "dir").is_dir()

@@ -6,7 +6,8 @@
   every sync of its pod (``size_limit_exceeded``, a ``du`` of those volumes only); over the
   limit the kubelet evicts the pod as upstream's eviction manager does.
 - ``hostPath``: the host path itself, created for ``DirectoryOrCreate``/``FileOrCreate``, checked
-  for ``Directory``/``File``/``Socket``...; empty type means "no checks".
+  for ``Directory``/``File``/``Socket``...; empty type means "no checks" (a missing path is
+  created as a directory, as containerd does for a bind source).
 - ``persistentVolumeClaim``: the claim must be Bound; its PersistentVolume's ``hostPath`` (the
   local-path provisioner's, created if missing) or ``local`` path is the volume. The API reads
   happen in the pod manager; ``bound_volume_name`` and ``claim_source`` judge what it read,
@@ -456,7 +457,11 @@ class PodVolumes:
                 raise VolumeError(f"hostPath type check failed: {path} does not exist") from None
             if not checks[kind](mode):
                 raise VolumeError(f"hostPath type check failed: {path} is not a {kind}")
-        elif kind not in ("",):
+        elif kind == "":
+            # No checks; a missing path becomes a directory, as containerd's CRI makes it.
+            if not os.path.lexists(path):
+                os.makedirs(path, mode=0o755, exist_ok=True)
+        else:
             raise VolumeError(f"hostPath type {kind!r} is not supported")
         return path
 
