@@ -474,3 +474,25 @@ def test_events_are_stored_with_the_one_hour_event_ttl(sim: TestCluster) -> None
         assert lease == 3600
         assert abs(expires - (time.time() + 3600)) < 120
         assert latest("plain")[0] == 0  # other kinds live until deleted
+
+
+def test_cronjob_spawns_a_job_for_a_missed_minute(sim: TestCluster) -> None:
+    """`kubectl create cronjob`, then its last run moved three minutes back through the status
+    subresource (rather than waiting for the clock): the controller starts a Job for the latest
+    minute at once, the Job completes, and `kubectl get cronjob` shows the schedule."""
+    from datetime import UTC, datetime, timedelta
+
+    ns = _ns(sim, "cron")
+    sim.kubectl("create", "cronjob", "tick", "--image=busybox", "--schedule=* * * * *", "-n", ns, "--", "true")
+    earlier = (datetime.now(UTC) - timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sim.kubectl("patch", "cronjob", "tick", "-n", ns, "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": {"lastScheduleTime": earlier}}))
+    (job,) = sim.wait_for(lambda: _items(sim, "jobs", ns), what="a Job started by the CronJob")
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+    assert job["metadata"]["name"].startswith("tick-")
+    sim.kubectl("wait", "--for=condition=complete", f"job/{job['metadata']['name']}", "-n", ns, "--timeout=60s")
+    cj = sim.wait_for(lambda: (c := sim.kubectl_json("get", "cronjob", "tick", "-n", ns))["status"].get("lastSuccessfulTime") and c,
+                      what="lastSuccessfulTime")
+    assert cj["status"]["lastScheduleTime"] > earlier
+    row = sim.kubectl("get", "cronjob", "tick", "-n", ns).stdout.splitlines()[1].split()
+    assert row[0] == "tick" and "* * * * *" in " ".join(row)
