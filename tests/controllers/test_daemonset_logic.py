@@ -118,8 +118,11 @@ async def test_rolling_update_keeps_at_most_max_unavailable_nodes_down(plane) ->
     # 40% of 5 nodes is exactly 2: two nodes get agent:2 (never Ready), and the update stops there.
     await plane.until(lambda: sorted(images_by_node(plane).values()) == ["agent:1"] * 3 + ["agent:2"] * 2
                       and len(plane.pods()) == 5, what="2 nodes updated")
-    st = await plane.until(lambda: (s := plane.transport.peek(DAEMONSETS, "default", "agent")["status"]).get("updatedNumberScheduled") == 2 and s)
-    assert (st["desiredNumberScheduled"], st["numberAvailable"], st["numberUnavailable"]) == (5, 3, 2)
+    # Status trails the pods by one informer round trip: wait for the settled counts.
+    def settled_status() -> tuple[int, ...]:
+        s = plane.transport.peek(DAEMONSETS, "default", "agent")["status"]
+        return tuple(s.get(k, 0) for k in ("updatedNumberScheduled", "desiredNumberScheduled", "numberAvailable", "numberUnavailable"))
+    await plane.until(lambda: settled_status() == (2, 5, 3, 2), what="status 2 updated, 3 available, 2 unavailable")
     controller = plane.controllers[0]
     await plane.reconcile(controller, "default/agent")  # another pass changes nothing while both are down
     assert sorted(images_by_node(plane).values()) == ["agent:1"] * 3 + ["agent:2"] * 2
