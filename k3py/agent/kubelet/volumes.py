@@ -48,6 +48,7 @@ from typing import Any
 
 from k3py.agent.kubelet.podspec import expand, pod_field, resource_field
 from k3py.api.quantity import parse_quantity
+from k3py.client.interface import PVCS as PVCS  # re-exported: the pod manager reads claims
 from k3py.client.interface import Resource
 from k3py.runtime import linux
 from k3py.runtime.spec import Mount
@@ -63,7 +64,6 @@ _VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")  # as podspec.
 
 LOCAL_PATH_PROVISIONER = "rancher.io/local-path"  # k3s's default StorageClass provisioner
 
-PVCS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 PVS = Resource("", "v1", "persistentvolumes", "PersistentVolume", namespaced=False)
 
 
