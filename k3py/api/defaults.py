@@ -606,10 +606,11 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[Obj], None]] = {
 }
 
 
-def apply_defaults(info: ResourceInfo, obj: Obj) -> None:
+def apply_defaults(info: ResourceInfo, obj: Obj, *, structure_checked: bool = False) -> None:
     """Fill in Kubernetes' defaults for `obj` (of the kind `info` describes), in place.
 
     An object with values of the wrong JSON type is left alone: validation reports those.
+    `structure_checked` says the caller already found none (saves walking the object twice).
     """
     if not isinstance(obj, dict):
         return
@@ -617,6 +618,6 @@ def apply_defaults(info: ResourceInfo, obj: Obj) -> None:
     if defaulter is None:
         return
     api_version = f"{info.group}/{info.version}" if info.group else info.version
-    if check_structure(api_version, info.kind, obj).type_causes:
+    if not structure_checked and check_structure(api_version, info.kind, obj).type_causes:
         return
     defaulter(obj)

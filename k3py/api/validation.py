@@ -30,7 +30,7 @@ import zoneinfo
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from k3py.api.proto.structure import check_object_meta, check_structure
+from k3py.api.proto.structure import check_object_meta, check_structure, type_causes_against
 from k3py.api.quantity import parse_quantity
 
 if TYPE_CHECKING:
@@ -825,11 +825,16 @@ _POD_UPDATE_MESSAGE = (
 
 
 def _pod_spec_mutable_masked(spec: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
-    masked = json.loads(json.dumps(spec))
+    # Shallow copies down to the containers: only keys at those two levels are dropped.
+    masked = dict(spec)
     for key in ("initContainers", "containers", "ephemeralContainers"):
-        for _i, container in _dicts(masked.get(key)):
-            container.pop("image", None)
-            container.pop("resources", None)  # in-place resize goes through its own subresource
+        containers = masked.get(key)
+        if isinstance(containers, list):
+            masked[key] = [
+                # in-place resize goes through its own subresource, so resources may change too
+                {k: v for k, v in c.items() if k not in ("image", "resources")} if isinstance(c, dict) else c
+                for c in containers
+            ]
     for key in (
         "activeDeadlineSeconds",
         "tolerations",
@@ -843,7 +848,8 @@ def _pod_spec_mutable_masked(spec: dict[str, Any], old: dict[str, Any]) -> dict[
 
 
 def _validate_pod_update(spec: dict[str, Any], old: dict[str, Any], errs: _Errors) -> None:
-    if _pod_spec_mutable_masked(spec, old) != _pod_spec_mutable_masked(old, old):
+    # An unchanged spec (every status write) needs no masking to compare equal.
+    if spec != old and _pod_spec_mutable_masked(spec, old) != _pod_spec_mutable_masked(old, old):
         errs.forbidden("spec", _POD_UPDATE_MESSAGE)
     old_tolerations = old.get("tolerations") or []
     new_tolerations = spec.get("tolerations") or []
@@ -1880,8 +1886,12 @@ def _api_version(info: ResourceInfo) -> str:
     return f"{info.group}/{info.version}" if info.group else info.version
 
 
-def type_causes(info: ResourceInfo, obj: Any) -> list[dict[str, str]]:
-    """Causes for values of the wrong JSON type (the object's structure cannot be trusted)."""
+def type_causes(info: ResourceInfo, obj: Any, old: Any = None) -> list[dict[str, str]]:
+    """Causes for values of the wrong JSON type (the object's structure cannot be trusted).
+
+    With `old` (an already checked stored object), parts of `obj` that are the very same
+    Python objects as in `old` are not walked again (see `type_causes_against`).
+    """
     if not isinstance(obj, dict):
         return [
             {
@@ -1890,22 +1900,26 @@ def type_causes(info: ResourceInfo, obj: Any) -> list[dict[str, str]]:
                 "message": "Invalid value: the object must be a JSON object",
             }
         ]
-    report = check_structure(_api_version(info), info.kind, obj)
+    if old is not None:
+        report = type_causes_against(_api_version(info), info.kind, obj, old)
+    else:
+        report = check_structure(_api_version(info), info.kind, obj)
     if not report.known:
         report = check_object_meta(obj.get("metadata"))
     return report.type_causes
 
 
 def validate_object(
-    info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None
+    info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None, *, types_checked: bool = False
 ) -> list[dict[str, Any]]:
     """Causes ({"field","message","reason"}) that make `obj` invalid; [] when it is valid.
 
     `old` is the stored object on an update (enables the immutable-field checks), else None.
     Values of the wrong JSON type are reported alone: nothing else can be judged until the
-    object has the shape of its kind.
+    object has the shape of its kind. `types_checked` says the caller already found no
+    `type_causes` (the registry checks types once, before defaulting).
     """
-    wrong_types = type_causes(info, obj)
+    wrong_types = [] if types_checked else type_causes(info, obj)
     if wrong_types:
         return wrong_types
     errs = _Errors()

@@ -84,7 +84,9 @@ def _json_fields(message: str) -> dict[str, tuple[str, str]]:
 
 
 class _Walker:
-    def __init__(self) -> None:
+    def __init__(self, want_unknown: bool = True) -> None:
+        # Unknown fields are wanted from the whole object, so no sub-tree may be skipped.
+        self.want_unknown = want_unknown
         self.report = StructureReport()
         self.unknown_refs: list[tuple[dict[str, Any], str]] = []  # (holder, key) to prune
 
@@ -107,11 +109,11 @@ class _Walker:
             }
         )
 
-    def value(self, value: Any, ftype: str, path: str, depth: int) -> None:
+    def value(self, value: Any, ftype: str, path: str, depth: int, old: Any = None) -> None:
         if value is None:
             return
         if ftype in proto_schema.load().messages:
-            self.message(value, ftype, path, depth + 1)
+            self.message(value, ftype, path, depth + 1, old)
         else:
             self.scalar(value, ftype, path)
 
@@ -172,7 +174,12 @@ class _Walker:
                 self.wrong(path, value, "string")
         # RawExtension and FieldsV1 hold arbitrary JSON.
 
-    def message(self, value: Any, name: str, path: str, depth: int) -> None:
+    def message(self, value: Any, name: str, path: str, depth: int, old: Any = None) -> None:
+        """Check ``value`` as message ``name``. ``old`` (when walking against a checked old
+        object) is the same place in that object: children that *are* its children (the
+        same Python object, shared by the registry's status and finalize writes) were
+        checked when it was stored and are skipped. Only identity counts — equality would
+        let ``True`` pass for ``1``."""
         if depth > _MAX_DEPTH:
             self.invalid(path, "...", "nested too deeply")
             return
@@ -193,7 +200,13 @@ class _Walker:
             return
         fields = _json_fields(name)
         typemeta = name in schema.typemeta
+        old_map = old if isinstance(old, dict) and not self.want_unknown else None
         for key, item in value.items():
+            old_item = None
+            if old_map is not None:
+                old_item = old_map.get(key)
+                if old_item is item:
+                    continue
             child = f"{path}.{key}" if path else str(key)
             if typemeta and key in ("apiVersion", "kind"):
                 if item is not None and not isinstance(item, str):
@@ -212,16 +225,23 @@ class _Walker:
                     self.wrong(child, item, "object")
                     continue
                 _map, _key_type, value_type = ftype.split(":")
+                old_entries = old_item if isinstance(old_item, dict) else {}
                 for map_key, map_value in item.items():
+                    if old_entries and old_entries.get(map_key) is map_value:
+                        continue
                     self.value(map_value, value_type, f"{child}[{map_key}]", depth)
             elif "r" in flags:
                 if not isinstance(item, list):
                     self.wrong(child, item, "array")
                     continue
+                old_list = old_item if isinstance(old_item, list) else ()
                 for i, element in enumerate(item):
-                    self.value(element, ftype, f"{child}[{i}]", depth)
+                    old_element = old_list[i] if i < len(old_list) else None
+                    if old_element is not None and old_element is element:
+                        continue
+                    self.value(element, ftype, f"{child}[{i}]", depth, old_element)
             else:
-                self.value(item, ftype, child, depth)
+                self.value(item, ftype, child, depth, old_item)
 
 
 def check_object_meta(meta: Any, path: str = "metadata") -> StructureReport:
@@ -238,6 +258,18 @@ def check_structure(api_version: str, kind: str, obj: Any) -> StructureReport:
         return StructureReport(known=False)
     walker = _Walker()
     walker.message(obj, name, "", 0)
+    return walker.report
+
+
+def type_causes_against(api_version: str, kind: str, obj: Any, old: Any) -> StructureReport:
+    """Like ``check_structure``, for type causes only, skipping the parts of ``obj`` that are
+    the very objects found at the same place in ``old`` — an object already checked (the
+    stored object an update starts from). ``unknown_fields`` is not filled in."""
+    name = proto_schema.message_for(api_version, kind)
+    if name is None:
+        return StructureReport(known=False)
+    walker = _Walker(want_unknown=False)
+    walker.message(obj, name, "", 0, old)
     return walker.report
 
 

@@ -36,7 +36,12 @@ from k3py.api.resources import BUILTIN_GROUP_ORDER, ResourceInfo, ResourceTable
 from k3py.server.apiserver import strategies
 from k3py.server.apiserver.allocators import ServiceAllocator
 from k3py.server.apiserver.fieldcheck import strict_error_message, unknown_fields
-from k3py.server.apiserver.semantics import apply_defaults, validate_name, validate_object
+from k3py.server.apiserver.semantics import (
+    apply_defaults,
+    type_causes,
+    validate_name,
+    validate_object,
+)
 from k3py.server.apiserver.watchcache import WatchCache, decode_value
 from k3py.store import KeyExistsError, Store, ValueTooLargeError
 from k3py.store.types import CompactedError, FutureRevisionError
@@ -416,8 +421,17 @@ class Registry:
             now=objmeta.now_rfc3339(), subresource=subresource, schema=schema or None,
         )  # fmt: skip
 
-    def _validate(self, info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        causes = validate_object(info, obj, old)
+    def _default_and_validate(self, info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """Defaulting, then validation; values of the wrong JSON type are refused first, alone.
+
+        The type walk is done once here rather than by both steps. On an update, parts of
+        ``obj`` that are the stored object's own (a status write keeps the stored spec and
+        metadata values) were checked when stored and are not walked again.
+        """
+        causes = type_causes(info, obj, old)
+        if not causes:
+            apply_defaults(info, obj, structure_checked=True)
+            causes = validate_object(info, obj, old, types_checked=True)
         if causes:
             raise errors.invalid(info.kind, obj["metadata"].get("name", ""), causes, info.group)
 
@@ -584,8 +598,7 @@ class Registry:
             meta.pop("finalizers", None)
         strategies.prepare_for_create(info, obj)
         self._track(info, None, obj, opts, "")
-        apply_defaults(info, obj)
-        self._validate(info, obj, None)
+        self._default_and_validate(info, obj, None)
         # The store decides whether the name is taken: the cache may not have seen a delete yet.
         key = object_key(info, namespace, meta["name"])
         release = await self.allocator.allocate(info, obj, None, opts.dry_run)
@@ -707,8 +720,7 @@ class Registry:
                         continue  # a no-op only counts against the store's current object
                     return current  # a no-op write keeps the resourceVersion, as upstream
                 self._track(info, current, new, opts, subresource)
-                apply_defaults(info, new)
-                self._validate(info, new, current)
+                self._default_and_validate(info, new, current)
                 release = await self.allocator.allocate(info, new, current, opts.dry_run)
             except errors.ApiError:
                 if from_cache:

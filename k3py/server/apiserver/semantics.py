@@ -13,12 +13,18 @@ from k3py.api import defaults, tables, validation
 from k3py.api.resources import ResourceInfo
 
 
-def apply_defaults(info: ResourceInfo, obj: dict[str, Any]) -> None:
-    defaults.apply_defaults(info, obj)
+def apply_defaults(info: ResourceInfo, obj: dict[str, Any], *, structure_checked: bool = False) -> None:
+    defaults.apply_defaults(info, obj, structure_checked=structure_checked)
 
 
-def validate_object(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return list(validation.validate_object(info, obj, old))
+def type_causes(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return list(validation.type_causes(info, obj, old))
+
+
+def validate_object(
+    info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None, *, types_checked: bool = False
+) -> list[dict[str, Any]]:
+    return list(validation.validate_object(info, obj, old, types_checked=types_checked))
 
 
 def validate_name(info: ResourceInfo, name: str) -> list[str]:
