@@ -60,7 +60,7 @@ CLUSTER_DNS = "10.43.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 EMPTY_DIR_CHECK_SECONDS = 10.0  # how often a pod with a disk emptyDir sizeLimit is measured
 
-_VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")  # as podspec.expand reads them
+_VARIABLE = re.compile(r"\$\$|\$\(([^)]*)\)")  # $(NAME) as podspec.expand reads it; $$ escapes
 
 LOCAL_PATH_PROVISIONER = "rancher.io/local-path"  # k3s's default StorageClass provisioner
 
