@@ -265,7 +265,8 @@ def test_exec_it_bash_and_exit_codes(cluster: TestCluster) -> None:
         seen = terminal.expect("done-2")
         # The user resizes their window: kubectl gets SIGWINCH and resizes the remote terminal.
         fcntl.ioctl(terminal.master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-        terminal.type("echo size-$(stty size | tr ' ' x)\r")
+        # (the resize and the typed line travel separately: the shell waits for the size)
+        terminal.type('until [ "$(stty size)" = "33 101" ]; do sleep 0.05; done; echo size-$(stty size | tr " " x)\r')
         terminal.expect("size-33x101")
         terminal.type("exit 4\r")
     finally:
@@ -358,7 +359,8 @@ def test_attach_it_to_the_debian_terminal(cluster: TestCluster) -> None:
         terminal.expect("again-7 1")  # still pid 1, the container's first process
         # A window resize travels over the attach stream to the container's own terminal.
         fcntl.ioctl(terminal.master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        terminal.type("echo size-$(stty size | tr ' ' x)\r")
+        # (the resize and the typed line travel separately: the shell waits for the size)
+        terminal.type('until [ "$(stty size)" = "40 120" ]; do sleep 0.05; done; echo size-$(stty size | tr " " x)\r')
         terminal.expect("size-40x120")
     finally:
         terminal.process.terminate()
