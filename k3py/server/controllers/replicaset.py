@@ -22,7 +22,16 @@ the status counts — pod updates, the owner's own status write, adds and delete
 complete the owner's expectations — therefore wake an owner at most once per
 ``STATUS_SYNC_INTERVAL`` (immediately when it was not reconciled that recently, so a lone change
 is seen at once); spec changes and the event completing the expectations wake it at once. Without that, a 2,000-pod ReplicaSet spends most of the control plane's CPU
-re-counting the same pods for each of its 4,000 status changes.
+re-counting the same pods for each of its 4,000 status changes. The interval also stretches to
+``STATUS_DUTY_FACTOR`` times what the owner's last pod walk took (at most
+``STATUS_SYNC_MAX_INTERVAL``), so on a loaded host ten 1,000-pod owners cannot take a core
+between them re-counting.
+
+The walk itself is kept cheap by :class:`PodFacts`: what a reconcile reads from each pod (its
+controller reference, labels, active, ready, and whether the owner's selector matches) is
+derived once per pod *object* — informer objects are replaced, never mutated, on a change — and
+reused by every later reconcile until the pod changes. Parsed selectors are kept per owner
+until its selector changes.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -72,6 +82,9 @@ MAX_BURST = 500
 # Upper bound on how often pod updates re-trigger one owner's reconcile (seconds); bounds the
 # status lag under load and leaves it at zero when pods change rarely.
 STATUS_SYNC_INTERVAL = 0.1
+# ... stretched to this many times the owner's last pod walk (seconds of CPU), up to the max.
+STATUS_DUTY_FACTOR = 25
+STATUS_SYNC_MAX_INTERVAL = 2.0
 
 
 def _restart_count(pod: Obj) -> int:
@@ -151,6 +164,34 @@ def owner_of_deleted(pod: Obj, kind: str, api_version: str) -> Obj:
             "metadata": {"name": ref.get("name", ""), "namespace": meta(pod).get("namespace", ""), "uid": ref.get("uid", "")}}
 
 
+class PodFacts:
+    """What owner controllers read from one pod object, derived once per object (see module
+    docstring); ``matches`` remembers its answer for the last two selectors asked."""
+
+    __slots__ = ("_match_a", "_match_b", "_sel_a", "_sel_b", "active", "controller", "labels", "pod", "ready")
+
+    def __init__(self, pod: Obj) -> None:
+        self.pod = pod
+        self.controller = controller_ref(pod)
+        self.labels: dict[str, str] = meta(pod).get("labels") or {}
+        self.active = is_pod_active(pod)
+        self.ready = is_pod_ready(pod)
+        self._sel_a: LabelSelector | None = None
+        self._sel_b: LabelSelector | None = None
+        self._match_a = self._match_b = False
+
+    def matches(self, sel: LabelSelector) -> bool:
+        if sel is self._sel_a:
+            return self._match_a
+        if sel is self._sel_b:
+            return self._match_b
+        result = sel.matches(self.labels)
+        # Keep the newest answer in slot a, the previous one in slot b.
+        self._sel_b, self._match_b = self._sel_a, self._match_a
+        self._sel_a, self._match_a = sel, result
+        return result
+
+
 class PodOwnerController(Controller):
     """Shared claim/adopt/release logic for controllers that own pods by selector."""
 
@@ -166,6 +207,39 @@ class PodOwnerController(Controller):
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
         # owner key -> event-loop time its last reconcile started (see STATUS_SYNC_INTERVAL)
         self._last_sync: dict[str, float] = {}
+        # owner key -> seconds its last pod walk took (see STATUS_DUTY_FACTOR)
+        self._walk_cost: dict[str, float] = {}
+        # id(pod object) -> its facts; the entry holds the object, so the id cannot be reused
+        self._pod_facts: dict[int, PodFacts] = {}
+        # owner uid -> (what its selector is built from, the parsed selector)
+        self._selectors: dict[str, tuple[Any, LabelSelector | None]] = {}
+
+    def facts(self, pod: Obj) -> PodFacts:
+        """The :class:`PodFacts` of this pod object (computed on first use)."""
+        found = self._pod_facts.get(id(pod))
+        if found is not None and found.pod is pod:
+            return found
+        if len(self._pod_facts) > 2 * len(self.pods.cache) + 256:
+            self._pod_facts.clear()  # entries of deleted pods (their delete event carries another object)
+        found = PodFacts(pod)
+        self._pod_facts[id(pod)] = found
+        return found
+
+    def cached_selector(self, owner: Obj) -> LabelSelector | None:
+        """:meth:`owner_selector`, parsed again only when what it is built from changed."""
+        spec = owner.get("spec") or {}
+        source = (spec.get("selector"), ((spec.get("template") or {}).get("metadata") or {}).get("labels"))
+        uid = uid_of(owner)
+        hit = self._selectors.get(uid)
+        if hit is not None and hit[0] == source:
+            return hit[1]
+        sel = self.owner_selector(owner)
+        self._selectors[uid] = (source, sel)
+        return sel
+
+    def note_walk(self, key: str, seconds: float) -> None:
+        """Record how long reconciling ``key`` spent walking its pods (see STATUS_DUTY_FACTOR)."""
+        self._walk_cost[key] = seconds
 
     def live_owner(self, key: str) -> Obj | None:
         """A private copy of the cached owner to reconcile, or None when there is nothing to do:
@@ -196,7 +270,8 @@ class PodOwnerController(Controller):
         if last is None:
             self.queue.add(key)
             return
-        self.queue.add_after(key, last + STATUS_SYNC_INTERVAL - asyncio.get_running_loop().time())
+        interval = min(STATUS_SYNC_MAX_INTERVAL, max(STATUS_SYNC_INTERVAL, STATUS_DUTY_FACTOR * self._walk_cost.get(key, 0.0)))
+        self.queue.add_after(key, last + interval - asyncio.get_running_loop().time())
 
     def owner_selector(self, owner: Obj) -> LabelSelector | None:
         """The owner's pod selector (a metav1.LabelSelector in ``spec.selector``)."""
@@ -212,6 +287,9 @@ class PodOwnerController(Controller):
 
     def _owner_deleted(self, obj: Obj) -> None:
         self.expectations.forget(object_key(obj))
+        self._selectors.pop(uid_of(obj), None)
+        self._selectors.pop("template/" + uid_of(obj), None)
+        self._walk_cost.pop(object_key(obj), None)
         self.enqueue(obj)
 
     def _owner_key(self, pod: Obj) -> str | None:
@@ -236,6 +314,7 @@ class PodOwnerController(Controller):
             self._enqueue_matching_owners(pod)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
+        self._pod_facts.pop(id(old), None)
         key, old_key = self._owner_key(new), self._owner_key(old)
         if old_key is not None and old_key != key:
             self.queue.add(old_key)
@@ -255,7 +334,7 @@ class PodOwnerController(Controller):
 
     async def claim_pods(self, owner: Obj) -> list[Obj]:
         """The pods ``owner`` controls after adopting matching orphans and releasing strays."""
-        sel = self.owner_selector(owner)
+        sel = self.cached_selector(owner)
         owner_uid = uid_of(owner)
         namespace = meta(owner).get("namespace", "")
         claimed: list[Obj] = []
@@ -269,9 +348,11 @@ class PodOwnerController(Controller):
             merged.update((object_key(p), p) for p in orphans)
             candidates = merged.values()
         usable = sel is not None and not sel.empty
+        facts_of = self.facts
         for pod in candidates:
-            ref = controller_ref(pod)
-            matches = usable and sel.matches(meta(pod).get("labels") or {})  # type: ignore[union-attr]
+            facts = facts_of(pod)
+            ref = facts.controller
+            matches = usable and facts.matches(sel)  # type: ignore[arg-type]
             if ref is not None:
                 if ref.get("uid") != owner_uid:
                     continue
@@ -365,11 +446,18 @@ class ReplicaSetController(PodOwnerController):
             self._last_sync.pop(key, None)
             return None
         self.note_sync(key)
-        pods = [p for p in await self.claim_pods(rs) if is_pod_active(p)]
+        walk_started = time.perf_counter()
+        facts_of = self.facts
+        pods = [p for p in await self.claim_pods(rs) if facts_of(p).active]
+        walked = time.perf_counter() - walk_started
         needs_sync = self.expectations.satisfied(key) and not is_deleting(rs)
         if needs_sync:
             pods = await self.manage_replicas(key, rs, pods)
-        return await self.sync_status(rs, pods)
+        walk_started = time.perf_counter()
+        status, next_check = self.count_status(rs, pods)
+        self.note_walk(key, walked + time.perf_counter() - walk_started)
+        await self.write_status(rs, status)
+        return next_check
 
     async def manage_replicas(self, key: str, rs: Obj, pods: list[Obj]) -> list[Obj]:
         """Create or delete towards spec.replicas; returns ``pods`` less those just deleted (so
@@ -385,20 +473,45 @@ class ReplicaSetController(PodOwnerController):
         return pods
 
     async def sync_status(self, rs: Obj, pods: list[Obj]) -> float | None:
+        """Write the status counting ``pods``; returns when to look again (minReadySeconds)."""
+        status, next_check = self.count_status(rs, pods)
+        await self.write_status(rs, status)
+        return next_check
+
+    def template_selector(self, rs: Obj) -> LabelSelector | None:
+        """A selector of the template's labels (for fullyLabeledReplicas), cached per owner."""
+        labels = (((rs.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+        key = "template/" + uid_of(rs)
+        hit = self._selectors.get(key)
+        if hit is not None and hit[0] == labels:
+            return hit[1]
+        try:
+            sel: LabelSelector | None = label_selector_from_dict({"matchLabels": labels})
+        except SelectorError:
+            sel = None  # labels no selector can express: compare them one by one
+        self._selectors[key] = (labels, sel)
+        return sel
+
+    def count_status(self, rs: Obj, pods: list[Obj]) -> tuple[Obj, float | None]:
+        """The status ``pods`` add up to, and the seconds until a ready pod becomes available."""
         spec = rs.get("spec") or {}
         min_ready = int(spec.get("minReadySeconds") or 0)
         now = utcnow()
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        template_sel = self.template_selector(rs)
         ready = available = 0
         next_check: float | None = None
         fully_labeled = 0
+        facts_of = self.facts
         for pod in pods:
-            labels = meta(pod).get("labels") or {}
-            if all(labels.get(k) == v for k, v in template_labels.items()):
+            facts = facts_of(pod)
+            if template_sel is not None:
+                fully_labeled += facts.matches(template_sel)
+            elif all(facts.labels.get(k) == v for k, v in template_labels.items()):
                 fully_labeled += 1
-            if is_pod_ready(pod):
+            if facts.ready:
                 ready += 1
-                wait = available_in(pod, min_ready, now)
+                wait = available_in(pod, min_ready, now) if min_ready > 0 else 0.0
                 if wait == 0:
                     available += 1
                 elif wait is not None:
@@ -412,13 +525,16 @@ class ReplicaSetController(PodOwnerController):
             "availableReplicas": available,
             "observedGeneration": meta(rs).get("generation", 1),
         })
-        if status != old_status:
+        return status, (None if next_check is None else next_check + 0.05)
+
+    async def write_status(self, rs: Obj, status: Obj) -> None:
+        """Write ``status`` unless it is what the owner already has."""
+        if status != (rs.get("status") or {}):
             try:
                 await self.client.update_status(self.owner_resource, {**rs, "status": status})
             except ApiError as e:
                 if e.code != 404:
                     raise
-        return None if next_check is None else next_check + 0.05
 
 
 RC = Resource("", "v1", "replicationcontrollers", "ReplicationController")
