@@ -293,9 +293,12 @@ class Scheduler(Controller):
         The hot loop of the scheduler: a "plain" pod on a "plain_ok" node needs only integer
         comparisons (no function calls) — everything else goes through :func:`filter_node`.
         Scoring beyond least-allocated (a :class:`ScorePlan`) collects candidates; when the
-        plan allows it, candidates its plugins cannot tell apart ("quiet" nodes: none of the
-        owner's pods, no domain in the inter-pod table) are folded into one per zone, keeping
-        only the emptiest, so the plugins score a handful of nodes instead of hundreds.
+        plan allows it, candidates its plugins cannot tell apart (no domain in the inter-pod
+        table, the same zone and the same number of the owner's pods — none, for a "quiet"
+        node) are folded into one per such class, keeping only the emptiest, so the plugins
+        score a handful of nodes instead of hundreds even once the owner's pods are on every
+        node. Every class keeps a member, so the spread plugin's normalisation (min and max
+        over the candidates) is unchanged.
         """
         req = pod_requests(pod)
         facts = PodFacts(pod, req, pod_host_ports(pod), self._pod_rules(pod), self._spread_rules(pod))
@@ -308,7 +311,8 @@ class Scheduler(Controller):
         table_key, table_domains = table[0] if len(table) == 1 else ("", {})
         zoned = self._zoned_nodes > 0
         zones_seen: set[str] = set()
-        quiet: dict[str | None, tuple[float, NodeInfo]] = {}  # zone -> emptiest quiet node
+        # (zone, owner's pods on the node) -> the emptiest such node outside the inter-pod table
+        quiet: dict[tuple[str | None, int | None], tuple[float, NodeInfo]] = {}
         quiet_info: NodeInfo | None = None  # the same without zones, kept in locals
         quiet_score = -1.0
         nodes = self._node_list
@@ -340,17 +344,23 @@ class Scheduler(Controller):
             if plan is None:
                 if score > best_score:
                     best, best_score = info, score
-            elif fold and (owner_count is None or owner_count(info.name) is None) and (
+            elif fold and (
                     not table or (info.labels.get(table_key) not in table_domains if table_key
                                   else all(info.labels.get(k) not in d for k, d in table))):
+                held = owner_count(info.name) if owner_count is not None else None
                 if zoned:
                     zone = info.labels.get(ZONE)
                     zones_seen.add(zone or "")
-                    kept = quiet.get(zone)
+                    kept = quiet.get((zone, held))
                     if kept is None or score > kept[0]:
-                        quiet[zone] = (score, info)
-                elif score > quiet_score:
-                    quiet_info, quiet_score = info, score
+                        quiet[(zone, held)] = (score, info)
+                elif held is None:
+                    if score > quiet_score:
+                        quiet_info, quiet_score = info, score
+                else:
+                    kept = quiet.get((None, held))
+                    if kept is None or score > kept[0]:
+                        quiet[(None, held)] = (score, info)
             else:
                 if zoned:
                     zones_seen.add(info.labels.get(ZONE) or "")
@@ -361,8 +371,8 @@ class Scheduler(Controller):
         self._next_start = start + checked
         if plan is not None:
             if quiet_info is not None:
-                quiet[None] = (quiet_score, quiet_info)
-            # Quiet nodes first: among equal totals the first candidate wins.
+                quiet[(None, None)] = (quiet_score, quiet_info)
+            # Folded nodes first: among equal totals the first candidate wins.
             candidates[:0] = [info for _, info in quiet.values()]
             least_allocated[:0] = [score * 50.0 for score, _ in quiet.values()]
             best = plan.pick(candidates, least_allocated,

@@ -22,10 +22,10 @@ A plugin whose scores are equal on every candidate cannot change the winner, so 
 scheduler builds a :class:`ScorePlan` only when some plugin besides least-allocated can
 differ (:meth:`ScorePlan.active`); plain pods keep the inlined least-allocated loop. When the
 only other plugins are default owner spreading and inter-pod affinity (a Deployment's pod,
-perhaps with preferred anti-affinity), every candidate holding none of the owner's pods and
-no domain of the inter-pod table scores the same except for least-allocated and its zone, so
-the scheduler keeps just the emptiest such node per zone (``foldable``) and passes the real
-domain counts as ``spread_sizes``: a handful of candidates instead of hundreds.
+perhaps with preferred anti-affinity), candidates outside the inter-pod table's domains that
+hold as many of the owner's pods and share a zone score the same except for least-allocated,
+so the scheduler keeps just the emptiest node of each such class (``foldable``) and passes
+the real domain counts as ``spread_sizes``: a handful of candidates instead of hundreds.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class ScorePlan:
         self.spread = spread
         self.inter_pod = inter_pod or None
         # Set by the scheduler: the owner's pods per node (default spreading), and whether
-        # nodes free of them and of inter-pod domains may be folded into one per zone.
+        # nodes outside inter-pod domains may be folded into one per (zone, owner pods) class.
         self.owner_nodes: Mapping[str, int] | None = None
         self.foldable = False
 
