@@ -124,20 +124,22 @@ def test_claim_keeps_data_across_pods_and_waits_until_it_exists(cluster: TestClu
 
 def test_sub_path_and_sub_path_expr(cluster: TestCluster) -> None:
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "subcfg"},
-              "data": {"greeting": "hello\n", "other": "x"}}
+              "data": {"greeting": "hello\n", "other": "x", "tier": "gold"}}
     pod = pod_manifest(
-        "subpaths", "echo a > /ab/a-file; echo m > /mine/m-file; sleep 3600",
+        "subpaths", "echo a > /ab/a-file; echo m > /mine/m-file; echo t > /tier/t-file; sleep 3600",
         [{"name": "work", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "subcfg"}}],
         [{"name": "work", "mountPath": "/ab", "subPath": "a/b"},
          {"name": "work", "mountPath": "/mine", "subPathExpr": "pods/$(POD_NAME)"},
+         {"name": "work", "mountPath": "/tier", "subPathExpr": "tiers/$(TIER)"},
          {"name": "work", "mountPath": "/all"},
          {"name": "cfg", "mountPath": "/etc/greeting", "subPath": "greeting"}],
-        env=[{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        env=[{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+             {"name": "TIER", "valueFrom": {"configMapKeyRef": {"name": "subcfg", "key": "tier"}}}],
     )
     apply(cluster, config, pod)
     wait_pod(cluster, "subpaths", running, "Running")
-    assert poll("files written", lambda: sh(cluster, "subpaths", "cat /all/a/b/a-file /all/pods/subpaths/m-file")
-                == "a\nm\n", 10)
+    assert poll("files written", lambda: sh(cluster, "subpaths", "cat /all/a/b/a-file /all/pods/subpaths/m-file /all/tiers/gold/t-file")
+                == "a\nm\nt\n", 10)
     assert sh(cluster, "subpaths", "cat /etc/greeting; ls /etc/greeting") == "hello\n/etc/greeting\n"
     # Absolute and escaping sub-paths are refused with the kubelet's words.
     bad = [

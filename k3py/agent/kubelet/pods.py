@@ -744,7 +744,7 @@ class PodManager:
                                              **pod_service_env(pod, self.services.cache.list())},
                                 node_allocatable=self.allocatable())
             command, args = command_and_args(container, env)
-            mounts = PodVolumes(self.pods_dir / record.uid).container_mounts(container, volume_paths, pod, attempt)
+            mounts = PodVolumes(self.pods_dir / record.uid).container_mounts(container, volume_paths, pod, attempt, env=env)
         except (ContainerConfigError, VolumeError, OSError) as e:
             record.waiting[name] = ("CreateContainerConfigError", str(e))
             self._event(pod, "Warning", "Failed", f"Error: {e}")
