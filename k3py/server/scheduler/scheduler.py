@@ -314,6 +314,8 @@ class Scheduler(Controller):
         # (zone, owner's pods on the node) -> the emptiest such node outside the inter-pod table
         quiet: dict[tuple[str | None, int | None], tuple[float, NodeInfo]] = {}
         quiet_info: NodeInfo | None = None  # the same without zones, kept in locals
+        by_count: dict[int, tuple[float, NodeInfo]] = {}  # ...and for held nodes without zones
+        fold_all = fold and not table
         quiet_score = -1.0
         nodes = self._node_list
         total = len(nodes)
@@ -344,9 +346,8 @@ class Scheduler(Controller):
             if plan is None:
                 if score > best_score:
                     best, best_score = info, score
-            elif fold and (
-                    not table or (info.labels.get(table_key) not in table_domains if table_key
-                                  else all(info.labels.get(k) not in d for k, d in table))):
+            elif fold_all or (fold and (info.labels.get(table_key) not in table_domains if table_key
+                                        else all(info.labels.get(k) not in d for k, d in table))):
                 held = owner_count(info.name) if owner_count is not None else None
                 if zoned:
                     zone = info.labels.get(ZONE)
@@ -358,9 +359,9 @@ class Scheduler(Controller):
                     if score > quiet_score:
                         quiet_info, quiet_score = info, score
                 else:
-                    kept = quiet.get((None, held))
+                    kept = by_count.get(held)
                     if kept is None or score > kept[0]:
-                        quiet[(None, held)] = (score, info)
+                        by_count[held] = (score, info)
             else:
                 if zoned:
                     zones_seen.add(info.labels.get(ZONE) or "")
@@ -372,6 +373,8 @@ class Scheduler(Controller):
         if plan is not None:
             if quiet_info is not None:
                 quiet[(None, None)] = (quiet_score, quiet_info)
+            for held_count, kept_node in by_count.items():
+                quiet[(None, held_count)] = kept_node
             # Folded nodes first: among equal totals the first candidate wins.
             candidates[:0] = [info for _, info in quiet.values()]
             least_allocated[:0] = [score * 50.0 for score, _ in quiet.values()]
