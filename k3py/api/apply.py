@@ -27,6 +27,8 @@ import json
 from functools import cache
 from typing import Any
 
+import orjson
+
 from k3py.api import schemas
 from k3py.api.patch import PatchError
 
@@ -138,12 +140,35 @@ def _shape_for(group: str, version: str, kind: str) -> _Shape:
     return _Shape(schemas.definitions().get(name) if name else None)
 
 
+def _compact_json(value: Any) -> str:
+    """Compact JSON with sorted keys, exactly as ``json.dumps(..., sort_keys=True,
+    separators=(",", ":"))`` writes it. orjson writes the same text for ASCII strings,
+    integers, booleans and null (the usual list-map keys: names, ports, protocols), several
+    times faster; floats (repr differs) and non-ASCII or DEL characters (json escapes them)
+    take json."""
+    if isinstance(value, dict):
+        plain = all(type(v) in _ORJSON_SAME for v in value.values())
+    else:
+        plain = type(value) in _ORJSON_SAME
+    if plain:
+        try:
+            text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # an integer beyond 64 bits
+            text = b"\xff"
+        if text.isascii() and b"\x7f" not in text:  # json escapes DEL, orjson does not
+            return text.decode()
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+_ORJSON_SAME = (str, int, bool, type(None))
+
+
 def _key_element(item: dict, keys: list[str]) -> str:
-    return "k:" + json.dumps({k: item.get(k) for k in keys}, sort_keys=True, separators=(",", ":"))
+    return "k:" + _compact_json({k: item.get(k) for k in keys})
 
 
 def _value_element(value: Any) -> str:
-    return "v:" + json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return "v:" + _compact_json(value)
 
 
 # --- field sets -----------------------------------------------------------------------------
