@@ -422,8 +422,28 @@ def test_missing_image_reports_pull_errors(agent_cluster) -> None:  # type: igno
         return reason in ("ErrImagePull", "ImagePullBackOff")
 
     wait_pod(cluster, "ghost", pull_failed, "ErrImagePull")
-    events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=ghost").stdout
-    assert "Pulling" in events and "Failed" in events
+    image = "127.0.0.1:1/nothing/here:v1"
+
+    def ghost_events() -> list[tuple[str, str, str]]:
+        listed = cluster.kubectl_json("get", "events", "--field-selector", "involvedObject.name=ghost")["items"]
+        return [(e["type"], e["reason"], e["message"]) for e in listed]
+
+    # The kubelet's words: the failed pull, then the back-off, each with its "Error: <reason>".
+    wanted = [("Normal", "Pulling", f'Pulling image "{image}"'),
+              ("Warning", "Failed", "Error: ErrImagePull"),
+              ("Normal", "BackOff", f'Back-off pulling image "{image}"'),
+              ("Warning", "Failed", "Error: ImagePullBackOff")]
+    deadline = time.monotonic() + 20
+    while not all(w in ghost_events() for w in wanted) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert all(w in ghost_events() for w in wanted), ghost_events()
+    assert any(e[:2] == ("Warning", "Failed") and e[2].startswith(f'Failed to pull image "{image}": ')
+               for e in ghost_events())
+    backing_off = wait_pod(cluster, "ghost", lambda p: (p["status"].get("containerStatuses") or [{}])[0]
+                           .get("state", {}).get("waiting", {}).get("reason") == "ImagePullBackOff",
+                           "ImagePullBackOff")
+    waiting = backing_off["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["message"] == f'Back-off pulling image "{image}"'
     # runAsNonRoot: refused for the root image user, allowed with a numeric non-root runAsUser.
     # With fsGroup, the non-root user may write to its emptyDir, and new files get the group.
     for name, context in (("rootless-refused", {"runAsNonRoot": True}),

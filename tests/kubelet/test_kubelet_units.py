@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from k3py.agent.kubelet.node import build_conditions, claim_pod_cidr
+from k3py.agent.kubelet.pods import image_ref
 from k3py.agent.kubelet.podspec import (
     ContainerConfigError,
     command_and_args,
@@ -28,6 +29,7 @@ from k3py.agent.kubelet.volumes import (
     render_resolv_conf,
     render_volume_files,
 )
+from k3py.runtime.images import Image
 from k3py.runtime.spec import ContainerStatus
 
 POD = {
@@ -466,3 +468,15 @@ def test_pod_cgroups_follow_the_qos_class_and_effective_resources() -> None:
     assert qos_group_resources("Guaranteed").cpu_shares == 0  # left as the kernel has it
     tiny = {"name": "t", "resources": {"requests": {"memory": "1"}}}
     assert oom_score_adj(pod([tiny]), tiny, capacity) == 999  # never as low a priority as BestEffort
+
+
+def test_image_id_is_the_repo_digest_containerd_reports() -> None:
+    manifest, config = "sha256:" + "a" * 64, "sha256:" + "c" * 64
+    named = Image(manifest_digest=manifest, config_digest=config, layers=[], diff_ids=[], config={},
+                  names=["registry.local:5000/team/app:v2", "docker.io/library/busybox:latest"])
+    assert image_ref(config, "busybox", [named]) == f"docker.io/library/busybox@{manifest}"
+    assert image_ref(config, "registry.local:5000/team/app:v1", [named]) == f"registry.local:5000/team/app@{manifest}"
+    assert image_ref(config, "other:1", [named]) == f"docker.io/library/busybox@{manifest}"  # first name, sorted
+    unnamed = Image(manifest_digest=manifest, config_digest=config, layers=[], diff_ids=[], config={}, names=[])
+    assert image_ref(config, "busybox", [unnamed]) == config  # no repository known: the image ID
+    assert image_ref(config, "busybox", []) == config

@@ -10,11 +10,14 @@ import pytest
 from k3py.agent.kubelet.volumes import (
     PodVolumes,
     VolumeError,
+    VolumeSetUpErrors,
     bound_volume_name,
     claim_source,
     claimed_volumes,
     disk_usage,
+    failed_mount_message,
     memory_volume_size,
+    mount_timeout_error,
     sub_path_of,
     subpath_env,
     unmounted_volumes_error,
@@ -171,3 +174,28 @@ def test_untyped_host_path_is_created_as_a_directory(tmp_path: Path) -> None:
     pod["spec"]["volumes"].pop()
     assert volumes.prepare(pod, pod_ip="", config_maps={}, secrets={}) == {"h": str(tmp_path / "made" / "dir")}
     assert (tmp_path / "made" / "dir").is_dir()
+
+
+def test_failed_mount_events_name_the_volume_as_upstream(tmp_path: Path) -> None:
+    pod = {"metadata": {"name": "p", "namespace": "default"},
+           "spec": {"volumes": [{"name": "settings", "configMap": {"name": "x"}},
+                                {"name": "scratch", "emptyDir": {}},
+                                {"name": "token", "secret": {"secretName": "y"}}]}}
+    volumes = PodVolumes(tmp_path / "pod")
+    with pytest.raises(VolumeSetUpErrors) as raised:
+        volumes.prepare(pod, pod_ip="", config_maps={"x": None}, secrets={"y": None})
+    messages = sorted(failed_mount_message(e) for e in raised.value.failures.values())
+    assert messages == ['MountVolume.SetUp failed for volume "settings" : configmap "x" not found',
+                        'MountVolume.SetUp failed for volume "token" : secret "y" not found']
+    assert (volumes.volumes_dir / "scratch").is_dir()  # the others are set up meanwhile
+    pod["spec"]["volumes"].pop()
+    with pytest.raises(VolumeError) as single:
+        volumes.prepare(pod, pod_ip="", config_maps={"x": None}, secrets={})
+    assert single.value.volume == "settings"
+    assert failed_mount_message(mount_timeout_error({"settings", "a"})) == (
+        "Unable to attach or mount volumes: unmounted volumes=[a settings], unattached volumes=[], "
+        "failed to process volumes=[]: timed out waiting for the condition")
+    claim_error = unmounted_volumes_error({"data": "error processing PVC default/d: PVC is not bound"})
+    assert failed_mount_message(claim_error) == (
+        "Unable to attach or mount volumes: unmounted volumes=[data], unattached volumes=[], "
+        "failed to process volumes=[data]: error processing PVC default/d: PVC is not bound")

@@ -17,7 +17,12 @@ level-triggered — it looks at the Pod and at the runtime and does the next ste
    by one; then every container. Images are pulled per imagePullPolicy with the runtime's
    registry client and the pod's imagePullSecrets (IfNotPresent: when missing from the store;
    Always: the registry is asked at every start; Never: never), with Pulling/Pulled/Failed
-   events, ErrImagePull then ImagePullBackOff.
+   events, ErrImagePull then ImagePullBackOff (each with its ``Failed "Error: <reason>"``
+   event, as upstream's image manager and container start record them). A volume that cannot
+   be set up gets ``FailedMount`` in upstream's words (``MountVolume.SetUp failed for volume
+   "<name>" : ...``; after the kubelet's 2 min 3 s wait, ``Unable to attach or mount volumes:
+   ...``). Each container's imageID is the repo digest containerd would report
+   (``image_ref``).
    Each container runs in its pod's cgroup below its QoS class's group (``podspec``), set up
    with the pod's limits before every start, with the QoS class's oom_score_adj.
    A postStart hook runs right after a container starts (its failure kills
@@ -26,6 +31,9 @@ level-triggered — it looks at the Pod and at the runtime and does the next ste
    running). Each attempt is a new runtime container labelled with its restart count; the
    previous one is kept for ``logs --previous`` and ``lastState``.
 4. The status (``status.pod_status``) is written whenever it differs from the last written.
+   Once it says Succeeded/Failed and no container runs, the pod gives back its address and
+   its mounts (tmpfs volumes, as upstream's volume manager unmounts a terminated pod's
+   volumes); its exited containers and their logs stay until the Pod is deleted.
    Pods with ConfigMap/Secret volumes are synced again every minute, so the files follow
    changes of those objects (published atomically, see ``volumes``).
 
@@ -73,13 +81,17 @@ from k3py.agent.kubelet.pullsecrets import credentials_for
 from k3py.agent.kubelet.status import ContainerView, pod_status
 from k3py.agent.kubelet.volumes import (
     EMPTY_DIR_CHECK_SECONDS,
+    MOUNT_WAIT_TIMEOUT_SECONDS,
     PVCS,
     PVS,
     PodVolumes,
     VolumeError,
+    VolumeSetUpErrors,
     bound_volume_name,
     claim_source,
     claimed_volumes,
+    failed_mount_message,
+    mount_timeout_error,
     pod_hostname,
     referenced_volume_config,
     unmounted_volumes_error,
@@ -93,7 +105,8 @@ from k3py.client.informer import Informer, object_key
 from k3py.client.interface import CONFIGMAPS, PODS, SERVICES, Client, Resource
 from k3py.client.workqueue import ShutDown, WorkQueue
 from k3py.runtime.containers import ContainerError, ContainerNotFound, ContainerRuntime
-from k3py.runtime.images import ImageError
+from k3py.runtime.images import Image, ImageError
+from k3py.runtime.reference import ReferenceError_, parse_reference
 from k3py.runtime.registry import Credentials
 from k3py.runtime.spec import ContainerSpec, ContainerStatus, SandboxSpec
 
@@ -137,6 +150,9 @@ class PodRecord:
     pod_ip: str = ""
     start_time: str = ""
     network_torn_down: bool = False
+    volumes_released: bool = False  # a finished pod's mounts are gone (its files stay until deletion)
+    mount_failing_since: float | None = None  # monotonic time volumes first failed in this wait
+    mount_failures: set[str] = field(default_factory=set)  # volumes that failed during this wait
     network_sandbox: str = ""  # the sandbox whose namespace the pod network was set up in
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)  # container -> (reason, message)
     image_failures: dict[str, int] = field(default_factory=dict)
@@ -181,6 +197,8 @@ class PodManager:
         self.probes = ProbeManager(self)
         self.backoff = RestartBackOff(clock)
         self.records: dict[str, PodRecord] = {}  # by uid
+        self.mount_wait_timeout = MOUNT_WAIT_TIMEOUT_SECONDS
+        self._image_refs: dict[tuple[str, str], str] = {}  # (requested image, image id) -> imageID
         # uid -> {container id -> status}: the runtime's containers of each pod (PLEG keeps it fresh)
         self.containers: dict[str, dict[str, ContainerStatus]] = {}
         self.sandboxes: dict[str, str] = {}  # uid -> sandbox id
@@ -364,8 +382,10 @@ class PodManager:
             return None  # being torn down (a probe or the PLEG woke it): nothing to start
         phase = (pod.get("status") or {}).get("phase")
         statuses = await self.run_blocking(self._refresh, uid)
+        if record.volumes_released:
+            phase = (record.last_status or {}).get("phase") or phase  # our write may not be back yet
         if phase in ("Succeeded", "Failed") and not any(s.state == "running" for s in statuses.values()):
-            await self._release_network(pod, record)
+            await self._release_finished(pod, record)
             return None
         if not record.start_time:
             record.start_time = now_rfc3339()
@@ -377,9 +397,12 @@ class PodManager:
             return None
         if record.failure is not None:
             await self._write_status(pod, record)  # the containers are stopped: report Failed
+            await self._release_if_finished(pod, record)
             return None
         requeue = await self._run_pod(pod, record)
         await self._write_status(pod, record)
+        if await self._release_if_finished(pod, record):
+            return None
         if any(referenced_volume_config(pod)):
             # ConfigMap and Secret volumes follow their objects: look again every minute.
             requeue = min(requeue, VOLUME_RESYNC_SECONDS) if requeue is not None else VOLUME_RESYNC_SECONDS
@@ -420,8 +443,10 @@ class PodManager:
         try:
             volume_paths = await self._prepare_volumes(pod, record)
         except (VolumeError, ContainerConfigError, OSError) as e:
-            self._event(pod, "Warning", "FailedMount", f"MountVolume.SetUp failed: {e}")
+            self._mount_failed(pod, record, e if isinstance(e, VolumeError) else VolumeError(str(e)))
             return 5.0
+        record.mount_failing_since = None
+        record.mount_failures.clear()
         policy = spec.get("restartPolicy", "Always")
         statuses = self.containers.get(uid, {})
         wake: list[float] = []
@@ -477,6 +502,22 @@ class PodManager:
             for container in spec.get("containers") or []:
                 record.waiting[container["name"]] = ("PodInitializing", "")
         return min(wake) if wake else None
+
+    def _mount_failed(self, pod: Obj, record: PodRecord, error: VolumeError) -> None:
+        """FailedMount events as upstream words them: one per volume whose set-up failed, and
+        once the kubelet's wait for the pod's volumes (2 min 3 s) has run out, the wait's
+        summary of the volumes still not mounted; then a new wait begins."""
+        errors = list(error.failures.values()) if isinstance(error, VolumeSetUpErrors) else [error]
+        for each in errors:
+            self._event(pod, "Warning", "FailedMount", failed_mount_message(each))
+        now = time.monotonic()
+        if record.mount_failing_since is None:
+            record.mount_failing_since = now
+        record.mount_failures.update(each.volume for each in errors if each.volume)
+        if record.mount_failures and now - record.mount_failing_since >= self.mount_wait_timeout:
+            self._event(pod, "Warning", "FailedMount", failed_mount_message(mount_timeout_error(record.mount_failures)))
+            record.mount_failing_since = now
+            record.mount_failures.clear()
 
     def _backoff_remaining(self, uid: str, current: ContainerStatus) -> float:
         """Seconds before the exited container ``current`` may start again (``backoff``)."""
@@ -643,6 +684,7 @@ class PodManager:
         if now < retry_at:
             record.waiting[name] = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
             self._event(pod, "Normal", "BackOff", f'Back-off pulling image "{image}"')
+            self._event(pod, "Warning", "Failed", "Error: ImagePullBackOff")
             return False
         self._event(pod, "Normal", "Pulling", f'Pulling image "{image}"')
         started = time.monotonic()
@@ -1000,13 +1042,29 @@ class PodManager:
         if uid in self.containers or uid in self.sandboxes or record is not None:
             self._start_kill(uid, ("orphan", uid), lambda: self.kill_pod(uid, lambda: ORPHAN_GRACE_SECONDS, None))
 
-    async def _release_network(self, pod: Obj, record: PodRecord) -> None:
-        """A finished pod keeps its exited containers (logs) but gives its address back."""
-        if record.network_torn_down or self.pod_network is None:
-            return
-        with contextlib.suppress(NetworkError, OSError):
-            await self.run_blocking(self.pod_network.teardown, record.uid)
-        record.network_torn_down = True
+    async def _release_if_finished(self, pod: Obj, record: PodRecord) -> bool:
+        """After a status write: when it said Succeeded/Failed and no container runs any more,
+        release what the pod holds (``_release_finished``); True when it did."""
+        if (record.last_status or {}).get("phase") not in ("Succeeded", "Failed"):
+            return False
+        if any(s.state == "running" for s in self.containers.get(record.uid, {}).values()):
+            return False
+        await self._release_finished(pod, record)
+        return True
+
+    async def _release_finished(self, pod: Obj, record: PodRecord) -> None:
+        """A finished pod keeps its exited containers (logs) but gives back its address and, as
+        upstream's volume manager does once all its containers have terminated, its mounts."""
+        if not record.network_torn_down and self.pod_network is not None:
+            with contextlib.suppress(NetworkError, OSError):
+                await self.run_blocking(self.pod_network.teardown, record.uid)
+            record.network_torn_down = True
+        if not record.volumes_released:
+            try:
+                await self.run_blocking(PodVolumes(self.pods_dir / record.uid).unmount)
+            except VolumeError as e:
+                log.warning("pod %s: %s (retried when the pod is removed)", record.key, e)
+            record.volumes_released = True
 
     # ---- status -----------------------------------------------------------------------------
 
@@ -1030,7 +1088,8 @@ class PodManager:
                 if init:
                     ready = current is not None and current.state == "exited" and current.exit_code == 0
                 views.append(ContainerView(
-                    name=name, image=container.get("image", ""), current=current, previous=previous,
+                    name=name, image=container.get("image", ""), current=self._with_image_ref(current),
+                    previous=self._with_image_ref(previous),
                     restart_count=int(current.labels.get(LABEL_ATTEMPT, "0")) if current else 0,
                     ready=ready, started=started, waiting_reason=reason, waiting_message=message,
                 ))
@@ -1058,7 +1117,26 @@ class PodManager:
             return status
         return dataclasses.replace(status, message=message)
 
+    def _resolve_image_refs(self, wanted: list[tuple[str, str]]) -> None:
+        """Fill the imageID cache for (requested image, image id) pairs (blocking: reads the store)."""
+        try:
+            images = self.runtime.images.list()
+        except (ImageError, OSError):
+            images = []
+        for requested, image_id in wanted:
+            self._image_refs[(requested, image_id)] = image_ref(image_id, requested, images)
+
+    def _with_image_ref(self, status: ContainerStatus | None) -> ContainerStatus | None:
+        if status is None:
+            return None
+        ref = self._image_refs.get((status.image, status.image_id))
+        return dataclasses.replace(status, image_id=ref) if ref else status
+
     async def _write_status(self, pod: Obj, record: PodRecord) -> None:
+        wanted = sorted({(s.image, s.image_id) for s in self.containers.get(record.uid, {}).values()
+                         if s.image_id and (s.image, s.image_id) not in self._image_refs})
+        if wanted:
+            await self.run_blocking(self._resolve_image_refs, wanted)
         init_views, views = self._views(pod, record)
         status = pod_status(
             pod, init_views=init_views, views=views, pod_ip=record.pod_ip, host_ip=self.node_ip,
@@ -1109,6 +1187,28 @@ def _meta_without_versions(obj: Obj) -> Obj:
     meta.pop("resourceVersion", None)
     meta.pop("managedFields", None)
     return meta
+
+
+def image_ref(image_id: str, requested: str, images: list[Image]) -> str:
+    """A container's imageID as containerd's CRI reports it: a repo digest
+    (``docker.io/library/busybox@sha256:<manifest digest>``) of the image it runs — the
+    requested repository's when the image has that name, else its first name's — or the
+    image ID (config digest) when the store knows no name for it."""
+    image = next((i for i in images if i.id == image_id), None)
+    if image is None:
+        return image_id
+    repositories: list[str] = []
+    for name in image.names:
+        with contextlib.suppress(ReferenceError_):
+            repositories.append(parse_reference(name).name)
+    if not repositories:
+        return image_id
+    try:
+        wanted = parse_reference(requested).name
+    except ReferenceError_:
+        wanted = ""
+    repository = wanted if wanted in repositories else sorted(repositories)[0]
+    return f"{repository}@{image.manifest_digest}"
 
 
 def _go_duration(seconds: float) -> str:

@@ -2,7 +2,7 @@
 
 - ``emptyDir``: a plain directory; ``medium: Memory`` is a tmpfs mounted there (sized by
   ``sizeLimit``, else by the pod's memory limit, else by the node's allocatable memory) and
-  unmounted when the pod is removed. A disk ``emptyDir`` with a ``sizeLimit`` is measured on
+  unmounted once the pod has finished (``unmount``) or is removed. A disk ``emptyDir`` with a ``sizeLimit`` is measured on
   every sync of its pod (``size_limit_exceeded``, a ``du`` of those volumes only); over the
   limit the kubelet evicts the pod as upstream's eviction manager does.
 - ``hostPath``: the host path itself, created for ``DirectoryOrCreate``/``FileOrCreate``, checked
@@ -26,6 +26,10 @@ lead out of the volume.
 
 With a pod ``fsGroup`` each volume is given to that group once, when it is created or its
 files change (setgid directories, group-readable files), as the kubelet does at mount time.
+
+Each volume is set up on its own: one that fails (``VolumeError`` naming it) leaves the others
+set up, and ``failed_mount_message`` words the FailedMount event as upstream's volume manager
+does.
 
 Every container also gets the pod's ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf``
 (ClusterFirst DNS: the cluster DNS address and the ``<ns>.svc.<domain>`` search path; host
@@ -68,7 +72,48 @@ PVS = Resource("", "v1", "persistentvolumes", "PersistentVolume", namespaced=Fal
 
 
 class VolumeError(ValueError):
-    """A volume cannot be set up (missing ConfigMap/Secret/key, bad hostPath): FailedMount."""
+    """A volume cannot be set up (missing ConfigMap/Secret/key, bad hostPath): FailedMount.
+    ``volume`` names the pod volume that failed, when the failure belongs to one."""
+
+    def __init__(self, message: str, volume: str = "") -> None:
+        super().__init__(message)
+        self.volume = volume
+
+
+class VolumeSetUpErrors(VolumeError):
+    """Some of a pod's volumes could not be set up (the others were): one error per volume,
+    each reported as its own FailedMount event, as the volume manager mounts them one by one."""
+
+    def __init__(self, failures: Mapping[str, VolumeError]) -> None:
+        super().__init__("; ".join(str(failures[name]) for name in sorted(failures)))
+        self.failures = dict(failures)
+
+
+class UnmountedVolumesError(VolumeError):
+    """The pod's volumes are not all mounted: what the kubelet's wait for its volumes says."""
+
+
+MOUNT_WAIT_TIMEOUT_SECONDS = 123.0  # the kubelet's wait for a pod's volumes: 2 min 3 s
+
+
+def failed_mount_message(error: VolumeError) -> str:
+    """The FailedMount event for ``error`` in upstream's words: the volume plugin's
+    ``MountVolume.SetUp failed for volume "<name>" : <error>`` for one volume, the wait's
+    ``Unable to attach or mount volumes: ...`` for the pod as a whole."""
+    if isinstance(error, UnmountedVolumesError):
+        return f"Unable to attach or mount volumes: {error}"
+    if error.volume:
+        return f'MountVolume.SetUp failed for volume "{error.volume}" : {error}'
+    return f"MountVolume.SetUp failed: {error}"
+
+
+def mount_timeout_error(unmounted: set[str] | list[str]) -> UnmountedVolumesError:
+    """The error of the kubelet's wait that ran out while ``unmounted`` volumes still failed."""
+    names = " ".join(sorted(unmounted))
+    return UnmountedVolumesError(
+        f"unmounted volumes=[{names}], unattached volumes=[], failed to process volumes=[]: "
+        "timed out waiting for the condition"
+    )
 
 
 def referenced_volume_config(pod: Obj) -> tuple[set[str], set[str]]:
@@ -140,10 +185,11 @@ def claim_source(namespace: str, claim: Obj, volume_name: str, volume: Obj | Non
                       "cannot be mounted on this node (only hostPath and local volumes)")
 
 
-def unmounted_volumes_error(failures: Mapping[str, str]) -> VolumeError:
-    """The kubelet's summary of volumes it could not set up (what its FailedMount event says)."""
+def unmounted_volumes_error(failures: Mapping[str, str]) -> UnmountedVolumesError:
+    """The kubelet's summary of volumes it could not even process (claims not bound): its
+    wait for the pod's volumes gives up at once with these errors."""
     names = " ".join(sorted(failures))
-    return VolumeError(
+    return UnmountedVolumesError(
         f"unmounted volumes=[{names}], unattached volumes=[], failed to process volumes=[{names}]: "
         + "; ".join(failures[name] for name in sorted(failures))
     )
@@ -397,42 +443,64 @@ class PodVolumes:
         fs_group = ((pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
         paths: dict[str, str] = {}
         self.volumes_dir.mkdir(parents=True, exist_ok=True)
+        failures: dict[str, VolumeError] = {}
         for volume in (pod.get("spec") or {}).get("volumes") or []:
             name = volume.get("name", "")
-            if not name or "/" in name or name.startswith("."):
-                raise VolumeError(f"invalid volume name {name!r}")
-            if volume.get("hostPath"):
-                paths[name] = self._host_path(volume["hostPath"])
-                continue
-            if volume.get("persistentVolumeClaim") is not None:
-                source = claim_sources.get(name)
-                if source is None:
-                    raise VolumeError(f"volume {name!r}: its claim is not bound to a volume yet")
-                paths[name] = self._claim_path(source)
-                continue
-            target = self.volumes_dir / name
-            files = render_volume_files(pod, volume, config_maps=config_maps, secrets=secrets,
-                                        allocatable=allocatable)
-            if files is None:
-                if volume.get("emptyDir") is None:
-                    raise VolumeError(f"volume {name!r}: unsupported volume type")
-                changed = not target.exists()
-                target.mkdir(exist_ok=True)
-                if (volume["emptyDir"] or {}).get("medium") == "Memory" and not _is_mount_point(target):
-                    size = memory_volume_size(pod, volume, allocatable)
-                    linux.mount("tmpfs", str(target), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                                "mode=1777" + (f",size={size}" if size else ""))
-                    changed = True
-                target.chmod(0o777)  # emptyDir is world-writable, as the kubelet makes it
-            else:
-                for path in files:
-                    _check_relative(path)
-                changed = publish_files(target, files)
-            if fs_group is not None and changed:  # once, as at mount time: never walk app data again
-                _apply_fs_group(target, int(fs_group))
-            paths[name] = str(target)
+            try:
+                paths[name] = self._prepare_one(pod, volume, config_maps, secrets, allocatable,
+                                                claim_sources, fs_group)
+            except VolumeError as e:
+                failures[name] = VolumeError(str(e), volume=name)
+            except OSError as e:
+                failures[name] = VolumeError(str(e), volume=name)
+        if failures:
+            # The volumes that could be set up are (as upstream mounts each on its own).
+            raise next(iter(failures.values())) if len(failures) == 1 else VolumeSetUpErrors(failures)
         self._write_etc(pod, pod_ip)
         return paths
+
+    def _prepare_one(
+        self,
+        pod: Obj,
+        volume: Obj,
+        config_maps: Mapping[str, Obj | None],
+        secrets: Mapping[str, Obj | None],
+        allocatable: Mapping[str, str],
+        claim_sources: Mapping[str, Obj],
+        fs_group: Any,
+    ) -> str:
+        """Create or refresh one volume; its host path."""
+        name = volume.get("name", "")
+        if not name or "/" in name or name.startswith("."):
+            raise VolumeError(f"invalid volume name {name!r}")
+        if volume.get("hostPath"):
+            return self._host_path(volume["hostPath"])
+        if volume.get("persistentVolumeClaim") is not None:
+            source = claim_sources.get(name)
+            if source is None:
+                raise VolumeError(f"volume {name!r}: its claim is not bound to a volume yet")
+            return self._claim_path(source)
+        target = self.volumes_dir / name
+        files = render_volume_files(pod, volume, config_maps=config_maps, secrets=secrets,
+                                    allocatable=allocatable)
+        if files is None:
+            if volume.get("emptyDir") is None:
+                raise VolumeError(f"volume {name!r}: unsupported volume type")
+            changed = not target.exists()
+            target.mkdir(exist_ok=True)
+            if (volume["emptyDir"] or {}).get("medium") == "Memory" and not _is_mount_point(target):
+                size = memory_volume_size(pod, volume, allocatable)
+                linux.mount("tmpfs", str(target), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                            "mode=1777" + (f",size={size}" if size else ""))
+                changed = True
+            target.chmod(0o777)  # emptyDir is world-writable, as the kubelet makes it
+        else:
+            for path in files:
+                _check_relative(path)
+            changed = publish_files(target, files)
+        if fs_group is not None and changed:  # once, as at mount time: never walk app data again
+            _apply_fs_group(target, int(fs_group))
+        return str(target)
 
     @staticmethod
     def _host_path(source: Obj) -> str:
@@ -560,15 +628,23 @@ class PodVolumes:
             mounts.append(Mount(destination=message_path, source=str(log_file)))
         return mounts
 
-    def remove(self) -> None:
-        """Unmount the pod's tmpfs volumes (deepest first), then delete its directory."""
+    def unmount(self) -> int:
+        """Unmount the pod's tmpfs volumes (deepest first); how many went. A finished pod's
+        volumes go this way (its directory, with the termination messages, stays until the
+        Pod object is deleted)."""
         root = os.path.realpath(self.volumes_dir) + "/"
-        for mount_point in sorted((m for m in _mount_points() if m.startswith(root)), key=len, reverse=True):
+        points = sorted((m for m in _mount_points() if m.startswith(root)), key=len, reverse=True)
+        for mount_point in points:
             try:
                 linux.umount2(mount_point, linux.MNT_DETACH)
             except OSError as e:
-                # Never delete through a mount we could not take away: its files are not ours.
                 raise VolumeError(f"unmounting {mount_point}: {e}") from None
+        return len(points)
+
+    def remove(self) -> None:
+        """Unmount the pod's tmpfs volumes, then delete its directory."""
+        # Never delete through a mount we could not take away (unmount raises): its files are not ours.
+        self.unmount()
         shutil.rmtree(self.pod_dir, ignore_errors=True)
 
 
