@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from k3py.agent.kubelet.volumes import (
+    MountWait,
     PodVolumes,
     VolumeError,
     VolumeSetUpErrors,
@@ -199,3 +200,21 @@ def test_failed_mount_events_name_the_volume_as_upstream(tmp_path: Path) -> None
     assert failed_mount_message(claim_error) == (
         "Unable to attach or mount volumes: unmounted volumes=[data], unattached volumes=[], "
         "failed to process volumes=[data]: error processing PVC default/d: PVC is not bound")
+
+
+def test_mount_wait_times_out_after_two_minutes_three_seconds() -> None:
+    wait = MountWait()
+    assert wait.timeout == 123.0
+    assert wait.failed(["settings"], now=1000.0) is None
+    assert wait.failed(["token"], now=1122.9) is None
+    error = wait.failed(["settings"], now=1123.0)
+    assert error is not None and failed_mount_message(error) == (
+        "Unable to attach or mount volumes: unmounted volumes=[settings token], unattached volumes=[], "
+        "failed to process volumes=[]: timed out waiting for the condition")
+    assert wait.failed(["settings"], now=1124.0) is None  # a new wait began at the timeout
+    assert failed_mount_message(wait.failed(["settings"], now=1246.0) or VolumeError("")).endswith(
+        "unmounted volumes=[settings], unattached volumes=[], failed to process volumes=[]: "
+        "timed out waiting for the condition")
+    wait.failed(["x"], now=2000.0)
+    wait.mounted()  # mounted at last: the next failure starts a fresh wait
+    assert wait.failed(["x"], now=2200.0) is None

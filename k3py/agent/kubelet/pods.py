@@ -81,9 +81,9 @@ from k3py.agent.kubelet.pullsecrets import credentials_for
 from k3py.agent.kubelet.status import ContainerView, pod_status
 from k3py.agent.kubelet.volumes import (
     EMPTY_DIR_CHECK_SECONDS,
-    MOUNT_WAIT_TIMEOUT_SECONDS,
     PVCS,
     PVS,
+    MountWait,
     PodVolumes,
     VolumeError,
     VolumeSetUpErrors,
@@ -91,7 +91,6 @@ from k3py.agent.kubelet.volumes import (
     claim_source,
     claimed_volumes,
     failed_mount_message,
-    mount_timeout_error,
     pod_hostname,
     referenced_volume_config,
     unmounted_volumes_error,
@@ -151,8 +150,7 @@ class PodRecord:
     start_time: str = ""
     network_torn_down: bool = False
     volumes_released: bool = False  # a finished pod's mounts are gone (its files stay until deletion)
-    mount_failing_since: float | None = None  # monotonic time volumes first failed in this wait
-    mount_failures: set[str] = field(default_factory=set)  # volumes that failed during this wait
+    mount_wait: MountWait = field(default_factory=MountWait)  # the wait for the pod's volumes
     network_sandbox: str = ""  # the sandbox whose namespace the pod network was set up in
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)  # container -> (reason, message)
     image_failures: dict[str, int] = field(default_factory=dict)
@@ -197,7 +195,6 @@ class PodManager:
         self.probes = ProbeManager(self)
         self.backoff = RestartBackOff(clock)
         self.records: dict[str, PodRecord] = {}  # by uid
-        self.mount_wait_timeout = MOUNT_WAIT_TIMEOUT_SECONDS
         self._image_refs: dict[tuple[str, str], str] = {}  # (requested image, image id) -> imageID
         # uid -> {container id -> status}: the runtime's containers of each pod (PLEG keeps it fresh)
         self.containers: dict[str, dict[str, ContainerStatus]] = {}
@@ -393,7 +390,7 @@ class PodManager:
         if deadline_left is not None and deadline_left <= 0 and record.failure is None:
             record.failure = ("DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
             self._event(pod, "Normal", "DeadlineExceeded", record.failure[1])
-            self._start_kill(uid, key, lambda: self._stop_all(pod, record))
+            self._start_kill(uid, key, lambda: self._stop_all(pod, record), wake_after=True)
             return None
         if record.failure is not None:
             await self._write_status(pod, record)  # the containers are stopped: report Failed
@@ -445,8 +442,7 @@ class PodManager:
         except (VolumeError, ContainerConfigError, OSError) as e:
             self._mount_failed(pod, record, e if isinstance(e, VolumeError) else VolumeError(str(e)))
             return 5.0
-        record.mount_failing_since = None
-        record.mount_failures.clear()
+        record.mount_wait.mounted()
         policy = spec.get("restartPolicy", "Always")
         statuses = self.containers.get(uid, {})
         wake: list[float] = []
@@ -510,14 +506,9 @@ class PodManager:
         errors = list(error.failures.values()) if isinstance(error, VolumeSetUpErrors) else [error]
         for each in errors:
             self._event(pod, "Warning", "FailedMount", failed_mount_message(each))
-        now = time.monotonic()
-        if record.mount_failing_since is None:
-            record.mount_failing_since = now
-        record.mount_failures.update(each.volume for each in errors if each.volume)
-        if record.mount_failures and now - record.mount_failing_since >= self.mount_wait_timeout:
-            self._event(pod, "Warning", "FailedMount", failed_mount_message(mount_timeout_error(record.mount_failures)))
-            record.mount_failing_since = now
-            record.mount_failures.clear()
+        timed_out = record.mount_wait.failed((each.volume for each in errors if each.volume), time.monotonic())
+        if timed_out is not None:
+            self._event(pod, "Warning", "FailedMount", failed_mount_message(timed_out))
 
     def _backoff_remaining(self, uid: str, current: ContainerStatus) -> float:
         """Seconds before the exited container ``current`` may start again (``backoff``)."""
@@ -648,7 +639,7 @@ class PodManager:
                     # again: report its stopped containers here.
                     await self._write_status(self.informer.cache.get(record.key) or pod, record)
 
-                self._start_kill(record.uid, record.key, evict)
+                self._start_kill(record.uid, record.key, evict, wake_after=True)
             elif exceeded is None:
                 self.queue.add_after(record.key, EMPTY_DIR_CHECK_SECONDS)
         return paths
@@ -905,7 +896,9 @@ class PodManager:
 
     # ---- termination ------------------------------------------------------------------------
 
-    def _start_kill(self, uid: str, key: Any, work: Callable[[], Awaitable[None]]) -> None:
+    def _start_kill(
+        self, uid: str, key: Any, work: Callable[[], Awaitable[None]], wake_after: bool = False
+    ) -> None:
         """Run a pod's termination as its own task: a long grace period must not hold a worker
         (other pods keep starting), and the pod's later syncs see it in ``_kills`` and wait."""
         if uid in self._kills:
@@ -920,6 +913,12 @@ class PodManager:
                 message = e.message if isinstance(e, ApiError) else str(e)
                 log.warning("terminating pod %s failed: %s (retrying)", uid, message)
                 self.queue.add_after(key, 1.0)
+            else:
+                if wake_after:
+                    # Syncs that came while it ran returned early: look again once it is over
+                    # (a stopped pod's status; its address and mounts to give back).
+                    self._kills.pop(uid, None)
+                    self.queue.add(key)
             finally:
                 self._kills.pop(uid, None)
 

@@ -46,7 +46,8 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,31 @@ def failed_mount_message(error: VolumeError) -> str:
     return f"MountVolume.SetUp failed: {error}"
 
 
-def mount_timeout_error(unmounted: set[str] | list[str]) -> UnmountedVolumesError:
+@dataclass
+class MountWait:
+    """The kubelet's wait for a pod's volumes, across the syncs that retry them: ``failed``
+    returns the wait's timeout error once volumes have kept failing for ``timeout`` seconds
+    (then a new wait begins); ``mounted`` ends the wait."""
+
+    timeout: float = MOUNT_WAIT_TIMEOUT_SECONDS
+    since: float | None = None
+    unmounted: set[str] = field(default_factory=set)
+
+    def failed(self, volumes: Iterable[str], now: float) -> UnmountedVolumesError | None:
+        if self.since is None:
+            self.since = now
+        self.unmounted.update(volumes)
+        if not self.unmounted or now - self.since < self.timeout:
+            return None
+        error = mount_timeout_error(self.unmounted)
+        self.since, self.unmounted = now, set()
+        return error
+
+    def mounted(self) -> None:
+        self.since, self.unmounted = None, set()
+
+
+def mount_timeout_error(unmounted: Iterable[str]) -> UnmountedVolumesError:
     """The error of the kubelet's wait that ran out while ``unmounted`` volumes still failed."""
     names = " ".join(sorted(unmounted))
     return UnmountedVolumesError(
