@@ -444,6 +444,7 @@ class ReplicaSetController(PodOwnerController):
         if rs is None:
             self.expectations.forget(key)
             self._last_sync.pop(key, None)
+            self._walk_cost.pop(key, None)
             return None
         self.note_sync(key)
         walk_started = time.perf_counter()
