@@ -113,3 +113,21 @@ def test_describe_shows_a_normal_start_and_stop_as_upstream(cluster: TestCluster
     cluster.kubectl("delete", "pod", "lifecycle", "--wait=true", timeout=60)
     stopped = [*expected, ("Normal", "Killing", "Stopping container main")]
     poll("the Killing event", lambda: matches(events_of(cluster, "lifecycle"), stopped), 10)
+
+
+def test_pod_stopped_by_its_deadline_gives_back_its_tmpfs(
+    agent_cluster: tuple[TestCluster, AgentNode], cluster: TestCluster
+) -> None:
+    _cluster, node = agent_cluster
+    assert node.process is not None
+    pod = pod_manifest("deadline-ram", "echo started; sleep 3600", activeDeadlineSeconds=2,
+                       volumes=[{"name": "cache", "emptyDir": {"medium": "Memory"}}],
+                       mounts=[{"name": "cache", "mountPath": "/cache"}])
+    cluster.kubectl("create", "-f", "-", input=json.dumps(pod))
+    failed = wait_pod(cluster, "deadline-ram", lambda p: p["status"].get("reason") == "DeadlineExceeded",
+                      "DeadlineExceeded")
+    uid = failed["metadata"]["uid"]
+    mountinfo = Path(f"/proc/{node.process.pid}/mountinfo")
+    poll("the stopped pod's tmpfs unmounted on the agent",
+         lambda: not [line for line in mountinfo.read_text().splitlines() if uid in line], 15)
+    assert cluster.kubectl("logs", "deadline-ram").stdout == "started\n"
