@@ -108,8 +108,10 @@ def test_describe_shows_a_normal_start_and_stop_as_upstream(cluster: TestCluster
     assert events_of(cluster, "lifecycle")[0][2].startswith("Successfully assigned default/lifecycle to ")
     # kubectl describe lists them in that order, with upstream's reasons and words.
     described = cluster.kubectl("describe", "pod", "lifecycle").stdout.split("Events:", 1)[1]
-    rows = [line.split()[1] for line in described.strip().splitlines()[2:]]
-    assert rows == ["Scheduled", "Pulled", "Created", "Started"], described
+    rows = [line.split()[:4] for line in described.strip().splitlines()[2:]]
+    assert [(row[0], row[1], row[3]) for row in rows] == [
+        ("Normal", "Scheduled", "default-scheduler"), ("Normal", "Pulled", "kubelet"),
+        ("Normal", "Created", "kubelet"), ("Normal", "Started", "kubelet")], described
     cluster.kubectl("delete", "pod", "lifecycle", "--wait=true", timeout=60)
     stopped = [*expected, ("Normal", "Killing", "Stopping container main")]
     poll("the Killing event", lambda: matches(events_of(cluster, "lifecycle"), stopped), 10)
