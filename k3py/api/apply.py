@@ -215,7 +215,11 @@ def field_set(obj: dict, shape: _Shape, subresource: str = "") -> set[Path]:
 
 def _diff(value: Any, old: Any, shape: _Shape, path: Path, out: set[Path], missing: bool) -> None:
     """The paths of `value`'s fields whose value in `old` differs; absent ones too when
-    `missing`. Walks both at once (linear, where looking each path up would be quadratic)."""
+    `missing`. Walks both at once (linear, where looking each path up would be quadratic).
+    An equal sub-tree has no differing field (the leaves compare with the same ``!=``), so it
+    is not walked: most of a status write's conditions and container statuses are unchanged."""
+    if value is old or (old is not _MISSING and value == old):
+        return
     if isinstance(value, dict) and value and not shape.atomic_map:
         old_map = old if isinstance(old, dict) else {}
         for key, sub in value.items():
