@@ -36,6 +36,7 @@ from k3py.api.resources import BUILTIN_GROUP_ORDER, ResourceInfo, ResourceTable
 from k3py.server.apiserver import strategies
 from k3py.server.apiserver.allocators import ServiceAllocator
 from k3py.server.apiserver.fieldcheck import strict_error_message, unknown_fields
+from k3py.server.apiserver.priority import PriorityAdmission
 from k3py.server.apiserver.semantics import (
     apply_defaults,
     type_causes,
@@ -258,6 +259,7 @@ class Registry:
         self.cache = cache
         self.table = table
         self.allocator = ServiceAllocator(self)
+        self.priority = PriorityAdmission(cache, "/registry/scheduling.k8s.io/priorityclasses/")
         self.last_write_revision = 0
         # Hooks run after a successful write: (info, old object or None, new object or None).
         self.after_write: list[Callable[[ResourceInfo, dict | None, dict | None], Awaitable[None] | None]] = []
@@ -597,6 +599,7 @@ class Registry:
         if not meta.get("finalizers"):
             meta.pop("finalizers", None)
         strategies.prepare_for_create(info, obj)
+        self.priority.admit(info, obj)  # upstream's Priority admission plugin
         self._track(info, None, obj, opts, "")
         self._default_and_validate(info, obj, None)
         # The store decides whether the name is taken: the cache may not have seen a delete yet.

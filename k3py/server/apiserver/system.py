@@ -3,7 +3,8 @@
 Created through the registry (so they are defaulted, validated and watched like any other
 object) when missing, on every start: ``default``, ``kube-system``, ``kube-public``,
 ``kube-node-lease``; the ``kubernetes`` Service in ``default`` at 10.43.0.1:443 and its
-Endpoints / EndpointSlice pointing at this API server.
+Endpoints / EndpointSlice pointing at this API server; the PriorityClasses
+``system-cluster-critical`` and ``system-node-critical``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from k3py.api import errors
 from k3py.server.apiserver.allocators import KUBERNETES_SERVICE_IP
+from k3py.server.apiserver.priority import system_priority_classes
 from k3py.server.apiserver.registry import Registry, WriteOptions
 
 log = logging.getLogger("k3py.apiserver.system")
@@ -72,3 +74,5 @@ async def ensure_system_objects(registry: Registry, advertise_ip: str, port: int
             "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
         },
     )  # fmt: skip
+    for priority_class in system_priority_classes():
+        await _ensure(registry, "scheduling.k8s.io", "v1", "priorityclasses", "", priority_class)
