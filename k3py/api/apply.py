@@ -623,6 +623,22 @@ def track_update(
         pass  # bookkeeping only: an absurdly deep object keeps its old managedFields
 
 
+def _overlaps_scope(entry: dict, subresource: str) -> bool:
+    """Whether an entry owns any top-level field written through ``subresource``'s endpoint."""
+    fields = entry.get("fieldsV1")
+    return isinstance(fields, dict) and any(
+        key.startswith("f:") and _tracked(key[2:], subresource) for key in fields
+    )
+
+
+def _outside_scope(entry: dict, subresource: str) -> dict:
+    """An entry's top-level sub-tries this endpoint does not write (kept as they are)."""
+    fields = entry.get("fieldsV1")
+    if not isinstance(fields, dict):
+        return {}
+    return {key: sub for key, sub in fields.items() if not (key.startswith("f:") and _tracked(key[2:], subresource))}
+
+
 def _track_update(
     old: dict | None, new: dict, manager: str, group: str, version: str, kind: str, now: str,
     operation: str, subresource: str, schema: dict | None,
@@ -635,13 +651,19 @@ def _track_update(
     kept: list[dict] = []
     mine: set[Path] = set()
     for entry in entries:
+        if entry.get("subresource", "") != subresource and not _overlaps_scope(entry, subresource):
+            kept.append(entry)  # another endpoint's fields (spec vs status): this write can't touch them
+            continue
         paths = from_fields_v1(entry.get("fieldsV1")) & new_paths
         if _same_owner(entry, manager, operation, subresource):
             mine = paths
             continue
         remaining = paths - changed
-        if remaining:
-            kept.append({**entry, "fieldsV1": to_fields_v1(remaining)})
+        outside = _outside_scope(entry, subresource)
+        if remaining or outside:
+            fields = to_fields_v1(remaining)
+            fields.update(outside)
+            kept.append({**entry, "fieldsV1": fields})
     owned = mine | changed
     if owned:
         kept.append(_entry(manager, operation, api_version, now, owned, subresource))

@@ -203,3 +203,25 @@ def test_list_order_follows_the_applied_order() -> None:
                                      {"name": "app", "image": "nginx:1", "env": [{"name": "A", "value": "1"}]}])
     out = server_side_apply(live, reordered, "kubectl", now=NOW, **GVK)
     assert [c["name"] for c in out["spec"]["template"]["spec"]["containers"]] == ["log", "side", "app"]
+
+
+def test_a_status_write_keeps_the_spec_owners_and_a_spec_write_keeps_the_status_owner() -> None:
+    # As upstream: each endpoint re-assigns only the fields it writes; entries for the other
+    # part of the object (and the subresource column) stay as they were.
+    created = manifest()
+    track_update(None, created, "kubectl-create", now=NOW, **GVK)
+    with_status = copy.deepcopy(created)
+    with_status["status"] = {"replicas": 2, "observedGeneration": 1}
+    track_update(created, with_status, "kube-controller-manager", now=NOW, subresource="status", **GVK)
+    owners = {(e["manager"], e.get("subresource", "")): from_fields_v1(e["fieldsV1"])
+              for e in with_status["metadata"]["managedFields"]}
+    assert owners[("kubectl-create", "")] == field_set(manifest(), _deploy_shape())
+    assert owners[("kube-controller-manager", "status")] >= {("f:status", "f:replicas"), ("f:status", "f:observedGeneration")}
+    scaled = copy.deepcopy(with_status)
+    scaled["spec"]["replicas"] = 5
+    track_update(with_status, scaled, "kubectl-scale", now=NOW, **GVK)
+    owners = {(e["manager"], e.get("subresource", "")): from_fields_v1(e["fieldsV1"])
+              for e in scaled["metadata"]["managedFields"]}
+    assert owners[("kube-controller-manager", "status")] >= {("f:status", "f:replicas"), ("f:status", "f:observedGeneration")}
+    assert owners[("kubectl-scale", "")] == {("f:spec", "f:replicas")}
+    assert ("f:spec", "f:replicas") not in owners[("kubectl-create", "")]

@@ -280,3 +280,18 @@ def test_create_keeps_a_nodes_status_and_resets_a_workloads(cluster: TestCluster
     created = json.loads(cluster.kubectl("create", "-n", ns, "-f", "-", "-o", "json", input=json.dumps(dep)).stdout)
     assert created["status"].get("replicas") in (None, 0) and "readyReplicas" not in created["status"]
     assert created["spec"]["template"]["metadata"] == {"creationTimestamp": None, "labels": {"app": "web"}}
+
+
+def test_status_writes_keep_the_creators_managed_fields(cluster: TestCluster) -> None:
+    ns = _ns(cluster, "owners")
+    cluster.kubectl("create", "deployment", "web", "--image=nginx", "-n", ns)
+    dep = cluster.wait_for(
+        lambda: (d := cluster.kubectl_json("get", "deploy", "web", "-n", ns, "--show-managed-fields"))
+        .get("status", {}).get("observedGeneration") and d,
+        what="the deployment controller's status",
+    )
+    entries = {(e["manager"], e.get("subresource", "")): e for e in dep["metadata"]["managedFields"]}
+    creator = entries[("kubectl-create", "")]
+    assert "f:replicas" in creator["fieldsV1"]["f:spec"]
+    status_owners = [e for (_, sub), e in entries.items() if sub == "status"]
+    assert status_owners and all("f:status" in e["fieldsV1"] for e in status_owners)

@@ -92,6 +92,18 @@ def test_watch_events_update_cache_and_resource_version() -> None:
     assert informer.resource_version == "9"
 
 
+def test_cached_objects_carry_no_managed_fields() -> None:
+    informer = Informer(Client(MemoryTransport()), PODS)
+    owned = pod("listed")
+    owned["metadata"]["managedFields"] = [{"manager": "kubectl-create", "operation": "Update", "fieldsV1": {}}]
+    informer.apply_list([owned], "1")
+    watched = pod("watched", rv="2")
+    watched["metadata"]["managedFields"] = [{"manager": "kubelet", "operation": "Update", "fieldsV1": {}}]
+    informer.apply_event({"type": "ADDED", "object": watched})
+    for key in ("default/listed", "default/watched"):
+        assert "managedFields" not in informer.cache.get(key)["metadata"]
+
+
 async def test_list_watch_follows_the_server_and_relists_after_expiry() -> None:
     transport = MemoryTransport()
     client = Client(transport)
