@@ -99,7 +99,8 @@ async def test_unschedulable_pod_gets_condition_and_event(cp: Running) -> None:
     await cp.until(lambda: len(cp.transport.all(NODES)) == 3)
     pod = {"metadata": {"name": "big"}, "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "64"}}}]}}
     await cp.client.create(PODS, pod, "default")
-    message = "0/3 nodes are available: 3 Insufficient cpu."
+    message = ("0/3 nodes are available: 3 Insufficient cpu."
+               " preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.")
     cond = await cp.until(lambda: next((c for c in cp.get(PODS, "default", "big")["status"].get("conditions", [])
                                         if c["type"] == "PodScheduled"), None))
     assert cond["status"] == "False" and cond["reason"] == "Unschedulable" and cond["message"] == message

@@ -131,7 +131,8 @@ def test_unschedulable_pod_is_explained(sim: TestCluster) -> None:
     sim.kubectl("run", "huge", "--image=nginx", "-n", ns, "--overrides",
                 json.dumps({"spec": {"containers": [{"name": "huge", "image": "nginx",
                                                      "resources": {"requests": {"cpu": "64"}}}]}}))
-    message = "0/3 nodes are available: 3 Insufficient cpu."
+    message = ("0/3 nodes are available: 3 Insufficient cpu."
+               " preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.")
     pod = sim.wait_for(lambda: (p := sim.kubectl_json("get", "pod", "huge", "-n", ns))["status"].get("conditions") and p,
                        what="PodScheduled condition")
     (cond,) = [c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled"]

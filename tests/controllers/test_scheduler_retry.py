@@ -72,7 +72,7 @@ async def expect_scheduled(plane: Plane, name: str, node_name: str) -> None:
 async def test_new_node_makes_pending_pod_schedulable(plane: Plane) -> None:
     await start(plane, node("small", 1, cpu="2"))
     await plane.client.create(PODS, pod("big", cpu="8"), "default")
-    await expect_unschedulable(plane, "big", "0/1 nodes are available: 1 Insufficient cpu.")
+    await expect_unschedulable(plane, "big", "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
     await plane.client.create(NODES, node("large", 2, cpu="16"))
     await expect_scheduled(plane, "big", "large")
 
@@ -82,7 +82,7 @@ async def test_deleted_pod_frees_room(plane: Plane) -> None:
     await plane.client.create(PODS, pod("first", cpu="800m"), "default")
     await plane.until(lambda: bound_to(plane, "first"), what="first bound")
     await plane.client.create(PODS, pod("second", cpu="500m"), "default")
-    await expect_unschedulable(plane, "second", "0/1 nodes are available: 1 Insufficient cpu.")
+    await expect_unschedulable(plane, "second", "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
     await plane.client.delete(PODS, "first", "default", grace_period_seconds=0)
     await expect_scheduled(plane, "second", "only")
 
@@ -90,7 +90,7 @@ async def test_deleted_pod_frees_room(plane: Plane) -> None:
 async def test_node_relabel_satisfies_node_selector(plane: Plane) -> None:
     await start(plane, node("n1", 1), node("n2", 2))
     await plane.client.create(PODS, pod("picky", nodeSelector={"disk": "ssd"}), "default")
-    await expect_unschedulable(plane, "picky", "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.")
+    await expect_unschedulable(plane, "picky", "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.")
     await plane.client.patch(NODES, "n2", {"metadata": {"labels": {"disk": "ssd"}}})
     await expect_scheduled(plane, "picky", "n2")
 
@@ -100,7 +100,7 @@ async def test_pod_affinity_waits_for_its_partner_pod(plane: Plane) -> None:
     follow = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "kubernetes.io/hostname"}]}}
     await plane.client.create(PODS, pod("web", labels={"app": "web"}, affinity=follow), "default")
-    await expect_unschedulable(plane, "web", "0/2 nodes are available: 2 node(s) didn't match pod affinity rules.")
+    await expect_unschedulable(plane, "web", "0/2 nodes are available: 2 node(s) didn't match pod affinity rules. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.")
     await plane.client.create(PODS, pod("cache", labels={"app": "cache"}), "default")
     cache_node = await plane.until(lambda: bound_to(plane, "cache"), what="cache bound")
     await expect_scheduled(plane, "web", cache_node)
@@ -112,7 +112,7 @@ async def test_pod_changed_by_its_owner_is_retried(plane: Plane) -> None:
     tainted["spec"]["taints"] = taint
     await start(plane, tainted)
     await plane.client.create(PODS, pod("pg"), "default")
-    await expect_unschedulable(plane, "pg", "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: db}.")
+    await expect_unschedulable(plane, "pg", "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: db}. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")
     # Tolerations may be added to a pending pod; that edit alone must trigger a new attempt.
     await plane.client.patch(PODS, "pg", {"spec": {"tolerations": [
         {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}}, "default")

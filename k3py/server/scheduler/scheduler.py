@@ -25,6 +25,13 @@ deleted or finished, the pod itself changed) or after at most 10 s. Pods refused
 (anti-)affinity or spread reasons are also retried when a pod is placed or relabelled — after
 1 s, upstream's initial backoff, so a stream of placements cannot spin them. Successful binds
 record a ``Scheduled`` event.
+
+Before giving up on such a pod, :mod:`~k3py.server.scheduler.preemption` (upstream's
+DefaultPreemption post-filter) looks for a node where evicting lower-priority pods makes it
+fit. When it finds one, the pod gets ``status.nominatedNodeName``, each victim a
+``DisruptionTarget`` condition, a ``Preempted`` event and a graceful delete; the victims' deletes
+flush the pod back into the queue. Otherwise the post-filter's message is appended to the
+``FailedScheduling`` summary. Pods that fit never reach this path.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from k3py.api.errors import ApiError
 from k3py.api.meta import now_rfc3339
 from k3py.client.controller import Controller
 from k3py.client.informer import InformerFactory, object_key
-from k3py.client.interface import NODES, PODS, Client
+from k3py.client.interface import NODES, PODS, Client, Resource
 from k3py.server.scheduler.nodeinfo import (
     NON_ZERO_CPU,
     NON_ZERO_MEMORY,
@@ -68,6 +75,14 @@ from k3py.server.scheduler.predicates import (
     nodes_to_find,
     tolerates,
 )
+from k3py.server.scheduler.preemption import (
+    NOT_ELIGIBLE_TERMINATING,
+    DisruptionBudgets,
+    PlacedPod,
+    eligibility_problem,
+    pod_priority,
+    preempt,
+)
 from k3py.server.scheduler.scoring import ScorePlan, preferred_node_terms
 from k3py.server.scheduler.topologyspread import (
     HOSTNAME,
@@ -93,6 +108,7 @@ POD_EVENT_RETRY = 1.0  # upstream's podInitialBackoffSeconds
 # Failures another pod's placement can cure (upstream requeues these on assigned-pod events).
 POD_DEPENDENT_REASONS = frozenset({REASON_ANTI_AFFINITY, REASON_POD_AFFINITY, REASON_SKEW, REASON_MISSING})
 MAX_BINDS_IN_FLIGHT = 128
+PDBS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 
 Obj = dict[str, Any]
 
@@ -140,6 +156,8 @@ class Scheduler(Controller):
         self.pod_informer = informers.informer(PODS)
         self.node_informer.add_handler(self._node_added, self._node_updated, self._node_deleted)
         self.pod_informer.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
+        self.pdb_informer = informers.informer(PDBS)  # read by preemption only
+        self.preempted = 0  # victims deleted
 
     # -- cluster state ---------------------------------------------------------------------
 
@@ -482,11 +500,16 @@ class Scheduler(Controller):
         node, reasons = self.find_node(pod)
         if node is None:
             message = failure_summary(len(self._node_order), reasons)
+            nominated = None
+            if self._node_order:
+                nominated, post_filter_message = await self._preempt(pod)
+                if post_filter_message:
+                    message = f"{message} {post_filter_message}"
             self._unschedulable.add(key)
             if POD_DEPENDENT_REASONS.intersection(reasons):
                 self._waiting_on_pods.add(key)
             self.queue.add_after(key, UNSCHEDULABLE_FLUSH)
-            await self._mark_unschedulable(pod, message)
+            await self._mark_unschedulable(pod, message, nominated)
             return None
         # Assume: account the pod on the node now so the next decision sees it.
         self._assumed.add(key)
@@ -496,6 +519,61 @@ class Scheduler(Controller):
         self._bind_tasks.add(task)
         task.add_done_callback(self._bind_tasks.discard)
         return None
+
+    # -- preemption -------------------------------------------------------------------------
+
+    def _pods_on(self, node: str) -> list[PlacedPod]:
+        out = []
+        for key in self._by_node.get(node, ()):
+            placed = self._placed.get(key)
+            pod = self.pod_informer.cache.get(key)
+            if placed is not None and pod is not None:
+                out.append(PlacedPod.of(key, pod, placed[1], placed[2]))
+        return out
+
+    def _terminating_lower_on(self, node: str, priority: int) -> bool:
+        for key in self._by_node.get(node, ()):
+            other = self.pod_informer.cache.get(key)
+            if other is not None and (other.get("metadata") or {}).get("deletionTimestamp") and pod_priority(other) < priority:
+                return True
+        return False
+
+    async def _preempt(self, pod: Obj) -> tuple[str | None, str]:
+        """Run the post-filter: (the nominated node or None, the message to append or "")."""
+        nominated = (pod.get("status") or {}).get("nominatedNodeName") or ""
+        problem = eligibility_problem(pod, bool(nominated) and nominated in self.nodes
+                                      and self._terminating_lower_on(nominated, pod_priority(pod)))
+        if problem is not None:
+            # Still waiting for its victims: keep the nomination, as upstream does.
+            return (nominated or None) if problem == NOT_ELIGIBLE_TERMINATING else None, f"preemption: {problem}"
+        req = pod_requests(pod)
+        facts = PodFacts(pod, req, pod_host_ports(pod), self._pod_rules(pod), self._spread_rules(pod))
+        outcome = preempt(pod, facts, self._node_list, self._pods_on, DisruptionBudgets(self.pdb_informer.cache.list()))
+        candidate = outcome.candidate
+        if candidate is None:
+            return None, outcome.message
+        uid = (pod.get("metadata") or {}).get("uid", "")
+        for victim in candidate.victims:
+            await self._evict(victim.pod, f"Preempted by pod {uid} on node {candidate.node}")
+        return candidate.node, ""
+
+    async def _evict(self, victim: Obj, message: str) -> None:
+        """Mark ``victim`` DisruptionTarget, record ``Preempted`` and delete it gracefully."""
+        meta = victim["metadata"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        condition = {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                     "message": f"{SCHEDULER_NAME}: preempting to accommodate a higher priority pod",
+                     "lastTransitionTime": now_rfc3339()}
+        try:
+            await self.client.patch(PODS, name, {"status": {"conditions": [condition]}}, namespace,
+                                    patch_type="strategic", subresource="status")
+            await self.client.delete(PODS, name, namespace, preconditions={"uid": meta.get("uid", "")})
+        except ApiError as e:
+            if e.code not in (404, 409):
+                raise
+            return  # already gone (or replaced): nothing to evict
+        self.preempted += 1
+        self.recorder.record(victim, "Normal", "Preempted", message, kind="Pod", api_version="v1")
 
     async def _bind(self, key: str, pod: Obj, node: str) -> None:
         meta = pod["metadata"]
@@ -516,16 +594,20 @@ class Scheduler(Controller):
         self.recorder.record(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node}",
                              kind="Pod", api_version="v1")
 
-    async def _mark_unschedulable(self, pod: Obj, message: str) -> None:
+    async def _mark_unschedulable(self, pod: Obj, message: str, nominated: str | None = None) -> None:
         self.recorder.record(pod, "Warning", "FailedScheduling", message, kind="Pod", api_version="v1")
-        conditions = (pod.get("status") or {}).get("conditions") or []
+        status = pod.get("status") or {}
+        conditions = status.get("conditions") or []
         current = next((c for c in conditions if c.get("type") == "PodScheduled"), None)
-        if current is not None and current.get("status") == "False" and current.get("message") == message:
+        if (current is not None and current.get("status") == "False" and current.get("message") == message
+                and status.get("nominatedNodeName") == nominated):
             return
-        patch = {"status": {"conditions": [{
+        patch: Obj = {"status": {"conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
             "lastProbeTime": None, "lastTransitionTime": now_rfc3339(),
         }]}}
+        if nominated or status.get("nominatedNodeName"):
+            patch["status"]["nominatedNodeName"] = nominated  # None clears a stale nomination
         try:
             await self.client.patch(PODS, pod["metadata"]["name"], patch, pod["metadata"].get("namespace", ""),
                                     patch_type="strategic", subresource="status")
