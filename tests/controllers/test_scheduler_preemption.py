@@ -92,6 +92,25 @@ async def test_high_priority_pod_preempts_lowest_victim_then_binds(plane: Plane)
     assert get(plane, "low") is None and get(plane, "mid") is not None
 
 
+async def test_no_second_preemption_while_victim_terminates(plane: Plane) -> None:
+    await start_scheduler(plane)
+    await plane.client.create(PODS, pod("old-a", 1, node="n1"), "default")
+    await plane.client.create(PODS, pod("old-b", 1, node="n1"), "default")
+    await plane.client.create(PODS, pod("high", 100), "default")
+    await plane.until(lambda: (get(plane, "high") or {}).get("status", {}).get("nominatedNodeName"), what="nomination")
+    terminating = [p["metadata"]["name"] for p in plane.pods() if p["metadata"].get("deletionTimestamp")]
+    assert len(terminating) == 1, "one 1-cpu victim frees room for a 1-cpu preemptor"
+    # A node change retries every unschedulable pod; the preemptor must wait for its victim.
+    await plane.client.patch(NODES, "n1", {"metadata": {"labels": {"retry": "now"}}})
+    expected = ("0/1 nodes are available: 1 Insufficient cpu. "
+                "preemption: not eligible due to a terminating pod on the nominated node.")
+    await plane.until(lambda: expected in failed_scheduling(plane, "high"), what="the waiting preemptor's message")
+    assert [p["metadata"]["name"] for p in plane.pods() if p["metadata"].get("deletionTimestamp")] == terminating
+    assert (get(plane, "high") or {})["status"]["nominatedNodeName"] == "n1"
+    await finish_terminating(plane)
+    await plane.until(lambda: (get(plane, "high") or {})["spec"].get("nodeName") == "n1", what="preemptor bound")
+
+
 async def test_preemption_policy_never_does_not_preempt(plane: Plane) -> None:
     await start_scheduler(plane)
     await plane.client.create(PODS, pod("low", 10, cpu="2", node="n1"), "default")

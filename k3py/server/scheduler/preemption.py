@@ -166,7 +166,10 @@ class DisruptionBudgets:
 
 def select_victims(facts: PodFacts, priority: int, info: NodeInfo, placed: list[PlacedPod],
                    budgets: DisruptionBudgets) -> Candidate | list[str]:
-    """The fewest, least important victims on ``info`` (a :class:`Candidate`), else the reasons."""
+    """The fewest, least important victims on ``info`` (a :class:`Candidate`), else the reasons.
+
+    ``placed`` may hold every pod of the node or only those below ``priority``.
+    """
     lower = [p for p in placed if p.priority < priority]
     if not lower:
         return [NO_VICTIMS]
@@ -223,9 +226,12 @@ def pick_candidate(candidates: list[Candidate]) -> Candidate:
     return next(c for c in tied if _latest_start_key(c) == latest)
 
 
-def preempt(pod: Obj, facts: PodFacts, nodes: list[NodeInfo], pods_on: Callable[[str], list[PlacedPod]],
+def preempt(pod: Obj, facts: PodFacts, nodes: list[NodeInfo], lower_pods_on: Callable[[str, int], list[PlacedPod]],
             budgets: DisruptionBudgets) -> Outcome:
-    """Find where evicting lower-priority pods lets ``pod`` fit (eligibility checked by the caller)."""
+    """Find where evicting lower-priority pods lets ``pod`` fit (eligibility checked by the caller).
+
+    ``lower_pods_on(node, priority)``: the pods on ``node`` below ``priority``.
+    """
     priority = pod_priority(pod)
     reasons: dict[str, int] = {}
     candidates: list[Candidate] = []
@@ -237,7 +243,7 @@ def preempt(pod: Obj, facts: PodFacts, nodes: list[NodeInfo], pods_on: Callable[
         if any(_unresolvable(reason) for reason in failed):
             reasons[NOT_HELPFUL] = reasons.get(NOT_HELPFUL, 0) + 1
             continue
-        result = select_victims(facts, priority, info, pods_on(info.name), budgets)
+        result = select_victims(facts, priority, info, lower_pods_on(info.name, priority), budgets)
         if isinstance(result, Candidate):
             candidates.append(result)
             if len(candidates) >= wanted:

@@ -522,12 +522,12 @@ class Scheduler(Controller):
 
     # -- preemption -------------------------------------------------------------------------
 
-    def _pods_on(self, node: str) -> list[PlacedPod]:
+    def _lower_priority_pods_on(self, node: str, priority: int) -> list[PlacedPod]:
         out = []
         for key in self._by_node.get(node, ()):
             placed = self._placed.get(key)
             pod = self.pod_informer.cache.get(key)
-            if placed is not None and pod is not None:
+            if placed is not None and pod is not None and pod_priority(pod) < priority:
                 out.append(PlacedPod.of(key, pod, placed[1], placed[2]))
         return out
 
@@ -548,7 +548,7 @@ class Scheduler(Controller):
             return (nominated or None) if problem == NOT_ELIGIBLE_TERMINATING else None, f"preemption: {problem}"
         req = pod_requests(pod)
         facts = PodFacts(pod, req, pod_host_ports(pod), self._pod_rules(pod), self._spread_rules(pod))
-        outcome = preempt(pod, facts, self._node_list, self._pods_on, DisruptionBudgets(self.pdb_informer.cache.list()))
+        outcome = preempt(pod, facts, self._node_list, self._lower_priority_pods_on, DisruptionBudgets(self.pdb_informer.cache.list()))
         candidate = outcome.candidate
         if candidate is None:
             return None, outcome.message
