@@ -111,6 +111,20 @@ async def test_no_second_preemption_while_victim_terminates(plane: Plane) -> Non
     await plane.until(lambda: (get(plane, "high") or {})["spec"].get("nodeName") == "n1", what="preemptor bound")
 
 
+async def test_preemptor_gets_the_room_before_a_lower_priority_pod_waiting_with_it(plane: Plane) -> None:
+    await start_scheduler(plane)
+    await plane.client.create(PODS, pod("victim", 1, cpu="2", node="n1"), "default")
+    await plane.client.create(PODS, pod("high", 100, cpu="2"), "default")
+    await plane.until(lambda: (get(plane, "high") or {}).get("status", {}).get("nominatedNodeName"), what="nomination")
+    # Like a ReplicaSet's replacement for the victim: same low priority, pending meanwhile.
+    for i in range(5):
+        await plane.client.create(PODS, pod(f"replacement-{i}", 1, cpu="2"), "default")
+    await plane.until(lambda: all(failed_scheduling(plane, f"replacement-{i}") for i in range(5)), what="replacements pending")
+    await finish_terminating(plane)
+    await plane.until(lambda: (get(plane, "high") or {})["spec"].get("nodeName") == "n1", what="preemptor bound")
+    assert all(not (get(plane, f"replacement-{i}") or {})["spec"].get("nodeName") for i in range(5))
+
+
 async def test_preemption_policy_never_does_not_preempt(plane: Plane) -> None:
     await start_scheduler(plane)
     await plane.client.create(PODS, pod("low", 10, cpu="2", node="n1"), "default")

@@ -30,7 +30,9 @@ Before giving up on such a pod, :mod:`~k3py.server.scheduler.preemption` (upstre
 DefaultPreemption post-filter) looks for a node where evicting lower-priority pods makes it
 fit. When it finds one, the pod gets ``status.nominatedNodeName``, each victim a
 ``DisruptionTarget`` condition, a ``Preempted`` event and a graceful delete; the victims' deletes
-flush the pod back into the queue. Otherwise the post-filter's message is appended to the
+flush the pod back into the queue (a flush queues higher priorities first, so the preemptor
+reaches the freed room before lower-priority pods waiting with it; nominations are not
+otherwise reserved). Otherwise the post-filter's message is appended to the
 ``FailedScheduling`` summary. Pods that fit never reach this path.
 """
 
@@ -292,7 +294,13 @@ class Scheduler(Controller):
 
     def _flush_unschedulable(self) -> None:
         if self._unschedulable:
-            for key in self._unschedulable:
+            keys: Iterable[str] = self._unschedulable
+            if len(self._unschedulable) > 1:
+                # Higher priority first, as upstream's active queue pops them: a preemptor must
+                # reach the room its victims freed before lower-priority pods waiting with it.
+                cache = self.pod_informer.cache
+                keys = sorted(self._unschedulable, key=lambda k: -pod_priority(cache.get(k) or {}))
+            for key in keys:
                 self.queue.add(key)
             self._unschedulable.clear()
             self._waiting_on_pods.clear()
