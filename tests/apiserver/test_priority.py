@@ -80,3 +80,23 @@ def test_default_class_and_only_one_default(cluster: TestCluster) -> None:
         assert spec["priority"] == 42
     finally:
         cluster.kubectl("delete", "priorityclass", "everyone")
+
+
+def test_pods_created_in_process_are_admitted_too(cluster: TestCluster) -> None:
+    # The ReplicaSet controller creates its pods through the in-process transport.
+    cluster.kubectl("create", "namespace", "prio-inproc")
+    cluster.kubectl("create", "priorityclass", "web-tier", "--value=300", "--preemption-policy=Never")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "prio-inproc"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"priorityClassName": "web-tier", "containers": [{"name": "web", "image": "nginx"}]}}},
+    }))  # fmt: skip
+
+    def admitted() -> list[tuple[int, str]] | None:
+        pods = cluster.kubectl_json("get", "pods", "-n", "prio-inproc")["items"]
+        found = [(p["spec"].get("priority"), p["spec"].get("preemptionPolicy")) for p in pods
+                 if p["spec"].get("priorityClassName") == "web-tier"]
+        return found if len(found) >= 2 else None
+
+    assert set(cluster.wait_for(admitted, timeout=30, what="ReplicaSet pods with web-tier")) == {(300, "Never")}
