@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,6 +140,18 @@ def wait_pod(cluster: TestCluster, name: str, condition, what: str, timeout: flo
     result = cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "json", check=False)
     status = json.loads(result.stdout).get("status") if result.returncode == 0 else result.stderr
     raise AssertionError(f"pod {name}: timed out waiting for {what}; status:\n{json.dumps(status, indent=1)}")
+
+
+def poll(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.3) -> Any:
+    """``check()``'s first truthy result within ``timeout`` seconds, else an AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def kubelet_get(cluster: TestCluster, path: str, timeout: float = 30) -> tuple[int, bytes]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,10 @@ import pytest
 
 from k3py.runtime.images import ImageStore
 from tests.cluster import TestCluster
-from tests.kubelet.conftest import AgentNode, wait_pod
+from tests.kubelet.conftest import AgentNode, poll, wait_pod
 
 Obj = dict[str, Any]
 
-
-def poll(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def pod_manifest(name: str, command: str, **spec: Any) -> Obj:

@@ -11,8 +11,7 @@ import json
 import os
 import secrets
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from k3py.runtime.cgroups import Cgroup
 from k3py.runtime.containers import ContainerError, ContainerRuntime
 from k3py.runtime.spec import ContainerSpec, Mount
 from tests.cluster import TestCluster
-from tests.kubelet.conftest import AgentNode, busybox_archive, wait_pod
+from tests.kubelet.conftest import AgentNode, busybox_archive, poll, wait_pod
 
 Obj = dict[str, Any]
 
@@ -51,16 +50,6 @@ def sh(cluster: TestCluster, pod: str, script: str) -> str:
     result = cluster.kubectl("exec", pod, "--", "sh", "-c", script + " 2>&1", check=False)
     return result.stdout + result.stderr
 
-
-def poll(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def waiting_reason(pod: Obj) -> tuple[str, str]:
