@@ -63,10 +63,6 @@ def test_default_class_and_only_one_default(cluster: TestCluster) -> None:
     assert "priorityClassName" not in before
     cluster.kubectl("create", "priorityclass", "everyone", "--value=42", "--global-default")
     try:
-        second = cluster.kubectl("create", "priorityclass", "another", "--value=43", "--global-default", check=False)
-        assert second.returncode != 0
-        assert ('priorityclasses.scheduling.k8s.io "another" is forbidden: PriorityClass another is marked as default '
-                "and another default already exists: everyone") in second.stderr
         # The watch cache may trail the create by a moment: poll until the default applies.
         def admitted() -> dict | None:
             name = f"after-{admitted.tries}"  # type: ignore[attr-defined]
@@ -78,8 +74,18 @@ def test_default_class_and_only_one_default(cluster: TestCluster) -> None:
         admitted.tries = 0  # type: ignore[attr-defined]
         spec = cluster.wait_for(admitted, timeout=10, what="pods admitted with the default class")
         assert spec["priority"] == 42
+        second = cluster.kubectl("create", "priorityclass", "another", "--value=43", "--global-default", check=False)
+        assert second.returncode != 0
+        assert ('priorityclasses.scheduling.k8s.io "another" is forbidden: PriorityClass another is marked as default '
+                "and another default already exists: everyone") in second.stderr
+        # Nor can an existing class become a second default.
+        cluster.kubectl("create", "priorityclass", "another", "--value=43")
+        promoted = cluster.kubectl("patch", "priorityclass", "another", "-p", '{"globalDefault":true}', check=False)
+        assert promoted.returncode != 0
+        assert "PriorityClass another is marked as default and another default already exists: everyone" in promoted.stderr
+        cluster.kubectl("patch", "priorityclass", "everyone", "-p", '{"description":"still the default"}')
     finally:
-        cluster.kubectl("delete", "priorityclass", "everyone")
+        cluster.kubectl("delete", "priorityclass", "everyone", "another", "--ignore-not-found")
 
 
 def test_pods_created_in_process_are_admitted_too(cluster: TestCluster) -> None:

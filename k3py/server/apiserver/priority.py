@@ -8,7 +8,8 @@ Upstream's ``Priority`` admission plugin, run by the registry on every create:
 * a pod naming none gets the ``globalDefault`` class (name, value, policy) — the lowest value
   should races have left several — or priority 0 with ``PreemptLowerPriority``;
 * a pod that states a priority or preemptionPolicy different from the computed one is refused;
-* a PriorityClass marked ``globalDefault`` is refused while another default exists.
+* a PriorityClass created or updated as ``globalDefault`` is refused while another default
+  exists.
 
 The classes are read from the API server's watch cache (the store watch keeps it current), so
 admitting a pod costs a dict lookup — no store read per pod, which matters for bulk creates.
@@ -76,6 +77,12 @@ class PriorityAdmission:
             self._admit_pod(obj)
         elif info.group == "scheduling.k8s.io" and info.plural == "priorityclasses":
             self._admit_class(obj)
+
+    def admit_update(self, info: ResourceInfo, new: Obj, old: Obj) -> None:
+        """Refuse an update that makes a PriorityClass a second globalDefault."""
+        if (info.group == "scheduling.k8s.io" and info.plural == "priorityclasses"
+                and new.get("globalDefault") is True and old.get("globalDefault") is not True):
+            self._admit_class(new)
 
     def _admit_pod(self, pod: Obj) -> None:
         spec = pod.get("spec")

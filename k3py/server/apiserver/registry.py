@@ -785,6 +785,7 @@ class Registry:
             new = desired
             if subresource != "bind":  # a binding writes spec.nodeName and status together
                 strategies.prepare_for_update(info, new, current)
+                self.priority.admit_update(info, new, current)
             meta = new["metadata"]
             # Fields only the server sets keep their stored values.
             for owned in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
