@@ -30,11 +30,6 @@ from k3py.runtime.images import ImageError, ImageNotFound, ImageStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ImageStore:
-    return ImageStore(tmp_path / "store")
-
-
-@pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A directory next to the store that hostile layers aim at; it must stay empty."""
     target = tmp_path / "outside"

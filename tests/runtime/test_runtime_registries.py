@@ -12,7 +12,7 @@ import base64
 import subprocess
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -117,30 +117,11 @@ def test_endpoint_order_wildcard_and_rewrite() -> None:
 
 
 @pytest.fixture(scope="module")
-def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Registry]]:
-    started: list[Registry] = []
-
-    def start(auth: dict | None = None, tls: dict | None = None) -> Registry:
-        registry = Registry(tmp_path_factory.mktemp("mirror"), auth, tls)
-        started.append(registry)
-        return registry
-
-    yield start
-    for registry in started:
-        registry.stop()
-
-
-@pytest.fixture(scope="module")
 def mirror(registries: Callable[..., Registry], test_images: Path) -> Registry:
     registry = registries()
     registry.push(f"oci-archive:{test_images / 'busybox-oci.tar'}", "library/busybox:latest")
     registry.push(f"docker-archive:{test_images / 'busybox-docker.tar'}", "mirrored/busybox:1")
     return registry
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> ImageStore:
-    return ImageStore(tmp_path / "store")
 
 
 def assert_serves(registry: Registry, repository: str, tag: str) -> None:

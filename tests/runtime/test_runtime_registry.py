@@ -113,30 +113,11 @@ class Registry:
 
 
 @pytest.fixture(scope="module")
-def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Registry]]:
-    started: list[Registry] = []
-
-    def start(auth: dict | None = None) -> Registry:
-        registry = Registry(tmp_path_factory.mktemp("registry"), auth)
-        started.append(registry)
-        return registry
-
-    yield start
-    for registry in started:
-        registry.stop()
-
-
-@pytest.fixture(scope="module")
 def open_registry(registries: Callable[..., Registry], test_images: Path) -> Registry:
     registry = registries()
     registry.push(f"oci-archive:{test_images / 'busybox-oci.tar'}", "library/busybox:1")
     registry.push(f"docker-archive:{test_images / 'busybox-docker.tar'}", "team/app:v1")
     return registry
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> ImageStore:
-    return ImageStore(tmp_path / "store")
 
 
 def test_pull_by_tag_unpacks_and_names(open_registry: Registry, store: ImageStore) -> None:
