@@ -333,22 +333,25 @@ def token_server(tmp_path: Path) -> Iterator[TokenServer]:
     server.stop()
 
 
+def token_auth(server: TokenServer) -> dict:
+    """The registry's auth section delegating to ``server`` (bearer tokens it signs)."""
+    return {
+        "token": {
+            "realm": server.realm,
+            "service": "k3py-test-registry",
+            "issuer": "k3py-test-issuer",
+            "rootcertbundle": str(server.bundle),
+        }
+    }
+
+
 def test_bearer_token_registry(
     registries: Callable[..., Registry],
     token_server: TokenServer,
     store: ImageStore,
     test_images: Path,
 ) -> None:
-    registry = registries(
-        {
-            "token": {
-                "realm": token_server.realm,
-                "service": "k3py-test-registry",
-                "issuer": "k3py-test-issuer",
-                "rootcertbundle": str(token_server.bundle),
-            }
-        }
-    )
+    registry = registries(token_auth(token_server))
     registry.push(
         f"oci-archive:{test_images / 'busybox-oci.tar'}",
         "private/tokened:1",
@@ -375,16 +378,7 @@ def test_identity_token_from_registries_config(
 ) -> None:
     from k3py.runtime.registries import RegistriesConfig, parse_registries
 
-    registry = registries(
-        {
-            "token": {
-                "realm": token_server.realm,
-                "service": "k3py-test-registry",
-                "issuer": "k3py-test-issuer",
-                "rootcertbundle": str(token_server.bundle),
-            }
-        }
-    )
+    registry = registries(token_auth(token_server))
     registry.push(
         f"oci-archive:{test_images / 'busybox-oci.tar'}",
         "private/oauth:1",
