@@ -213,7 +213,7 @@ class KubeletStreamingBackend(StreamingBackend):
         finally:
             # Cancelled (the client left) while a worker still reads: that thread holds the
             # file's lock, so the close waits its turn there, never on the event loop.
-            self.manager.executor.submit(handle.close)
+            asyncio.get_running_loop().run_in_executor(None, handle.close)
 
     @staticmethod
     async def _emit(out: OutputStream, text: bytes, remaining: int | None) -> int | None:
