@@ -117,6 +117,7 @@ def agent(
 
     from k3py.agent.node_agent import NodeAgentConfig, run_node_agent
     from k3py.client.https import client_from_files
+    from k3py.util.loopwatch import watching_the_loop
 
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
@@ -150,7 +151,8 @@ def agent(
             loop.add_signal_handler(sig, stop.set)
         client = client_from_files(server_url, ca=ca, token=token, field_manager="k3py-kubelet")
         try:
-            await run_node_agent(client, config, stop)
+            with watching_the_loop():
+                await run_node_agent(client, config, stop)
         finally:
             await client.close()
 

@@ -14,6 +14,7 @@ timeout; asyncio callers run them in a thread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -59,11 +60,82 @@ class ExecResult:
     stderr: bytes
 
 
+class _SessionSocket:
+    """The supervisor connection of one exec or attach session.
+
+    Readable from a thread (blocking, with a timeout) or from asyncio (``aread``), and closable
+    from anywhere without waiting: there is no buffered file object whose lock a reading thread
+    would hold (closing one of those blocked the event loop while an exec ran). Closing tells
+    the supervisor the client is gone; for an exec it then kills the process, as containerd
+    does when the exec stream's context ends.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.pending = bytearray()
+        self.closed = False
+
+    def recv(self, timeout: float | None) -> bytes:
+        self.sock.settimeout(timeout)
+        return self.sock.recv(65536)
+
+    async def arecv(self) -> bytes:
+        self.sock.setblocking(False)
+        return await asyncio.get_running_loop().sock_recv(self.sock, 65536)
+
+    def read_line(self, timeout: float | None = None) -> bytes:
+        """The next reply line (b"" when the supervisor hung up first)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.pending:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            chunk = self.recv(remaining)
+            if not chunk:
+                return b""
+            self.pending.extend(chunk)
+        line, _, rest = bytes(self.pending).partition(b"\n")
+        self.pending[:] = rest
+        return line
+
+    async def aread_line(self) -> bytes:
+        while b"\n" not in self.pending:
+            chunk = await self.arecv()
+            if not chunk:
+                return b""
+            self.pending.extend(chunk)
+        line, _, rest = bytes(self.pending).partition(b"\n")
+        self.pending[:] = rest
+        return line
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.settimeout(10.0)
+        self.sock.sendall(data)
+
+    async def asendall(self, data: bytes) -> None:
+        self.sock.setblocking(False)
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        # shutdown first: it wakes a thread still blocked in recv on this socket, which a bare
+        # close would leave waiting on a descriptor number that may be reused.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def _exit_code(line: bytes) -> int:
+    reply = json.loads(line) if line else {"exit_code": 255}
+    return int(reply.get("exit_code", 255))
+
+
 class ExecSession:
     """A process running inside a container: its stdio ends and its exit code.
 
     For a tty session ``stdout`` is the pty master (read and write it; there is no ``stderr``);
-    otherwise ``stdin`` (when requested), ``stdout`` and ``stderr`` are pipe ends.
+    otherwise ``stdin`` (when requested), ``stdout`` and ``stderr`` are pipe ends. ``close``
+    never blocks; closing before the process has exited kills it.
     """
 
     def __init__(
@@ -75,14 +147,17 @@ class ExecSession:
         stderr: int | None,
         tty: bool,
     ) -> None:
-        self._conn = conn
-        self._reader = conn.makefile("rb")
+        self._channel = _SessionSocket(conn)
         self.pid = pid
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
         self.tty = tty
         self.exit_code: int | None = None
+
+    def _read_reply(self) -> dict:
+        line = self._channel.read_line(30.0)
+        return json.loads(line) if line else {"error": "supervisor closed the connection"}
 
     def resize(self, rows: int, cols: int) -> None:
         if not self.tty:
@@ -96,15 +171,19 @@ class ExecSession:
 
     def wait(self, timeout: float | None = None) -> int:
         if self.exit_code is None:
-            self._conn.settimeout(timeout)
             try:
-                line = self._reader.readline()
+                line = self._channel.read_line(timeout)
             except TimeoutError:
                 raise ContainerError(
                     f"exec process {self.pid} still running after {timeout}s"
                 ) from None
-            reply = json.loads(line) if line else {"exit_code": 255}
-            self.exit_code = int(reply.get("exit_code", 255))
+            self.exit_code = _exit_code(line)
+        return self.exit_code
+
+    async def wait_async(self) -> int:
+        """``wait`` for asyncio callers: no thread sits in a blocking read."""
+        if self.exit_code is None:
+            self.exit_code = _exit_code(await self._channel.aread_line())
         return self.exit_code
 
     def close(self) -> None:
@@ -112,59 +191,82 @@ class ExecSession:
         for fd in {self.stdout, self.stderr} - {None}:
             with contextlib.suppress(OSError):
                 os.close(fd)  # type: ignore[arg-type]
-        self._reader.close()
-        self._conn.close()
+        self._channel.close()
 
 
 class AttachSession:
-    """The stdio of a running container: output as it is produced, input when it has stdin."""
+    """The stdio of a running container: output as it is produced, input when it has stdin.
 
-    def __init__(self, sock: socket.socket, tty: bool, stdin: bool) -> None:
-        self._sock = sock
+    Each method has an asyncio twin (``aread``, ``awrite``, ...) for the kubelet, which must not
+    park threads in reads that only the container's next output would end.
+    """
+
+    def __init__(self, channel: _SessionSocket, tty: bool, stdin: bool) -> None:
+        self._channel = channel
         self.tty = tty
         self.stdin = stdin
-        self._buffer = bytearray()
         self.exit_state: dict | None = None
+
+    def _next_frame(self) -> tuple[str, bytes] | bool | None:
+        """The next complete frame in the buffer; True when more bytes are needed."""
+        buffer = self._channel.pending
+        if len(buffer) >= 5:
+            size = int.from_bytes(buffer[1:5], "big")
+            if len(buffer) >= 5 + size:
+                kind, payload = buffer[0], bytes(buffer[5 : 5 + size])
+                del buffer[: 5 + size]
+                if kind == supervisor_module.FRAME_EXIT:
+                    self.exit_state = json.loads(payload)
+                    return None
+                return ("stdout" if kind == supervisor_module.FRAME_STDOUT else "stderr", payload)
+        return None if self.exit_state is not None else True
 
     def read(self, timeout: float | None = None) -> tuple[str, bytes] | None:
         """The next ("stdout" | "stderr", data); None once the container has exited."""
-        while True:
-            if len(self._buffer) >= 5:
-                size = int.from_bytes(self._buffer[1:5], "big")
-                if len(self._buffer) >= 5 + size:
-                    kind, payload = self._buffer[0], bytes(self._buffer[5 : 5 + size])
-                    del self._buffer[: 5 + size]
-                    if kind == supervisor_module.FRAME_EXIT:
-                        self.exit_state = json.loads(payload)
-                        return None
-                    return (
-                        "stdout" if kind == supervisor_module.FRAME_STDOUT else "stderr",
-                        payload,
-                    )
-            if self.exit_state is not None:
-                return None
-            self._sock.settimeout(timeout)
+        while (item := self._next_frame()) is True:
             try:
-                chunk = self._sock.recv(65536)
+                chunk = self._channel.recv(timeout)
             except TimeoutError:
                 raise ContainerError(f"no output from the container within {timeout}s") from None
             if not chunk:
                 return None
-            self._buffer.extend(chunk)
+            self._channel.pending.extend(chunk)
+        return item  # type: ignore[return-value]
+
+    async def aread(self) -> tuple[str, bytes] | None:
+        while (item := self._next_frame()) is True:
+            chunk = await self._channel.arecv()
+            if not chunk:
+                return None
+            self._channel.pending.extend(chunk)
+        return item  # type: ignore[return-value]
 
     def write(self, data: bytes) -> None:
-        self._sock.sendall(supervisor_module.frame(supervisor_module.FRAME_STDIN, data))
+        self._channel.sendall(supervisor_module.frame(supervisor_module.FRAME_STDIN, data))
+
+    async def awrite(self, data: bytes) -> None:
+        await self._channel.asendall(supervisor_module.frame(supervisor_module.FRAME_STDIN, data))
 
     def close_stdin(self) -> None:
-        self._sock.sendall(supervisor_module.frame(supervisor_module.FRAME_CLOSE_STDIN, b""))
+        self._channel.sendall(supervisor_module.frame(supervisor_module.FRAME_CLOSE_STDIN, b""))
 
-    def resize(self, rows: int, cols: int) -> None:
-        self._sock.sendall(
-            supervisor_module.frame(supervisor_module.FRAME_RESIZE, struct.pack(">HH", rows, cols))
+    async def aclose_stdin(self) -> None:
+        await self._channel.asendall(
+            supervisor_module.frame(supervisor_module.FRAME_CLOSE_STDIN, b"")
         )
 
+    @staticmethod
+    def _resize_frame(rows: int, cols: int) -> bytes:
+        return supervisor_module.frame(supervisor_module.FRAME_RESIZE, struct.pack(">HH", rows, cols))
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._channel.sendall(self._resize_frame(rows, cols))
+
+    async def aresize(self, rows: int, cols: int) -> None:
+        await self._channel.asendall(self._resize_frame(rows, cols))
+
     def close(self) -> None:
-        self._sock.close()
+        self._channel.close()
 
 
 def _new_id() -> str:
@@ -646,19 +748,17 @@ class ContainerRuntime:
     def attach(self, cid: str) -> AttachSession:
         """Connect to a running container's stdio (stdin only if it was created with stdin)."""
         self._bundle(cid)
-        sock = self._send({"op": "attach", "id": cid})
-        reader = sock.makefile("rb", buffering=0)
-        line = b""
-        while not line.endswith(b"\n"):
-            byte = reader.read(1)  # unbuffered: frames that follow must stay in the socket
-            if not byte:
-                break
-            line += byte
+        channel = _SessionSocket(self._send({"op": "attach", "id": cid}))
+        try:
+            line = channel.read_line(30.0)  # frames that follow stay in the channel's buffer
+        except BaseException:
+            channel.close()
+            raise
         reply = json.loads(line) if line else {"error": "supervisor closed the connection"}
         if "error" in reply:
-            sock.close()
+            channel.close()
             raise ContainerError(reply["error"])
-        return AttachSession(sock, bool(reply.get("tty")), bool(reply.get("stdin")))
+        return AttachSession(channel, bool(reply.get("tty")), bool(reply.get("stdin")))
 
     def _exec_pty(self, cid: str) -> tuple[int, int]:
         """The exec session's terminal, from the container's devpts so that ``tty`` names it
@@ -717,8 +817,11 @@ class ContainerRuntime:
         for fd in set(child_fds):
             os.close(fd)
         session = ExecSession(sock, 0, ours[0] if (stdin or tty) else None, ours[1], ours[2], tty)
-        line = session._reader.readline()
-        reply = json.loads(line) if line else {"error": "supervisor closed the connection"}
+        try:
+            reply = session._read_reply()
+        except BaseException:
+            session.close()
+            raise
         if "error" in reply:
             session.close()
             raise ContainerError(reply["error"])

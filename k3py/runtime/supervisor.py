@@ -822,6 +822,27 @@ class Supervisor:
         self._reply(conn, {"ok": True, "pid": pid}, close=False)
         self.execs[pid] = conn
 
+        def on_client(fd: int, mask: int) -> None:
+            # The client sends nothing after its request: readable means it hung up (or broke
+            # the protocol). Its stdio is gone with it, so the process is killed, as containerd
+            # kills an exec whose stream ended; the reap below still answers nobody.
+            try:
+                data = conn.recv(1, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                return
+            self._unregister(fd)
+            if self.execs.get(pid) is conn:
+                try:
+                    os.kill(pid, signal.SIGKILL)  # our unreaped child: the pid cannot be reused
+                except ProcessLookupError:
+                    pass
+
+        self._register(conn.fileno(), on_client)
+
     # ---- sandboxes ---------------------------------------------------------------------------
 
     def op_sandbox_create(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
@@ -914,6 +935,8 @@ class Supervisor:
                 code = 128 - code  # killed by signal N: 128+N, as shells and the CRI report it
             conn = self.execs.pop(pid, None)
             if conn is not None:
+                if conn.fileno() >= 0:
+                    self._unregister(conn.fileno())
                 self._reply(conn, {"exit_code": code})
                 continue
             for container in self.containers.values():

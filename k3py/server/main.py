@@ -37,6 +37,7 @@ from k3py.server.bootstrap.tokens import load_or_create_token
 from k3py.server.config import ServerConfig
 from k3py.store import StoreError
 from k3py.store.factory import open_store
+from k3py.util.loopwatch import watching_the_loop
 
 log = logging.getLogger("k3py.server")
 
@@ -203,7 +204,8 @@ def run_server_forever(config: ServerConfig, node_agent: NodeAgentHook | None = 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_server(config, stop, node_agent)
+        with watching_the_loop():
+            await run_server(config, stop, node_agent)
 
     try:
         import uvloop

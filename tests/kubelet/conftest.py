@@ -23,22 +23,10 @@ from typing import Any
 import pytest
 
 from tests.cluster import TestCluster
+from tests.images import busybox_archive
 
 TOKEN = "kubelet-test-token-0123456789"
 NODE = "node-a"
-IMAGE_CACHE = Path(os.environ.get("K3PY_TEST_IMAGES", "/var/cache/k3py-test-images"))
-
-
-def busybox_archive() -> Path:
-    archive = IMAGE_CACHE / "busybox-oci.tar"
-    if not archive.exists():
-        from tests.runtime.imagebuilder import build_busybox_images
-
-        IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
-        build_busybox_images(IMAGE_CACHE)
-    return archive
-
-
 @dataclass
 class AgentNode:
     cluster: TestCluster
