@@ -795,6 +795,64 @@ def validate_pod_spec(spec: Any, path: str, errs: _Errors) -> None:
         )
     _validate_labels(spec.get("nodeSelector"), f"{path}.nodeSelector", errs)
     _validate_tolerations(spec.get("tolerations"), f"{path}.tolerations", errs)
+    _validate_pod_security(spec, path, errs)
+
+
+# Pod security fields: user namespaces (hostUsers) and seccomp profiles. k3py has no user
+# namespaces per pod, so ``hostUsers: false`` is refused here rather than silently ignored
+# (upstream, with the feature off, drops the field; the pod would then run with the host's
+# users, which is the opposite of what was asked).
+USER_NAMESPACES_UNSUPPORTED = (
+    "user namespaces are not supported by this k3py cluster: pods always run in the node's "
+    "user namespace, so hostUsers must be true or unset"
+)
+SECCOMP_PROFILE_TYPES = ["Localhost", "RuntimeDefault", "Unconfined"]
+
+
+def _validate_pod_security(spec: dict[str, Any], path: str, errs: _Errors) -> None:
+    if spec.get("hostUsers") is False:
+        errs.forbidden(f"{path}.hostUsers", USER_NAMESPACES_UNSUPPORTED)
+        for key in ("hostNetwork", "hostPID", "hostIPC"):  # upstream's validateHostUsers
+            if spec.get(key):
+                errs.forbidden(f"{path}.{key}", "when `hostUsers` is false")
+    security = spec.get("securityContext")
+    if isinstance(security, dict):
+        _validate_seccomp_profile(security.get("seccompProfile"), f"{path}.securityContext.seccompProfile", errs)
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for i, container in _dicts(spec.get(key)):
+            security = container.get("securityContext")
+            if isinstance(security, dict):
+                _validate_seccomp_profile(
+                    security.get("seccompProfile"), f"{path}.{key}[{i}].securityContext.seccompProfile", errs
+                )
+
+
+def _validate_seccomp_profile(profile: Any, path: str, errs: _Errors) -> None:
+    """Upstream's validateSeccompProfileField: a known type; localhostProfile exactly for
+    Localhost, and then a relative path that never steps up (it names a file in the
+    kubelet's seccomp dir)."""
+    if profile is None:
+        return
+    if not isinstance(profile, dict):
+        errs.invalid(path, profile, "must be an object")
+        return
+    kind = profile.get("type")
+    if not kind:
+        errs.required(f"{path}.type", "type is required when seccompProfile is set")
+    elif kind not in SECCOMP_PROFILE_TYPES:
+        errs.not_supported(f"{path}.type", kind, SECCOMP_PROFILE_TYPES)
+    local = profile.get("localhostProfile")
+    if kind == "Localhost":
+        if local is None:
+            errs.required(f"{path}.localhostProfile", "must be set when seccomp type is Localhost")
+            return
+        text = str(local)
+        if text.startswith("/"):
+            errs.invalid(f"{path}.localhostProfile", local, "must be a relative path")
+        if ".." in text.split("/"):
+            errs.invalid(f"{path}.localhostProfile", local, "must not contain '..'")
+    elif local is not None:
+        errs.invalid(f"{path}.localhostProfile", profile, "can only be set when seccomp type is Localhost")
 
 
 def _validate_pod_template(template: Any, path: str, errs: _Errors) -> None:
