@@ -827,6 +827,26 @@ def _validate_pod_security(spec: dict[str, Any], path: str, errs: _Errors) -> No
                 )
 
 
+_HOST_USERS_CAUSES = (f"Forbidden: {USER_NAMESPACES_UNSUPPORTED}", "Forbidden: when `hostUsers` is false")
+
+
+def _ratchet_host_users(causes: list[dict[str, str]], old: dict[str, Any]) -> list[dict[str, str]]:
+    """An object stored before k3py refused ``hostUsers: false`` must still take updates
+    (status writes, scaling), as upstream ratchets validation: drop the refusal where the
+    stored object already had ``hostUsers: false`` at the same place."""
+
+    def stored_false(spec_path: str) -> bool:
+        node: Any = old
+        for key in spec_path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        return isinstance(node, dict) and node.get("hostUsers") is False
+
+    return [
+        c for c in causes
+        if not (c["message"] in _HOST_USERS_CAUSES and stored_false(c["field"].rpartition(".")[0]))
+    ]  # fmt: skip
+
+
 def _validate_seccomp_profile(profile: Any, path: str, errs: _Errors) -> None:
     """Upstream's validateSeccompProfileField: a known type; localhostProfile exactly for
     Localhost, and then a relative path that never steps up (it names a file in the
@@ -1991,6 +2011,8 @@ def validate_object(
         validator = _VALIDATORS.get((info.group, info.kind))
         if validator is not None:
             validator(obj, old if isinstance(old, dict) else None, errs)
+            if isinstance(old, dict):
+                errs.causes = _ratchet_host_users(errs.causes, old)
     except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
         # A shape the checks above did not foresee must still end as a 422, not a 500.
         errs.invalid("", info.kind, f"the object could not be validated: {exc}")

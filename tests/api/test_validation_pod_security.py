@@ -62,3 +62,13 @@ def test_seccomp_profiles_follow_upstream_validation() -> None:
     }
     wrong = messages(container({"type": "RuntimeDefault", "localhostProfile": "x.json"}))
     assert wrong[f"{prefix}.localhostProfile"].endswith("can only be set when seccomp type is Localhost")
+
+
+def test_objects_stored_before_the_refusal_still_take_updates() -> None:
+    """Ratcheting: a pod that already had hostUsers: false (an older k3py stored it) can still
+    get status writes; a new hostUsers: false on an update is refused."""
+    stored = pod(hostUsers=False)
+    updated = pod(hostUsers=False)
+    updated["status"] = {"phase": "Running"}
+    assert causes(updated, old=stored) == []
+    assert "spec.hostUsers" in [c["field"] for c in causes(pod(hostUsers=False), old=pod())]
