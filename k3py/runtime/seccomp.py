@@ -183,7 +183,9 @@ def runtime_default_profile(capabilities: int, machine: str | None = None) -> di
             continue
         if "withoutCapability" in rule and has(rule["withoutCapability"]):
             continue
-        syscalls.append({k: v for k, v in rule.items() if k in ("names", "action", "errnoRet", "args")})
+        syscalls.append(
+            {k: v for k, v in rule.items() if k in ("names", "action", "errnoRet", "args")}
+        )
     return {
         "defaultAction": data["defaultAction"],
         "defaultErrnoRet": data["defaultErrnoRet"],
@@ -201,14 +203,16 @@ def _integer(value: Any, where: str, low: int, high: int) -> int:
     return value
 
 
-def _action(name: Any, errno_ret: Any, where: str) -> int:
+def _action(name: Any, errno_ret: Any, where: str, errno_where: str) -> int:
     if name in _ACTIONS_WITHOUT_DATA:
         return _ACTIONS_WITHOUT_DATA[name]
     if name in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
-        errno = EPERM if errno_ret is None else _integer(errno_ret, f"{where} errnoRet", 0, MAX_ERRNO)
+        errno = EPERM if errno_ret is None else _integer(errno_ret, errno_where, 0, MAX_ERRNO)
         return (RET_ERRNO if name == "SCMP_ACT_ERRNO" else RET_TRACE) | errno
     if name == "SCMP_ACT_NOTIFY":
-        raise SeccompError(f"{where}: SCMP_ACT_NOTIFY needs a seccomp agent, which k3py does not run")
+        raise SeccompError(
+            f"{where}: SCMP_ACT_NOTIFY needs a seccomp agent, which k3py does not run"
+        )
     raise SeccompError(f"{where}: unknown action {name!r}")
 
 
@@ -268,7 +272,9 @@ class _Plan:
 
     def decisions(self) -> dict[int, tuple]:
         """Number -> ("ret", value) or ("rules", rules sorted strictest first)."""
-        result: dict[int, tuple] = {nr: ("ret", action) for nr, action in self.unconditional.items()}
+        result: dict[int, tuple] = {
+            nr: ("ret", action) for nr, action in self.unconditional.items()
+        }
         for nr, rules in self.conditional.items():
             if nr not in result:
                 ordered = sorted(rules, key=lambda r: _strictness(r.action))  # stable
@@ -318,10 +324,19 @@ def _compile(profile: dict[str, Any], machine: str) -> CompiledFilter:
         raise SeccompError(f"seccomp filters are not supported on this machine ({machine})")
     if not isinstance(profile, dict):
         raise SeccompError("a seccomp profile must be a JSON object")
-    default = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), "defaultAction")
+    default = _action(
+        profile.get("defaultAction"),
+        profile.get("defaultErrnoRet"),
+        "defaultAction",
+        "defaultErrnoRet",
+    )
     if profile.get("listenerPath"):
-        raise SeccompError("listenerPath: seccomp agents (SCMP_ACT_NOTIFY) are not supported by k3py")
+        raise SeccompError(
+            "listenerPath: seccomp agents (SCMP_ACT_NOTIFY) are not supported by k3py"
+        )
     flags = 0
+    if not isinstance(profile.get("flags") or [], list):
+        raise SeccompError("flags must be a list")
     for flag in profile.get("flags") or []:
         if flag not in FLAGS:
             raise SeccompError(f"unsupported seccomp flag {flag!r} (supported: {', '.join(FLAGS)})")
@@ -345,7 +360,7 @@ def _compile(profile: dict[str, Any], machine: str) -> CompiledFilter:
         names = entry.get("names") or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise SeccompError(f"{where}.names must be a list of syscall names")
-        action = _action(entry.get("action"), entry.get("errnoRet"), where)
+        action = _action(entry.get("action"), entry.get("errnoRet"), where, f"{where}.errnoRet")
         alternatives = _conditions(entry.get("args"), where)
         if action == default:
             continue  # as runc: redundant with the default
@@ -506,7 +521,9 @@ def _block(asm: _Assembler, plan: _Plan, abi: str, base: int, allow_like: bool) 
     _search(asm, ranges, 0, len(ranges), ABI_BITS[abi], plan.default)
 
 
-def _search(asm: _Assembler, ranges: list[tuple[int, tuple]], lo: int, hi: int, bits: int, default: int) -> None:
+def _search(
+    asm: _Assembler, ranges: list[tuple[int, tuple]], lo: int, hi: int, bits: int, default: int
+) -> None:
     if hi - lo == 1:
         kind, value = ranges[lo][1]
         if kind == "ret":

@@ -17,7 +17,7 @@ modules), it daemonises (double fork + setsid) and then:
   ``containerinit.become_container``. The fork and the cgroup move are off the start path
   (a cgroup v2 move into ``cgroup.procs`` costs an RCU grace period, ~10 ms; see cgroups).
   Without a usable zygote (cgroup v2 cannot rename, or it died) we fork the same way on the
-  spot. A CLOEXEC error pipe tells us whether the ``execve`` happened or why set-up failed;
+  spot; a hostPID container is always forked on the spot, in our own pid namespace. A CLOEXEC error pipe tells us whether the ``execve`` happened or why set-up failed;
 - reads the containers' stdout/stderr (pipes, or the master of the pty a tty container
   opened in its own devpts and sent over a console socket) and writes CRI log lines
   ``<RFC3339Nano> stdout|stderr F|P <text>``, rotating by size, and streams them to attached
