@@ -7,7 +7,8 @@ heartbeat (Lease every 10 s, Node status). On ``stop`` the agent stops managing 
 keep running in the supervisor, so restarting k3py does not restart pods.
 
 Layout of ``data_dir``: ``runtime/`` (images, containers, sandboxes), ``network/`` (IPAM and
-pod records), ``pods/<uid>/`` (volumes and /etc files), ``tls/`` (the streaming server's
+pod records), ``pods/<uid>/`` (volumes and /etc files), ``seccomp/`` (Localhost seccomp
+profiles, as upstream's ``/var/lib/kubelet/seccomp``), ``tls/`` (the streaming server's
 self-signed serving certificate, as a kubelet makes one), ``images/`` (the airgap folder, k3s'
 ``<data-dir>/agent/images``: every image archive dropped there is imported into the runtime's
 store when the agent starts, before anything is scheduled; archives imported before — by
@@ -21,6 +22,7 @@ import contextlib
 import datetime
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -65,6 +67,7 @@ class NodeAgentConfig:
     pod_network: bool = True
     workers: int = 16
     node_labels: dict[str, str] = field(default_factory=dict)
+    seccomp_default: bool = False  # kubelet's --seccomp-default: RuntimeDefault for pods without a profile
 
 
 @dataclass
@@ -200,7 +203,8 @@ async def run_node_agent(
         manager = PodManager(
             client, runtime, pod_network, node_name=config.node_name, node_ip=node_ip,
             pods_dir=pods_dir_for(data_dir), allocatable=lambda: reporter.allocatable,
-            workers=config.workers,
+            workers=config.workers, seccomp_default=config.seccomp_default,
+            seccomp_root=seccomp_dir_for(data_dir),
         )
         manager.service_env = await _service_env(client)
         agent.pods = manager
@@ -239,6 +243,15 @@ async def run_node_agent(
             await agent.pods.stop()
         if started is not None and not started.done():
             started.cancel()
+
+
+def seccomp_dir_for(data_dir: Path) -> Path:
+    """Where Localhost seccomp profiles live (``localhostProfile`` is relative to it), as
+    upstream's ``/var/lib/kubelet/seccomp``; created (0700) so admins find it."""
+    path = data_dir / "seccomp"
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
 
 
 def shutdown_runtime(data_dir: Path, cgroup_parent: str = "k3py") -> None:

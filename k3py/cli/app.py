@@ -53,6 +53,11 @@ def server(
     token: str = typer.Option("", "--token", help="Shared secret agents use to join (generated when empty)."),
     disable_agent: bool = typer.Option(False, "--disable-agent", help="Run no kubelet in this process."),
     simulated_nodes: int = typer.Option(0, "--simulated-nodes", help="Register N simulated nodes."),
+    seccomp_default: bool = typer.Option(
+        False,
+        "--seccomp-default",
+        help="Run pods and containers without a seccompProfile under RuntimeDefault (kubelet's SeccompDefault).",
+    ),
     registries_config: Path | None = typer.Option(
         None,
         "--registries-config",
@@ -83,9 +88,11 @@ def server(
     )
     hook = None
     if not disable_agent:
+        import functools
+
         from k3py.cli.wiring import run_in_process_agent
 
-        hook = run_in_process_agent
+        hook = functools.partial(run_in_process_agent, seccomp_default=seccomp_default)
     raise typer.Exit(run_server_forever(config, hook))
 
 
@@ -102,6 +109,11 @@ def agent(
         None, "--ca-file", help="The cluster CA (default: fetched from the server on first start and pinned)."
     ),
     streaming_port: int = typer.Option(10250, "--kubelet-port", help="Port of the kubelet streaming server."),
+    seccomp_default: bool = typer.Option(
+        False,
+        "--seccomp-default",
+        help="Run pods and containers without a seccompProfile under RuntimeDefault (kubelet's SeccompDefault).",
+    ),
     registries_config: Path | None = typer.Option(
         None,
         "--registries-config",
@@ -142,6 +154,7 @@ def agent(
         node_ip=node_ip,
         streaming_port=streaming_port,
         client_ca_file=ca,
+        seccomp_default=seccomp_default,
     )
 
     async def _main() -> None:

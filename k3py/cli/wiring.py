@@ -54,7 +54,9 @@ def issue_streaming_certificate(ca_cert: Path, ca_key: Path, tls_dir: Path, name
     return cert_path, key_path
 
 
-def node_agent_config(info: ServerInfo, node_name: str = "", node_ip: str = "") -> NodeAgentConfig:
+def node_agent_config(
+    info: ServerInfo, node_name: str = "", node_ip: str = "", *, seccomp_default: bool = False
+) -> NodeAgentConfig:
     from k3py.agent.kubelet.node import detect_node_ip
 
     data_dir = agent_data_dir(info.config)
@@ -71,10 +73,14 @@ def node_agent_config(info: ServerInfo, node_name: str = "", node_ip: str = "") 
         client_ca_file=info.ca_cert,
         serving_cert_file=cert,
         serving_key_file=key,
+        seccomp_default=seccomp_default,
     )
 
 
-async def run_in_process_agent(client: Client, info: ServerInfo, stop: asyncio.Event) -> None:
-    """The ``node_agent`` hook of ``run_server``: this host as a control-plane node."""
-    config = await asyncio.to_thread(node_agent_config, info)
+async def run_in_process_agent(
+    client: Client, info: ServerInfo, stop: asyncio.Event, *, seccomp_default: bool = False
+) -> None:
+    """The ``node_agent`` hook of ``run_server``: this host as a control-plane node
+    (``seccomp_default``: ``k3py server --seccomp-default``)."""
+    config = await asyncio.to_thread(node_agent_config, info, seccomp_default=seccomp_default)
     await run_node_agent(client, config, stop)

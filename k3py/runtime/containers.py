@@ -15,6 +15,7 @@ timeout; asyncio callers run them in a thread.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fcntl
 import json
@@ -34,13 +35,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from k3py.runtime import linux
+from k3py.runtime import linux, seccomp
 from k3py.runtime import supervisor as supervisor_module
 from k3py.runtime.cgroups import Cgroup, prune_empty
 from k3py.runtime.containerinit import DEFAULT_CAPABILITIES
 from k3py.runtime.images import ImageError, ImageStore
 from k3py.runtime.linux import capability_mask
-from k3py.runtime.spec import ContainerSpec, ContainerStatus, Resources, Sandbox, SandboxSpec
+from k3py.runtime.spec import (
+    ContainerSpec,
+    ContainerStatus,
+    Resources,
+    Sandbox,
+    SandboxSpec,
+    SecurityProfile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +281,46 @@ def _new_id() -> str:
     return secrets.token_hex(32)
 
 
+MAX_SECCOMP_PROFILE_BYTES = 1 << 20
+
+
+def seccomp_filter_config(profile: SecurityProfile, capabilities: int) -> dict | None:
+    """``config["seccomp"]`` for a container: its compiled filter (None when Unconfined).
+
+    Compiled here, at create and cached per profile (``seccomp``), so starting and exec'ing
+    only install it. A Localhost profile that cannot be read or compiled fails the create with
+    containerd's words (the kubelet shows them as CreateContainerError).
+    """
+    kind = profile.profile_type or "Unconfined"
+    try:
+        if kind == "Unconfined":
+            return None
+        if kind == "RuntimeDefault":
+            compiled = seccomp.runtime_default_filter(capabilities)
+        elif kind == "Localhost":
+            path = profile.localhost_ref
+            if not os.path.isabs(path):
+                raise ContainerError(f"seccomp profile path {path!r} must be absolute")
+            try:
+                with open(path, "rb") as f:
+                    text = f.read(MAX_SECCOMP_PROFILE_BYTES + 1)
+            except OSError as exc:
+                reason = (exc.strerror or str(exc)).lower()
+                raise ContainerError(f'cannot load seccomp profile "{path}": open {path}: {reason}') from None
+            if len(text) > MAX_SECCOMP_PROFILE_BYTES:
+                raise ContainerError(f'seccomp profile "{path}" is larger than {MAX_SECCOMP_PROFILE_BYTES} bytes')
+            compiled = seccomp.compile_profile(seccomp.parse_profile(text, path))
+        else:
+            raise ContainerError(f"unknown seccomp profile type {kind!r} (RuntimeDefault, Unconfined or Localhost)")
+    except seccomp.SeccompError as exc:
+        raise ContainerError(f"failed to generate seccomp spec opts: {exc}") from None
+    return {
+        "profile": kind,
+        "program": base64.b64encode(compiled.program).decode(),
+        "flags": compiled.flags,
+    }
+
+
 class ContainerRuntime:
     """Sandboxes and containers under ``data_dir``; images in ``data_dir/images``."""
 
@@ -289,6 +337,7 @@ class ContainerRuntime:
         # Run the supervisor in a private mount namespace (tests): its mounts never reach the host.
         self.isolate_mounts = isolate_mounts
         self._version_checked = False  # compared with the running supervisor on first use
+        self._supervisor_features: frozenset[str] = frozenset()  # what the running one honours
 
     # ---- supervisor --------------------------------------------------------------------------
 
@@ -364,6 +413,7 @@ class ContainerRuntime:
             reply = self._ping()
             self._version_checked = True
             if reply is not None:
+                self._supervisor_features = frozenset(reply.get("features") or ())
                 if reply.get("version") == supervisor_module.code_version():
                     return int(reply["pid"])
                 # With isolate_mounts the sandboxes' namespace files live in the supervisor's
@@ -393,7 +443,20 @@ class ContainerRuntime:
                 raise ContainerError(
                     f"the supervisor did not start: {result.stdout}{result.stderr}".strip()
                 )
+            self._supervisor_features = frozenset(supervisor_module.FEATURES)
             return int(result.stdout.split()[1])
+
+    def _require_features(self, needed: set[str]) -> None:
+        """Refuse a container an older supervisor (kept while it runs containers) would start
+        without what it asks for — a seccomp filter silently missing is worse than an error."""
+        if not self._version_checked:
+            self.ensure_supervisor()
+        missing = needed - self._supervisor_features
+        if missing:
+            raise ContainerError(
+                f"the running container supervisor comes from an older k3py and cannot apply "
+                f"{', '.join(sorted(missing))}; it is replaced once its containers have exited"
+            )
 
     @staticmethod
     def _wait_gone(pid: int, timeout: float = 10.0) -> None:
@@ -523,6 +586,7 @@ class ContainerRuntime:
                 )
             except ValueError as exc:
                 raise ContainerError(str(exc)) from None
+        seccomp_filter = None if spec.privileged else seccomp_filter_config(spec.seccomp, caps)
         if spec.sandbox_id:
             sandbox = self.get_sandbox(spec.sandbox_id)
             # An empty path is the host's namespace (hostNetwork / hostIPC pods).
@@ -543,6 +607,11 @@ class ContainerRuntime:
                 "uts": "new",
             }
             hostname = spec.hostname or spec.name
+        if spec.host_pid:
+            namespaces["pid"] = "host"  # forked without a new pid namespace (see supervisor)
+        needed = ({"seccomp"} if seccomp_filter else set()) | ({"host_pid"} if spec.host_pid else set())
+        if needed:
+            self._require_features(needed)
         for mount in spec.mounts:
             if mount.type not in ("bind", "tmpfs") or not mount.destination.startswith("/"):
                 raise ContainerError(
@@ -576,6 +645,7 @@ class ContainerRuntime:
             "capabilities": caps,
             "privileged": spec.privileged,
             "no_new_privs": spec.no_new_privs,
+            "seccomp": seccomp_filter,
             "readonly_rootfs": spec.readonly_rootfs,
             "mounts": [asdict(m) for m in spec.mounts],
             "cgroup": {"parent": cgroup_parent, "name": cid},

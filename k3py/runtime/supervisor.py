@@ -17,7 +17,7 @@ modules), it daemonises (double fork + setsid) and then:
   ``containerinit.become_container``. The fork and the cgroup move are off the start path
   (a cgroup v2 move into ``cgroup.procs`` costs an RCU grace period, ~10 ms; see cgroups).
   Without a usable zygote (cgroup v2 cannot rename, or it died) we fork the same way on the
-  spot. A CLOEXEC error pipe tells us whether the ``execve`` happened or why set-up failed;
+  spot; a hostPID container is always forked on the spot, in our own pid namespace. A CLOEXEC error pipe tells us whether the ``execve`` happened or why set-up failed;
 - reads the containers' stdout/stderr (pipes, or the master of the pty a tty container
   opened in its own devpts and sent over a console socket) and writes CRI log lines
   ``<RFC3339Nano> stdout|stderr F|P <text>``, rotating by size, and streams them to attached
@@ -53,6 +53,9 @@ SOCKET_NAME = "supervisor.sock"
 POOL_SIZE = 2
 JOIN_CGROUP_KEY = "k3py.join_cgroup"  # in a zygote's config: join the container's group itself
 POOL_REFILL_IDLE = 0.02  # seconds without events before the zygote pool is refilled
+# What this supervisor's containers honour (config "seccomp", namespaces "pid": "host"); k3py
+# refuses to create such containers for an older supervisor it had to keep running.
+FEATURES = ("seccomp", "host_pid")
 _PARTIAL_LIMIT = 16 * 1024  # a line longer than this is logged in P(artial) pieces
 _READ_SIZE = 65536
 
@@ -360,7 +363,14 @@ class Supervisor:
     def op_ping(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         running = sorted(c.id for c in self.containers.values() if c.running)
         self._reply(
-            conn, {"ok": True, "pid": os.getpid(), "running": running, "version": self.version}
+            conn,
+            {
+                "ok": True,
+                "pid": os.getpid(),
+                "running": running,
+                "version": self.version,
+                "features": list(FEATURES),
+            },
         )
 
     def op_shutdown(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
@@ -427,14 +437,17 @@ class Supervisor:
             outputs = {out_r: "stdout", err_r: "stderr"}
         parked = [] if tty else list(outputs)
         err_r_sync, err_w_sync = os.pipe()
-        pid = self._start_in_zygote(container, child_stdio, err_w_sync, parked)
+        # hostPID: the container stays in our pid namespace, so no zygote (each is pid 1 of its own).
+        host_pid = (config.get("namespaces") or {}).get("pid") == "host"
+        pid = 0 if host_pid else self._start_in_zygote(container, child_stdio, err_w_sync, parked)
         if pid == 0:
             if cg is not None:
                 cg.create(config.get("resources") or {})
             pid = self._fork_in_new_pidns(
                 lambda: containerinit.become_container(
                     config, child_stdio, err_w_sync, parked=parked
-                )
+                ),
+                new_pidns=not host_pid,
             )
         os.close(err_w_sync)
         for fd in set(child_stdio):
@@ -504,11 +517,13 @@ class Supervisor:
 
     # ---- pre-forked container processes ("zygotes") -----------------------------------------
 
-    def _fork_in_new_pidns(self, child: Callable[[], None]) -> int:
-        """Fork a child that is pid 1 of a new pid namespace and still our direct child."""
+    def _fork_in_new_pidns(self, child: Callable[[], None], new_pidns: bool = True) -> int:
+        """Fork a child that is pid 1 of a new pid namespace (or, with ``new_pidns=False``, in
+        ours) and still our direct child."""
         from k3py.runtime import linux
 
-        linux.unshare(linux.CLONE_NEWPID)
+        if new_pidns:
+            linux.unshare(linux.CLONE_NEWPID)
         try:
             pid = os.fork()
             if pid == 0:
@@ -517,7 +532,8 @@ class Supervisor:
                 finally:
                     os._exit(127)
         finally:
-            linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+            if new_pidns:
+                linux.setns(self.own_pidns, linux.CLONE_NEWPID)
         return pid
 
     def _refill_pool(self) -> None:

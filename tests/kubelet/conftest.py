@@ -33,6 +33,7 @@ class AgentNode:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    extra_args: Sequence[str] = ()  # more `k3py agent` flags
 
     def start(self) -> None:
         assert self.cluster.host is not None
@@ -44,6 +45,7 @@ class AgentNode:
             sys.executable, "-m", "k3py", "agent",
             "--server", f"https://127.0.0.1:{self.cluster.port}",
             "--token", TOKEN, "--data-dir", str(self.data_dir), "--node-name", NODE,
+            *self.extra_args,
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
