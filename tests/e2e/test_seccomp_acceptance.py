@@ -22,8 +22,8 @@ import pytest
 from k3py.runtime import seccomp
 from tests.cluster import TestCluster
 from tests.e2e.test_kubectl_workloads import _node_ready, _wait_running
+from tests.images import debian_archive
 from tests.kubelet.conftest import TOKEN, AgentNode, busybox_archive, teardown_runtime, wait_pod
-from tests.runtime.conftest import IMAGE_CACHE
 
 KEYCTL = seccomp.syscall_table(seccomp.MACHINE_ABIS[os.uname().machine][0])["keyctl"]
 # KEYCTL_GET_KEYRING_ID of the session keyring: harmless, and refused under RuntimeDefault.
@@ -69,8 +69,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
     from k3py.runtime.archive import import_archive
     from k3py.runtime.images import ImageStore
 
-    debian = IMAGE_CACHE / "debian-docker.tar"
-    assert debian.exists(), f"{debian} missing: run scripts/build-test-images --debian {IMAGE_CACHE}"
+    debian = debian_archive()
     base = tmp_path_factory.mktemp("seccomp-e2e")
     import_archive(ImageStore(base / "agent" / "runtime" / "images"), debian)
     profiles = base / "agent" / "seccomp" / "profiles"  # the kubelet's seccomp dir, as /var/lib/kubelet/seccomp
