@@ -43,10 +43,11 @@ RESTRICTED = {
 def _pod(name: str, pod_security: dict | None = None, image: str = "debian:stable", **spec: object) -> dict:
     container = {"name": name, "image": image, "imagePullPolicy": "IfNotPresent", "command": SLEEP}
     container.update(spec.pop("container", {}))  # type: ignore[call-overload]
+    extra = list(spec.pop("containers_extra", []))  # type: ignore[call-overload]
     return {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {"terminationGracePeriodSeconds": 2, "securityContext": pod_security or {},
-                 "containers": [container], **spec},
+                 "containers": [container, *extra], **spec},
     }  # fmt: skip
 
 
@@ -61,6 +62,10 @@ def _manifests() -> list[dict]:
         _pod("localhost", {"seccompProfile": localhost}),
         _pod("missing", {"seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/absent.json"}}),
         _pod("hostpid", hostPID=True),
+        _pod("hostipc", hostIPC=True),
+        _pod("hostnet", hostNetwork=True, container={"name": "first"},
+             containers_extra=[{"name": "second", "image": "debian:stable",
+                                "imagePullPolicy": "IfNotPresent", "command": SLEEP}]),
     ]  # fmt: skip
 
 
@@ -153,6 +158,26 @@ def test_host_pid_pod_sees_the_node_processes(cluster: TestCluster) -> None:
     assert "k3py server" in out[0] and int(out[1]) > 10, out
     out = _exec(cluster, "defaulted", script).splitlines()
     assert "k3py server" not in out[0] and int(out[1]) <= 5, out
+
+
+def test_host_ipc_and_host_network_pods_share_the_right_namespaces(cluster: TestCluster) -> None:
+    """hostIPC joins the node's IPC namespace; the containers of a pod share one IPC namespace
+    (hostNetwork pods too), and only hostIPC makes it the node's."""
+    assert cluster.process is not None
+    node_ipc = os.readlink(f"/proc/{cluster.process.pid}/ns/ipc")
+    node_uts = os.readlink(f"/proc/{cluster.process.pid}/ns/uts")
+    for name in ("hostipc", "hostnet", "defaulted"):
+        _wait_running(cluster, name)
+
+    def namespaces(pod: str, container: str | None = None) -> list[str]:
+        where = [pod, "-c", container] if container else [pod]
+        return cluster.kubectl("exec", *where, "--", "readlink", "/proc/self/ns/ipc", "/proc/self/ns/uts").stdout.split()
+
+    assert namespaces("hostipc")[0] == node_ipc
+    first, second = namespaces("hostnet", "first"), namespaces("hostnet", "second")
+    assert first == second, (first, second)  # one pod, one IPC namespace
+    assert first[0] != node_ipc and first[1] == node_uts  # hostNetwork shares the node's hostname
+    assert namespaces("defaulted")[0] != node_ipc
 
 
 def test_host_users_false_is_refused_by_the_api_server(cluster: TestCluster) -> None:

@@ -551,7 +551,12 @@ class PodManager:
         if sandbox_id is None:
             sandbox = await self.run_blocking(
                 self.runtime.create_sandbox,
-                SandboxSpec(name=sandbox_name(meta["namespace"], meta["name"], uid), hostname=pod_hostname(pod)[:63]),
+                SandboxSpec(
+                    name=sandbox_name(meta["namespace"], meta["name"], uid),
+                    hostname=pod_hostname(pod)[:63],
+                    host_network=bool(spec.get("hostNetwork")),
+                    host_ipc=bool(spec.get("hostIPC")),
+                ),
             )
             sandbox_id = sandbox.id
             self.sandboxes[uid] = sandbox_id
@@ -833,11 +838,9 @@ class PodManager:
             resources=runtime_resources(container),
             cgroup_parent=pod_cgroup_path(pod),
             oom_score_adj=oom_score_adj(pod, container, self._memory_capacity()),
-            # hostNetwork: the runtime's sandboxes always own a network namespace, so such a pod's
-            # containers join the host's network instead (each with its own ipc/uts namespace).
-            sandbox_id="" if pod["spec"].get("hostNetwork") else record.sandbox_id,
-            network="host",
-            hostname=os.uname().nodename if pod["spec"].get("hostNetwork") else "",
+            # The sandbox holds what the pod's containers share: its own network, ipc and uts
+            # namespaces, or the node's for hostNetwork (net, uts) and hostIPC (ipc).
+            sandbox_id=record.sandbox_id,
             labels={
                 LABEL_UID: record.uid,
                 LABEL_NAMESPACE: meta["namespace"],
