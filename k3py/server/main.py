@@ -29,14 +29,16 @@ from k3py.server.apiserver.crds import CRDRegistrar
 from k3py.server.apiserver.inprocess import InProcessTransport
 from k3py.server.apiserver.registry import Registry
 from k3py.server.apiserver.server import ApiServer, server_ssl_context
+from k3py.server.apiserver.streaming import KubeletClientTLS
 from k3py.server.apiserver.system import ensure_system_objects
 from k3py.server.apiserver.watchcache import WatchCache
-from k3py.server.bootstrap.certs import ensure_certificates
+from k3py.server.bootstrap.certs import TLSFiles, ensure_certificates
 from k3py.server.bootstrap.kubeconfig import write_kubeconfig
 from k3py.server.bootstrap.tokens import load_or_create_token
 from k3py.server.config import ServerConfig
 from k3py.store import StoreError
 from k3py.store.factory import open_store
+from k3py.util.private import private_dir
 
 log = logging.getLogger("k3py.server")
 
@@ -100,7 +102,8 @@ async def run_server(
 ) -> None:
     stop = stop or asyncio.Event()
     started = time.monotonic()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    # Keys, token and database live here: root's eyes only (k3py/util/private.py).
+    private_dir(config.data_dir)
     tls = ensure_certificates(config.data_dir, config.tls_san)
     token = load_or_create_token(config.data_dir, config.token)
     store = open_store(
@@ -118,7 +121,9 @@ async def run_server(
         advertise_ip = _advertise_ip(config.bind_address)
         apiserver = ApiServer(
             registry, table, token, f"{advertise_ip}:{config.https_listen_port}",
-            kubelet_client_cert=(tls.admin_cert, tls.admin_key),
+            # The API server's own identity towards kubelets, and the CA their serving
+            # certificates chain to (the cluster CA: k3py signs them, see bootstrap/kubeletserving).
+            kubelet_client_cert=KubeletClientTLS(tls.kubelet_client_cert, tls.kubelet_client_key, tls.ca_cert),
         )  # fmt: skip
         context = server_ssl_context(tls.serving_cert, tls.serving_key, tls.ca_cert)
         await apiserver.start(config.bind_address, config.https_listen_port, context)
@@ -142,6 +147,7 @@ async def run_server(
         control_plane = asyncio.create_task(
             _run_control_plane(apiserver, config, tls.ca_cert.read_bytes(), stop), name="control-plane"
         )
+        signer = asyncio.create_task(_run_kubelet_serving_signer(apiserver, tls), name="kubelet-serving-signer")
         agent: asyncio.Task[None] | None = None
         if node_agent is not None:
             info = ServerInfo(config, advertise_ip, tls.ca_cert, tls.ca_key)
@@ -150,6 +156,9 @@ async def run_server(
         if agent is not None:
             await _finish(agent)
         await _finish(control_plane)
+        signer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await signer
     finally:
         if apiserver is not None:
             await apiserver.stop()
@@ -169,6 +178,19 @@ async def _run_control_plane(apiserver: ApiServer, config: ServerConfig, ca_pem:
         raise
     except Exception:
         log.exception("the control plane stopped with an error; the API server keeps serving")
+
+
+async def _run_kubelet_serving_signer(apiserver: ApiServer, tls: TLSFiles) -> None:
+    """Signs the serving certificates joining kubelets ask for (server/bootstrap/kubeletserving)."""
+    from k3py.server.bootstrap.kubeletserving import KubeletServingSigner
+
+    client = Client(InProcessTransport(apiserver.rest), field_manager="k3py-kubelet-serving-signer")
+    try:
+        await KubeletServingSigner(client, tls.ca_cert, tls.ca_key).run()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the kubelet serving-certificate signer stopped with an error; joining nodes cannot get certificates")
 
 
 async def _run_node_agent(apiserver: ApiServer, hook: NodeAgentHook, info: ServerInfo, stop: asyncio.Event) -> None:
