@@ -70,6 +70,18 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+def _make_database_private(store: object) -> None:
+    """An embedded SQLite database and its -wal/-shm files: 0600 (SQLite creates them 0644,
+    and later -wal/-shm files copy the main file's mode)."""
+    path = getattr(store, "path", None)
+    if not isinstance(path, Path):
+        return  # PostgreSQL: nothing on this host
+    for file in path.parent.glob(path.name + "*"):
+        with contextlib.suppress(OSError):
+            if file.is_file() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+
+
 def _advertise_ip(bind_address: str) -> str:
     """The address clients (and the `kubernetes` Endpoints) use to reach this server.
 
@@ -110,6 +122,7 @@ async def run_server(
         config.datastore_endpoint, config.data_dir / "db", synchronous=config.sqlite_synchronous
     )
     await store.start()
+    await asyncio.to_thread(_make_database_private, store)
     cache = WatchCache(store)
     apiserver: ApiServer | None = None
     try:
