@@ -58,6 +58,9 @@ class NodeAgentConfig:
     serving_cert_file: Path | None = None
     serving_key_file: Path | None = None
     streaming_clients: tuple[str, ...] = DEFAULT_STREAMING_CLIENTS
+    # Other TCP ports k3py listens on on this node (port → what listens: the API server's on a
+    # server); with the streaming port, no pod may take them as a hostPort.
+    reserved_ports: dict[int, str] = field(default_factory=dict)
     cgroup_parent: str = "k3py"
     isolate_mounts: bool = False  # supervisor in a private mount namespace (tests)
     pod_network: bool = True
@@ -151,7 +154,12 @@ async def run_node_agent(
         if config.pod_network:
             from k3py.agent.network import NodeNetwork, NodeNetworkConfig, PodNetwork
 
-            node_network = NodeNetwork(NodeNetworkConfig(pod_cidr=reporter.pod_cidr, data_dir=data_dir / "network"))
+            reserved = dict(config.reserved_ports)
+            if config.streaming_port:
+                reserved[config.streaming_port] = "the kubelet"
+            node_network = NodeNetwork(NodeNetworkConfig(
+                pod_cidr=reporter.pod_cidr, data_dir=data_dir / "network", reserved_ports=tuple(sorted(reserved.items())),
+            ))
             await asyncio.to_thread(node_network.start)
             pod_network = PodNetwork(node_network)
             network_ok["up"] = True

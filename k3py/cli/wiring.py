@@ -69,6 +69,7 @@ def node_agent_config(info: ServerInfo, node_name: str = "", node_ip: str = "") 
         client_ca_file=info.ca_cert,
         serving_cert_file=cert,
         serving_key_file=key,
+        reserved_ports={info.config.https_listen_port: "the API server"},
     )
 
 

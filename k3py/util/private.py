@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 DIR_MODE = 0o700
@@ -23,8 +24,9 @@ def private_dir(path: Path) -> Path:
         path.mkdir(mode=DIR_MODE)
     info = path.stat()
     # Only a folder this user owns is ours to tighten (a data dir on a shared mount that
-    # belongs to someone else is the operator's decision).
-    if info.st_mode & 0o777 != DIR_MODE and info.st_uid == os.geteuid():
+    # belongs to someone else is the operator's decision), and never a shared sticky folder
+    # such as /tmp given as a data dir by mistake.
+    if info.st_mode & 0o777 != DIR_MODE and info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX:
         os.chmod(path, DIR_MODE)
     return path
 
