@@ -3,10 +3,15 @@
 Order: certificates and token (first start creates them), the store, the watch cache (loads
 every object), the registry, the HTTPS listener, the system objects, then the admin
 kubeconfig is written — so a client that sees the kubeconfig can already talk to the API.
-Then the control plane and, when the caller passes a ``node_agent`` hook, this host's node agent
-run as tasks over the in-process transport. The hook exists because k3py.server may not import
-k3py.agent: the CLI composes the two (``k3py/cli/wiring.py``). Components stop in reverse on
-SIGINT/SIGTERM.
+Then the control plane, the kubelet serving-certificate signer (``bootstrap/kubeletserving``:
+joining agents' certificates) and, when the caller passes a ``node_agent`` hook, this host's
+node agent run as tasks over the in-process transport. The hook exists because k3py.server may
+not import k3py.agent: the CLI composes the two (``k3py/cli/wiring.py``). Components stop in
+reverse on SIGINT/SIGTERM.
+
+The data dir is 0700 and the files in it 0600 (``k3py/util/private.py``); the API server dials
+kubelets with its own kubelet-client certificate and trusts only kubelet certificates the
+cluster CA signed for the node (``apiserver/streaming.py``).
 """
 
 from __future__ import annotations
