@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from k3py.api.resources import builtin_resources
 from k3py.client.interface import Client
@@ -123,9 +124,16 @@ async def run_server(
     private_dir(config.data_dir)
     tls = ensure_certificates(config.data_dir, config.tls_san)
     token = load_or_create_token(config.data_dir, config.token)
-    store = open_store(
-        config.datastore_endpoint, config.data_dir / "db", synchronous=config.sqlite_synchronous
-    )
+    try:
+        store = open_store(
+            config.datastore_endpoint, config.data_dir / "db", synchronous=config.sqlite_synchronous
+        )
+    except ValueError:
+        # The endpoint may carry a password: name only its scheme.
+        scheme = urlsplit(config.datastore_endpoint).scheme or "(none)"
+        raise StoreError(
+            f"unsupported datastore endpoint scheme {scheme!r}: use sqlite://<path> or postgres://..."
+        ) from None
     await store.start()
     await asyncio.to_thread(_make_database_private, store)
     cache = WatchCache(store)

@@ -217,3 +217,16 @@ def test_an_agent_joins_without_the_token_in_argv(joined, tmp_path: Path, how: s
     assert stat.S_IMODE((data_dir / "tls").stat().st_mode) == 0o700
     for key in (data_dir / "tls").glob("*.key"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_a_bad_datastore_endpoint_never_echoes_its_password(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "k3py", "server", "--data-dir", str(tmp_path / "server"),
+         "--write-kubeconfig", str(tmp_path / "k.yaml"), "--disable-agent"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "K3PY_DATASTORE_ENDPOINT": "mysql://k3py:hunter2-secret@db.invalid/k3py"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "unsupported datastore endpoint scheme 'mysql'" in result.stderr
+    assert "hunter2-secret" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
