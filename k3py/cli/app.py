@@ -36,7 +36,9 @@ def server(
     datastore_endpoint: str = typer.Option(
         "",
         "--datastore-endpoint",
-        help="Empty for embedded SQLite under the data dir, or postgres://user:pass@host/db.",
+        envvar="K3PY_DATASTORE_ENDPOINT",
+        help="Empty for embedded SQLite under the data dir, or postgres://user:pass@host/db "
+        "(prefer the environment variable: a password in argv is visible in ps).",
     ),
     sqlite_synchronous: str = typer.Option(
         "FULL", "--sqlite-synchronous", help="SQLite synchronous mode: FULL (default) or NORMAL."
@@ -50,7 +52,13 @@ def server(
     write_kubeconfig_mode: str = typer.Option(
         "0600", "--write-kubeconfig-mode", help="File mode of the admin kubeconfig."
     ),
-    token: str = typer.Option("", "--token", help="Shared secret agents use to join (generated when empty)."),
+    token: str = typer.Option(
+        "", "--token", envvar="K3PY_TOKEN",
+        help="Shared secret agents use to join (generated when empty); prefer $K3PY_TOKEN or --token-file.",
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", envvar="K3PY_TOKEN_FILE", help="File holding the token (instead of --token)."
+    ),
     disable_agent: bool = typer.Option(False, "--disable-agent", help="Run no kubelet in this process."),
     simulated_nodes: int = typer.Option(0, "--simulated-nodes", help="Register N simulated nodes."),
     seccomp_default: bool = typer.Option(
@@ -70,6 +78,7 @@ def server(
     from k3py.server.config import ServerConfig
     from k3py.server.main import run_server_forever
 
+    token = _token(token, token_file)
     if not disable_agent:
         _use_registries_config(registries_config)
     config = ServerConfig(
@@ -98,8 +107,15 @@ def server(
 
 @app.command()
 def agent(
-    server_url: str = typer.Option(..., "--server", help="URL of a k3py server, https://host:6443."),
-    token: str = typer.Option(..., "--token", help="The server's join token."),
+    server_url: str = typer.Option(
+        ..., "--server", envvar="K3PY_URL", help="URL of a k3py server, https://host:6443."
+    ),
+    token: str = typer.Option(
+        "", "--token", envvar="K3PY_TOKEN", help="The server's join token; prefer $K3PY_TOKEN or --token-file."
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", envvar="K3PY_TOKEN_FILE", help="File holding the join token (instead of --token)."
+    ),
     data_dir: Path = typer.Option(
         Path("/var/lib/k3py/agent"), "--data-dir", "-d", help="Folder for images, containers and pod state."
     ),
@@ -135,6 +151,10 @@ def agent(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    token = _token(token, token_file)
+    if not token:
+        typer.echo("error: the join token is missing: set $K3PY_TOKEN or pass --token-file (or --token)", err=True)
+        raise typer.Exit(2)
     _use_registries_config(registries_config)
     if not server_url.startswith("https://"):
         typer.echo(f"error: --server must be an https:// URL, not {server_url!r}", err=True)
@@ -169,15 +189,34 @@ def agent(
         finally:
             await client.close()
 
+    from k3py.agent.kubelet.servingcert import ServingCertificateError
     from k3py.agent.network import NetworkError
     from k3py.runtime.containers import ContainerError
 
     try:
         asyncio.run(_main())
-    except (ContainerError, NetworkError, OSError) as e:
+    except (ContainerError, NetworkError, OSError, ServingCertificateError) as e:
         # The node cannot do its job (runtime, network, a port in use): say so in one line.
         typer.echo(f"error: the agent stopped: {e}", err=True)
         raise typer.Exit(1) from None
+
+
+def _token(given: str, token_file: Path | None) -> str:
+    """The join token: ``--token`` / ``$K3PY_TOKEN`` as given, else the first line of
+    ``--token-file`` / ``$K3PY_TOKEN_FILE`` (so the secret need not appear in argv), else ""."""
+    given = given.strip()
+    if given or token_file is None:
+        return given
+    try:
+        text = token_file.read_text()
+    except OSError as e:
+        typer.echo(f"error: cannot read --token-file {token_file}: {e.strerror or e}", err=True)
+        raise typer.Exit(2) from None
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].strip():
+        typer.echo(f"error: --token-file {token_file} is empty", err=True)
+        raise typer.Exit(2)
+    return lines[0].strip()
 
 
 def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:
@@ -227,8 +266,11 @@ def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:
         if time.monotonic() > deadline:
             raise ValueError(f"no kube-root-ca.crt ConfigMap (HTTP {response.status})")
         time.sleep(0.5)
-    tls_dir.mkdir(parents=True, exist_ok=True)
-    pinned.write_text(ca)
+    from k3py.util.private import private_dir, write_private
+
+    private_dir(tls_dir.parent)
+    private_dir(tls_dir)
+    write_private(pinned, ca.encode())
     return pinned
 
 
