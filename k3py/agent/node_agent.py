@@ -60,7 +60,7 @@ class NodeAgentConfig:
     serving_cert_file: Path | None = None  # empty: a self-signed one under data_dir/tls
     serving_key_file: Path | None = None
     streaming_clients: tuple[str, ...] = DEFAULT_STREAMING_CLIENTS
-    cgroup_parent: str = "k3py"
+    cgroup_parent: str = ""  # empty: the runtime data dir's own (runtime.containers.default_cgroup_parent)
     isolate_mounts: bool = False  # supervisor in a private mount namespace (tests)
     pod_network: bool = True
     workers: int = 16
@@ -165,7 +165,7 @@ async def run_node_agent(
     data_dir = config.data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
     node_ip = config.node_ip or detect_node_ip()
-    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=config.cgroup_parent,
+    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=config.cgroup_parent or None,
                                isolate_mounts=config.isolate_mounts)
     await asyncio.to_thread(runtime.ensure_supervisor)
     await asyncio.to_thread(import_airgap_images, runtime, data_dir / AIRGAP_IMAGES_DIR)
@@ -241,9 +241,9 @@ async def run_node_agent(
             started.cancel()
 
 
-def shutdown_runtime(data_dir: Path, cgroup_parent: str = "k3py") -> None:
+def shutdown_runtime(data_dir: Path, cgroup_parent: str = "") -> None:
     """Stop every container and the supervisor of an agent's runtime (tests, uninstall)."""
-    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=cgroup_parent)
+    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=cgroup_parent or None)
     for status in runtime.list_containers():
         with contextlib.suppress(ContainerError):
             runtime.remove_container(status.id, force=True)
@@ -251,3 +251,4 @@ def shutdown_runtime(data_dir: Path, cgroup_parent: str = "k3py") -> None:
         with contextlib.suppress(ContainerError):
             runtime.remove_sandbox(sandbox.id)
     runtime.shutdown_supervisor(force=True)
+    runtime.remove_cgroup_parent()

@@ -53,6 +53,9 @@ def server(
     token: str = typer.Option("", "--token", help="Shared secret agents use to join (generated when empty)."),
     disable_agent: bool = typer.Option(False, "--disable-agent", help="Run no kubelet in this process."),
     simulated_nodes: int = typer.Option(0, "--simulated-nodes", help="Register N simulated nodes."),
+    cgroup_parent: str = typer.Option(
+        "", "--cgroup-parent", help="cgroup of the in-process agent's containers (default: k3py-<hash of its data dir>)."
+    ),
     registries_config: Path | None = typer.Option(
         None,
         "--registries-config",
@@ -62,11 +65,14 @@ def server(
 ) -> None:
     """Run the API server, scheduler, controllers and (unless --disable-agent) this host's
     kubelet in one process."""
+    import functools
+
     from k3py.server.config import ServerConfig
     from k3py.server.main import run_server_forever
 
     if not disable_agent:
         _use_registries_config(registries_config)
+        _check_image_budget_env()
     config = ServerConfig(
         data_dir=data_dir,
         datastore_endpoint=datastore_endpoint,
@@ -85,7 +91,7 @@ def server(
     if not disable_agent:
         from k3py.cli.wiring import run_in_process_agent
 
-        hook = run_in_process_agent
+        hook = functools.partial(run_in_process_agent, cgroup_parent=_cgroup_parent(cgroup_parent))
     raise typer.Exit(run_server_forever(config, hook))
 
 
@@ -102,6 +108,9 @@ def agent(
         None, "--ca-file", help="The cluster CA (default: fetched from the server on first start and pinned)."
     ),
     streaming_port: int = typer.Option(10250, "--kubelet-port", help="Port of the kubelet streaming server."),
+    cgroup_parent: str = typer.Option(
+        "", "--cgroup-parent", help="cgroup of this node's containers (default: k3py-<hash of the data dir>)."
+    ),
     registries_config: Path | None = typer.Option(
         None,
         "--registries-config",
@@ -123,6 +132,7 @@ def agent(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     _use_registries_config(registries_config)
+    _check_image_budget_env()
     if not server_url.startswith("https://"):
         typer.echo(f"error: --server must be an https:// URL, not {server_url!r}", err=True)
         raise typer.Exit(2)
@@ -141,6 +151,7 @@ def agent(
         node_ip=node_ip,
         streaming_port=streaming_port,
         client_ca_file=ca,
+        cgroup_parent=_cgroup_parent(cgroup_parent),
     )
 
     async def _main() -> None:
@@ -163,6 +174,27 @@ def agent(
         # The node cannot do its job (runtime, network, a port in use): say so in one line.
         typer.echo(f"error: the agent stopped: {e}", err=True)
         raise typer.Exit(1) from None
+
+
+def _check_image_budget_env() -> None:
+    """Fail in one line on a malformed $K3PY_IMAGE_MAX_LAYER_SIZE / $K3PY_IMAGE_MAX_SIZE (the
+    agent's image store reads them for imports and pulls)."""
+    from k3py.runtime.images import ImportBudget
+
+    try:
+        ImportBudget.from_env()
+    except ValueError as exc:
+        typer.echo(f"error: $K3PY_IMAGE_MAX_LAYER_SIZE / $K3PY_IMAGE_MAX_SIZE: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _cgroup_parent(value: str) -> str:
+    """A --cgroup-parent value: a relative cgroup path without ``.`` or ``..`` parts."""
+    parts = value.strip("/").split("/")
+    if value and (any(part in ("", ".", "..") for part in parts)):
+        typer.echo(f"error: --cgroup-parent {value!r} must be a cgroup path such as k3py-node1", err=True)
+        raise typer.Exit(2)
+    return "/".join(parts) if value else ""
 
 
 def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:

@@ -54,7 +54,9 @@ def issue_streaming_certificate(ca_cert: Path, ca_key: Path, tls_dir: Path, name
     return cert_path, key_path
 
 
-def node_agent_config(info: ServerInfo, node_name: str = "", node_ip: str = "") -> NodeAgentConfig:
+def node_agent_config(
+    info: ServerInfo, node_name: str = "", node_ip: str = "", cgroup_parent: str = ""
+) -> NodeAgentConfig:
     from k3py.agent.kubelet.node import detect_node_ip
 
     data_dir = agent_data_dir(info.config)
@@ -71,10 +73,13 @@ def node_agent_config(info: ServerInfo, node_name: str = "", node_ip: str = "") 
         client_ca_file=info.ca_cert,
         serving_cert_file=cert,
         serving_key_file=key,
+        cgroup_parent=cgroup_parent,
     )
 
 
-async def run_in_process_agent(client: Client, info: ServerInfo, stop: asyncio.Event) -> None:
+async def run_in_process_agent(
+    client: Client, info: ServerInfo, stop: asyncio.Event, *, cgroup_parent: str = ""
+) -> None:
     """The ``node_agent`` hook of ``run_server``: this host as a control-plane node."""
-    config = await asyncio.to_thread(node_agent_config, info)
+    config = await asyncio.to_thread(node_agent_config, info, cgroup_parent=cgroup_parent)
     await run_node_agent(client, config, stop)

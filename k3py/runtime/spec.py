@@ -47,6 +47,7 @@ class ContainerSpec:
     privileged: bool = False
     no_new_privs: bool = False  # true when allowPrivilegeEscalation is false
     readonly_rootfs: bool = False
+    fuse_device: bool = False  # may read/write /dev/fuse (10:229); privileged may use every device
     mounts: list[Mount] = field(default_factory=list)
     hostname: str = ""  # used when the container has its own UTS namespace
     stdin: bool = False
