@@ -210,8 +210,6 @@ def hostile_layers(outside: Path) -> dict[str, tuple[list[Entry], str]]:
         ),
         "whiteout outside": ([Entry("../.wh.outside")], r"'\.\.'"),
         "whiteout of dotdot": ([Entry("a", tarfile.DIRTYPE), Entry("a/.wh..."[:-1])], "whiteout"),
-        "char device": ([Entry("dev/mem", tarfile.CHRTYPE, devmajor=1, devminor=1)], "device node"),
-        "block device": ([Entry("sda", tarfile.BLKTYPE, devmajor=8, devminor=0)], "device node"),
     }
 
 
