@@ -133,6 +133,7 @@ def agent(
     )
     _use_registries_config(registries_config)
     _check_image_budget_env()
+    cgroup_parent = _cgroup_parent(cgroup_parent)
     if not server_url.startswith("https://"):
         typer.echo(f"error: --server must be an https:// URL, not {server_url!r}", err=True)
         raise typer.Exit(2)
@@ -151,7 +152,7 @@ def agent(
         node_ip=node_ip,
         streaming_port=streaming_port,
         client_ca_file=ca,
-        cgroup_parent=_cgroup_parent(cgroup_parent),
+        cgroup_parent=cgroup_parent,
     )
 
     async def _main() -> None:
