@@ -314,7 +314,22 @@ class ContainerRuntime:
                 # With isolate_mounts the sandboxes' namespace files live in the supervisor's
                 # private mount namespace and would vanish with it.
                 busy = reply.get("running") or (self.isolate_mounts and self.list_sandboxes())
-                if busy:
+                unconfined = "devices" not in (reply.get("features") or [])
+                if busy and unconfined and not self.isolate_mounts:
+                    # It would start every new container without a device allowlist, and a
+                    # busy node never lets it go idle: replace it now. SIGTERM makes it stop
+                    # serving and exit, leaving its containers running; the new supervisor adopts
+                    # them and confines them (their exit codes are then reported as unknown).
+                    log.warning(
+                        "supervisor %s predates device isolation: replacing it; its %d running"
+                        " containers are adopted, their exit codes will be reported as unknown",
+                        reply["pid"],
+                        len(reply.get("running") or []),
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(reply["pid"]), signal.SIGTERM)
+                    self._wait_gone(int(reply["pid"]))
+                elif busy:
                     log.warning(
                         "supervisor %s runs other k3py code or cgroup parent (%s); kept while it"
                         " has containers or sandboxes",
@@ -322,12 +337,13 @@ class ContainerRuntime:
                         reply.get("cgroup_parent"),
                     )
                     return int(reply["pid"])
-                log.info(
-                    "replacing idle supervisor %s, which runs other k3py code or cgroup parent",
-                    reply["pid"],
-                )
-                self._request({"op": "shutdown"})
-                self._wait_gone(int(reply["pid"]))
+                else:
+                    log.info(
+                        "replacing idle supervisor %s, which runs other k3py code or cgroup parent",
+                        reply["pid"],
+                    )
+                    self._request({"op": "shutdown"})
+                    self._wait_gone(int(reply["pid"]))
             command = [
                 sys.executable,
                 "-S",

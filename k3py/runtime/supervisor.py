@@ -51,6 +51,9 @@ from collections.abc import Callable
 
 SOCKET_NAME = "supervisor.sock"
 POOL_SIZE = 2
+# What this supervisor guarantees, for clients deciding whether an older one must be replaced:
+# "devices": every container it starts (or adopts) has its device allowlist.
+FEATURES = ("devices",)
 JOIN_CGROUP_KEY = "k3py.join_cgroup"  # in a zygote's config: join the container's group itself
 POOL_REFILL_IDLE = 0.02  # seconds without events before the zygote pool is refilled
 _PARTIAL_LIMIT = 16 * 1024  # a line longer than this is logged in P(artial) pieces
@@ -374,6 +377,7 @@ class Supervisor:
                 "running": running,
                 "version": self.version,
                 "cgroup_parent": self.cgroup_parent,
+                "features": list(FEATURES),
             },
         )
 

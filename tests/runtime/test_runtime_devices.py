@@ -293,3 +293,64 @@ def test_container_from_an_image_with_device_nodes(runtime: ContainerRuntime, tm
     assert "null-ok" in out and DENIED in outcome(out, "/nodes/host"), out
     remove_and_check(runtime, cid)
     runtime.images.remove("with-nodes:1")
+
+
+FAKE_OLD_SUPERVISOR = """
+import json, os, socket, sys
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sys.argv[1])
+listener.listen(8)
+print("listening", flush=True)
+while True:
+    conn, _ = listener.accept()
+    conn.recv(65536)
+    # What a supervisor from before device isolation answers: no "features", a container.
+    conn.sendall(json.dumps({"ok": True, "pid": os.getpid(), "running": [sys.argv[2]],
+                             "version": "0" * 16}).encode() + b"\\n")
+    conn.close()
+"""
+
+
+def test_busy_supervisor_from_before_device_isolation_is_replaced(
+    tmp_path: Path, test_images: Path
+) -> None:
+    """An upgraded agent finds a supervisor that starts containers without device rules and,
+    owning containers, would never become idle: it is replaced at once, and its containers are
+    adopted and confined by the new one."""
+    from k3py.runtime.archive import import_archive
+
+    rt = ContainerRuntime(tmp_path / "rt")  # the host's mount namespace, as a real agent's
+    import_archive(rt.images, test_images / "busybox-oci.tar")
+    char = openable_host_device(tmp_path)
+    fake = None
+    try:
+        cid = rt.run(ContainerSpec(name="old", image="busybox", command=["sleep", "120"]))
+        pid = rt.container_status(cid).pid
+        os.kill(rt.supervisor_pid(), signal.SIGKILL)  # type: ignore[arg-type]
+        assert wait_for(lambda: rt.supervisor_pid() is None)
+        group = Cgroup(rt.cgroup_parent, cid)
+        if not group.v2:  # what the old k3py left: no device group, no rules in the config
+            Path(os.path.dirname(group.dirs["devices"]), "cgroup.procs").write_text(str(pid))
+            os.rmdir(group.dirs["devices"])
+        config_path = rt.containers_dir / cid / "config.json"
+        config = json.loads(config_path.read_text())
+        del config["cgroup"]["devices"]
+        config_path.write_text(json.dumps(config))
+        os.unlink(rt.socket_path)
+        fake = subprocess.Popen([sys.executable, "-S", "-c", FAKE_OLD_SUPERVISOR, rt.socket_path, cid],
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert fake.stdout is not None and fake.stdout.readline() == "listening\n"
+        upgraded = ContainerRuntime(rt.data_dir)
+        new = upgraded.ensure_supervisor()
+        assert fake.wait(10) == -signal.SIGTERM  # asked to go, not killed
+        assert new != fake.pid and upgraded.container_status(cid).state == "running"
+        result = upgraded.exec_sync(cid, ["sh", "-c", f"mknod /tmp/h c {char[0]} {char[1]}; {open_script('/tmp/h')}"])
+        assert DENIED in result.stdout.decode(), result
+    finally:
+        if fake is not None and fake.poll() is None:
+            fake.kill()
+            fake.wait()
+        for status in rt.list_containers():
+            rt.remove_container(status.id, force=True)
+        rt.shutdown_supervisor(force=True)
+        assert rt.remove_cgroup_parent()
