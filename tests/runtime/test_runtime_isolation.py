@@ -90,7 +90,8 @@ def test_two_runtimes_keep_to_their_own_cgroups_across_restarts(
         assert wait_for(lambda rt=restarted: rt.supervisor_pid() is None)
         new = restarted.ensure_supervisor()  # adopts its containers, clears its stale pool
         assert new != old
-        assert wait_for(lambda rt=restarted: len(zygotes(rt)) == 2)
+        # Its own stale pool groups (the killed supervisor's zygotes exit) are gone, new ones made.
+        assert wait_for(lambda rt=restarted: len(zygotes(rt)) == 2 and len(pool_groups(rt)) == 2)
         # The other runtime lost nothing: supervisor, zygotes, pool groups, containers.
         assert other.supervisor_pid() == other_supervisor
         assert zygotes(other) == other_zygotes and all(psutil.pid_exists(z) for z in other_zygotes)
