@@ -242,7 +242,10 @@ class TestCluster:
         the supervisor. Only the runtime is used, so a kubelet change cannot break the cleanup."""
         from k3py.runtime.containers import ContainerError, ContainerRuntime
 
-        runtime = ContainerRuntime(self.agent_dir / "runtime", cgroup_parent="k3py")
+        parent = None  # the data dir's own cgroup parent, unless the test named one
+        if "--cgroup-parent" in self.server_args:
+            parent = self.server_args[self.server_args.index("--cgroup-parent") + 1]
+        runtime = ContainerRuntime(self.agent_dir / "runtime", cgroup_parent=parent)
         for status in runtime.list_containers():
             with contextlib.suppress(ContainerError):
                 runtime.remove_container(status.id, force=True)
@@ -250,6 +253,7 @@ class TestCluster:
             with contextlib.suppress(ContainerError):
                 runtime.remove_sandbox(sandbox.id)
         runtime.shutdown_supervisor(force=True)
+        runtime.remove_cgroup_parent()
 
     def loop_stalls(self) -> list[str]:
         """The server's reports of its event loop held for more than LOOP_STALL_MS, each with

@@ -63,7 +63,7 @@ class NodeAgentConfig:
     # Other TCP ports k3py listens on on this node (port → what listens: the API server's on a
     # server); with the streaming port, no pod may take them as a hostPort.
     reserved_ports: dict[int, str] = field(default_factory=dict)
-    cgroup_parent: str = "k3py"
+    cgroup_parent: str = ""  # empty: the runtime data dir's own (runtime.containers.default_cgroup_parent)
     isolate_mounts: bool = False  # supervisor in a private mount namespace (tests)
     pod_network: bool = True
     workers: int = 16
@@ -129,7 +129,7 @@ async def run_node_agent(
     # Keys, pod state and volumes live here: root's eyes only (k3py/util/private.py).
     private_dir(data_dir)
     node_ip = config.node_ip or detect_node_ip()
-    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=config.cgroup_parent,
+    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=config.cgroup_parent or None,
                                isolate_mounts=config.isolate_mounts)
     await asyncio.to_thread(runtime.ensure_supervisor)
     await asyncio.to_thread(import_airgap_images, runtime, data_dir / AIRGAP_IMAGES_DIR)
@@ -223,9 +223,9 @@ def seccomp_dir_for(data_dir: Path) -> Path:
     return path
 
 
-def shutdown_runtime(data_dir: Path, cgroup_parent: str = "k3py") -> None:
+def shutdown_runtime(data_dir: Path, cgroup_parent: str = "") -> None:
     """Stop every container and the supervisor of an agent's runtime (tests, uninstall)."""
-    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=cgroup_parent)
+    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=cgroup_parent or None)
     for status in runtime.list_containers():
         with contextlib.suppress(ContainerError):
             runtime.remove_container(status.id, force=True)
@@ -233,3 +233,4 @@ def shutdown_runtime(data_dir: Path, cgroup_parent: str = "k3py") -> None:
         with contextlib.suppress(ContainerError):
             runtime.remove_sandbox(sandbox.id)
     runtime.shutdown_supervisor(force=True)
+    runtime.remove_cgroup_parent()

@@ -66,6 +66,9 @@ def server(
         "--seccomp-default",
         help="Run pods and containers without a seccompProfile under RuntimeDefault (kubelet's SeccompDefault).",
     ),
+    cgroup_parent: str = typer.Option(
+        "", "--cgroup-parent", help="cgroup of the in-process agent's containers (default: k3py-<hash of its data dir>)."
+    ),
     registries_config: Path | None = typer.Option(
         None,
         "--registries-config",
@@ -75,12 +78,15 @@ def server(
 ) -> None:
     """Run the API server, scheduler, controllers and (unless --disable-agent) this host's
     kubelet in one process."""
+    import functools
+
     from k3py.server.config import ServerConfig
     from k3py.server.main import run_server_forever
 
     token = _token(token, token_file)
     if not disable_agent:
         _use_registries_config(registries_config)
+        _check_image_budget_env()
     config = ServerConfig(
         data_dir=data_dir,
         datastore_endpoint=datastore_endpoint,
@@ -101,7 +107,11 @@ def server(
 
         from k3py.cli.wiring import run_in_process_agent
 
-        hook = functools.partial(run_in_process_agent, seccomp_default=seccomp_default)
+        hook = functools.partial(
+            run_in_process_agent,
+            seccomp_default=seccomp_default,
+            cgroup_parent=_cgroup_parent(cgroup_parent),
+        )
     raise typer.Exit(run_server_forever(config, hook))
 
 
@@ -130,6 +140,9 @@ def agent(
         "--seccomp-default",
         help="Run pods and containers without a seccompProfile under RuntimeDefault (kubelet's SeccompDefault).",
     ),
+    cgroup_parent: str = typer.Option(
+        "", "--cgroup-parent", help="cgroup of this node's containers (default: k3py-<hash of the data dir>)."
+    ),
     registries_config: Path | None = typer.Option(
         None,
         "--registries-config",
@@ -156,6 +169,8 @@ def agent(
         typer.echo("error: the join token is missing: set $K3PY_TOKEN or pass --token-file (or --token)", err=True)
         raise typer.Exit(2)
     _use_registries_config(registries_config)
+    _check_image_budget_env()
+    cgroup_parent = _cgroup_parent(cgroup_parent)
     if not server_url.startswith("https://"):
         typer.echo(f"error: --server must be an https:// URL, not {server_url!r}", err=True)
         raise typer.Exit(2)
@@ -175,6 +190,7 @@ def agent(
         streaming_port=streaming_port,
         client_ca_file=ca,
         seccomp_default=seccomp_default,
+        cgroup_parent=cgroup_parent,
     )
 
     async def _main() -> None:
@@ -217,6 +233,27 @@ def _token(given: str, token_file: Path | None) -> str:
         typer.echo(f"error: --token-file {token_file} is empty", err=True)
         raise typer.Exit(2)
     return lines[0].strip()
+
+
+def _check_image_budget_env() -> None:
+    """Fail in one line on a malformed $K3PY_IMAGE_MAX_LAYER_SIZE / $K3PY_IMAGE_MAX_SIZE (the
+    agent's image store reads them for imports and pulls)."""
+    from k3py.runtime.images import ImportBudget
+
+    try:
+        ImportBudget.from_env()
+    except ValueError as exc:
+        typer.echo(f"error: $K3PY_IMAGE_MAX_LAYER_SIZE / $K3PY_IMAGE_MAX_SIZE: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _cgroup_parent(value: str) -> str:
+    """A --cgroup-parent value: a relative cgroup path without ``.`` or ``..`` parts."""
+    parts = value.strip("/").split("/")
+    if value and (any(part in ("", ".", "..") for part in parts)):
+        typer.echo(f"error: --cgroup-parent {value!r} must be a cgroup path such as k3py-node1", err=True)
+        raise typer.Exit(2)
+    return "/".join(parts) if value else ""
 
 
 def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:

@@ -55,7 +55,12 @@ def issue_streaming_certificate(
 
 
 def node_agent_config(
-    info: ServerInfo, node_name: str = "", node_ip: str = "", *, seccomp_default: bool = False
+    info: ServerInfo,
+    node_name: str = "",
+    node_ip: str = "",
+    *,
+    seccomp_default: bool = False,
+    cgroup_parent: str = "",
 ) -> NodeAgentConfig:
     from k3py.agent.kubelet.node import detect_node_ip
 
@@ -73,13 +78,22 @@ def node_agent_config(
         serving_key_file=key,
         seccomp_default=seccomp_default,
         reserved_ports={info.config.https_listen_port: "the API server"},
+        cgroup_parent=cgroup_parent,
     )
 
 
 async def run_in_process_agent(
-    client: Client, info: ServerInfo, stop: asyncio.Event, *, seccomp_default: bool = False
+    client: Client,
+    info: ServerInfo,
+    stop: asyncio.Event,
+    *,
+    seccomp_default: bool = False,
+    cgroup_parent: str = "",
 ) -> None:
     """The ``node_agent`` hook of ``run_server``: this host as a control-plane node
-    (``seccomp_default``: ``k3py server --seccomp-default``)."""
-    config = await asyncio.to_thread(node_agent_config, info, seccomp_default=seccomp_default)
+    (``seccomp_default``: ``k3py server --seccomp-default``; ``cgroup_parent``: its
+    ``--cgroup-parent``)."""
+    config = await asyncio.to_thread(
+        node_agent_config, info, seccomp_default=seccomp_default, cgroup_parent=cgroup_parent
+    )
     await run_node_agent(client, config, stop)

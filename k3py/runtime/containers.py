@@ -39,7 +39,8 @@ from k3py.runtime import linux, seccomp
 from k3py.runtime import supervisor as supervisor_module
 from k3py.runtime.cgroups import Cgroup, prune_empty
 from k3py.runtime.containerinit import DEFAULT_CAPABILITIES
-from k3py.runtime.images import ImageError, ImageStore
+from k3py.runtime.devices import container_rules
+from k3py.runtime.images import ImageError, ImageStore, ImportBudget
 from k3py.runtime.linux import capability_mask
 from k3py.runtime.spec import (
     ContainerSpec,
@@ -321,19 +322,61 @@ def seccomp_filter_config(profile: SecurityProfile, capabilities: int) -> dict |
     }
 
 
+def default_cgroup_parent(data_dir: Path) -> str:
+    """The cgroup parent a runtime data dir owns unless told otherwise: ``k3py-<12 hex digits
+    of the SHA-256 of its resolved path>``. Two runtimes on one host (two agents, tests) thus
+    never share a parent, and the same data dir finds the same parent after a restart."""
+    import hashlib
+
+    resolved = str(Path(data_dir).absolute().resolve())
+    return "k3py-" + hashlib.sha256(resolved.encode()).hexdigest()[:12]
+
+
+def _private_dir(path: Path) -> None:
+    """``path`` (and missing parents) as a directory only root may enter (existing ones too)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def write_private(path: Path, data: str) -> None:
+    """Write a state file readable by root only (it may hold secrets: config.json has the
+    container's environment), atomically: a reader sees the old or the new content."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 class ContainerRuntime:
-    """Sandboxes and containers under ``data_dir``; images in ``data_dir/images``."""
+    """Sandboxes and containers under ``data_dir``; images in ``data_dir/images``.
+
+    ``cgroup_parent`` None means ``default_cgroup_parent(data_dir)``: the runtime's containers,
+    pod groups and pre-forked zygotes live below it, and its supervisor touches nothing else.
+    The data dir and everything in it that describes containers is root's alone (dirs 0700,
+    state files 0600); see ``docs/architecture.md``.
+    """
 
     def __init__(
-        self, data_dir: Path, *, cgroup_parent: str = "k3py", isolate_mounts: bool = False
+        self,
+        data_dir: Path,
+        *,
+        cgroup_parent: str | None = None,
+        isolate_mounts: bool = False,
+        image_budget: ImportBudget | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.containers_dir = self.data_dir / "containers"
         self.sandboxes_dir = self.data_dir / "sandboxes"
-        for directory in (self.containers_dir, self.sandboxes_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        self.images = ImageStore(self.data_dir / "images")
-        self.cgroup_parent = cgroup_parent
+        for directory in (self.data_dir, self.containers_dir, self.sandboxes_dir):
+            _private_dir(directory)
+        self.images = ImageStore(self.data_dir / "images", budget=image_budget)
+        self.cgroup_parent = cgroup_parent or default_cgroup_parent(self.data_dir)
         # Run the supervisor in a private mount namespace (tests): its mounts never reach the host.
         self.isolate_mounts = isolate_mounts
         self._version_checked = False  # compared with the running supervisor on first use
@@ -408,26 +451,51 @@ class ContainerRuntime:
 
     def ensure_supervisor(self) -> int:
         """The supervisor's pid, starting it if needed (or replacing an idle outdated one)."""
-        with open(self.data_dir / "supervisor.lock", "a") as lock:
+        lock_fd = os.open(self.data_dir / "supervisor.lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with open(lock_fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             reply = self._ping()
             self._version_checked = True
             if reply is not None:
                 self._supervisor_features = frozenset(reply.get("features") or ())
-                if reply.get("version") == supervisor_module.code_version():
+                if (
+                    reply.get("version") == supervisor_module.code_version()
+                    and reply.get("cgroup_parent") == self.cgroup_parent
+                ):
                     return int(reply["pid"])
                 # With isolate_mounts the sandboxes' namespace files live in the supervisor's
                 # private mount namespace and would vanish with it.
                 busy = reply.get("running") or (self.isolate_mounts and self.list_sandboxes())
-                if busy:
+                unconfined = "devices" not in (reply.get("features") or [])
+                if busy and unconfined and not self.isolate_mounts:
+                    # It would start every new container without a device allowlist, and a
+                    # busy node never lets it go idle: replace it now. SIGTERM makes it stop
+                    # serving and exit, leaving its containers running; the new supervisor adopts
+                    # them and confines them (their exit codes are then reported as unknown).
                     log.warning(
-                        "supervisor %s runs other k3py code; kept while it has containers or sandboxes",
+                        "supervisor %s predates device isolation: replacing it; its %d running"
+                        " containers are adopted, their exit codes will be reported as unknown",
                         reply["pid"],
+                        len(reply.get("running") or []),
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(reply["pid"]), signal.SIGTERM)
+                    self._wait_gone(int(reply["pid"]))
+                elif busy:
+                    log.warning(
+                        "supervisor %s runs other k3py code or cgroup parent (%s); kept while it"
+                        " has containers or sandboxes",
+                        reply["pid"],
+                        reply.get("cgroup_parent"),
                     )
                     return int(reply["pid"])
-                log.info("replacing idle supervisor %s, which runs other k3py code", reply["pid"])
-                self._request({"op": "shutdown"})
-                self._wait_gone(int(reply["pid"]))
+                else:
+                    log.info(
+                        "replacing idle supervisor %s, which runs other k3py code or cgroup parent",
+                        reply["pid"],
+                    )
+                    self._request({"op": "shutdown"})
+                    self._wait_gone(int(reply["pid"]))
             command = [
                 sys.executable,
                 "-S",
@@ -483,7 +551,7 @@ class ContainerRuntime:
     def create_sandbox(self, spec: SandboxSpec) -> Sandbox:
         sandbox_id = _new_id()
         directory = self.sandboxes_dir / sandbox_id
-        directory.mkdir()
+        directory.mkdir(mode=0o700)
         hostname = socket.gethostname() if spec.host_network else (spec.hostname or spec.name)
         kinds = [
             kind
@@ -511,9 +579,7 @@ class ContainerRuntime:
             utsns_path=str(ns / "uts") if "uts" in kinds else "",
             created_at=time.time_ns(),
         )
-        (directory / "sandbox.json").write_text(
-            json.dumps({**asdict(sandbox), "labels": spec.labels})
-        )
+        write_private(directory / "sandbox.json", json.dumps({**asdict(sandbox), "labels": spec.labels}))
         return sandbox
 
     def get_sandbox(self, sandbox_id: str) -> Sandbox:
@@ -619,8 +685,12 @@ class ContainerRuntime:
                 )
         cid = _new_id()
         bundle = self.containers_dir / cid
+        # The bundle is root's alone (its config holds the environment, its upper dir the
+        # container's writes); what is inside keeps 0755: the upper dir's mode is the mode of
+        # the container's "/", which non-root container users must be able to enter.
+        bundle.mkdir(mode=0o700)
         for sub in ("upper", "work", "rootfs", "empty"):
-            (bundle / sub).mkdir(parents=True)
+            (bundle / sub).mkdir(mode=0o755)
         config: dict[str, Any] = {
             "id": cid,
             "rootfs": {
@@ -648,7 +718,12 @@ class ContainerRuntime:
             "seccomp": seccomp_filter,
             "readonly_rootfs": spec.readonly_rootfs,
             "mounts": [asdict(m) for m in spec.mounts],
-            "cgroup": {"parent": cgroup_parent, "name": cid},
+            # The device allowlist (None for privileged: every device the parent allows).
+            "cgroup": {
+                "parent": cgroup_parent,
+                "name": cid,
+                "devices": container_rules(spec.privileged, fuse=spec.fuse_device),
+            },
             "resources": asdict(spec.resources),
             "log": {
                 "path": spec.log_path or str(bundle / "container.log"),
@@ -667,8 +742,8 @@ class ContainerRuntime:
             "labels": spec.labels,
             "log_path": config["log"]["path"],
         }
-        (bundle / "config.json").write_text(json.dumps(config))
-        (bundle / "meta.json").write_text(json.dumps(meta))
+        write_private(bundle / "config.json", json.dumps(config))
+        write_private(bundle / "meta.json", json.dumps(meta))
         return cid
 
     def start_container(self, cid: str) -> int:
@@ -732,6 +807,20 @@ class ContainerRuntime:
             Cgroup(head, name).create(asdict(resources))
         except OSError as exc:
             raise ContainerError(f"cannot set up cgroup {parent}: {exc}") from None
+
+    def remove_cgroup_parent(self) -> bool:
+        """Remove the runtime's cgroup parent with the empty groups below it, bottom-up (after
+        the supervisor has stopped); a group with processes is left. True when it is gone."""
+        gone = True
+        for directory in Cgroup(self.cgroup_parent, "").dirs.values():
+            for path, _dirs, _files in os.walk(directory, topdown=False):
+                try:
+                    os.rmdir(path)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    gone = False
+        return gone
 
     def remove_empty_cgroup(self, below: str) -> None:
         """Remove the group ``below`` and its parents up to ours while they are empty (a pod's
@@ -799,7 +888,7 @@ class ContainerRuntime:
         self._request({"op": "update", "id": cid, "resources": asdict(resources)})
         config = json.loads((bundle / "config.json").read_text())
         config["resources"] = asdict(resources)
-        (bundle / "config.json").write_text(json.dumps(config))
+        write_private(bundle / "config.json", json.dumps(config))
 
     def container_stats(self, cid: str) -> dict:
         """Memory bytes, cpu nanoseconds and pid count of a running container."""

@@ -57,6 +57,7 @@ class ContainerSpec:
     seccomp: SecurityProfile = field(default_factory=SecurityProfile)  # privileged: unconfined
     host_pid: bool = False  # hostPID: the runtime's pid namespace instead of a new one
     readonly_rootfs: bool = False
+    fuse_device: bool = False  # may read/write /dev/fuse (10:229); privileged may use every device
     mounts: list[Mount] = field(default_factory=list)
     hostname: str = ""  # used when the container has its own UTS namespace
     stdin: bool = False

@@ -51,7 +51,13 @@ from collections.abc import Callable
 
 SOCKET_NAME = "supervisor.sock"
 POOL_SIZE = 2
+# What this supervisor guarantees, for clients deciding whether an older one must be replaced:
+# "devices": every container it starts (or adopts) has its device allowlist.
+FEATURES = ("devices",)
 JOIN_CGROUP_KEY = "k3py.join_cgroup"  # in a zygote's config: join the container's group itself
+# The largest config a zygote takes in its one message (above it, or above what the socket's
+# buffer carries, the container is forked on the spot instead).
+ZYGOTE_MAX_CONFIG = 1 << 20
 POOL_REFILL_IDLE = 0.02  # seconds without events before the zygote pool is refilled
 # What this supervisor's containers honour (config "seccomp", namespaces "pid": "host"); k3py
 # refuses to create such containers for an older supervisor it had to keep running.
@@ -75,7 +81,7 @@ def code_version() -> str:
 
     here = os.path.dirname(os.path.abspath(__file__))
     digest = hashlib.sha256()
-    for name in ("supervisor.py", "containerinit.py", "cgroups.py", "linux.py"):
+    for name in ("supervisor.py", "containerinit.py", "cgroups.py", "devices.py", "linux.py"):
         with open(os.path.join(here, name), "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
@@ -91,8 +97,9 @@ def rfc3339nano(ns: int) -> str:
 
 
 def write_json_atomic(path: str, obj: dict) -> None:
+    """Replace ``path`` by ``obj`` as JSON, readable by root only (state files may hold secrets)."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
         json.dump(obj, f)
     os.replace(tmp, path)
 
@@ -212,10 +219,16 @@ class Container:
         return os.path.join(self.bundle, "state.json")
 
     def cgroup(self):  # -> Cgroup | None
-        from k3py.runtime.cgroups import Cgroup
+        from k3py.runtime.cgroups import container_cgroup
 
         cg = self.config.get("cgroup")
-        return Cgroup(cg["parent"], cg["name"]) if cg else None
+        return container_cgroup(cg) if cg else None
+
+    def prepare_cgroup(self, cg) -> None:  # cg: Cgroup
+        """Create the container's group with its limits and its device allowlist; both are in
+        force before the container's init is handed its config (or forked)."""
+        cg.create(self.config.get("resources") or {})
+        cg.restrict_devices((self.config.get("cgroup") or {}).get("devices"))
 
 
 class Supervisor:
@@ -226,7 +239,7 @@ class Supervisor:
         self.pool: list[Zygote] = []
         self.emptied_pool_groups: list[str] = []  # pool groups zygotes left for another parent
         self.containers_dir = os.path.join(data_dir, "containers")
-        os.makedirs(self.containers_dir, exist_ok=True)
+        os.makedirs(self.containers_dir, mode=0o700, exist_ok=True)
         self.epoll = select.epoll()
         self.handlers: dict[int, object] = {}
         self.containers: dict[str, Container] = {}
@@ -369,6 +382,7 @@ class Supervisor:
                 "pid": os.getpid(),
                 "running": running,
                 "version": self.version,
+                "cgroup_parent": self.cgroup_parent,
                 "features": list(FEATURES),
             },
         )
@@ -441,14 +455,21 @@ class Supervisor:
         host_pid = (config.get("namespaces") or {}).get("pid") == "host"
         pid = 0 if host_pid else self._start_in_zygote(container, child_stdio, err_w_sync, parked)
         if pid == 0:
+
+            def child() -> None:
+                containerinit.become_container(config, child_stdio, err_w_sync, parked=parked)
+
             if cg is not None:
-                cg.create(config.get("resources") or {})
-            pid = self._fork_in_new_pidns(
-                lambda: containerinit.become_container(
-                    config, child_stdio, err_w_sync, parked=parked
-                ),
-                new_pidns=not host_pid,
-            )
+                try:
+                    container.prepare_cgroup(cg)
+                except OSError as exc:
+                    # Reported like any set-up failure: through the error pipe, as a StartError.
+                    failure = f"cannot set up the container's cgroup: {exc}".encode()
+
+                    def child() -> None:
+                        os.write(err_w_sync, failure)
+
+            pid = self._fork_in_new_pidns(child, new_pidns=not host_pid)
         os.close(err_w_sync)
         for fd in set(child_stdio):
             os.close(fd)
@@ -566,9 +587,9 @@ class Supervisor:
                 # supervisor's, so volumes and sandbox namespace files mounted later are visible.
                 channel = socket.socket(fileno=keep)
                 channel.send(b"ready")  # only now may the supervisor rename our cgroup
-                message, fds, _flags, _addr = socket.recv_fds(channel, 65536, 8)
-                if not message:
-                    os._exit(0)  # the pool is being emptied
+                message, fds, flags, _addr = socket.recv_fds(channel, ZYGOTE_MAX_CONFIG, 8)
+                if not message or flags & socket.MSG_TRUNC:
+                    os._exit(0)  # the pool is being emptied (a truncated config is never run)
                 for fd in fds:
                     os.set_inheritable(fd, False)  # SCM_RIGHTS fds arrive without close-on-exec
                 config = json.loads(message)
@@ -588,6 +609,8 @@ class Supervisor:
         from k3py.runtime.cgroups import Cgroup
 
         cg = container.cgroup()
+        if len(json.dumps(container.config)) > ZYGOTE_MAX_CONFIG - 1024:
+            return 0  # too big for one message (a large environment): forked on the spot
         while self.pool and cg is not None and cg.renamable:
             zygote = self.pool.pop(0)
             try:
@@ -598,12 +621,12 @@ class Supervisor:
                 config = container.config
                 if os.path.dirname(cg.relative) == self.cgroup_parent.strip("/"):
                     Cgroup(self.cgroup_parent, zygote.cgroup).rename_to(cg)
-                    cg.create(config.get("resources") or {})
+                    container.prepare_cgroup(cg)
                 else:
                     # A rename cannot move a group to another parent (a pod's group): the zygote
                     # moves itself, which is as cheap (it writes "0"), and leaves its pool group
                     # empty for ``_prune_pool_groups`` once it has started.
-                    cg.create(config.get("resources") or {})
+                    container.prepare_cgroup(cg)
                     config = {**config, JOIN_CGROUP_KEY: True}
                     self.emptied_pool_groups.append(zygote.cgroup)
                 socket.send_fds(zygote.sock, [json.dumps(config).encode()], [*stdio, err_w, *parked])
@@ -622,8 +645,12 @@ class Supervisor:
         while self.emptied_pool_groups:
             prune_empty(self.cgroup_parent, self.emptied_pool_groups.pop())
 
-    def _remove_stale_pool(self) -> None:
-        """Pool cgroups of a supervisor that was killed (its zygotes exit when it does)."""
+    def _remove_stale_pool(self, patience: float = 2.0) -> None:
+        """Remove the pool groups a killed supervisor of this data dir left (its zygotes exit
+        when it does: their socket closes). Only empty groups are removed, after waiting up to
+        ``patience`` seconds for exiting zygotes; a group with live processes is never touched:
+        it is not ours (another runtime told to use the same parent) and killing them would
+        break that runtime."""
         from k3py.runtime.cgroups import Cgroup
 
         parent = Cgroup(self.cgroup_parent, "")
@@ -631,11 +658,23 @@ class Supervisor:
         for directory in parent.dirs.values():
             if os.path.isdir(directory):
                 names.update(n for n in os.listdir(directory) if n.startswith("pool-"))
-        for name in names:
-            try:
-                Cgroup(self.cgroup_parent, name).remove()
-            except OSError as exc:
-                sys.stderr.write(f"cannot remove stale pool cgroup {name}: {exc}\n")
+        deadline = time.monotonic() + patience
+        for name in sorted(names):
+            group = Cgroup(self.cgroup_parent, name)
+            while True:
+                busy = False
+                for directory in group.dirs.values():
+                    try:
+                        os.rmdir(directory)
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        busy = True
+                if not busy or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            if busy:
+                sys.stderr.write(f"pool cgroup {name} still has processes: left alone\n")
 
     def _discard_zygote(self, zygote: Zygote) -> None:
         from k3py.runtime.cgroups import Cgroup
@@ -1037,6 +1076,7 @@ class Supervisor:
                 container.running = True
                 self._register(container.adopted_pidfd, self._on_adopted_exit)
                 self._reclaim_output(container)
+                self._confine_devices(container)
             else:
                 container.running = True
                 self._finish(
@@ -1045,6 +1085,36 @@ class Supervisor:
                     reason="Unknown",
                     message="exited while no supervisor was running",
                 )
+
+    def _confine_devices(self, container: Container) -> None:
+        """Give a container an older k3py started (its config has no device rules) the device
+        allowlist now: its group gets the rules and, on v1, its processes move into a new
+        device group. Descriptors it opened before keep working; new opens are checked."""
+        from k3py.runtime import devices
+        from k3py.runtime.cgroups import Cgroup
+
+        spec = container.config.get("cgroup")
+        if not spec or "devices" in spec:
+            return
+        rules = devices.container_rules(bool(container.config.get("privileged")))
+        legacy = Cgroup(spec["parent"], spec["name"], devices=False)
+        cg = Cgroup(spec["parent"], spec["name"])
+        try:
+            if not cg.v2 and "devices" in cg.dirs:
+                os.makedirs(cg.dirs["devices"], exist_ok=True)
+            cg.restrict_devices(rules)
+            if not cg.v2 and "devices" in cg.dirs:
+                for pid in legacy.pids():
+                    try:
+                        with open(os.path.join(cg.dirs["devices"], "cgroup.procs"), "w") as f:
+                            f.write(str(pid))
+                    except ProcessLookupError:
+                        pass  # exited meanwhile
+        except OSError as exc:
+            sys.stderr.write(f"cannot apply device rules to adopted container {container.id}: {exc}\n")
+            return
+        container.config["cgroup"] = {**spec, "devices": rules}
+        write_json_atomic(os.path.join(container.bundle, "config.json"), container.config)
 
     def _reclaim_output(self, container: Container) -> None:
         """Take back the read ends of an adopted container's output pipes and log again."""
