@@ -9,6 +9,8 @@ with the busybox image already in the node's image store. Measured through a wat
 - ``burst``: N pods created at once; time until all are running (goal 100 within 5 s), and
   the CPU seconds the server, the agent and the supervisor (with their children: ``ip``,
   containers' set-up) spent meanwhile — on 2 cores they compete with each other;
+- with ``--seccomp-default`` the agent runs every pod under RuntimeDefault (issue #10's
+  "pod startup with the hardening on");
 - ``rss``: resident memory of k3py's own processes (API server, agent, runtime supervisor and
   its pre-forked zygotes — not the containers) with the burst's pods running (goal < 250 MB).
 
@@ -207,13 +209,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequential", type=int, default=20)
     parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--seccomp-default", action="store_true",
+                        help="run the agent with --seccomp-default (every pod under RuntimeDefault)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="k3py-pod-bench-") as tmp:
         base = Path(tmp)
         agent_dir = base / "agent"
         import_archive(ImageStore(agent_dir / "runtime" / "images"), busybox_archive())
         with TestCluster(base, ["--disable-agent", "--token", TOKEN]) as cluster:
-            node = AgentNode(cluster, agent_dir, base / "agent.log")
+            node = AgentNode(cluster, agent_dir, base / "agent.log",
+                             extra_args=["--seccomp-default"] if args.seccomp_default else [])
             try:
                 node.start()
                 node.wait_node_ready()

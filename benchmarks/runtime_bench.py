@@ -7,6 +7,10 @@ Run as root: ``python3 benchmarks/runtime_bench.py [--runs 50]``. Measures
 - ``start_to_exit``: ``start_container`` until the supervisor reports the exit, for an already
   created busybox ``true`` container (p50/p99), and ``create_start_exit`` including create;
 - ``start_to_running``: until ``start_container`` returns (the process has exec'd);
+- ``seccomp``: start-to-exit (and create-start-exit) of the same container without a filter
+  and under RuntimeDefault, samples interleaved, and the p50 ratio (goal <= 1.2); the same for a
+  syscall-heavy container (``dd`` of 200,000 one-byte blocks: 400,000 filtered calls); the
+  cold compile time of RuntimeDefault (later containers reuse the cached program);
 - ``exec``: ``exec_sync(["true"])`` in a running container;
 - ``memory``: private memory (USS) of the supervisor with 0 and with N idle containers, and so
   the cost per idle container in our processes (the container's own process is not ours);
@@ -34,11 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime"
 
 from imagebuilder import Entry, build_busybox_images, layer_tar, write_docker_archive
 
+from k3py.runtime import seccomp
 from k3py.runtime.archive import import_archive
 from k3py.runtime.cgroups import Cgroup
 from k3py.runtime.containers import ContainerRuntime
 from k3py.runtime.images import ImageStore
-from k3py.runtime.spec import ContainerSpec
+from k3py.runtime.spec import ContainerSpec, SecurityProfile
 
 
 def summary(samples: list[float]) -> dict:
@@ -81,6 +86,64 @@ def our_pss(supervisor: int, container_pids: set[int]) -> int:
     process = psutil.Process(supervisor)
     ours = [process, *(c for c in process.children() if c.pid not in container_pids)]
     return sum(p.memory_full_info().pss for p in ours)
+
+
+def start_to_exit(rt: ContainerRuntime, spec: ContainerSpec) -> tuple[float, float]:
+    """(start until the exit is reported, create + start + exit) of one container."""
+    begin = time.perf_counter()
+    cid = rt.create_container(spec)
+    start = time.perf_counter()
+    rt.start_container(cid)
+    status = rt.wait_container(cid, 60)
+    done = time.perf_counter()
+    assert status.exit_code == 0, status
+    rt.remove_container(cid)
+    return done - start, done - begin
+
+
+def seccomp_costs(rt: ContainerRuntime, runs: int) -> dict:
+    """The same containers without a filter and under RuntimeDefault, interleaved."""
+    from k3py.runtime.containerinit import DEFAULT_CAPABILITIES
+    from k3py.runtime.linux import capability_mask
+
+    caps = capability_mask(DEFAULT_CAPABILITIES)
+    seccomp._runtime_default_cached.cache_clear()
+    begin = time.perf_counter()
+    compiled = seccomp.runtime_default_filter(caps)
+    compile_ms = (time.perf_counter() - begin) * 1000
+    begin = time.perf_counter()
+    seccomp.runtime_default_filter(caps)
+    cached_us = (time.perf_counter() - begin) * 1e6
+    out: dict = {
+        "runtime_default_compile_ms_cold": round(compile_ms, 2),
+        "runtime_default_compile_us_cached": round(cached_us, 1),
+        "runtime_default_instructions": compiled.instructions,
+    }
+    workloads = {
+        "true": (["true"], runs),
+        "dd_400k_syscalls": (["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=200000"], max(5, runs // 5)),
+    }
+    for label, (command, count) in workloads.items():
+        off_spec = ContainerSpec(name="bench", image="busybox", command=command)
+        on_spec = ContainerSpec(
+            name="bench", image="busybox", command=command, seccomp=SecurityProfile("RuntimeDefault")
+        )
+        samples: dict[str, list[float]] = {"off": [], "on": [], "off_full": [], "on_full": []}
+        for i in range(count):
+            order = (("off", off_spec), ("on", on_spec)) if i % 2 == 0 else (("on", on_spec), ("off", off_spec))
+            for name, spec in order:
+                started, full = start_to_exit(rt, spec)
+                samples[name].append(started)
+                samples[f"{name}_full"].append(full)
+        off, on = summary(samples["off"]), summary(samples["on"])
+        out[label] = {
+            "start_to_exit_unconfined": off,
+            "start_to_exit_runtime_default": on,
+            "ratio_p50": round(on["p50_ms"] / off["p50_ms"], 3),
+            "create_start_exit_unconfined": summary(samples["off_full"]),
+            "create_start_exit_runtime_default": summary(samples["on_full"]),
+        }
+    return out
 
 
 def main() -> None:
@@ -136,6 +199,7 @@ def main() -> None:
             results["start_to_exit_vs_fork_floor"] = round(
                 results["start_to_exit"]["p50_ms"] / results["floor"]["fork_exec"]["p50_ms"], 2
             )
+            results["seccomp"] = seccomp_costs(rt, options.runs)
             idle = ContainerSpec(name="idle", image="busybox", command=["sleep", "3600"])
             holder = rt.run(idle)
             exec_samples = []

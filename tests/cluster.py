@@ -38,9 +38,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from k3py.util.loopwatch import ENV_THRESHOLD as LOOP_WATCHDOG_ENV
+from k3py.util.loopwatch import STALL_MESSAGE
+
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
+LOOP_STALL_MS = 100
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -189,6 +193,9 @@ class TestCluster:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            # Every test server reports any stretch over 100 ms in which its event loop was held
+            # (see k3py/util/loopwatch.py); loop_stalls() reads the reports.
+            env={LOOP_WATCHDOG_ENV: str(LOOP_STALL_MS), **os.environ},
         )
         log.close()
         self.wait_ready()
@@ -235,7 +242,10 @@ class TestCluster:
         the supervisor. Only the runtime is used, so a kubelet change cannot break the cleanup."""
         from k3py.runtime.containers import ContainerError, ContainerRuntime
 
-        runtime = ContainerRuntime(self.agent_dir / "runtime", cgroup_parent="k3py")
+        parent = None  # the data dir's own cgroup parent, unless the test named one
+        if "--cgroup-parent" in self.server_args:
+            parent = self.server_args[self.server_args.index("--cgroup-parent") + 1]
+        runtime = ContainerRuntime(self.agent_dir / "runtime", cgroup_parent=parent)
         for status in runtime.list_containers():
             with contextlib.suppress(ContainerError):
                 runtime.remove_container(status.id, force=True)
@@ -243,6 +253,22 @@ class TestCluster:
             with contextlib.suppress(ContainerError):
                 runtime.remove_sandbox(sandbox.id)
         runtime.shutdown_supervisor(force=True)
+        runtime.remove_cgroup_parent()
+
+    def loop_stalls(self) -> list[str]:
+        """The server's reports of its event loop held for more than LOOP_STALL_MS, each with
+        the stack the loop was in."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        reports: list[str] = []
+        for line in text.splitlines():
+            if STALL_MESSAGE in line:
+                reports.append(line)
+            elif reports and line.startswith("  ") and reports[-1].count("\n") < 60:
+                reports[-1] += "\n" + line  # the stack lines that follow the report
+        return reports
 
     def server_log(self, tail: int = 60) -> str:
         try:
@@ -364,6 +390,35 @@ class TestCluster:
                 conn.close()
 
         return self.in_netns(_do)
+
+    def readyz_latencies(self, samples: int = 20, interval: float = 0.05, timeout: float = 5) -> list[float]:
+        """Seconds each of ``samples`` GET /readyz took on one kept-alive connection (opened
+        beforehand, so no TLS handshake is counted); a request that fails or times out counts
+        as ``timeout``."""
+        context = self.ssl_context()
+
+        def _probe() -> list[float]:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=timeout)
+            latencies: list[float] = []
+            try:
+                conn.connect()
+                for _ in range(samples):
+                    started = time.monotonic()
+                    try:
+                        conn.request("GET", "/readyz")
+                        response = conn.getresponse()
+                        response.read()
+                        latencies.append(time.monotonic() - started if response.status == 200 else timeout)
+                    except (OSError, http.client.HTTPException):
+                        latencies.append(timeout)
+                        conn.close()
+                        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=timeout)
+                    time.sleep(interval)
+            finally:
+                conn.close()
+            return latencies
+
+        return self.in_netns(_probe)
 
     def request_json(self, method: str, path: str, obj: Any = None) -> tuple[int, Any]:
         body = None if obj is None else json.dumps(obj)

@@ -7,8 +7,10 @@ heartbeat (Lease every 10 s, Node status). On ``stop`` the agent stops managing 
 keep running in the supervisor, so restarting k3py does not restart pods.
 
 Layout of ``data_dir``: ``runtime/`` (images, containers, sandboxes), ``network/`` (IPAM and
-pod records), ``pods/<uid>/`` (volumes and /etc files), ``tls/`` (the streaming server's
-self-signed serving certificate, as a kubelet makes one), ``images/`` (the airgap folder, k3s'
+pod records), ``pods/<uid>/`` (volumes and /etc files), ``seccomp/`` (Localhost seccomp
+profiles, as upstream's ``/var/lib/kubelet/seccomp``), ``tls/`` (the streaming server's
+serving certificate, signed by the cluster CA for this node: ``kubelet/servingcert.py``),
+``images/`` (the airgap folder, k3s'
 ``<data-dir>/agent/images``: every image archive dropped there is imported into the runtime's
 store when the agent starts, before anything is scheduled; archives imported before — by
 content digest — are skipped, so restarts stay cheap).
@@ -18,11 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import logging
+import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -33,19 +34,17 @@ from k3py.agent.kubelet.podspec import kubernetes_service_env
 from k3py.api.errors import ApiError
 from k3py.client.interface import SERVICES, Client
 from k3py.runtime.containers import ContainerError, ContainerRuntime
+from k3py.util.kubelettls import KUBELET_CLIENT_CN
+from k3py.util.private import private_dir
 
 log = logging.getLogger("k3py.agent")
 AIRGAP_IMAGES_DIR = "images"  # under the agent's data dir, as k3s' <data-dir>/agent/images
 T = TypeVar("T")
 
-# Client certificate names allowed to use the streaming server: the API server's kubelet client
-# identities (k3s and kubeadm spell it differently) and the cluster admin.
-DEFAULT_STREAMING_CLIENTS = (
-    "kube-apiserver",
-    "kube-apiserver-kubelet-client",
-    "system:kube-apiserver",
-    "system:admin",
-)
+# Client certificate names allowed to use the streaming server: only the API server's kubelet
+# client identity. Not the cluster admin: a kubelet that accepted the admin's certificate would
+# let whoever captures the API server's connection to it replay the strongest credential there is.
+DEFAULT_STREAMING_CLIENTS = (KUBELET_CLIENT_CN,)
 
 
 @dataclass
@@ -57,14 +56,19 @@ class NodeAgentConfig:
     streaming_port: int = 10250  # 0: no streaming server
     streaming_bind_address: str = "0.0.0.0"
     client_ca_file: Path | None = None  # the cluster CA; clients of the streaming server chain to it
-    serving_cert_file: Path | None = None  # empty: a self-signed one under data_dir/tls
+    # Empty: requested from the server's signer, kept under data_dir/tls (kubelet/servingcert.py).
+    serving_cert_file: Path | None = None
     serving_key_file: Path | None = None
     streaming_clients: tuple[str, ...] = DEFAULT_STREAMING_CLIENTS
-    cgroup_parent: str = "k3py"
+    # Other TCP ports k3py listens on on this node (port → what listens: the API server's on a
+    # server); with the streaming port, no pod may take them as a hostPort.
+    reserved_ports: dict[int, str] = field(default_factory=dict)
+    cgroup_parent: str = ""  # empty: the runtime data dir's own (runtime.containers.default_cgroup_parent)
     isolate_mounts: bool = False  # supervisor in a private mount namespace (tests)
     pod_network: bool = True
     workers: int = 16
     node_labels: dict[str, str] = field(default_factory=dict)
+    seccomp_default: bool = False  # kubelet's --seccomp-default: RuntimeDefault for pods without a profile
 
 
 @dataclass
@@ -76,47 +80,6 @@ class NodeAgent:
     pods: PodManager | None = None
     streaming_port: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def ensure_serving_certificate(tls_dir: Path, names: Iterable[str]) -> tuple[Path, Path]:
-    """A self-signed serving certificate for the streaming server (kept across restarts)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    cert_path, key_path = tls_dir / "serving-kubelet.crt", tls_dir / "serving-kubelet.key"
-    if cert_path.exists() and key_path.exists():
-        return cert_path, key_path
-    tls_dir.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = list(dict.fromkeys(names))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{names[0]}@k3py-kubelet")])
-    sans: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            sans.append(x509.DNSName(name))
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
 
 
 def import_airgap_images(runtime: ContainerRuntime, directory: Path) -> int:
@@ -163,9 +126,10 @@ async def run_node_agent(
 ) -> None:
     """Run this node's agent until ``stop`` is set; see the module docstring."""
     data_dir = config.data_dir.absolute()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # Keys, pod state and volumes live here: root's eyes only (k3py/util/private.py).
+    private_dir(data_dir)
     node_ip = config.node_ip or detect_node_ip()
-    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=config.cgroup_parent,
+    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=config.cgroup_parent or None,
                                isolate_mounts=config.isolate_mounts)
     await asyncio.to_thread(runtime.ensure_supervisor)
     await asyncio.to_thread(import_airgap_images, runtime, data_dir / AIRGAP_IMAGES_DIR)
@@ -193,14 +157,20 @@ async def run_node_agent(
         if config.pod_network:
             from k3py.agent.network import NodeNetwork, NodeNetworkConfig, PodNetwork
 
-            node_network = NodeNetwork(NodeNetworkConfig(pod_cidr=reporter.pod_cidr, data_dir=data_dir / "network"))
+            reserved = dict(config.reserved_ports)
+            if config.streaming_port:
+                reserved[config.streaming_port] = "the kubelet"
+            node_network = NodeNetwork(NodeNetworkConfig(
+                pod_cidr=reporter.pod_cidr, data_dir=data_dir / "network", reserved_ports=tuple(sorted(reserved.items())),
+            ))
             await asyncio.to_thread(node_network.start)
             pod_network = PodNetwork(node_network)
             network_ok["up"] = True
         manager = PodManager(
             client, runtime, pod_network, node_name=config.node_name, node_ip=node_ip,
             pods_dir=pods_dir_for(data_dir), allocatable=lambda: reporter.allocatable,
-            workers=config.workers,
+            workers=config.workers, seccomp_default=config.seccomp_default,
+            seccomp_root=seccomp_dir_for(data_dir),
         )
         manager.service_env = await _service_env(client)
         agent.pods = manager
@@ -211,9 +181,12 @@ async def run_node_agent(
 
             cert, key = config.serving_cert_file, config.serving_key_file
             if cert is None or key is None:
-                cert, key = await asyncio.to_thread(
-                    ensure_serving_certificate, data_dir / "tls", [config.node_name, node_ip, "localhost", "127.0.0.1"]
-                )
+                from k3py.agent.kubelet.servingcert import ensure_serving_certificate
+
+                ca_file = config.client_ca_file
+                cert, key = await _retry("serving certificate request", stop, lambda: ensure_serving_certificate(
+                    client, config.node_name, [node_ip], data_dir / "tls", ca_file, stop,
+                ))
             streaming = StreamingServer(
                 KubeletStreamingBackend(manager), cert_file=cert, key_file=key,
                 client_ca_file=config.client_ca_file, allowed_common_names=config.streaming_clients,
@@ -241,9 +214,18 @@ async def run_node_agent(
             started.cancel()
 
 
-def shutdown_runtime(data_dir: Path, cgroup_parent: str = "k3py") -> None:
+def seccomp_dir_for(data_dir: Path) -> Path:
+    """Where Localhost seccomp profiles live (``localhostProfile`` is relative to it), as
+    upstream's ``/var/lib/kubelet/seccomp``; created (0700) so admins find it."""
+    path = data_dir / "seccomp"
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def shutdown_runtime(data_dir: Path, cgroup_parent: str = "") -> None:
     """Stop every container and the supervisor of an agent's runtime (tests, uninstall)."""
-    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=cgroup_parent)
+    runtime = ContainerRuntime(data_dir / "runtime", cgroup_parent=cgroup_parent or None)
     for status in runtime.list_containers():
         with contextlib.suppress(ContainerError):
             runtime.remove_container(status.id, force=True)
@@ -251,3 +233,4 @@ def shutdown_runtime(data_dir: Path, cgroup_parent: str = "k3py") -> None:
         with contextlib.suppress(ContainerError):
             runtime.remove_sandbox(sandbox.id)
     runtime.shutdown_supervisor(force=True)
+    runtime.remove_cgroup_parent()

@@ -795,6 +795,84 @@ def validate_pod_spec(spec: Any, path: str, errs: _Errors) -> None:
         )
     _validate_labels(spec.get("nodeSelector"), f"{path}.nodeSelector", errs)
     _validate_tolerations(spec.get("tolerations"), f"{path}.tolerations", errs)
+    _validate_pod_security(spec, path, errs)
+
+
+# Pod security fields: user namespaces (hostUsers) and seccomp profiles. k3py has no user
+# namespaces per pod, so ``hostUsers: false`` is refused here rather than silently ignored
+# (upstream, with the feature off, drops the field; the pod would then run with the host's
+# users, which is the opposite of what was asked).
+USER_NAMESPACES_UNSUPPORTED = (
+    "user namespaces are not supported by this k3py cluster: pods always run in the node's "
+    "user namespace, so hostUsers must be true or unset"
+)
+SECCOMP_PROFILE_TYPES = ["Localhost", "RuntimeDefault", "Unconfined"]
+
+
+def _validate_pod_security(spec: dict[str, Any], path: str, errs: _Errors) -> None:
+    if spec.get("hostUsers") is False:
+        errs.forbidden(f"{path}.hostUsers", USER_NAMESPACES_UNSUPPORTED)
+        for key in ("hostNetwork", "hostPID", "hostIPC"):  # upstream's validateHostUsers
+            if spec.get(key):
+                errs.forbidden(f"{path}.{key}", "when `hostUsers` is false")
+    security = spec.get("securityContext")
+    if isinstance(security, dict):
+        _validate_seccomp_profile(security.get("seccompProfile"), f"{path}.securityContext.seccompProfile", errs)
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for i, container in _dicts(spec.get(key)):
+            security = container.get("securityContext")
+            if isinstance(security, dict):
+                _validate_seccomp_profile(
+                    security.get("seccompProfile"), f"{path}.{key}[{i}].securityContext.seccompProfile", errs
+                )
+
+
+_HOST_USERS_CAUSES = (f"Forbidden: {USER_NAMESPACES_UNSUPPORTED}", "Forbidden: when `hostUsers` is false")
+
+
+def _ratchet_host_users(causes: list[dict[str, str]], old: dict[str, Any]) -> list[dict[str, str]]:
+    """An object stored before k3py refused ``hostUsers: false`` must still take updates
+    (status writes, scaling), as upstream ratchets validation: drop the refusal where the
+    stored object already had ``hostUsers: false`` at the same place."""
+
+    def stored_false(spec_path: str) -> bool:
+        node: Any = old
+        for key in spec_path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        return isinstance(node, dict) and node.get("hostUsers") is False
+
+    return [
+        c for c in causes
+        if not (c["message"] in _HOST_USERS_CAUSES and stored_false(c["field"].rpartition(".")[0]))
+    ]  # fmt: skip
+
+
+def _validate_seccomp_profile(profile: Any, path: str, errs: _Errors) -> None:
+    """Upstream's validateSeccompProfileField: a known type; localhostProfile exactly for
+    Localhost, and then a relative path that never steps up (it names a file in the
+    kubelet's seccomp dir)."""
+    if profile is None:
+        return
+    if not isinstance(profile, dict):
+        errs.invalid(path, profile, "must be an object")
+        return
+    kind = profile.get("type")
+    if not kind:
+        errs.required(f"{path}.type", "type is required when seccompProfile is set")
+    elif kind not in SECCOMP_PROFILE_TYPES:
+        errs.not_supported(f"{path}.type", kind, SECCOMP_PROFILE_TYPES)
+    local = profile.get("localhostProfile")
+    if kind == "Localhost":
+        if local is None:
+            errs.required(f"{path}.localhostProfile", "must be set when seccomp type is Localhost")
+            return
+        text = str(local)
+        if text.startswith("/"):
+            errs.invalid(f"{path}.localhostProfile", local, "must be a relative path")
+        if ".." in text.split("/"):
+            errs.invalid(f"{path}.localhostProfile", local, "must not contain '..'")
+    elif local is not None:
+        errs.invalid(f"{path}.localhostProfile", profile, "can only be set when seccomp type is Localhost")
 
 
 def _validate_pod_template(template: Any, path: str, errs: _Errors) -> None:
@@ -1933,6 +2011,8 @@ def validate_object(
         validator = _VALIDATORS.get((info.group, info.kind))
         if validator is not None:
             validator(obj, old if isinstance(old, dict) else None, errs)
+            if isinstance(old, dict):
+                errs.causes = _ratchet_host_users(errs.causes, old)
     except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
         # A shape the checks above did not foresee must still end as a 422, not a 500.
         errs.invalid("", info.kind, f"the object could not be validated: {exc}")

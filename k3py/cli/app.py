@@ -36,7 +36,9 @@ def server(
     datastore_endpoint: str = typer.Option(
         "",
         "--datastore-endpoint",
-        help="Empty for embedded SQLite under the data dir, or postgres://user:pass@host/db.",
+        envvar="K3PY_DATASTORE_ENDPOINT",
+        help="Empty for embedded SQLite under the data dir, or postgres://user:pass@host/db "
+        "(prefer the environment variable: a password in argv is visible in ps).",
     ),
     sqlite_synchronous: str = typer.Option(
         "FULL", "--sqlite-synchronous", help="SQLite synchronous mode: FULL (default) or NORMAL."
@@ -50,9 +52,23 @@ def server(
     write_kubeconfig_mode: str = typer.Option(
         "0600", "--write-kubeconfig-mode", help="File mode of the admin kubeconfig."
     ),
-    token: str = typer.Option("", "--token", help="Shared secret agents use to join (generated when empty)."),
+    token: str = typer.Option(
+        "", "--token", envvar="K3PY_TOKEN",
+        help="Shared secret agents use to join (generated when empty); prefer $K3PY_TOKEN or --token-file.",
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", envvar="K3PY_TOKEN_FILE", help="File holding the token (instead of --token)."
+    ),
     disable_agent: bool = typer.Option(False, "--disable-agent", help="Run no kubelet in this process."),
     simulated_nodes: int = typer.Option(0, "--simulated-nodes", help="Register N simulated nodes."),
+    seccomp_default: bool = typer.Option(
+        False,
+        "--seccomp-default",
+        help="Run pods and containers without a seccompProfile under RuntimeDefault (kubelet's SeccompDefault).",
+    ),
+    cgroup_parent: str = typer.Option(
+        "", "--cgroup-parent", help="cgroup of the in-process agent's containers (default: k3py-<hash of its data dir>)."
+    ),
     registries_config: Path | None = typer.Option(
         None,
         "--registries-config",
@@ -71,11 +87,15 @@ def server(
 ) -> None:
     """Run the API server, scheduler, controllers and (unless --disable-agent) this host's
     kubelet in one process."""
+    import functools
+
     from k3py.server.config import ServerConfig
     from k3py.server.main import run_server_forever
 
+    token = _token(token, token_file)
     if not disable_agent:
         _use_registries_config(registries_config)
+        _check_image_budget_env()
     config = ServerConfig(
         data_dir=data_dir,
         datastore_endpoint=datastore_endpoint,
@@ -97,16 +117,29 @@ def server(
     )
     hook = None
     if not disable_agent:
+        import functools
+
         from k3py.cli.wiring import run_in_process_agent
 
-        hook = run_in_process_agent
+        hook = functools.partial(
+            run_in_process_agent,
+            seccomp_default=seccomp_default,
+            cgroup_parent=_cgroup_parent(cgroup_parent),
+        )
     raise typer.Exit(run_server_forever(config, hook))
 
 
 @app.command()
 def agent(
-    server_url: str = typer.Option(..., "--server", help="URL of a k3py server, https://host:6443."),
-    token: str = typer.Option(..., "--token", help="The server's join token."),
+    server_url: str = typer.Option(
+        ..., "--server", envvar="K3PY_URL", help="URL of a k3py server, https://host:6443."
+    ),
+    token: str = typer.Option(
+        "", "--token", envvar="K3PY_TOKEN", help="The server's join token; prefer $K3PY_TOKEN or --token-file."
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", envvar="K3PY_TOKEN_FILE", help="File holding the join token (instead of --token)."
+    ),
     data_dir: Path = typer.Option(
         Path("/var/lib/k3py/agent"), "--data-dir", "-d", help="Folder for images, containers and pod state."
     ),
@@ -116,6 +149,14 @@ def agent(
         None, "--ca-file", help="The cluster CA (default: fetched from the server on first start and pinned)."
     ),
     streaming_port: int = typer.Option(10250, "--kubelet-port", help="Port of the kubelet streaming server."),
+    seccomp_default: bool = typer.Option(
+        False,
+        "--seccomp-default",
+        help="Run pods and containers without a seccompProfile under RuntimeDefault (kubelet's SeccompDefault).",
+    ),
+    cgroup_parent: str = typer.Option(
+        "", "--cgroup-parent", help="cgroup of this node's containers (default: k3py-<hash of the data dir>)."
+    ),
     registries_config: Path | None = typer.Option(
         None,
         "--registries-config",
@@ -131,12 +172,19 @@ def agent(
 
     from k3py.agent.node_agent import NodeAgentConfig, run_node_agent
     from k3py.client.https import client_from_files
+    from k3py.util.loopwatch import watching_the_loop
 
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    token = _token(token, token_file)
+    if not token:
+        typer.echo("error: the join token is missing: set $K3PY_TOKEN or pass --token-file (or --token)", err=True)
+        raise typer.Exit(2)
     _use_registries_config(registries_config)
+    _check_image_budget_env()
+    cgroup_parent = _cgroup_parent(cgroup_parent)
     if not server_url.startswith("https://"):
         typer.echo(f"error: --server must be an https:// URL, not {server_url!r}", err=True)
         raise typer.Exit(2)
@@ -155,6 +203,8 @@ def agent(
         node_ip=node_ip,
         streaming_port=streaming_port,
         client_ca_file=ca,
+        seccomp_default=seccomp_default,
+        cgroup_parent=cgroup_parent,
     )
 
     async def _main() -> None:
@@ -164,19 +214,60 @@ def agent(
             loop.add_signal_handler(sig, stop.set)
         client = client_from_files(server_url, ca=ca, token=token, field_manager="k3py-kubelet")
         try:
-            await run_node_agent(client, config, stop)
+            with watching_the_loop():
+                await run_node_agent(client, config, stop)
         finally:
             await client.close()
 
+    from k3py.agent.kubelet.servingcert import ServingCertificateError
     from k3py.agent.network import NetworkError
     from k3py.runtime.containers import ContainerError
 
     try:
         asyncio.run(_main())
-    except (ContainerError, NetworkError, OSError) as e:
+    except (ContainerError, NetworkError, OSError, ServingCertificateError) as e:
         # The node cannot do its job (runtime, network, a port in use): say so in one line.
         typer.echo(f"error: the agent stopped: {e}", err=True)
         raise typer.Exit(1) from None
+
+
+def _token(given: str, token_file: Path | None) -> str:
+    """The join token: ``--token`` / ``$K3PY_TOKEN`` as given, else the first line of
+    ``--token-file`` / ``$K3PY_TOKEN_FILE`` (so the secret need not appear in argv), else ""."""
+    given = given.strip()
+    if given or token_file is None:
+        return given
+    try:
+        text = token_file.read_text()
+    except OSError as e:
+        typer.echo(f"error: cannot read --token-file {token_file}: {e.strerror or e}", err=True)
+        raise typer.Exit(2) from None
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].strip():
+        typer.echo(f"error: --token-file {token_file} is empty", err=True)
+        raise typer.Exit(2)
+    return lines[0].strip()
+
+
+def _check_image_budget_env() -> None:
+    """Fail in one line on a malformed $K3PY_IMAGE_MAX_LAYER_SIZE / $K3PY_IMAGE_MAX_SIZE (the
+    agent's image store reads them for imports and pulls)."""
+    from k3py.runtime.images import ImportBudget
+
+    try:
+        ImportBudget.from_env()
+    except ValueError as exc:
+        typer.echo(f"error: $K3PY_IMAGE_MAX_LAYER_SIZE / $K3PY_IMAGE_MAX_SIZE: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _cgroup_parent(value: str) -> str:
+    """A --cgroup-parent value: a relative cgroup path without ``.`` or ``..`` parts."""
+    parts = value.strip("/").split("/")
+    if value and (any(part in ("", ".", "..") for part in parts)):
+        typer.echo(f"error: --cgroup-parent {value!r} must be a cgroup path such as k3py-node1", err=True)
+        raise typer.Exit(2)
+    return "/".join(parts) if value else ""
 
 
 def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:
@@ -226,8 +317,11 @@ def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:
         if time.monotonic() > deadline:
             raise ValueError(f"no kube-root-ca.crt ConfigMap (HTTP {response.status})")
         time.sleep(0.5)
-    tls_dir.mkdir(parents=True, exist_ok=True)
-    pinned.write_text(ca)
+    from k3py.util.private import private_dir, write_private
+
+    private_dir(tls_dir.parent)
+    private_dir(tls_dir)
+    write_private(pinned, ca.encode())
     return pinned
 
 

@@ -28,10 +28,37 @@ DataDir = typer.Option(
 )
 
 
-def _store(data_dir: Path):  # -> ImageStore
-    from k3py.runtime.images import ImageStore
+MaxLayerSize = typer.Option(
+    "",
+    "--max-layer-size",
+    envvar="K3PY_IMAGE_MAX_LAYER_SIZE",
+    help="Largest a layer may decompress to (e.g. 512Mi, 8Gi; default 8Gi).",
+)
+MaxImageSize = typer.Option(
+    "",
+    "--max-image-size",
+    envvar="K3PY_IMAGE_MAX_SIZE",
+    help="Largest an image's new layers may decompress to together (default 16Gi).",
+)
 
-    return ImageStore(data_dir / "images")
+
+def _store(data_dir: Path, max_layer_size: str = "", max_image_size: str = ""):  # -> ImageStore
+    from k3py.runtime.images import ImageStore, ImportBudget, parse_size
+
+    budget = None
+    if max_layer_size or max_image_size:
+        defaults = ImportBudget.from_env()
+        try:
+            budget = ImportBudget(
+                parse_size(max_layer_size) if max_layer_size else defaults.max_layer_bytes,
+                parse_size(max_image_size) if max_image_size else defaults.max_image_bytes,
+            )
+        except ValueError as exc:
+            _fail(str(exc))
+    try:
+        return ImageStore(data_dir / "images", budget=budget)
+    except ValueError as exc:  # a malformed size in the environment
+        _fail(str(exc))
 
 
 def _fail(message: str) -> None:
@@ -56,13 +83,15 @@ def import_(
     name: list[str] = typer.Option(
         [], "--name", help="Name the image (replaces the archive's names)."
     ),
+    max_layer_size: str = MaxLayerSize,
+    max_image_size: str = MaxImageSize,
     data_dir: Path = DataDir,
 ) -> None:
     """Import images from docker-archive or OCI-archive tarballs."""
     from k3py.runtime.archive import import_archive
     from k3py.runtime.images import ImageError
 
-    store = _store(data_dir)
+    store = _store(data_dir, max_layer_size, max_image_size)
     for archive in archives:
         if not archive.is_file():
             _fail(f"{archive}: no such file")
@@ -179,6 +208,8 @@ def pull(
         envvar="K3PY_REGISTRIES_CONFIG",
         help="Mirrors and registry credentials (default /etc/k3py/registries.yaml, if present).",
     ),
+    max_layer_size: str = MaxLayerSize,
+    max_image_size: str = MaxImageSize,
     data_dir: Path = DataDir,
 ) -> None:
     """Pull an image from a registry (or its mirrors); progress bars on a terminal."""
@@ -199,7 +230,7 @@ def pull(
     try:
         with report:
             image = pull_image(
-                _store(data_dir),
+                _store(data_dir, max_layer_size, max_image_size),
                 reference,
                 credentials=credentials,
                 plain_http=plain_http or None,

@@ -29,10 +29,11 @@ from k3py.runtime.images import (
     Image,
     ImageError,
     ImageStore,
+    ImageTooLarge,
     digest_hex,
     go_arch,
 )
-from k3py.runtime.layer import open_decompressed
+from k3py.runtime.layer import human_size, open_decompressed
 from k3py.runtime.reference import ReferenceError_, parse_reference
 
 _CONTAINERD_NAME = "io.containerd.image.name"
@@ -41,14 +42,13 @@ _CONTAINERD_NAME = "io.containerd.image.name"
 class _Archive:
     """Read access to the members of an image tarball, by normalised name."""
 
-    def __init__(self, path: Path, scratch: Path) -> None:
+    def __init__(self, path: Path, scratch: Path, max_bytes: int) -> None:
         self._scratch: Path | None = None
         original = path
         try:
             with open(path, "rb") as raw:
                 zstd = raw.read(4) == b"\x28\xb5\x2f\xfd"
             if zstd:  # tarfile knows gzip, bzip2 and xz but not zstd: decompress to scratch first
-                import shutil
                 import tempfile
 
                 import zstandard
@@ -56,10 +56,22 @@ class _Archive:
                 fd, name = tempfile.mkstemp(dir=scratch, prefix="archive-")
                 self._scratch = Path(name)
                 with open(path, "rb") as raw, os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(zstandard.ZstdDecompressor().stream_reader(raw), out)
+                    reader = zstandard.ZstdDecompressor().stream_reader(raw)
+                    written = 0
+                    while chunk := reader.read(1 << 20):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise ImageTooLarge(
+                                f"{original} decompresses to more than the budget of "
+                                f"{human_size(max_bytes)} per image; refused"
+                            )
+                        out.write(chunk)
                 path = self._scratch
             self.tar = tarfile.open(path, "r:*")
             self.members = {m.name.removeprefix("./"): m for m in self.tar.getmembers()}
+        except ImageError:
+            self._drop_scratch()
+            raise
         except (tarfile.TarError, EOFError, OSError) as exc:
             self._drop_scratch()
             detail = (
@@ -128,6 +140,9 @@ class _Importer:
     def add_blob(self, member: str, expected: str | None = None, size: int | None = None) -> str:
         if expected is not None and self.store.has_blob(expected):
             return expected
+        entry = self.archive.members.get(member.removeprefix("./"))
+        if size is None and entry is not None and entry.isfile():
+            size = entry.size  # the tar header says how long it is: refuse a huge one up front
         digest, _ = self.store.write_blob(self.archive.open(member), expected, size)
         self.added_blobs.append(digest)
         return digest
@@ -249,7 +264,7 @@ def import_archive(store: ImageStore, path: Path, names: list[str] | None = None
 
 
 def _import_archive(store: ImageStore, path: Path, names: list[str] | None) -> list[Image]:
-    archive = _Archive(Path(path), store.tmp)
+    archive = _Archive(Path(path), store.tmp, store.budget.max_image_bytes)
     importer = _Importer(store, archive)
     try:
         if "manifest.json" in archive.members:

@@ -2,10 +2,12 @@
 
 ``open_cgroup(parent, name)`` returns a ``Cgroup`` for ``<parent>/<name>``: on a pure v2 host one
 directory under /sys/fs/cgroup; on a v1 host one directory per controller we use (cpu, cpuacct,
-memory, pids). The same calls then work on both:
+memory, pids, devices). The same calls then work on both:
 
 - ``create(resources)`` makes the directories and writes the limits (cpu shares → v2 weight with
   the formula runc uses, quota/period, memory limit, pids limit);
+- ``restrict_devices(rules)`` installs the device allowlist (v1 ``devices`` controller, v2 a
+  BPF device program; see ``devices``), failing closed where neither is available;
 - ``join_self()`` moves the calling process in (writing 0 means "me" and works from inside a pid
   namespace);
 - ``oom_killed()`` reads the kernel's OOM-kill counter (v1 ``memory.oom_control``, v2
@@ -14,7 +16,8 @@ memory, pids). The same calls then work on both:
   still reports the group busy; ``prune_empty`` removes a chain of parent groups (a pod's,
   its QoS class's) once nothing lives below them.
 
-Only ``os`` is imported: the lean supervisor loads this module.
+Only ``os`` (and ``devices``, which needs ``ctypes``) is imported: the lean supervisor loads
+this module.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import os
 import time
 
 CGROUP_ROOT = "/sys/fs/cgroup"
-V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "devices")
 
 
 def is_v2(root: str = CGROUP_ROOT) -> bool:
@@ -51,9 +54,15 @@ def shares_to_weight(shares: int) -> int:
 
 
 class Cgroup:
-    """The cgroup directories of one container (or sandbox)."""
+    """The cgroup directories of one container (or sandbox).
 
-    def __init__(self, parent: str, name: str, root: str = CGROUP_ROOT) -> None:
+    ``devices=False`` leaves out the v1 ``devices`` controller: for the groups of containers an
+    older k3py made, which have none (see ``container_cgroup``).
+    """
+
+    def __init__(
+        self, parent: str, name: str, root: str = CGROUP_ROOT, *, devices: bool = True
+    ) -> None:
         self.root = root
         self.relative = os.path.join(parent.strip("/"), name)
         self.v2 = is_v2(root)
@@ -63,7 +72,7 @@ class Cgroup:
             self.dirs = {
                 c: os.path.join(root, c, self.relative)
                 for c in V1_CONTROLLERS
-                if os.path.isdir(os.path.join(root, c))
+                if os.path.isdir(os.path.join(root, c)) and (devices or c != "devices")
             }
 
     @property
@@ -114,6 +123,25 @@ class Cgroup:
             _write(self._file("memory", "memory.limit_in_bytes"), str(memory))
         if pids and "pids" in self.dirs:
             _write(self._file("pids", "pids.max"), str(pids))
+
+    def restrict_devices(self, rules: list[str] | None) -> None:
+        """Allow the group's processes only the devices ``rules`` name (None: leave the
+        parent's list, which is what a privileged container gets). Raises OSError where the
+        host offers no way to restrict devices: a container is never started unconfined."""
+        if rules is None:
+            return
+        from k3py.runtime import devices
+
+        if self.v2:
+            devices.attach_v2(self.dirs[""], rules)
+            return
+        directory = self.dirs.get("devices")
+        if directory is None:
+            raise OSError(
+                f"no cgroup v1 devices controller under {self.root}: "
+                "cannot keep the container away from host devices"
+            )
+        devices.apply_v1(directory, rules)
 
     def _enable_v2_controllers(self) -> None:
         path = self.root
@@ -226,3 +254,10 @@ def prune_empty(parent: str, relative: str) -> None:
 
 def open_cgroup(parent: str, name: str) -> Cgroup:
     return Cgroup(parent, name)
+
+
+def container_cgroup(spec: dict) -> Cgroup:
+    """The group a container's ``config.json`` names: ``{"parent", "name", "devices"}``, where
+    ``devices`` is the allowlist (None: privileged). A config without the key was written by a
+    k3py before device rules, whose containers have no v1 device group."""
+    return Cgroup(spec["parent"], spec["name"], devices="devices" in spec)

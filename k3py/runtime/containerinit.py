@@ -7,7 +7,8 @@ and exits 127. The steps, in order (the order matters):
 1. new session, stdio in place, join cgroup (a tty container's stdio is a "console socket"
    until step 4: its terminal must come from its own devpts);
 2. ``setns`` into the sandbox's namespaces (net, ipc, uts) and ``unshare`` the rest — the pid
-   namespace was already unshared by the supervisor around ``fork`` so this child is pid 1;
+   namespace was already unshared by the supervisor around ``fork`` so this child is pid 1
+   (a hostPID container stays in the supervisor's, and its /proc shows the host's processes);
 3. make every mount private, mount the overlay root (image layer dirs as lower dirs, a private
    upper dir), then proc, /dev (tmpfs with standard nodes, devpts with its own ptmx instance,
    shm, mqueue), sysfs read-only and the requested bind/tmpfs mounts — every mount target is
@@ -21,7 +22,11 @@ and exits 127. The steps, in order (the order matters):
    and /sys paths (unless privileged); remount / read-only if asked; set the hostname;
 5. resolve the user in the container's /etc/passwd and /etc/group, drop the capability bounding
    set to the configured set, set no_new_privs, switch groups and user, set the capability sets;
-6. restore default signal handling and ``execvpe`` with the container's environment.
+6. restore default signal handling, install the seccomp filter (``config["seccomp"]``, compiled
+   by the runtime at create, see ``seccomp``) and ``execvpe`` with the container's environment.
+   Installing a filter needs no_new_privs or CAP_SYS_ADMIN: without no_new_privs it is
+   installed in step 5 instead, between setgid and setuid, while we still hold
+   CAP_SYS_ADMIN (runc's order), so setuid, capset and the exec run under it.
 
 ``exec_in_container`` does the same identity steps after ``setns`` into a running container.
 Only the standard library is imported; this module is loaded by the lean supervisor.
@@ -29,6 +34,7 @@ Only the standard library is imported; this module is loaded by the lean supervi
 
 from __future__ import annotations
 
+import binascii
 import fcntl
 import os
 import signal
@@ -281,7 +287,15 @@ def _permitted_now() -> int:
     return 0
 
 
-def _apply_identity(process: dict, capabilities: int, no_new_privs: bool) -> tuple[int, str]:
+def _install_seccomp(seccomp: dict | None) -> None:
+    """Install the container's compiled seccomp filter (``config["seccomp"]``, see containers)."""
+    if seccomp:
+        linux.seccomp_set_mode_filter(binascii.a2b_base64(seccomp["program"]), int(seccomp.get("flags", 0)))
+
+
+def _apply_identity(
+    process: dict, capabilities: int, no_new_privs: bool, seccomp: dict | None = None
+) -> tuple[int, str]:
     # The supervisor shields itself from the OOM killer (-999); containers must not inherit that.
     # Best effort: some hosts (sandboxes) refuse any lowering of the score even to root.
     try:
@@ -303,6 +317,10 @@ def _apply_identity(process: dict, capabilities: int, no_new_privs: bool) -> tup
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     os.setgroups(groups)
     os.setgid(gid)
+    if not no_new_privs:
+        # Without no_new_privs the kernel takes a filter only from CAP_SYS_ADMIN, which setuid
+        # may take away: install it now, so setuid, capset and the exec run under it (as runc).
+        _install_seccomp(seccomp)
     os.setuid(uid)
     if uid == 0:
         linux.capset(capabilities, capabilities, 0)
@@ -310,7 +328,8 @@ def _apply_identity(process: dict, capabilities: int, no_new_privs: bool) -> tup
     return uid, home
 
 
-def _exec(process: dict, home: str) -> None:
+def _exec(process: dict, home: str, seccomp: dict | None = None) -> None:
+    """execvpe the process; with no_new_privs set, ``seccomp`` is installed right before it."""
     env = {}
     for item in process.get("env", []):
         key, _, value = item.partition("=")
@@ -324,6 +343,7 @@ def _exec(process: dict, home: str) -> None:
             except (OSError, ValueError):
                 pass
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _install_seccomp(seccomp)  # the last step: the filter must (and does) allow execve
     args = process["args"]
     try:
         os.execvpe(args[0], args, env)
@@ -424,12 +444,16 @@ def become_container(
             linux.mount("", "/", None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
         if config.get("hostname") and flags & linux.CLONE_NEWUTS:
             linux.sethostname(config["hostname"])
-        _uid, home = _apply_identity(
-            process, int(config["capabilities"]), bool(config.get("no_new_privs"))
-        )
-        _exec(process, home)
+        _enter_identity_and_exec(config, process)
     except BaseException as exc:
         _fail(err_fd, exc)
+
+
+def _enter_identity_and_exec(config: dict, process: dict) -> None:
+    no_new_privs = bool(config.get("no_new_privs"))
+    seccomp = config.get("seccomp")
+    _uid, home = _apply_identity(process, int(config["capabilities"]), no_new_privs, seccomp)
+    _exec(process, home, seccomp if no_new_privs else None)
 
 
 def exec_in_container(
@@ -445,10 +469,7 @@ def exec_in_container(
             if kind in ns_fds:
                 linux.setns(ns_fds[kind], _NS_FLAGS[kind])
         os.chdir("/")
-        _uid, home = _apply_identity(
-            process, int(config["capabilities"]), bool(config.get("no_new_privs"))
-        )
-        _exec(process, home)
+        _enter_identity_and_exec(config, process)  # under the container's seccomp filter too
     except BaseException as exc:
         _fail(err_fd, exc)
 

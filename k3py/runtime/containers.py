@@ -14,6 +14,8 @@ timeout; asyncio callers run them in a thread.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import fcntl
 import json
@@ -33,13 +35,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from k3py.runtime import linux
+from k3py.runtime import linux, seccomp
 from k3py.runtime import supervisor as supervisor_module
 from k3py.runtime.cgroups import Cgroup, prune_empty
 from k3py.runtime.containerinit import DEFAULT_CAPABILITIES
-from k3py.runtime.images import ImageError, ImageStore
+from k3py.runtime.devices import container_rules
+from k3py.runtime.images import ImageError, ImageStore, ImportBudget
 from k3py.runtime.linux import capability_mask
-from k3py.runtime.spec import ContainerSpec, ContainerStatus, Resources, Sandbox, SandboxSpec
+from k3py.runtime.spec import (
+    ContainerSpec,
+    ContainerStatus,
+    Resources,
+    Sandbox,
+    SandboxSpec,
+    SecurityProfile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +69,82 @@ class ExecResult:
     stderr: bytes
 
 
+class _SessionSocket:
+    """The supervisor connection of one exec or attach session.
+
+    Readable from a thread (blocking, with a timeout) or from asyncio (``aread``), and closable
+    from anywhere without waiting: there is no buffered file object whose lock a reading thread
+    would hold (closing one of those blocked the event loop while an exec ran). Closing tells
+    the supervisor the client is gone; for an exec it then kills the process, as containerd
+    does when the exec stream's context ends.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.pending = bytearray()
+        self.closed = False
+
+    def recv(self, timeout: float | None) -> bytes:
+        self.sock.settimeout(timeout)
+        return self.sock.recv(65536)
+
+    async def arecv(self) -> bytes:
+        self.sock.setblocking(False)
+        return await asyncio.get_running_loop().sock_recv(self.sock, 65536)
+
+    def read_line(self, timeout: float | None = None) -> bytes:
+        """The next reply line (b"" when the supervisor hung up first)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.pending:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            chunk = self.recv(remaining)
+            if not chunk:
+                return b""
+            self.pending.extend(chunk)
+        line, _, rest = bytes(self.pending).partition(b"\n")
+        self.pending[:] = rest
+        return line
+
+    async def aread_line(self) -> bytes:
+        while b"\n" not in self.pending:
+            chunk = await self.arecv()
+            if not chunk:
+                return b""
+            self.pending.extend(chunk)
+        line, _, rest = bytes(self.pending).partition(b"\n")
+        self.pending[:] = rest
+        return line
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.settimeout(10.0)
+        self.sock.sendall(data)
+
+    async def asendall(self, data: bytes) -> None:
+        self.sock.setblocking(False)
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        # shutdown first: it wakes a thread still blocked in recv on this socket, which a bare
+        # close would leave waiting on a descriptor number that may be reused.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def _exit_code(line: bytes) -> int:
+    reply = json.loads(line) if line else {"exit_code": 255}
+    return int(reply.get("exit_code", 255))
+
+
 class ExecSession:
     """A process running inside a container: its stdio ends and its exit code.
 
     For a tty session ``stdout`` is the pty master (read and write it; there is no ``stderr``);
-    otherwise ``stdin`` (when requested), ``stdout`` and ``stderr`` are pipe ends.
+    otherwise ``stdin`` (when requested), ``stdout`` and ``stderr`` are pipe ends. ``close``
+    never blocks; closing before the process has exited kills it.
     """
 
     def __init__(
@@ -75,14 +156,17 @@ class ExecSession:
         stderr: int | None,
         tty: bool,
     ) -> None:
-        self._conn = conn
-        self._reader = conn.makefile("rb")
+        self._channel = _SessionSocket(conn)
         self.pid = pid
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
         self.tty = tty
         self.exit_code: int | None = None
+
+    def _read_reply(self) -> dict:
+        line = self._channel.read_line(30.0)
+        return json.loads(line) if line else {"error": "supervisor closed the connection"}
 
     def resize(self, rows: int, cols: int) -> None:
         if not self.tty:
@@ -96,15 +180,19 @@ class ExecSession:
 
     def wait(self, timeout: float | None = None) -> int:
         if self.exit_code is None:
-            self._conn.settimeout(timeout)
             try:
-                line = self._reader.readline()
+                line = self._channel.read_line(timeout)
             except TimeoutError:
                 raise ContainerError(
                     f"exec process {self.pid} still running after {timeout}s"
                 ) from None
-            reply = json.loads(line) if line else {"exit_code": 255}
-            self.exit_code = int(reply.get("exit_code", 255))
+            self.exit_code = _exit_code(line)
+        return self.exit_code
+
+    async def wait_async(self) -> int:
+        """``wait`` for asyncio callers: no thread sits in a blocking read."""
+        if self.exit_code is None:
+            self.exit_code = _exit_code(await self._channel.aread_line())
         return self.exit_code
 
     def close(self) -> None:
@@ -112,81 +200,187 @@ class ExecSession:
         for fd in {self.stdout, self.stderr} - {None}:
             with contextlib.suppress(OSError):
                 os.close(fd)  # type: ignore[arg-type]
-        self._reader.close()
-        self._conn.close()
+        self._channel.close()
 
 
 class AttachSession:
-    """The stdio of a running container: output as it is produced, input when it has stdin."""
+    """The stdio of a running container: output as it is produced, input when it has stdin.
 
-    def __init__(self, sock: socket.socket, tty: bool, stdin: bool) -> None:
-        self._sock = sock
+    Each method has an asyncio twin (``aread``, ``awrite``, ...) for the kubelet, which must not
+    park threads in reads that only the container's next output would end.
+    """
+
+    def __init__(self, channel: _SessionSocket, tty: bool, stdin: bool) -> None:
+        self._channel = channel
         self.tty = tty
         self.stdin = stdin
-        self._buffer = bytearray()
         self.exit_state: dict | None = None
+
+    def _next_frame(self) -> tuple[str, bytes] | bool | None:
+        """The next complete frame in the buffer; True when more bytes are needed."""
+        buffer = self._channel.pending
+        if len(buffer) >= 5:
+            size = int.from_bytes(buffer[1:5], "big")
+            if len(buffer) >= 5 + size:
+                kind, payload = buffer[0], bytes(buffer[5 : 5 + size])
+                del buffer[: 5 + size]
+                if kind == supervisor_module.FRAME_EXIT:
+                    self.exit_state = json.loads(payload)
+                    return None
+                return ("stdout" if kind == supervisor_module.FRAME_STDOUT else "stderr", payload)
+        return None if self.exit_state is not None else True
 
     def read(self, timeout: float | None = None) -> tuple[str, bytes] | None:
         """The next ("stdout" | "stderr", data); None once the container has exited."""
-        while True:
-            if len(self._buffer) >= 5:
-                size = int.from_bytes(self._buffer[1:5], "big")
-                if len(self._buffer) >= 5 + size:
-                    kind, payload = self._buffer[0], bytes(self._buffer[5 : 5 + size])
-                    del self._buffer[: 5 + size]
-                    if kind == supervisor_module.FRAME_EXIT:
-                        self.exit_state = json.loads(payload)
-                        return None
-                    return (
-                        "stdout" if kind == supervisor_module.FRAME_STDOUT else "stderr",
-                        payload,
-                    )
-            if self.exit_state is not None:
-                return None
-            self._sock.settimeout(timeout)
+        while (item := self._next_frame()) is True:
             try:
-                chunk = self._sock.recv(65536)
+                chunk = self._channel.recv(timeout)
             except TimeoutError:
                 raise ContainerError(f"no output from the container within {timeout}s") from None
             if not chunk:
                 return None
-            self._buffer.extend(chunk)
+            self._channel.pending.extend(chunk)
+        return item  # type: ignore[return-value]
+
+    async def aread(self) -> tuple[str, bytes] | None:
+        while (item := self._next_frame()) is True:
+            chunk = await self._channel.arecv()
+            if not chunk:
+                return None
+            self._channel.pending.extend(chunk)
+        return item  # type: ignore[return-value]
 
     def write(self, data: bytes) -> None:
-        self._sock.sendall(supervisor_module.frame(supervisor_module.FRAME_STDIN, data))
+        self._channel.sendall(supervisor_module.frame(supervisor_module.FRAME_STDIN, data))
+
+    async def awrite(self, data: bytes) -> None:
+        await self._channel.asendall(supervisor_module.frame(supervisor_module.FRAME_STDIN, data))
 
     def close_stdin(self) -> None:
-        self._sock.sendall(supervisor_module.frame(supervisor_module.FRAME_CLOSE_STDIN, b""))
+        self._channel.sendall(supervisor_module.frame(supervisor_module.FRAME_CLOSE_STDIN, b""))
 
-    def resize(self, rows: int, cols: int) -> None:
-        self._sock.sendall(
-            supervisor_module.frame(supervisor_module.FRAME_RESIZE, struct.pack(">HH", rows, cols))
+    async def aclose_stdin(self) -> None:
+        await self._channel.asendall(
+            supervisor_module.frame(supervisor_module.FRAME_CLOSE_STDIN, b"")
         )
 
+    @staticmethod
+    def _resize_frame(rows: int, cols: int) -> bytes:
+        return supervisor_module.frame(supervisor_module.FRAME_RESIZE, struct.pack(">HH", rows, cols))
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._channel.sendall(self._resize_frame(rows, cols))
+
+    async def aresize(self, rows: int, cols: int) -> None:
+        await self._channel.asendall(self._resize_frame(rows, cols))
+
     def close(self) -> None:
-        self._sock.close()
+        self._channel.close()
 
 
 def _new_id() -> str:
     return secrets.token_hex(32)
 
 
+MAX_SECCOMP_PROFILE_BYTES = 1 << 20
+
+
+def seccomp_filter_config(profile: SecurityProfile, capabilities: int) -> dict | None:
+    """``config["seccomp"]`` for a container: its compiled filter (None when Unconfined).
+
+    Compiled here, at create and cached per profile (``seccomp``), so starting and exec'ing
+    only install it. A Localhost profile that cannot be read or compiled fails the create with
+    containerd's words (the kubelet shows them as CreateContainerError).
+    """
+    kind = profile.profile_type or "Unconfined"
+    try:
+        if kind == "Unconfined":
+            return None
+        if kind == "RuntimeDefault":
+            compiled = seccomp.runtime_default_filter(capabilities)
+        elif kind == "Localhost":
+            path = profile.localhost_ref
+            if not os.path.isabs(path):
+                raise ContainerError(f"seccomp profile path {path!r} must be absolute")
+            try:
+                with open(path, "rb") as f:
+                    text = f.read(MAX_SECCOMP_PROFILE_BYTES + 1)
+            except OSError as exc:
+                reason = (exc.strerror or str(exc)).lower()
+                raise ContainerError(f'cannot load seccomp profile "{path}": open {path}: {reason}') from None
+            if len(text) > MAX_SECCOMP_PROFILE_BYTES:
+                raise ContainerError(f'seccomp profile "{path}" is larger than {MAX_SECCOMP_PROFILE_BYTES} bytes')
+            compiled = seccomp.compile_profile(seccomp.parse_profile(text, path))
+        else:
+            raise ContainerError(f"unknown seccomp profile type {kind!r} (RuntimeDefault, Unconfined or Localhost)")
+    except seccomp.SeccompError as exc:
+        raise ContainerError(f"failed to generate seccomp spec opts: {exc}") from None
+    return {
+        "profile": kind,
+        "program": base64.b64encode(compiled.program).decode(),
+        "flags": compiled.flags,
+    }
+
+
+def default_cgroup_parent(data_dir: Path) -> str:
+    """The cgroup parent a runtime data dir owns unless told otherwise: ``k3py-<12 hex digits
+    of the SHA-256 of its resolved path>``. Two runtimes on one host (two agents, tests) thus
+    never share a parent, and the same data dir finds the same parent after a restart."""
+    import hashlib
+
+    resolved = str(Path(data_dir).absolute().resolve())
+    return "k3py-" + hashlib.sha256(resolved.encode()).hexdigest()[:12]
+
+
+def _private_dir(path: Path) -> None:
+    """``path`` (and missing parents) as a directory only root may enter (existing ones too)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def write_private(path: Path, data: str) -> None:
+    """Write a state file readable by root only (it may hold secrets: config.json has the
+    container's environment), atomically: a reader sees the old or the new content."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 class ContainerRuntime:
-    """Sandboxes and containers under ``data_dir``; images in ``data_dir/images``."""
+    """Sandboxes and containers under ``data_dir``; images in ``data_dir/images``.
+
+    ``cgroup_parent`` None means ``default_cgroup_parent(data_dir)``: the runtime's containers,
+    pod groups and pre-forked zygotes live below it, and its supervisor touches nothing else.
+    The data dir and everything in it that describes containers is root's alone (dirs 0700,
+    state files 0600); see ``docs/architecture.md``.
+    """
 
     def __init__(
-        self, data_dir: Path, *, cgroup_parent: str = "k3py", isolate_mounts: bool = False
+        self,
+        data_dir: Path,
+        *,
+        cgroup_parent: str | None = None,
+        isolate_mounts: bool = False,
+        image_budget: ImportBudget | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.containers_dir = self.data_dir / "containers"
         self.sandboxes_dir = self.data_dir / "sandboxes"
-        for directory in (self.containers_dir, self.sandboxes_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        self.images = ImageStore(self.data_dir / "images")
-        self.cgroup_parent = cgroup_parent
+        for directory in (self.data_dir, self.containers_dir, self.sandboxes_dir):
+            _private_dir(directory)
+        self.images = ImageStore(self.data_dir / "images", budget=image_budget)
+        self.cgroup_parent = cgroup_parent or default_cgroup_parent(self.data_dir)
         # Run the supervisor in a private mount namespace (tests): its mounts never reach the host.
         self.isolate_mounts = isolate_mounts
         self._version_checked = False  # compared with the running supervisor on first use
+        self._supervisor_features: frozenset[str] = frozenset()  # what the running one honours
 
     # ---- supervisor --------------------------------------------------------------------------
 
@@ -257,25 +451,51 @@ class ContainerRuntime:
 
     def ensure_supervisor(self) -> int:
         """The supervisor's pid, starting it if needed (or replacing an idle outdated one)."""
-        with open(self.data_dir / "supervisor.lock", "a") as lock:
+        lock_fd = os.open(self.data_dir / "supervisor.lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with open(lock_fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             reply = self._ping()
             self._version_checked = True
             if reply is not None:
-                if reply.get("version") == supervisor_module.code_version():
+                self._supervisor_features = frozenset(reply.get("features") or ())
+                if (
+                    reply.get("version") == supervisor_module.code_version()
+                    and reply.get("cgroup_parent") == self.cgroup_parent
+                ):
                     return int(reply["pid"])
                 # With isolate_mounts the sandboxes' namespace files live in the supervisor's
                 # private mount namespace and would vanish with it.
                 busy = reply.get("running") or (self.isolate_mounts and self.list_sandboxes())
-                if busy:
+                unconfined = "devices" not in (reply.get("features") or [])
+                if busy and unconfined and not self.isolate_mounts:
+                    # It would start every new container without a device allowlist, and a
+                    # busy node never lets it go idle: replace it now. SIGTERM makes it stop
+                    # serving and exit, leaving its containers running; the new supervisor adopts
+                    # them and confines them (their exit codes are then reported as unknown).
                     log.warning(
-                        "supervisor %s runs other k3py code; kept while it has containers or sandboxes",
+                        "supervisor %s predates device isolation: replacing it; its %d running"
+                        " containers are adopted, their exit codes will be reported as unknown",
                         reply["pid"],
+                        len(reply.get("running") or []),
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(reply["pid"]), signal.SIGTERM)
+                    self._wait_gone(int(reply["pid"]))
+                elif busy:
+                    log.warning(
+                        "supervisor %s runs other k3py code or cgroup parent (%s); kept while it"
+                        " has containers or sandboxes",
+                        reply["pid"],
+                        reply.get("cgroup_parent"),
                     )
                     return int(reply["pid"])
-                log.info("replacing idle supervisor %s, which runs other k3py code", reply["pid"])
-                self._request({"op": "shutdown"})
-                self._wait_gone(int(reply["pid"]))
+                else:
+                    log.info(
+                        "replacing idle supervisor %s, which runs other k3py code or cgroup parent",
+                        reply["pid"],
+                    )
+                    self._request({"op": "shutdown"})
+                    self._wait_gone(int(reply["pid"]))
             command = [
                 sys.executable,
                 "-S",
@@ -291,7 +511,20 @@ class ContainerRuntime:
                 raise ContainerError(
                     f"the supervisor did not start: {result.stdout}{result.stderr}".strip()
                 )
+            self._supervisor_features = frozenset(supervisor_module.FEATURES)
             return int(result.stdout.split()[1])
+
+    def _require_features(self, needed: set[str]) -> None:
+        """Refuse a container an older supervisor (kept while it runs containers) would start
+        without what it asks for — a seccomp filter silently missing is worse than an error."""
+        if not self._version_checked:
+            self.ensure_supervisor()
+        missing = needed - self._supervisor_features
+        if missing:
+            raise ContainerError(
+                f"the running container supervisor comes from an older k3py and cannot apply "
+                f"{', '.join(sorted(missing))}; it is replaced once its containers have exited"
+            )
 
     @staticmethod
     def _wait_gone(pid: int, timeout: float = 10.0) -> None:
@@ -318,7 +551,7 @@ class ContainerRuntime:
     def create_sandbox(self, spec: SandboxSpec) -> Sandbox:
         sandbox_id = _new_id()
         directory = self.sandboxes_dir / sandbox_id
-        directory.mkdir()
+        directory.mkdir(mode=0o700)
         hostname = socket.gethostname() if spec.host_network else (spec.hostname or spec.name)
         kinds = [
             kind
@@ -346,9 +579,7 @@ class ContainerRuntime:
             utsns_path=str(ns / "uts") if "uts" in kinds else "",
             created_at=time.time_ns(),
         )
-        (directory / "sandbox.json").write_text(
-            json.dumps({**asdict(sandbox), "labels": spec.labels})
-        )
+        write_private(directory / "sandbox.json", json.dumps({**asdict(sandbox), "labels": spec.labels}))
         return sandbox
 
     def get_sandbox(self, sandbox_id: str) -> Sandbox:
@@ -421,6 +652,7 @@ class ContainerRuntime:
                 )
             except ValueError as exc:
                 raise ContainerError(str(exc)) from None
+        seccomp_filter = None if spec.privileged else seccomp_filter_config(spec.seccomp, caps)
         if spec.sandbox_id:
             sandbox = self.get_sandbox(spec.sandbox_id)
             # An empty path is the host's namespace (hostNetwork / hostIPC pods).
@@ -441,6 +673,11 @@ class ContainerRuntime:
                 "uts": "new",
             }
             hostname = spec.hostname or spec.name
+        if spec.host_pid:
+            namespaces["pid"] = "host"  # forked without a new pid namespace (see supervisor)
+        needed = ({"seccomp"} if seccomp_filter else set()) | ({"host_pid"} if spec.host_pid else set())
+        if needed:
+            self._require_features(needed)
         for mount in spec.mounts:
             if mount.type not in ("bind", "tmpfs") or not mount.destination.startswith("/"):
                 raise ContainerError(
@@ -448,8 +685,12 @@ class ContainerRuntime:
                 )
         cid = _new_id()
         bundle = self.containers_dir / cid
+        # The bundle is root's alone (its config holds the environment, its upper dir the
+        # container's writes); what is inside keeps 0755: the upper dir's mode is the mode of
+        # the container's "/", which non-root container users must be able to enter.
+        bundle.mkdir(mode=0o700)
         for sub in ("upper", "work", "rootfs", "empty"):
-            (bundle / sub).mkdir(parents=True)
+            (bundle / sub).mkdir(mode=0o755)
         config: dict[str, Any] = {
             "id": cid,
             "rootfs": {
@@ -474,9 +715,15 @@ class ContainerRuntime:
             "capabilities": caps,
             "privileged": spec.privileged,
             "no_new_privs": spec.no_new_privs,
+            "seccomp": seccomp_filter,
             "readonly_rootfs": spec.readonly_rootfs,
             "mounts": [asdict(m) for m in spec.mounts],
-            "cgroup": {"parent": cgroup_parent, "name": cid},
+            # The device allowlist (None for privileged: every device the parent allows).
+            "cgroup": {
+                "parent": cgroup_parent,
+                "name": cid,
+                "devices": container_rules(spec.privileged, fuse=spec.fuse_device),
+            },
             "resources": asdict(spec.resources),
             "log": {
                 "path": spec.log_path or str(bundle / "container.log"),
@@ -495,8 +742,8 @@ class ContainerRuntime:
             "labels": spec.labels,
             "log_path": config["log"]["path"],
         }
-        (bundle / "config.json").write_text(json.dumps(config))
-        (bundle / "meta.json").write_text(json.dumps(meta))
+        write_private(bundle / "config.json", json.dumps(config))
+        write_private(bundle / "meta.json", json.dumps(meta))
         return cid
 
     def start_container(self, cid: str) -> int:
@@ -560,6 +807,20 @@ class ContainerRuntime:
             Cgroup(head, name).create(asdict(resources))
         except OSError as exc:
             raise ContainerError(f"cannot set up cgroup {parent}: {exc}") from None
+
+    def remove_cgroup_parent(self) -> bool:
+        """Remove the runtime's cgroup parent with the empty groups below it, bottom-up (after
+        the supervisor has stopped); a group with processes is left. True when it is gone."""
+        gone = True
+        for directory in Cgroup(self.cgroup_parent, "").dirs.values():
+            for path, _dirs, _files in os.walk(directory, topdown=False):
+                try:
+                    os.rmdir(path)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    gone = False
+        return gone
 
     def remove_empty_cgroup(self, below: str) -> None:
         """Remove the group ``below`` and its parents up to ours while they are empty (a pod's
@@ -627,7 +888,7 @@ class ContainerRuntime:
         self._request({"op": "update", "id": cid, "resources": asdict(resources)})
         config = json.loads((bundle / "config.json").read_text())
         config["resources"] = asdict(resources)
-        (bundle / "config.json").write_text(json.dumps(config))
+        write_private(bundle / "config.json", json.dumps(config))
 
     def container_stats(self, cid: str) -> dict:
         """Memory bytes, cpu nanoseconds and pid count of a running container."""
@@ -646,19 +907,17 @@ class ContainerRuntime:
     def attach(self, cid: str) -> AttachSession:
         """Connect to a running container's stdio (stdin only if it was created with stdin)."""
         self._bundle(cid)
-        sock = self._send({"op": "attach", "id": cid})
-        reader = sock.makefile("rb", buffering=0)
-        line = b""
-        while not line.endswith(b"\n"):
-            byte = reader.read(1)  # unbuffered: frames that follow must stay in the socket
-            if not byte:
-                break
-            line += byte
+        channel = _SessionSocket(self._send({"op": "attach", "id": cid}))
+        try:
+            line = channel.read_line(30.0)  # frames that follow stay in the channel's buffer
+        except BaseException:
+            channel.close()
+            raise
         reply = json.loads(line) if line else {"error": "supervisor closed the connection"}
         if "error" in reply:
-            sock.close()
+            channel.close()
             raise ContainerError(reply["error"])
-        return AttachSession(sock, bool(reply.get("tty")), bool(reply.get("stdin")))
+        return AttachSession(channel, bool(reply.get("tty")), bool(reply.get("stdin")))
 
     def _exec_pty(self, cid: str) -> tuple[int, int]:
         """The exec session's terminal, from the container's devpts so that ``tty`` names it
@@ -717,8 +976,11 @@ class ContainerRuntime:
         for fd in set(child_fds):
             os.close(fd)
         session = ExecSession(sock, 0, ours[0] if (stdin or tty) else None, ours[1], ours[2], tty)
-        line = session._reader.readline()
-        reply = json.loads(line) if line else {"error": "supervisor closed the connection"}
+        try:
+            reply = session._read_reply()
+        except BaseException:
+            session.close()
+            raise
         if "error" in reply:
             session.close()
             raise ContainerError(reply["error"])

@@ -13,6 +13,16 @@ Every blob is written to ``tmp`` while hashed and renamed into ``blobs`` only if
 matches, so a blob file is always what its name says. Layers are unpacked once (keyed by the
 uncompressed digest, which the image config lists) and shared by every image and container that
 uses them. Index updates hold an exclusive ``flock`` so several processes may share a store.
+
+The store's directories are root's alone (0700): layer dirs hold the images' device nodes and
+setuid files, and nothing in them is any host user's business.
+
+Import budget (``ImportBudget``): a layer may decompress to at most ``max_layer_bytes`` and the
+layers one image unpacks to at most ``max_image_bytes`` together; a blob (compressed, it is never
+larger than what it expands to, give or take a header) at most ``max_layer_bytes``. Both are
+checked while the bytes stream in, so a gzip bomb stops before the disk fills; the caller then
+drops everything the import added. Defaults: 8 GiB per layer, 16 GiB per image, or
+``$K3PY_IMAGE_MAX_LAYER_SIZE`` / ``$K3PY_IMAGE_MAX_SIZE`` (``512Mi``, ``8Gi``, ``10G`` or bytes).
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from k3py.runtime.layer import LayerError, unpack_layer
+from k3py.runtime.layer import LayerError, LayerTooLarge, human_size, unpack_layer
 from k3py.runtime.reference import ReferenceError_, is_digest, parse_reference
 
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -59,6 +69,50 @@ _CHUNK = 1 << 20
 
 class ImageError(ValueError):
     """An image operation failed because of its input; the message is meant for the user."""
+
+
+class ImageTooLarge(ImageError):
+    """A blob, layer or image past the import budget."""
+
+
+_SIZE_UNITS = {
+    "": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
+    "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40,
+}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """``"512Mi"``, ``"8Gi"``, ``"10G"``, ``"1048576"`` → bytes (Kubernetes quantity suffixes)."""
+    value = text.strip()
+    digits = value.rstrip("KMGTkmgti")
+    unit = value[len(digits) :].lower()
+    unit = unit.removesuffix("b") if unit.endswith("ib") else unit
+    try:
+        number = float(digits)
+    except ValueError:
+        raise ValueError(f"invalid size {text!r}: use bytes or a suffix such as 512Mi, 8Gi") from None
+    if unit not in _SIZE_UNITS or number <= 0:
+        raise ValueError(f"invalid size {text!r}: use bytes or a suffix such as 512Mi, 8Gi")
+    return int(number * _SIZE_UNITS[unit])
+
+
+@dataclass(frozen=True)
+class ImportBudget:
+    """How much one layer, and one image's layers together, may decompress to."""
+
+    max_layer_bytes: int = 8 << 30
+    max_image_bytes: int = 16 << 30
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ImportBudget:
+        """The defaults, overridden by ``$K3PY_IMAGE_MAX_LAYER_SIZE`` / ``$K3PY_IMAGE_MAX_SIZE``."""
+        env = os.environ if environ is None else environ
+        layer = env.get("K3PY_IMAGE_MAX_LAYER_SIZE", "")
+        image = env.get("K3PY_IMAGE_MAX_SIZE", "")
+        return cls(
+            max_layer_bytes=parse_size(layer) if layer else cls.max_layer_bytes,
+            max_image_bytes=parse_size(image) if image else cls.max_image_bytes,
+        )
 
 
 class ImageNotFound(ImageError):
@@ -105,15 +159,20 @@ class Image:
 
 
 class ImageStore:
-    """A content-addressed image store rooted at ``root`` (created on first use)."""
+    """A content-addressed image store rooted at ``root`` (created on first use).
 
-    def __init__(self, root: Path) -> None:
+    ``budget`` None means ``ImportBudget.from_env()``.
+    """
+
+    def __init__(self, root: Path, *, budget: ImportBudget | None = None) -> None:
         self.root = Path(root)
+        self.budget = budget if budget is not None else ImportBudget.from_env()
         self.blobs = self.root / "blobs" / "sha256"
         self.layers_dir = self.root / "layers"
         self.tmp = self.root / "tmp"
-        for directory in (self.blobs, self.layers_dir, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True)
+        for directory in (self.root, self.root / "blobs", self.blobs, self.layers_dir, self.tmp):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)  # stores made before this rule was kept 0755
         layout = self.root / "oci-layout"
         if not layout.exists():
             layout.write_text('{"imageLayoutVersion": "1.0.0"}')
@@ -128,15 +187,32 @@ class ImageStore:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
+    def check_blob_size(self, size: int | None, what: str) -> None:
+        """Refuse a blob that would be larger than a layer may be (before downloading it)."""
+        limit = self.budget.max_layer_bytes
+        if size is not None and size > limit:
+            raise ImageTooLarge(
+                f"{what} is {human_size(size)}, more than the budget of {human_size(limit)}"
+                " per layer; refused"
+            )
+
     def write_blob(
         self,
         stream: IO[bytes],
         expected_digest: str | None = None,
         expected_size: int | None = None,
     ) -> tuple[str, int]:
-        """Copy ``stream`` into the store, verifying digest and size; returns (digest, size)."""
+        """Copy ``stream`` into the store, verifying digest and size; returns (digest, size).
+
+        A stream longer than ``expected_size`` or than the layer budget is cut off and refused.
+        """
         if expected_digest is not None:
             digest_hex(expected_digest)
+        what = f"blob {expected_digest}" if expected_digest else "blob"
+        self.check_blob_size(expected_size, what)
+        limit = self.budget.max_layer_bytes
+        if expected_size is not None:
+            limit = min(limit, expected_size)
         hasher = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
@@ -151,6 +227,12 @@ class ImageStore:
                         break
                     hasher.update(chunk)
                     size += len(chunk)
+                    if size > limit:
+                        if expected_size is not None and size > expected_size:
+                            raise ImageError(
+                                f"{what} is longer than the {expected_size} bytes announced"
+                            )
+                        self.check_blob_size(size, what)
                     out.write(chunk)
             digest = "sha256:" + hasher.hexdigest()
             if expected_size is not None and size != expected_size:
@@ -376,30 +458,54 @@ class ImageStore:
         return self.layers_dir / digest_hex(diff_id)
 
     def unpack(self, image: Image) -> list[Path]:
-        """Unpack any layer not yet unpacked; returns the layer dirs, lowest first."""
+        """Unpack any layer not yet unpacked; returns the layer dirs, lowest first.
+
+        The layers unpacked by this call may together decompress to at most the image budget;
+        past it (or a layer past the layer budget) ``ImageTooLarge`` is raised, and on any
+        refusal the layer dirs this call created are removed again (dirs it found in place
+        stay: they belong to images already in the store).
+        """
         dirs = []
-        for descriptor, diff_id in zip(image.layers, image.diff_ids, strict=True):
-            final = self.layer_dir(diff_id)
-            if not final.is_dir():
-                work = Path(tempfile.mkdtemp(dir=self.tmp, prefix="layer-"))
-                try:
-                    with open(self.blob_path(descriptor["digest"]), "rb") as blob:
-                        actual = unpack_layer(blob, work)
-                    if actual != diff_id:
-                        raise ImageError(
-                            f"layer {descriptor['digest']} unpacks to {actual}, but the image config says {diff_id}"
-                        )
+        created: list[Path] = []
+        image_limit = self.budget.max_image_bytes
+        unpacked = 0
+        try:
+            for descriptor, diff_id in zip(image.layers, image.diff_ids, strict=True):
+                final = self.layer_dir(diff_id)
+                if not final.is_dir():
+                    work = Path(tempfile.mkdtemp(dir=self.tmp, prefix="layer-"))
+                    limit = min(self.budget.max_layer_bytes, image_limit - unpacked)
                     try:
-                        os.rename(work, final)
-                    except OSError:
-                        if not final.is_dir():
-                            raise
-                except LayerError as exc:
-                    raise ImageError(str(exc)) from None
-                finally:
-                    if work.exists():
-                        shutil.rmtree(work)
-            dirs.append(final)
+                        with open(self.blob_path(descriptor["digest"]), "rb") as blob:
+                            actual, size = unpack_layer(blob, work, max_bytes=limit)
+                        if actual != diff_id:
+                            raise ImageError(
+                                f"layer {descriptor['digest']} unpacks to {actual}, but the image config says {diff_id}"
+                            )
+                        unpacked += size
+                        try:
+                            os.rename(work, final)
+                            created.append(final)
+                        except OSError:
+                            if not final.is_dir():
+                                raise
+                    except LayerTooLarge as exc:
+                        if limit < self.budget.max_layer_bytes:
+                            raise ImageTooLarge(
+                                f"image layers decompress to more than the budget of "
+                                f"{human_size(image_limit)} per image; refused"
+                            ) from None
+                        raise ImageTooLarge(f"layer {descriptor['digest']}: {exc}") from None
+                    except LayerError as exc:
+                        raise ImageError(str(exc)) from None
+                    finally:
+                        if work.exists():
+                            shutil.rmtree(work)
+                dirs.append(final)
+        except ImageError:
+            for layer_dir in created:
+                shutil.rmtree(layer_dir, ignore_errors=True)
+            raise
         return dirs
 
     def rootfs_layers(self, ref: str) -> tuple[Image, list[Path]]:

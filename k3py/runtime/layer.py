@@ -7,11 +7,20 @@ and ``.wh..wh..opq`` sets the ``trusted.overlay.opaque`` xattr on its directory.
 A layer is untrusted input. Every path is resolved component by component with
 ``O_NOFOLLOW | O_DIRECTORY`` directory descriptors, and every file is created relative to its
 parent's descriptor, so no entry can leave the layer directory: absolute names and ``..`` are
-refused, an earlier symlink cannot be written through by a later entry, hard links must name a
-file already inside this layer, and device nodes are refused (they would give a container raw
-access to host devices). The uncompressed stream is hashed while read, so the caller can check
-the layer's diff_id against the image config. Gzip, zstd and plain tar are recognised by their
-magic bytes; anything truncated or malformed raises ``LayerError``.
+refused, an earlier symlink cannot be written through by a later entry, and hard links must name
+a file already inside this layer. The uncompressed stream is hashed while read, so the caller can
+check the layer's diff_id against the image config. Gzip, zstd and plain tar are recognised by
+their magic bytes; anything truncated or malformed raises ``LayerError``.
+
+Device nodes (debootstrap leaves ``dev/console``, ``dev/null``… in its root) are created as
+containerd creates them: a container's device cgroup (``devices``) decides what it may open, so
+a node in its root grants nothing by itself; and the store's directories are root's alone, so
+no host user reaches them either. Where the runtime lacks CAP_MKNOD (EPERM) they are skipped
+with a warning.
+
+``max_bytes`` bounds the layer's size: both the decompressed stream and the file contents it
+expands to (a sparse tar entry can declare far more than the stream carries). Past it the unpack
+stops with ``LayerTooLarge`` before writing more: a small gzip bomb cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import logging
 import os
 import shutil
 import stat
@@ -35,22 +45,46 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _COPY_CHUNK = 1 << 20
 
 
+log = logging.getLogger(__name__)
+
+
 class LayerError(ValueError):
     """A layer that is malformed or tries to escape its directory; nothing was kept."""
 
 
-class _HashingReader:
-    """A read-only stream that hashes everything read through it (the layer's diff_id)."""
+class LayerTooLarge(LayerError):
+    """A layer that expands past the import budget."""
 
-    def __init__(self, inner: IO[bytes]) -> None:
+
+def human_size(size: int) -> str:
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{size} bytes"
+
+
+class _HashingReader:
+    """A read-only stream that hashes everything read through it (the layer's diff_id) and
+    refuses to deliver more than ``limit`` bytes."""
+
+    def __init__(self, inner: IO[bytes], limit: int | None = None) -> None:
         self._inner = inner
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self.limit = limit
 
     def read(self, n: int = -1) -> bytes:
+        if self.limit is not None and (n is None or n < 0):
+            n = self.limit - self.size + 1  # never decompress an unbounded amount at once
         data = self._inner.read(n)
         self.sha256.update(data)
         self.size += len(data)
+        if self.limit is not None and self.size > self.limit:
+            raise LayerTooLarge(
+                f"layer decompresses to more than the budget of {human_size(self.limit)}"
+                " per layer; refused"
+            )
         return data
 
     def drain(self) -> None:
@@ -170,8 +204,24 @@ def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         raise LayerError(f"malformed or truncated layer: {exc}") from None
 
 
+class _Budget:
+    """The bytes of file content a layer may still write (None: unbounded)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.written = 0
+
+    def take(self, size: int, name: str) -> None:
+        self.written += size
+        if self.limit is not None and self.written > self.limit:
+            raise LayerTooLarge(
+                f"layer expands to more than the budget of {human_size(self.limit)} per layer"
+                f" (at {name!r}); refused"
+            )
+
+
 def _extract_member(
-    root: _SafeRoot, tar: tarfile.TarFile, member: tarfile.TarInfo, allow_devices: bool
+    root: _SafeRoot, tar: tarfile.TarFile, member: tarfile.TarInfo, budget: _Budget
 ) -> None:
     parts = split_member_path(member.name)
     if not parts:
@@ -194,6 +244,7 @@ def _extract_member(
             if not kept_dir:
                 os.mkdir(base, 0o755, dir_fd=parent_fd)
         elif member.isreg():
+            budget.take(member.size, member.name)  # before a byte of it is written
             source = tar.extractfile(member)
             assert source is not None
             fd = os.open(
@@ -234,12 +285,23 @@ def _extract_member(
                 os.close(target_fd)
             return  # a hard link shares the target's metadata
         elif member.ischr() or member.isblk():
-            if not allow_devices:
-                raise LayerError(f"refusing device node in layer: {member.name!r}")
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-            os.mknod(
-                base, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=parent_fd
-            )
+            try:
+                os.mknod(
+                    base,
+                    kind | 0o600,
+                    os.makedev(member.devmajor, member.devminor),
+                    dir_fd=parent_fd,
+                )
+            except PermissionError:
+                log.warning(
+                    "skipping device node %r (%d:%d) of a layer: no permission to create"
+                    " device nodes (CAP_MKNOD)",
+                    member.name,
+                    member.devmajor,
+                    member.devminor,
+                )
+                return
         elif member.isfifo():
             os.mkfifo(base, 0o600, dir_fd=parent_fd)
         else:
@@ -251,14 +313,16 @@ def _extract_member(
         os.close(parent_fd)
 
 
-def unpack_layer(blob: IO[bytes], dest: Path, *, allow_devices: bool = False) -> str:
+def unpack_layer(blob: IO[bytes], dest: Path, *, max_bytes: int | None = None) -> tuple[str, int]:
     """Unpack the (possibly compressed) tar ``blob`` into the empty directory ``dest``.
 
-    Returns the diff_id (``sha256:<hex>`` of the uncompressed stream). On error raises LayerError
-    and leaves ``dest`` for the caller to delete (it lies inside the store's tmp dir).
+    Returns the diff_id (``sha256:<hex>`` of the uncompressed stream) and the uncompressed size.
+    On error (``LayerTooLarge`` past ``max_bytes``) raises LayerError and leaves ``dest`` for the
+    caller to delete (it lies inside the store's tmp dir).
     """
+    budget = _Budget(max_bytes)
     try:
-        stream = _HashingReader(open_decompressed(blob))
+        stream = _HashingReader(open_decompressed(blob), max_bytes)
         tar = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise LayerError(f"layer is not a readable tar stream: {exc}") from None
@@ -266,7 +330,7 @@ def unpack_layer(blob: IO[bytes], dest: Path, *, allow_devices: bool = False) ->
     try:
         for member in _members(tar):
             try:
-                _extract_member(root, tar, member, allow_devices)
+                _extract_member(root, tar, member, budget)
             except (EOFError, tarfile.TarError) as exc:
                 raise LayerError(f"truncated layer while reading {member.name!r}: {exc}") from None
         try:
@@ -283,4 +347,4 @@ def unpack_layer(blob: IO[bytes], dest: Path, *, allow_devices: bool = False) ->
         raise
     finally:
         root.close()
-    return "sha256:" + stream.sha256.hexdigest()
+    return "sha256:" + stream.sha256.hexdigest(), stream.size

@@ -221,3 +221,34 @@ def open_pty_in(pid: int) -> tuple[int, int]:
     except BaseException:
         os.close(master)
         raise
+
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_SYSCALL = {"x86_64": 317, "aarch64": 277}
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_mode_filter(program: bytes, flags: int = 0) -> None:
+    """Install a seccomp BPF program (``struct sock_filter[]``) on this thread; the caller must
+    have set no_new_privs or hold CAP_SYS_ADMIN. Without flags, prctl needs no syscall number."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    if not flags:
+        result = _libc.prctl(
+            ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog),
+            ctypes.c_ulong(0), ctypes.c_ulong(0),
+        )  # fmt: skip
+    else:
+        number = _SECCOMP_SYSCALL.get(os.uname().machine)
+        if number is None:
+            raise OSError(f"seccomp filter flags are not supported on {os.uname().machine}")
+        result = _libc.syscall(
+            ctypes.c_long(number), ctypes.c_ulong(SECCOMP_SET_MODE_FILTER), ctypes.c_ulong(flags),
+            ctypes.byref(fprog),
+        )  # fmt: skip
+    _check(result, f"seccomp(SET_MODE_FILTER, flags {flags:#x}, {len(program) // 8} instructions)")

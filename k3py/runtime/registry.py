@@ -283,14 +283,21 @@ class RegistryClient:
         digest: str,
         size: int | None,
         progress: PullProgress | None = None,
-    ) -> None:
-        """Download a blob into the store, resuming after dropped connections, verifying its digest."""
+    ) -> bool:
+        """Download a blob into the store, resuming after dropped connections, verifying its
+        digest; True if it was added (False: it was there already).
+
+        A blob past the layer budget is refused before the download when the manifest says so,
+        and cut off as soon as the bytes received pass it (or the size announced) otherwise.
+        """
         if store.has_blob(digest):
             if progress:
                 have = store.blob_path(digest).stat().st_size
                 progress(digest, have, have)
-            return
+            return False
         digest_hex(digest)
+        store.check_blob_size(size, f"blob {digest}")
+        limit = store.budget.max_layer_bytes if size is None else min(size, store.budget.max_layer_bytes)
         scope = f"repository:{repository}:pull"
         fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix="pull-")
         os.close(fd)
@@ -310,8 +317,14 @@ class RegistryClient:
                                 chunk = response.read(_CHUNK)
                                 if not chunk:
                                     break
-                                out.write(chunk)
                                 have += len(chunk)
+                                if have > limit:
+                                    if size is not None and have > size:
+                                        raise RegistryError(
+                                            f"blob {digest} is longer than the {size} bytes announced"
+                                        )
+                                    store.check_blob_size(have, f"blob {digest}")
+                                out.write(chunk)
                                 if progress:
                                     progress(digest, have, size)
                     if size is None or have >= size:
@@ -333,6 +346,7 @@ class RegistryClient:
             if actual != digest:
                 raise RegistryError(f"digest mismatch: blob {digest} hashes to {actual}")
             os.replace(tmp_name, store.blob_path(digest))
+            return True
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
@@ -444,26 +458,46 @@ def _pull(
         raise RegistryError(
             f"unsupported image config media type {image_config.get('mediaType')!r}"
         )
-    client.fetch_blob(store, repository, image_config["digest"], image_config.get("size"), progress)
-    layers = manifest.get("layers") or []
-    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
-        futures = [
-            pool.submit(
-                client.fetch_blob,
-                store,
-                repository,
-                layer["digest"],
-                layer.get("size"),
-                progress,
-            )
-            for layer in layers
-        ]
-        for future in futures:
-            future.result()
-    stored_digest = store.write_blob_bytes(body)
-    assert stored_digest == digest
-    image = store.load_manifest(digest)
-    store.unpack(image)
+    added: list[str] = []  # blobs this pull put in the store: removed again if it fails
+    try:
+        if client.fetch_blob(
+            store, repository, image_config["digest"], image_config.get("size"), progress
+        ):
+            added.append(image_config["digest"])
+        layers = manifest.get("layers") or []
+        with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+            futures = {
+                layer["digest"]: pool.submit(
+                    client.fetch_blob,
+                    store,
+                    repository,
+                    layer["digest"],
+                    layer.get("size"),
+                    progress,
+                )
+                for layer in layers
+            }
+            failure: BaseException | None = None
+            for layer_digest, future in futures.items():
+                try:
+                    if future.result():
+                        added.append(layer_digest)
+                except BaseException as exc:  # the other downloads finish; then we fail
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
+        manifest_known = store.has_blob(digest)
+        stored_digest = store.write_blob_bytes(body)
+        assert stored_digest == digest
+        if not manifest_known:
+            added.append(digest)
+        image = store.load_manifest(digest)
+        store.unpack(image)
+    except BaseException:
+        for blob in added:
+            with contextlib.suppress(FileNotFoundError):
+                store.blob_path(blob).unlink()
+        raise
     store.tag(str(ref), digest)
     image.names = [str(ref)]
     return image

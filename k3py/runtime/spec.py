@@ -33,6 +33,14 @@ class Resources:
 
 
 @dataclass
+class SecurityProfile:
+    """A container's seccomp profile, as the CRI's ``SecurityProfile`` names it."""
+
+    profile_type: str = "Unconfined"  # "RuntimeDefault", "Unconfined" or "Localhost"
+    localhost_ref: str = ""  # Localhost: the absolute path of the profile (JSON) on this node
+
+
+@dataclass
 class ContainerSpec:
     name: str
     image: str
@@ -46,7 +54,10 @@ class ContainerSpec:
     capabilities_drop: list[str] = field(default_factory=list)  # "ALL" drops every one
     privileged: bool = False
     no_new_privs: bool = False  # true when allowPrivilegeEscalation is false
+    seccomp: SecurityProfile = field(default_factory=SecurityProfile)  # privileged: unconfined
+    host_pid: bool = False  # hostPID: the runtime's pid namespace instead of a new one
     readonly_rootfs: bool = False
+    fuse_device: bool = False  # may read/write /dev/fuse (10:229); privileged may use every device
     mounts: list[Mount] = field(default_factory=list)
     hostname: str = ""  # used when the container has its own UTS namespace
     stdin: bool = False

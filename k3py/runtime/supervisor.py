@@ -17,7 +17,7 @@ modules), it daemonises (double fork + setsid) and then:
   ``containerinit.become_container``. The fork and the cgroup move are off the start path
   (a cgroup v2 move into ``cgroup.procs`` costs an RCU grace period, ~10 ms; see cgroups).
   Without a usable zygote (cgroup v2 cannot rename, or it died) we fork the same way on the
-  spot. A CLOEXEC error pipe tells us whether the ``execve`` happened or why set-up failed;
+  spot; a hostPID container is always forked on the spot, in our own pid namespace. A CLOEXEC error pipe tells us whether the ``execve`` happened or why set-up failed;
 - reads the containers' stdout/stderr (pipes, or the master of the pty a tty container
   opened in its own devpts and sent over a console socket) and writes CRI log lines
   ``<RFC3339Nano> stdout|stderr F|P <text>``, rotating by size, and streams them to attached
@@ -51,8 +51,17 @@ from collections.abc import Callable
 
 SOCKET_NAME = "supervisor.sock"
 POOL_SIZE = 2
+# What this supervisor guarantees, for clients deciding whether an older one must be replaced:
+# "devices": every container it starts (or adopts) has its device allowlist.
+FEATURES = ("devices",)
 JOIN_CGROUP_KEY = "k3py.join_cgroup"  # in a zygote's config: join the container's group itself
+# The largest config a zygote takes in its one message (above it, or above what the socket's
+# buffer carries, the container is forked on the spot instead).
+ZYGOTE_MAX_CONFIG = 1 << 20
 POOL_REFILL_IDLE = 0.02  # seconds without events before the zygote pool is refilled
+# What this supervisor's containers honour (config "seccomp", namespaces "pid": "host"); k3py
+# refuses to create such containers for an older supervisor it had to keep running.
+FEATURES = ("seccomp", "host_pid")
 _PARTIAL_LIMIT = 16 * 1024  # a line longer than this is logged in P(artial) pieces
 _READ_SIZE = 65536
 
@@ -72,7 +81,7 @@ def code_version() -> str:
 
     here = os.path.dirname(os.path.abspath(__file__))
     digest = hashlib.sha256()
-    for name in ("supervisor.py", "containerinit.py", "cgroups.py", "linux.py"):
+    for name in ("supervisor.py", "containerinit.py", "cgroups.py", "devices.py", "linux.py"):
         with open(os.path.join(here, name), "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
@@ -88,8 +97,9 @@ def rfc3339nano(ns: int) -> str:
 
 
 def write_json_atomic(path: str, obj: dict) -> None:
+    """Replace ``path`` by ``obj`` as JSON, readable by root only (state files may hold secrets)."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
         json.dump(obj, f)
     os.replace(tmp, path)
 
@@ -209,10 +219,16 @@ class Container:
         return os.path.join(self.bundle, "state.json")
 
     def cgroup(self):  # -> Cgroup | None
-        from k3py.runtime.cgroups import Cgroup
+        from k3py.runtime.cgroups import container_cgroup
 
         cg = self.config.get("cgroup")
-        return Cgroup(cg["parent"], cg["name"]) if cg else None
+        return container_cgroup(cg) if cg else None
+
+    def prepare_cgroup(self, cg) -> None:  # cg: Cgroup
+        """Create the container's group with its limits and its device allowlist; both are in
+        force before the container's init is handed its config (or forked)."""
+        cg.create(self.config.get("resources") or {})
+        cg.restrict_devices((self.config.get("cgroup") or {}).get("devices"))
 
 
 class Supervisor:
@@ -223,7 +239,7 @@ class Supervisor:
         self.pool: list[Zygote] = []
         self.emptied_pool_groups: list[str] = []  # pool groups zygotes left for another parent
         self.containers_dir = os.path.join(data_dir, "containers")
-        os.makedirs(self.containers_dir, exist_ok=True)
+        os.makedirs(self.containers_dir, mode=0o700, exist_ok=True)
         self.epoll = select.epoll()
         self.handlers: dict[int, object] = {}
         self.containers: dict[str, Container] = {}
@@ -360,7 +376,15 @@ class Supervisor:
     def op_ping(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         running = sorted(c.id for c in self.containers.values() if c.running)
         self._reply(
-            conn, {"ok": True, "pid": os.getpid(), "running": running, "version": self.version}
+            conn,
+            {
+                "ok": True,
+                "pid": os.getpid(),
+                "running": running,
+                "version": self.version,
+                "cgroup_parent": self.cgroup_parent,
+                "features": list(FEATURES),
+            },
         )
 
     def op_shutdown(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
@@ -427,15 +451,25 @@ class Supervisor:
             outputs = {out_r: "stdout", err_r: "stderr"}
         parked = [] if tty else list(outputs)
         err_r_sync, err_w_sync = os.pipe()
-        pid = self._start_in_zygote(container, child_stdio, err_w_sync, parked)
+        # hostPID: the container stays in our pid namespace, so no zygote (each is pid 1 of its own).
+        host_pid = (config.get("namespaces") or {}).get("pid") == "host"
+        pid = 0 if host_pid else self._start_in_zygote(container, child_stdio, err_w_sync, parked)
         if pid == 0:
+
+            def child() -> None:
+                containerinit.become_container(config, child_stdio, err_w_sync, parked=parked)
+
             if cg is not None:
-                cg.create(config.get("resources") or {})
-            pid = self._fork_in_new_pidns(
-                lambda: containerinit.become_container(
-                    config, child_stdio, err_w_sync, parked=parked
-                )
-            )
+                try:
+                    container.prepare_cgroup(cg)
+                except OSError as exc:
+                    # Reported like any set-up failure: through the error pipe, as a StartError.
+                    failure = f"cannot set up the container's cgroup: {exc}".encode()
+
+                    def child() -> None:
+                        os.write(err_w_sync, failure)
+
+            pid = self._fork_in_new_pidns(child, new_pidns=not host_pid)
         os.close(err_w_sync)
         for fd in set(child_stdio):
             os.close(fd)
@@ -504,11 +538,13 @@ class Supervisor:
 
     # ---- pre-forked container processes ("zygotes") -----------------------------------------
 
-    def _fork_in_new_pidns(self, child: Callable[[], None]) -> int:
-        """Fork a child that is pid 1 of a new pid namespace and still our direct child."""
+    def _fork_in_new_pidns(self, child: Callable[[], None], new_pidns: bool = True) -> int:
+        """Fork a child that is pid 1 of a new pid namespace (or, with ``new_pidns=False``, in
+        ours) and still our direct child."""
         from k3py.runtime import linux
 
-        linux.unshare(linux.CLONE_NEWPID)
+        if new_pidns:
+            linux.unshare(linux.CLONE_NEWPID)
         try:
             pid = os.fork()
             if pid == 0:
@@ -517,7 +553,8 @@ class Supervisor:
                 finally:
                     os._exit(127)
         finally:
-            linux.setns(self.own_pidns, linux.CLONE_NEWPID)
+            if new_pidns:
+                linux.setns(self.own_pidns, linux.CLONE_NEWPID)
         return pid
 
     def _refill_pool(self) -> None:
@@ -550,9 +587,9 @@ class Supervisor:
                 # supervisor's, so volumes and sandbox namespace files mounted later are visible.
                 channel = socket.socket(fileno=keep)
                 channel.send(b"ready")  # only now may the supervisor rename our cgroup
-                message, fds, _flags, _addr = socket.recv_fds(channel, 65536, 8)
-                if not message:
-                    os._exit(0)  # the pool is being emptied
+                message, fds, flags, _addr = socket.recv_fds(channel, ZYGOTE_MAX_CONFIG, 8)
+                if not message or flags & socket.MSG_TRUNC:
+                    os._exit(0)  # the pool is being emptied (a truncated config is never run)
                 for fd in fds:
                     os.set_inheritable(fd, False)  # SCM_RIGHTS fds arrive without close-on-exec
                 config = json.loads(message)
@@ -572,6 +609,8 @@ class Supervisor:
         from k3py.runtime.cgroups import Cgroup
 
         cg = container.cgroup()
+        if len(json.dumps(container.config)) > ZYGOTE_MAX_CONFIG - 1024:
+            return 0  # too big for one message (a large environment): forked on the spot
         while self.pool and cg is not None and cg.renamable:
             zygote = self.pool.pop(0)
             try:
@@ -582,12 +621,12 @@ class Supervisor:
                 config = container.config
                 if os.path.dirname(cg.relative) == self.cgroup_parent.strip("/"):
                     Cgroup(self.cgroup_parent, zygote.cgroup).rename_to(cg)
-                    cg.create(config.get("resources") or {})
+                    container.prepare_cgroup(cg)
                 else:
                     # A rename cannot move a group to another parent (a pod's group): the zygote
                     # moves itself, which is as cheap (it writes "0"), and leaves its pool group
                     # empty for ``_prune_pool_groups`` once it has started.
-                    cg.create(config.get("resources") or {})
+                    container.prepare_cgroup(cg)
                     config = {**config, JOIN_CGROUP_KEY: True}
                     self.emptied_pool_groups.append(zygote.cgroup)
                 socket.send_fds(zygote.sock, [json.dumps(config).encode()], [*stdio, err_w, *parked])
@@ -606,8 +645,12 @@ class Supervisor:
         while self.emptied_pool_groups:
             prune_empty(self.cgroup_parent, self.emptied_pool_groups.pop())
 
-    def _remove_stale_pool(self) -> None:
-        """Pool cgroups of a supervisor that was killed (its zygotes exit when it does)."""
+    def _remove_stale_pool(self, patience: float = 2.0) -> None:
+        """Remove the pool groups a killed supervisor of this data dir left (its zygotes exit
+        when it does: their socket closes). Only empty groups are removed, after waiting up to
+        ``patience`` seconds for exiting zygotes; a group with live processes is never touched:
+        it is not ours (another runtime told to use the same parent) and killing them would
+        break that runtime."""
         from k3py.runtime.cgroups import Cgroup
 
         parent = Cgroup(self.cgroup_parent, "")
@@ -615,11 +658,23 @@ class Supervisor:
         for directory in parent.dirs.values():
             if os.path.isdir(directory):
                 names.update(n for n in os.listdir(directory) if n.startswith("pool-"))
-        for name in names:
-            try:
-                Cgroup(self.cgroup_parent, name).remove()
-            except OSError as exc:
-                sys.stderr.write(f"cannot remove stale pool cgroup {name}: {exc}\n")
+        deadline = time.monotonic() + patience
+        for name in sorted(names):
+            group = Cgroup(self.cgroup_parent, name)
+            while True:
+                busy = False
+                for directory in group.dirs.values():
+                    try:
+                        os.rmdir(directory)
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        busy = True
+                if not busy or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            if busy:
+                sys.stderr.write(f"pool cgroup {name} still has processes: left alone\n")
 
     def _discard_zygote(self, zygote: Zygote) -> None:
         from k3py.runtime.cgroups import Cgroup
@@ -822,6 +877,27 @@ class Supervisor:
         self._reply(conn, {"ok": True, "pid": pid}, close=False)
         self.execs[pid] = conn
 
+        def on_client(fd: int, mask: int) -> None:
+            # The client sends nothing after its request: readable means it hung up (or broke
+            # the protocol). Its stdio is gone with it, so the process is killed, as containerd
+            # kills an exec whose stream ended; the reap below still answers nobody.
+            try:
+                data = conn.recv(1, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                return
+            self._unregister(fd)
+            if self.execs.get(pid) is conn:
+                try:
+                    os.kill(pid, signal.SIGKILL)  # our unreaped child: the pid cannot be reused
+                except ProcessLookupError:
+                    pass
+
+        self._register(conn.fileno(), on_client)
+
     # ---- sandboxes ---------------------------------------------------------------------------
 
     def op_sandbox_create(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
@@ -914,6 +990,8 @@ class Supervisor:
                 code = 128 - code  # killed by signal N: 128+N, as shells and the CRI report it
             conn = self.execs.pop(pid, None)
             if conn is not None:
+                if conn.fileno() >= 0:
+                    self._unregister(conn.fileno())
                 self._reply(conn, {"exit_code": code})
                 continue
             for container in self.containers.values():
@@ -998,6 +1076,7 @@ class Supervisor:
                 container.running = True
                 self._register(container.adopted_pidfd, self._on_adopted_exit)
                 self._reclaim_output(container)
+                self._confine_devices(container)
             else:
                 container.running = True
                 self._finish(
@@ -1006,6 +1085,36 @@ class Supervisor:
                     reason="Unknown",
                     message="exited while no supervisor was running",
                 )
+
+    def _confine_devices(self, container: Container) -> None:
+        """Give a container an older k3py started (its config has no device rules) the device
+        allowlist now: its group gets the rules and, on v1, its processes move into a new
+        device group. Descriptors it opened before keep working; new opens are checked."""
+        from k3py.runtime import devices
+        from k3py.runtime.cgroups import Cgroup
+
+        spec = container.config.get("cgroup")
+        if not spec or "devices" in spec:
+            return
+        rules = devices.container_rules(bool(container.config.get("privileged")))
+        legacy = Cgroup(spec["parent"], spec["name"], devices=False)
+        cg = Cgroup(spec["parent"], spec["name"])
+        try:
+            if not cg.v2 and "devices" in cg.dirs:
+                os.makedirs(cg.dirs["devices"], exist_ok=True)
+            cg.restrict_devices(rules)
+            if not cg.v2 and "devices" in cg.dirs:
+                for pid in legacy.pids():
+                    try:
+                        with open(os.path.join(cg.dirs["devices"], "cgroup.procs"), "w") as f:
+                            f.write(str(pid))
+                    except ProcessLookupError:
+                        pass  # exited meanwhile
+        except OSError as exc:
+            sys.stderr.write(f"cannot apply device rules to adopted container {container.id}: {exc}\n")
+            return
+        container.config["cgroup"] = {**spec, "devices": rules}
+        write_json_atomic(os.path.join(container.bundle, "config.json"), container.config)
 
     def _reclaim_output(self, container: Container) -> None:
         """Take back the read ends of an adopted container's output pipes and log again."""

@@ -3,10 +3,15 @@
 Order: certificates and token (first start creates them), the store, the watch cache (loads
 every object), the registry, the HTTPS listener, the system objects, then the admin
 kubeconfig is written — so a client that sees the kubeconfig can already talk to the API.
-Then the control plane and, when the caller passes a ``node_agent`` hook, this host's node agent
-run as tasks over the in-process transport. The hook exists because k3py.server may not import
-k3py.agent: the CLI composes the two (``k3py/cli/wiring.py``). Components stop in reverse on
-SIGINT/SIGTERM.
+Then the control plane, the kubelet serving-certificate signer (``bootstrap/kubeletserving``:
+joining agents' certificates) and, when the caller passes a ``node_agent`` hook, this host's
+node agent run as tasks over the in-process transport. The hook exists because k3py.server may
+not import k3py.agent: the CLI composes the two (``k3py/cli/wiring.py``). Components stop in
+reverse on SIGINT/SIGTERM.
+
+The data dir is 0700 and the files in it 0600 (``k3py/util/private.py``); the API server dials
+kubelets with its own kubelet-client certificate and trusts only kubelet certificates the
+cluster CA signed for the node (``apiserver/streaming.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from k3py.api.resources import builtin_resources
 from k3py.client.interface import Client
@@ -32,15 +38,18 @@ from k3py.server.apiserver.inflight import InflightLimits
 from k3py.server.apiserver.inprocess import InProcessTransport
 from k3py.server.apiserver.registry import Registry
 from k3py.server.apiserver.server import ApiServer, server_ssl_context
+from k3py.server.apiserver.streaming import KubeletClientTLS
 from k3py.server.apiserver.system import ensure_system_objects
 from k3py.server.apiserver.watchcache import WatchCache
-from k3py.server.bootstrap.certs import ensure_certificates
+from k3py.server.bootstrap.certs import TLSFiles, ensure_certificates
 from k3py.server.bootstrap.kubeconfig import write_kubeconfig
 from k3py.server.bootstrap.tokens import load_or_create_token
 from k3py.server.config import ServerConfig
 from k3py.store import StoreError
 from k3py.store.factory import open_store
 from k3py.util.logsummary import LogSummary
+from k3py.util.loopwatch import watching_the_loop
+from k3py.util.private import private_dir
 
 log = logging.getLogger("k3py.server")
 
@@ -70,6 +79,18 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+
+
+def _make_database_private(store: object) -> None:
+    """An embedded SQLite database and its -wal/-shm files: 0600 (SQLite creates them 0644,
+    and later -wal/-shm files copy the main file's mode)."""
+    path = getattr(store, "path", None)
+    if not isinstance(path, Path):
+        return  # PostgreSQL: nothing on this host
+    for file in path.parent.glob(path.name + "*"):
+        with contextlib.suppress(OSError):
+            if file.is_file() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
 
 
 def _advertise_ip(bind_address: str) -> str:
@@ -104,13 +125,22 @@ async def run_server(
 ) -> None:
     stop = stop or asyncio.Event()
     started = time.monotonic()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    # Keys, token and database live here: root's eyes only (k3py/util/private.py).
+    private_dir(config.data_dir)
     tls = ensure_certificates(config.data_dir, config.tls_san)
     token = load_or_create_token(config.data_dir, config.token)
-    store = open_store(
-        config.datastore_endpoint, config.data_dir / "db", synchronous=config.sqlite_synchronous
-    )
+    try:
+        store = open_store(
+            config.datastore_endpoint, config.data_dir / "db", synchronous=config.sqlite_synchronous
+        )
+    except ValueError:
+        # The endpoint may carry a password: name only its scheme.
+        scheme = urlsplit(config.datastore_endpoint).scheme or "(none)"
+        raise StoreError(
+            f"unsupported datastore endpoint scheme {scheme!r}: use sqlite://<path> or postgres://..."
+        ) from None
     await store.start()
+    await asyncio.to_thread(_make_database_private, store)
     cache = WatchCache(store)
     apiserver: ApiServer | None = None
     try:
@@ -122,7 +152,9 @@ async def run_server(
         advertise_ip = _advertise_ip(config.bind_address)
         apiserver = ApiServer(
             registry, table, token, f"{advertise_ip}:{config.https_listen_port}",
-            kubelet_client_cert=(tls.admin_cert, tls.admin_key),
+            # The API server's own identity towards kubelets, and the CA their serving
+            # certificates chain to (the cluster CA: k3py signs them, see bootstrap/kubeletserving).
+            kubelet_client_cert=KubeletClientTLS(tls.kubelet_client_cert, tls.kubelet_client_key, tls.ca_cert),
             connection_limits=ConnectionLimits(
                 header_timeout=config.request_header_timeout,
                 idle_timeout=config.idle_connection_timeout,
@@ -155,6 +187,7 @@ async def run_server(
         control_plane = asyncio.create_task(
             _run_control_plane(apiserver, config, tls.ca_cert.read_bytes(), stop), name="control-plane"
         )
+        signer = asyncio.create_task(_run_kubelet_serving_signer(apiserver, tls), name="kubelet-serving-signer")
         agent: asyncio.Task[None] | None = None
         if node_agent is not None:
             info = ServerInfo(config, advertise_ip, tls.ca_cert, tls.ca_key)
@@ -163,6 +196,9 @@ async def run_server(
         if agent is not None:
             await _finish(agent)
         await _finish(control_plane)
+        signer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await signer
     finally:
         if apiserver is not None:
             await apiserver.stop()
@@ -182,6 +218,19 @@ async def _run_control_plane(apiserver: ApiServer, config: ServerConfig, ca_pem:
         raise
     except Exception:
         log.exception("the control plane stopped with an error; the API server keeps serving")
+
+
+async def _run_kubelet_serving_signer(apiserver: ApiServer, tls: TLSFiles) -> None:
+    """Signs the serving certificates joining kubelets ask for (server/bootstrap/kubeletserving)."""
+    from k3py.server.bootstrap.kubeletserving import KubeletServingSigner
+
+    client = Client(InProcessTransport(apiserver.rest), field_manager="k3py-kubelet-serving-signer")
+    try:
+        await KubeletServingSigner(client, tls.ca_cert, tls.ca_key).run()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the kubelet serving-certificate signer stopped with an error; joining nodes cannot get certificates")
 
 
 async def _run_node_agent(apiserver: ApiServer, hook: NodeAgentHook, info: ServerInfo, stop: asyncio.Event) -> None:
@@ -233,7 +282,8 @@ def run_server_forever(config: ServerConfig, node_agent: NodeAgentHook | None = 
         loop.set_exception_handler(_summarising_exception_handler())
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_server(config, stop, node_agent)
+        with watching_the_loop():
+            await run_server(config, stop, node_agent)
 
     try:
         import uvloop

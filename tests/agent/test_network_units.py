@@ -16,6 +16,7 @@ from k3py.agent.network import (
     HostLocalIPAM,
     HostPort,
     HostPortConflict,
+    HostPortReserved,
     NetworkConfigError,
     NetworkError,
     NodeNetwork,
@@ -24,6 +25,7 @@ from k3py.agent.network import (
     host_veth_name,
     uses_pod_network,
 )
+from k3py.agent.network.hostports import check_reserved
 from k3py.agent.network.nftables import render_host_ports, render_ruleset
 
 A = ipaddress.IPv4Address
@@ -220,6 +222,35 @@ def test_ruleset_masquerades_pod_egress_and_dnats_host_ports(tmp_path: Path) -> 
         'tcp dport 8080 dnat to 10.42.5.2:80 comment "pod uid-a"',
         'ip daddr 192.0.2.1 udp dport 5353 dnat to 10.42.5.3:53 comment "pod uid-b"',
     ]
+
+
+def test_ruleset_drops_outside_traffic_to_localnet(tmp_path: Path) -> None:
+    """Upstream's CVE-2020-8558 rule, in a filter chain on the input hook of the same table."""
+    script = render_ruleset(NodeNetworkConfig(pod_cidr="10.42.5.0/24", data_dir=tmp_path), {})
+    chain = script[script.index("\tchain input {"):]
+    chain = chain[: chain.index("\t}")]
+    assert "type filter hook input priority filter; policy accept;" in chain
+    assert (
+        "ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 ct state != { established, related }"
+        ' ct status & dnat == 0 drop comment "block incoming localnet connections"'
+    ) in chain
+
+
+def test_reserved_host_ports_are_refused(tmp_path: Path) -> None:
+    reserved = {10250: "the kubelet", 6443: "the API server"}
+    with pytest.raises(HostPortReserved, match="hostPort 10250/TCP is reserved on this node: the kubelet listens on it"):
+        check_reserved([HostPort(10250, 8080, host_ip="192.0.2.1")], reserved)
+    with pytest.raises(HostPortReserved, match="the API server listens on it"):
+        check_reserved([HostPort(8080, 80), HostPort(6443, 443)], reserved)
+    # Other protocols never reach the TCP listeners; other ports are free.
+    check_reserved([HostPort(10250, 53, "UDP"), HostPort(10251, 80)], reserved)
+    # A record written before the port was reserved gets no DNAT rule.
+    config = NodeNetworkConfig(pod_cidr="10.42.0.0/24", data_dir=tmp_path, reserved_ports=((10250, "the kubelet"),))
+    network = NodeNetwork(config)
+    from k3py.agent.network.node import PodRecord
+
+    network.save_record(PodRecord("old-pod", "10.42.0.2", "vethx", "/run/netns/x", (HostPort(10250, 1), HostPort(8080, 80))))
+    assert network._host_ports() == {"old-pod": ("10.42.0.2", (HostPort(8080, 80),))}
 
 
 def test_host_port_updates_replace_only_the_hostport_chain(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 The streaming server is the real one (k3py.agent.streaming) with the host-process backend its
 own tests use, listening inside the cluster's network namespace; the node that hosts the pod
-points at it, and the API server authenticates to it with the cluster's client certificate.
+points at it, and the API server authenticates to it with its kubelet-client certificate (the
+streaming server's serving certificate is signed by the cluster CA for that node).
 """
 
 from __future__ import annotations
@@ -14,20 +15,25 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from k3py.agent.streaming.server import StreamingServer
-from k3py.server.bootstrap.certs import issue_leaf, load_or_create_ca, tls_files
+from k3py.server.bootstrap.certs import load_or_create_ca, tls_files
+from k3py.server.bootstrap.kubeletserving import sign_kubelet_serving
+from k3py.util.kubelettls import KUBELET_CLIENT_CN
 from tests.agent.test_streaming_kubectl import CONTAINER, POD, HostProcessBackend
 from tests.cluster import TestCluster
 
 KUBELET_PORT = 10250
+NODE = "logs-node"
 
 
 @pytest.fixture
 def kubelet(cluster: TestCluster, tmp_path: Path) -> Iterator[int]:
     """A streaming server on 127.0.0.1:10250 inside the cluster's network namespace."""
     ca_cert, ca_key = load_or_create_ca(tls_files(cluster.data_dir))
-    cert, key = issue_leaf(ca_cert, ca_key, "kubelet", sans=["127.0.0.1"], server=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = sign_kubelet_serving(ca_cert, ca_key, key.public_key(), NODE, ["127.0.0.1"])
     (tmp_path / "k.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "k.key").write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -39,7 +45,7 @@ def kubelet(cluster: TestCluster, tmp_path: Path) -> Iterator[int]:
     async def serve() -> None:
         server = StreamingServer(
             HostProcessBackend(), cert_file=tmp_path / "k.crt", key_file=tmp_path / "k.key",
-            client_ca_file=tls_files(cluster.data_dir).ca_cert, allowed_common_names=["system:admin"],
+            client_ca_file=tls_files(cluster.data_dir).ca_cert, allowed_common_names=[KUBELET_CLIENT_CN],
         )  # fmt: skip
         await server.start("127.0.0.1", KUBELET_PORT)
         stop = asyncio.Event()
@@ -64,7 +70,7 @@ def kubelet(cluster: TestCluster, tmp_path: Path) -> Iterator[int]:
 
 def test_kubectl_logs_reaches_the_kubelet(cluster: TestCluster, kubelet: int) -> None:
     node = {
-        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "logs-node"},
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE},
         "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                    "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet}}},
     }  # fmt: skip
@@ -73,7 +79,7 @@ def test_kubectl_logs_reaches_the_kubelet(cluster: TestCluster, kubelet: int) ->
     cluster.kubectl("create", "namespace", "logs")
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD},
-        "spec": {"nodeName": "logs-node", "containers": [{"name": CONTAINER, "image": "busybox"}]},
+        "spec": {"nodeName": NODE, "containers": [{"name": CONTAINER, "image": "busybox"}]},
     }  # fmt: skip
     status, body = cluster.request_json("POST", "/api/v1/namespaces/logs/pods", pod)
     assert status == 201, body

@@ -35,8 +35,8 @@ from tests.e2e.test_kubectl_workloads import (
     _read_until,
     _wait_running,
 )
+from tests.images import debian_archive
 from tests.kubelet.conftest import busybox_archive
-from tests.runtime.conftest import IMAGE_CACHE
 
 GRACEFUL = "trap 'echo got TERM; sleep 3; echo bye; exit 0' TERM; echo ready; while true; do sleep 0.2; done"
 SHELL = "trap 'exit 0' TERM; while true; do sleep 0.2; done"  # bash as pid 1 ignores TERM without a trap
@@ -124,10 +124,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
     from k3py.runtime.archive import import_archive
     from k3py.runtime.images import ImageStore
 
-    debian = IMAGE_CACHE / "debian-docker.tar"
-    assert debian.exists(), (
-        f"{debian} missing: run scripts/build-test-images --debian {IMAGE_CACHE}"
-    )
+    debian = debian_archive()
     base = tmp_path_factory.mktemp("debian-e2e")
     store = ImageStore(base / "agent" / "runtime" / "images")
     import_archive(store, busybox_archive())

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -23,28 +24,17 @@ from typing import Any
 import pytest
 
 from tests.cluster import TestCluster
+from tests.images import busybox_archive
 
 TOKEN = "kubelet-test-token-0123456789"
 NODE = "node-a"
-IMAGE_CACHE = Path(os.environ.get("K3PY_TEST_IMAGES", "/var/cache/k3py-test-images"))
-
-
-def busybox_archive() -> Path:
-    archive = IMAGE_CACHE / "busybox-oci.tar"
-    if not archive.exists():
-        from tests.runtime.imagebuilder import build_busybox_images
-
-        IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
-        build_busybox_images(IMAGE_CACHE)
-    return archive
-
-
 @dataclass
 class AgentNode:
     cluster: TestCluster
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    extra_args: Sequence[str] = ()  # more `k3py agent` flags
 
     def start(self) -> None:
         assert self.cluster.host is not None
@@ -56,6 +46,7 @@ class AgentNode:
             sys.executable, "-m", "k3py", "agent",
             "--server", f"https://127.0.0.1:{self.cluster.port}",
             "--token", TOKEN, "--data-dir", str(self.data_dir), "--node-name", NODE,
+            *self.extra_args,
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -154,14 +145,22 @@ def poll(what: str, check: Callable[[], Any], timeout: float, interval: float = 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
-def kubelet_get(cluster: TestCluster, path: str, timeout: float = 30) -> tuple[int, bytes]:
-    """GET from the node's kubelet streaming server (admin client certificate, as a proxy would)."""
-    import http.client
-    import ssl
+def kubelet_client_context(cluster: TestCluster) -> ssl.SSLContext:
+    """TLS as the API server dials a kubelet: its kubelet-client certificate (the only identity
+    a kubelet accepts), the kubelet's serving certificate verified against the cluster CA."""
+    from k3py.server.bootstrap.certs import tls_files
 
-    context = cluster.ssl_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the kubelet's serving certificate is self-signed
+    files = tls_files(cluster.data_dir)
+    context = ssl.create_default_context(cafile=str(files.ca_cert))
+    context.load_cert_chain(str(files.kubelet_client_cert), str(files.kubelet_client_key))
+    return context
+
+
+def kubelet_get(cluster: TestCluster, path: str, timeout: float = 30) -> tuple[int, bytes]:
+    """GET from the node's kubelet streaming server (as the API server's proxy would)."""
+    import http.client
+
+    context = kubelet_client_context(cluster)
 
     def _do() -> tuple[int, bytes]:
         conn = http.client.HTTPSConnection("127.0.0.1", 10250, context=context, timeout=timeout)
@@ -182,13 +181,10 @@ def kubelet_websocket(
     """Open a WebSocket stream on the kubelet, send ``send`` frames and return the frames received
     until the server closes (or ``done(frames)`` holds: then the client closes)."""
     import asyncio
-    import ssl
 
     import aiohttp
 
-    context = cluster.ssl_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = kubelet_client_context(cluster)
 
     async def _run() -> list[bytes]:
         frames: list[bytes] = []

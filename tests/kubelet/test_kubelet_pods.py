@@ -270,7 +270,7 @@ def test_exec_through_the_kubelet_websocket(agent_cluster) -> None:  # type: ign
 
 
 def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type: ignore[no-untyped-def]
-    cluster, _node = agent_cluster
+    cluster, node = agent_cluster
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
         "spec": {
@@ -303,9 +303,11 @@ def test_init_container_probes_and_port_forward(agent_cluster) -> None:  # type:
     assert status["qosClass"] == "Burstable"  # the init container has no limits
     # The limits are the container's cgroup settings.
     from k3py.runtime.cgroups import Cgroup
+    from k3py.runtime.containers import default_cgroup_parent
 
     uid = cluster.kubectl_json("get", "pod", "web")["metadata"]["uid"]
-    cgroup = Cgroup(f"k3py/kubepods/burstable/pod{uid}",
+    top = default_cgroup_parent(node.data_dir / "runtime")  # the agent's data dir owns it
+    cgroup = Cgroup(f"{top}/kubepods/burstable/pod{uid}",
                     status["containerStatuses"][0]["containerID"].removeprefix("k3py://"))
     if cgroup.v2:
         assert Path(cgroup.dirs[""], "memory.max").read_text().strip() == str(64 << 20)
@@ -839,8 +841,10 @@ def _cgroup_value(group, controller: str, v1_file: str, v2_file: str) -> str:  #
 def test_qos_classes_place_pods_in_their_cgroups(agent_cluster) -> None:  # type: ignore[no-untyped-def]
     from k3py.api.quantity import parse_quantity
     from k3py.runtime.cgroups import Cgroup
+    from k3py.runtime.containers import default_cgroup_parent
 
-    cluster, _node = agent_cluster
+    cluster, node = agent_cluster
+    top = default_cgroup_parent(node.data_dir / "runtime")  # the agent's data dir owns it
     classes = {
         "qos-guaranteed": {"limits": {"cpu": "250m", "memory": "48Mi"}},
         "qos-burstable": {"requests": {"memory": "1Gi", "cpu": "300m"}},
@@ -868,7 +872,7 @@ def test_qos_classes_place_pods_in_their_cgroups(agent_cluster) -> None:  # type
     for name, (parent, qos, oom) in expected.items():
         pod = pods[name]
         assert pod["status"]["qosClass"] == qos
-        groups[name] = Cgroup(f"k3py/{parent}", f"pod{pod['metadata']['uid']}")
+        groups[name] = Cgroup(f"{top}/{parent}", f"pod{pod['metadata']['uid']}")
         cid = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("k3py://")
         container_group = Cgroup(groups[name].relative, cid)
         procs = _cgroup_value(container_group, "memory", "cgroup.procs", "cgroup.procs").split()
@@ -883,11 +887,11 @@ def test_qos_classes_place_pods_in_their_cgroups(agent_cluster) -> None:  # type
         assert _cgroup_value(guaranteed, "cpu", "cpu.shares", "") == "256"
         # BestEffort pods share the smallest CPU weight, whatever their number. (The Burstable
         # group's weight is the sum of requests of the node's Burstable pods: the unit tests check
-        # it; here other test clusters' agents on this host share that group.)
-        assert _cgroup_value(Cgroup("k3py/kubepods", "besteffort"), "cpu", "cpu.shares", "") == "2"
+        # it.)
+        assert _cgroup_value(Cgroup(f"{top}/kubepods", "besteffort"), "cpu", "cpu.shares", "") == "2"
         assert _cgroup_value(groups["qos-burstable"], "cpu", "cpu.shares", "") == "307"
         assert _cgroup_value(groups["qos-burstable"], "memory", "memory.limit_in_bytes", "") == \
-            _cgroup_value(Cgroup("k3py", "kubepods"), "memory", "memory.limit_in_bytes", "")  # unbounded
+            _cgroup_value(Cgroup(top, "kubepods"), "memory", "memory.limit_in_bytes", "")  # unbounded
     cluster.kubectl("delete", "pod", *classes, "--wait=true", timeout=60)
     for name, group in groups.items():
         assert not group.exists(), f"{name}: {group.relative} left behind"

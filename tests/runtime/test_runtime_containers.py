@@ -191,6 +191,14 @@ def test_log_rotation_by_size(runtime: ContainerRuntime, tmp_path: Path) -> None
     assert numbers == list(range(numbers[0], 301))  # the newest lines, in order, none lost
 
 
+def test_a_large_environment_reaches_the_container(runtime: ContainerRuntime) -> None:
+    """A config larger than one zygote message (64 KiB once) still starts, with all of it
+    (each variable under execve's 128 KiB limit for one string)."""
+    env = {f"BIG{n}": str(n) * 60_000 for n in range(2)}
+    code, _, lines, _ = run_to_exit(runtime, 'echo "${#BIG0} ${#BIG1} ${BIG1:0:3}"', env=env)
+    assert code == 0 and stdout_of(lines) == ["60000 60000 111"]
+
+
 def test_env_user_working_dir_and_hostname(runtime: ContainerRuntime) -> None:
     code, _, lines, _ = run_to_exit(
         runtime,

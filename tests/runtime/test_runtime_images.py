@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -210,8 +211,6 @@ def hostile_layers(outside: Path) -> dict[str, tuple[list[Entry], str]]:
         ),
         "whiteout outside": ([Entry("../.wh.outside")], r"'\.\.'"),
         "whiteout of dotdot": ([Entry("a", tarfile.DIRTYPE), Entry("a/.wh..."[:-1])], "whiteout"),
-        "char device": ([Entry("dev/mem", tarfile.CHRTYPE, devmajor=1, devminor=1)], "device node"),
-        "block device": ([Entry("sda", tarfile.BLKTYPE, devmajor=8, devminor=0)], "device node"),
     }
 
 
@@ -376,3 +375,61 @@ def test_airgap_directory_import(store: ImageStore, test_images: Path, tmp_path:
     (airgap / "03-bad.tar").write_bytes(b"garbage" * 100)
     with pytest.raises(ImageError, match=r"03-bad\.tar"):
         import_directory(store, airgap)
+
+
+DEVICE_LAYER = [
+    Entry("dev", tarfile.DIRTYPE, mode=0o755),
+    Entry("dev/console", tarfile.CHRTYPE, mode=0o600, devmajor=5, devminor=1),
+    Entry("dev/null", tarfile.CHRTYPE, mode=0o666, devmajor=1, devminor=3),
+    Entry("dev/loop0", tarfile.BLKTYPE, mode=0o660, gid=6, devmajor=7, devminor=0),
+    Entry("etc", tarfile.DIRTYPE, mode=0o755),
+    Entry("etc/hostname", data=b"debootstrapped\n"),
+]
+
+
+def test_device_nodes_in_a_layer_are_created(store: ImageStore, tmp_path: Path) -> None:
+    """debootstrap leaves device nodes in its root; containerd creates them, and so do we (the
+    container's device cgroup decides what opening them allows; the store is root's alone)."""
+    archive = tmp_path / "devices.tar"
+    write_oci_archive(archive, [layer_tar(DEVICE_LAYER)], "docker.io/library/devices:1")
+    [image] = import_archive(store, archive)
+    layer = store.layer_dir(image.diff_ids[0])
+    found = {}
+    for name in ("console", "null", "loop0"):
+        st = os.lstat(layer / "dev" / name)
+        found[name] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), os.major(st.st_rdev),
+                       os.minor(st.st_rdev), st.st_gid)  # fmt: skip
+    assert found == {
+        "console": (stat.S_IFCHR, 0o600, 5, 1, 0),
+        "null": (stat.S_IFCHR, 0o666, 1, 3, 0),
+        "loop0": (stat.S_IFBLK, 0o660, 7, 0, 6),
+    }
+    assert (layer / "etc" / "hostname").read_text() == "debootstrapped\n"
+    # Nothing of the store is reachable by other host users: they could open these nodes.
+    for directory in (store.root, store.layers_dir, store.blobs, store.tmp):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+def test_device_nodes_are_skipped_without_cap_mknod(tmp_path: Path) -> None:
+    """A runtime that may not create device nodes imports the image without them and says so."""
+    archive = tmp_path / "devices.tar"
+    write_oci_archive(archive, [layer_tar(DEVICE_LAYER)], "docker.io/library/devices:1")
+    script = (
+        "import sys; from pathlib import Path; from k3py.runtime.archive import import_archive;"
+        "from k3py.runtime.images import ImageStore;"
+        "[image] = import_archive(ImageStore(Path(sys.argv[1])), Path(sys.argv[2]));"
+        "print(image.diff_ids[0])"
+    )
+    result = subprocess.run(
+        ["setpriv", "--bounding-set=-mknod", "--inh-caps=-mknod", sys.executable, "-c", script,
+         str(tmp_path / "store"), str(archive)],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "skipping device node 'dev/console' (5:1)" in result.stderr
+    assert "no permission to create device nodes (CAP_MKNOD)" in result.stderr
+    store = ImageStore(tmp_path / "store")
+    layer = store.layer_dir(result.stdout.strip())
+    assert sorted(os.listdir(layer / "dev")) == []
+    assert (layer / "etc" / "hostname").read_text() == "debootstrapped\n"
+    assert store.get("devices:1").diff_ids == [result.stdout.strip()]

@@ -75,6 +75,7 @@ from k3py.agent.kubelet.podspec import (
     qos_group_resources,
     referenced_config,
     runtime_resources,
+    seccomp_profile,
 )
 from k3py.agent.kubelet.probes import ProbeManager
 from k3py.agent.kubelet.pullsecrets import credentials_for
@@ -178,6 +179,8 @@ class PodManager:
         allocatable: Callable[[], dict[str, str]],
         workers: int = 16,
         clock: Callable[[], float] = time.time,
+        seccomp_default: bool = False,
+        seccomp_root: Path | None = None,
     ) -> None:
         self.client = client
         self.runtime = runtime
@@ -187,6 +190,9 @@ class PodManager:
         self.pods_dir = pods_dir
         self.allocatable = allocatable
         self.workers = workers
+        # kubelet's --seccomp-default, and where Localhost profiles live (<data dir>/seccomp)
+        self.seccomp_default = seccomp_default
+        self.seccomp_root = seccomp_root or pods_dir.parent / "seccomp"
         self.executor = ThreadPoolExecutor(max_workers=48, thread_name_prefix="kubelet")
         self.informer = Informer(client, PODS, field_selector=f"spec.nodeName={node_name}")
         self.services = Informer(client, SERVICES)  # for the containers' service variables
@@ -545,7 +551,12 @@ class PodManager:
         if sandbox_id is None:
             sandbox = await self.run_blocking(
                 self.runtime.create_sandbox,
-                SandboxSpec(name=sandbox_name(meta["namespace"], meta["name"], uid), hostname=pod_hostname(pod)[:63]),
+                SandboxSpec(
+                    name=sandbox_name(meta["namespace"], meta["name"], uid),
+                    hostname=pod_hostname(pod)[:63],
+                    host_network=bool(spec.get("hostNetwork")),
+                    host_ipc=bool(spec.get("hostIPC")),
+                ),
             )
             sandbox_id = sandbox.id
             self.sandboxes[uid] = sandbox_id
@@ -778,6 +789,8 @@ class PodManager:
                                 node_allocatable=self.allocatable())
             command, args = command_and_args(container, env)
             mounts = PodVolumes(self.pods_dir / record.uid).container_mounts(container, volume_paths, pod, attempt, env=env)
+            seccomp = seccomp_profile(pod, container, seccomp_default=self.seccomp_default,
+                                      profile_root=str(self.seccomp_root))
         except (ContainerConfigError, VolumeError, OSError) as e:
             record.waiting[name] = ("CreateContainerConfigError", str(e))
             self._event(pod, "Warning", "Failed", f"Error: {e}")
@@ -816,6 +829,8 @@ class PodManager:
             capabilities_drop=list(capabilities.get("drop") or []),
             privileged=bool(security.get("privileged")),
             no_new_privs=security.get("allowPrivilegeEscalation") is False,
+            seccomp=seccomp,
+            host_pid=bool(pod["spec"].get("hostPID")),
             readonly_rootfs=bool(security.get("readOnlyRootFilesystem")),
             mounts=mounts,
             stdin=bool(container.get("stdin")),
@@ -823,11 +838,9 @@ class PodManager:
             resources=runtime_resources(container),
             cgroup_parent=pod_cgroup_path(pod),
             oom_score_adj=oom_score_adj(pod, container, self._memory_capacity()),
-            # hostNetwork: the runtime's sandboxes always own a network namespace, so such a pod's
-            # containers join the host's network instead (each with its own ipc/uts namespace).
-            sandbox_id="" if pod["spec"].get("hostNetwork") else record.sandbox_id,
-            network="host",
-            hostname=os.uname().nodename if pod["spec"].get("hostNetwork") else "",
+            # The sandbox holds what the pod's containers share: its own network, ipc and uts
+            # namespaces, or the node's for hostNetwork (net, uts) and hostIPC (ipc).
+            sandbox_id=record.sandbox_id,
             labels={
                 LABEL_UID: record.uid,
                 LABEL_NAMESPACE: meta["namespace"],

@@ -16,6 +16,9 @@ No I/O here: the pod manager fetches the ConfigMaps and Secrets a container refe
   ``kubepods/burstable/pod<uid>``, ``kubepods/besteffort/pod<uid>`` with the minimum CPU
   weight), the pod group's limits (``pod_cgroup_resources``) and ``oom_score_adj``;
   the restart back-off lives in ``backoff`` (``crash_loop_backoff`` is re-exported here).
+- ``seccomp_profile``: the container's seccomp profile (its own ``seccompProfile``, else the
+  pod's, else RuntimeDefault with ``--seccomp-default``, else Unconfined; privileged containers
+  are unconfined); a Localhost profile is a file below the kubelet's seccomp dir.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 from k3py.agent.kubelet.backoff import crash_loop_backoff as crash_loop_backoff  # re-exported
 from k3py.api.quantity import parse_quantity
-from k3py.runtime.spec import Resources
+from k3py.runtime.spec import Resources, SecurityProfile
 
 Obj = dict[str, Any]
 
@@ -413,3 +416,33 @@ def oom_score_adj(pod: Obj, container: Obj, memory_capacity: int) -> int:
     request = _requests_limits(container)[0].get("memory", Decimal(0))
     score = 1000 - int(1000 * request / memory_capacity)
     return max(1000 + GUARANTEED_OOM_SCORE_ADJ, min(BEST_EFFORT_OOM_SCORE_ADJ - 1, score))
+
+
+SECCOMP_PROFILE_TYPES = ("RuntimeDefault", "Unconfined", "Localhost")
+
+
+def seccomp_profile(pod: Obj, container: Obj, *, seccomp_default: bool, profile_root: str) -> SecurityProfile:
+    """The seccomp profile the runtime applies to ``container`` (see the module docstring).
+
+    A Localhost ``localhostProfile`` names a file relative to ``profile_root`` (the kubelet's
+    ``<data dir>/seccomp``); one that would leave it (absolute, or with ``..``) is refused, as
+    the API server refuses it too.
+    """
+    security = container.get("securityContext") or {}
+    if security.get("privileged"):
+        return SecurityProfile("Unconfined")
+    field = security.get("seccompProfile") or ((pod.get("spec") or {}).get("securityContext") or {}).get("seccompProfile")
+    if not field:
+        return SecurityProfile("RuntimeDefault" if seccomp_default else "Unconfined")
+    kind = field.get("type")
+    if kind not in SECCOMP_PROFILE_TYPES:
+        raise ContainerConfigError(f"unsupported seccomp profile type {kind!r}")
+    if kind != "Localhost":
+        return SecurityProfile(kind)
+    name = str(field.get("localhostProfile") or "")
+    parts = name.split("/")
+    if not name or name.startswith("/") or ".." in parts:
+        raise ContainerConfigError(
+            f"invalid seccomp localhostProfile {name!r}: must be a relative path below the kubelet's seccomp dir"
+        )
+    return SecurityProfile("Localhost", f"{profile_root.rstrip('/')}/{name}")

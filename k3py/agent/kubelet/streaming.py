@@ -23,10 +23,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
+from k3py.agent.kubelet.fdio import make_nonblocking, read_fd, write_fd
 from k3py.agent.streaming.backend import (
     ExecStreams,
     InputStream,
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from k3py.agent.kubelet.pods import PodManager
 
 CLONE_NEWNET = 0x40000000
+S = TypeVar("S", ExecSession, AttachSession)
+_FOLLOW_CHUNK = 1 << 20  # bytes read per step while following a log
+PORT_FORWARD_LINGER = 1.0  # seconds the other direction gets once one is done (containerd's)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -185,7 +189,7 @@ class KubeletStreamingBackend(StreamingBackend):
                 return
             buffer = raw[consumed:]
             while True:
-                chunk = await run(handle.read)
+                chunk = await run(handle.read, _FOLLOW_CHUNK)
                 if chunk:
                     buffer += chunk
                     cut = buffer.rfind(b"\n") + 1
@@ -207,7 +211,9 @@ class KubeletStreamingBackend(StreamingBackend):
         except (FileNotFoundError, ContainerError):
             return
         finally:
-            handle.close()
+            # Cancelled (the client left) while a worker still reads: that thread holds the
+            # file's lock, so the close waits its turn there, never on the event loop.
+            asyncio.get_running_loop().run_in_executor(None, handle.close)
 
     @staticmethod
     async def _emit(out: OutputStream, text: bytes, remaining: int | None) -> int | None:
@@ -218,34 +224,50 @@ class KubeletStreamingBackend(StreamingBackend):
         return remaining
 
     # ---- exec and attach --------------------------------------------------------------------
+    # Sessions are driven from the event loop (non-blocking descriptors and sockets), not by
+    # threads parked in reads: a client that goes away cancels the handler, the session closes
+    # at once (the supervisor then kills an exec's process) and no thread or lock is left behind.
+
+    async def _open_session(self, open_session: Callable[[], S]) -> S:
+        """Open a runtime session on a worker thread; one that arrives after our caller was
+        cancelled (the client went away meanwhile) is closed, not leaked."""
+        opening = asyncio.ensure_future(self.manager.run_blocking(open_session))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened_session)
+            raise
+        except ContainerError as e:
+            raise StreamingError(str(e)) from None
 
     async def exec(self, pod: PodRef, container: str, command: list[str], streams: ExecStreams) -> int:
         cid = await self._running(pod, container)
         runtime = self.manager.runtime
+        session = await self._open_session(
+            lambda: runtime.exec(cid, command, tty=streams.tty, stdin=streams.stdin is not None)
+        )
+        tasks: list[asyncio.Task[None]] = []
         try:
-            session = await self.manager.run_blocking(
-                lambda: runtime.exec(cid, command, tty=streams.tty, stdin=streams.stdin is not None)
-            )
-        except ContainerError as e:
-            raise StreamingError(str(e)) from None
-        pumps: list[asyncio.Task[None]] = []
-        try:
+            for fd in {session.stdin, session.stdout, session.stderr} - {None}:
+                make_nonblocking(fd)  # type: ignore[arg-type]
             if streams.stdin is not None and session.stdin is not None:
-                pumps.append(asyncio.create_task(self._pump_in(streams.stdin, session.stdin, session)))
+                tasks.append(asyncio.create_task(self._pump_in(streams.stdin, session.stdin, session)))
             outputs = [(session.stdout, streams.stdout)]
             if session.stderr is not None:
                 outputs.append((session.stderr, streams.stderr))
             readers = [asyncio.create_task(self._pump_out(fd, out)) for fd, out in outputs]
+            tasks += readers
             if streams.tty:
-                pumps.append(asyncio.create_task(self._resizes(streams, session)))
-            code = await self.manager.run_blocking(session.wait, None)
+                tasks.append(asyncio.create_task(self._resizes(streams, session)))
+            code = await session.wait_async()
+            # What the process wrote before it exited is still in the pipes: let it through.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 5)
             return code
         finally:
-            for task in pumps:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             session.close()
 
     async def _pump_in(self, source: InputStream, fd: int, session: ExecSession) -> None:
@@ -253,21 +275,12 @@ class KubeletStreamingBackend(StreamingBackend):
             data = await source.read()
             if not data:
                 break
-            view = memoryview(data)
-            while view:
-                written = await self.manager.run_blocking(os.write, fd, bytes(view))
-                view = view[written:]
+            await write_fd(fd, data)
         if not session.tty:
             session.close_stdin()
 
     async def _pump_out(self, fd: int, out: OutputStream | None) -> None:
-        while True:
-            try:
-                data = await self.manager.run_blocking(os.read, fd, 65536)
-            except OSError:
-                return  # a pty master reads EIO once the process side is gone
-            if not data:
-                return
+        while data := await read_fd(fd):
             if out is not None:
                 await out.write(data)
 
@@ -277,52 +290,41 @@ class KubeletStreamingBackend(StreamingBackend):
             if size is None:
                 return
             with contextlib.suppress(ContainerError, OSError):
-                session.resize(size.height, size.width)
+                if isinstance(session, AttachSession):
+                    await session.aresize(size.height, size.width)
+                else:
+                    session.resize(size.height, size.width)
 
     async def attach(self, pod: PodRef, container: str, streams: ExecStreams) -> None:
         cid = await self._running(pod, container)
         spec = next((c for c in self._pod(pod)["spec"].get("containers") or [] if c.get("name") == container), {})
         runtime = self.manager.runtime
-        try:
-            session = await self.manager.run_blocking(runtime.attach, cid)
-        except ContainerError as e:
-            raise StreamingError(str(e)) from None
-        finished = False
+        session = await self._open_session(lambda: runtime.attach(cid))
 
         async def pump_in() -> None:
             assert streams.stdin is not None
             while data := await streams.stdin.read():
-                await self.manager.run_blocking(session.write, data)
+                await session.awrite(data)
             # stdinOnce ends the container's input with the first attach, but not on a terminal:
             # there a detaching user leaves the shell running (as Docker and containerd do).
             if spec.get("stdinOnce") and not spec.get("tty"):
-                await self.manager.run_blocking(session.close_stdin)
-
-        def next_output() -> tuple[str, bytes] | None:
-            # Short reads so this thread notices when the client has gone (``finished``).
-            while not finished:
-                try:
-                    return session.read(1.0)
-                except ContainerError:
-                    continue
-            return None
+                await session.aclose_stdin()
 
         pumps: list[asyncio.Task[None]] = []
-        if streams.stdin is not None and session.stdin:
-            pumps.append(asyncio.create_task(pump_in()))
-        if streams.tty:
-            pumps.append(asyncio.create_task(self._resizes(streams, session)))
         try:
-            while True:
-                item = await self.manager.run_blocking(next_output)
-                if not item:
-                    return  # the container exited
+            if streams.stdin is not None and session.stdin:
+                pumps.append(asyncio.create_task(pump_in()))
+            if streams.tty:
+                pumps.append(asyncio.create_task(self._resizes(streams, session)))
+            while item := await session.aread():
                 stream, data = item
                 out = streams.stderr if stream == "stderr" and streams.stderr is not None else streams.stdout
                 if out is not None:
                     await out.write(data)
+            # None: the container exited
+        except OSError as e:
+            raise StreamingError(f"attach to container {container}: {e}") from None
         finally:
-            finished = True
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
@@ -367,12 +369,27 @@ class KubeletStreamingBackend(StreamingBackend):
                     break
                 await writer.write(data)
 
+        sending = asyncio.create_task(upstream())
         try:
-            await asyncio.gather(upstream(), downstream())
+            # The connection lasts as long as the pod sends: after the client's end of input the
+            # reply still flows; once the pod hangs up, the client's side gets a second (as
+            # containerd gives it) and the stream ends, so a client that keeps its side open
+            # (HTTP/1.0 reading until close) sees the end.
+            await downstream()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(sending), PORT_FORWARD_LINGER)
         finally:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
+                await sending
             stream_writer.close()
             with contextlib.suppress(OSError):
                 await stream_writer.wait_closed()
+
+
+def _close_opened_session(opening: asyncio.Future) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _connect_in_netns(netns_path: str | None, port: int) -> socket.socket:

@@ -7,8 +7,9 @@ bridge and the rest of the world, masquerades pod egress and DNATs hostPorts wit
 
     config      NodeNetworkConfig: the address plan, checked; PodIP; the error types
     ipam        HostLocalIPAM: one file per reserved address, exclusive create
-    hostports   HostPort mappings from pod specs, conflict checks
-    nftables    the node's NAT table, written in single transactions (whole, or its hostports)
+    hostports   HostPort mappings from pod specs, conflict checks, the node's reserved ports
+    nftables    the node's table (NAT, the localnet drop rule), written in single transactions
+                (whole, or its hostports)
     commands    running ip / nft / nsenter and sysctls, in the caller's network namespace
     routes      a /32 per local pod, a /24 per other node (host-gw), each set tagged
     node        NodeNetwork: bridge, unreachable safety routes, forwarding, NAT, pod records
@@ -26,7 +27,12 @@ reach ClusterIPs. Cluster DNS is just another pod or a listener on the bridge ad
 """
 
 from k3py.agent.network.config import NetworkConfigError, NetworkError, NodeNetworkConfig, PodIP
-from k3py.agent.network.hostports import HostPort, HostPortConflict, host_ports_of_pod
+from k3py.agent.network.hostports import (
+    HostPort,
+    HostPortConflict,
+    HostPortReserved,
+    host_ports_of_pod,
+)
 from k3py.agent.network.ipam import AddressesExhausted, HostLocalIPAM
 from k3py.agent.network.node import NodeNetwork
 from k3py.agent.network.pod import PodNetwork, host_veth_name, uses_pod_network
@@ -36,6 +42,7 @@ __all__ = [
     "HostLocalIPAM",
     "HostPort",
     "HostPortConflict",
+    "HostPortReserved",
     "NetworkConfigError",
     "NetworkError",
     "NodeNetwork",

@@ -84,6 +84,8 @@ class NodeNetworkConfig:
     # a pod or service address nothing answers for fails at once instead of following the
     # default route off the host.
     unreachable_metric: int = 4242
+    # TCP ports k3py listens on on this node (port → what listens), which no hostPort may take.
+    reserved_ports: tuple[tuple[int, str], ...] = ()
     pod_network: ipaddress.IPv4Network = field(init=False, repr=False)
     cluster_network: ipaddress.IPv4Network = field(init=False, repr=False)
     service_network: ipaddress.IPv4Network = field(init=False, repr=False)
@@ -106,6 +108,9 @@ class NodeNetworkConfig:
             raise NetworkConfigError(
                 f"nftables table name {self.nft_table!r} may hold only letters, digits, '-', '_'"
             )
+        for port, _owner in self.reserved_ports:
+            if not 0 < port < 65536:
+                raise NetworkConfigError(f"reserved port {port} must be between 1 and 65535")
         if not 0 < self.unreachable_metric < 2**32:
             raise NetworkConfigError("unreachable route metric must be between 1 and 2^32-1")
         object.__setattr__(self, "data_dir", Path(self.data_dir))

@@ -8,6 +8,12 @@ such entry; the nftables module turns the node's set of them into rules.
 Two pods cannot hold the same (protocol, hostIP, hostPort) on one node; the scheduler keeps
 them apart, and ``check_conflicts`` refuses such a pod here too, because a second DNAT rule
 for a port would silently shadow or be shadowed by the first.
+
+Nor may a pod take a TCP port k3py itself listens on on the node — the kubelet's streaming
+port (10250) and, on a server, the API server's port: the DNAT rule would capture the API
+server's own connections to the kubelet (pods/log, exec) or every client's connection to the
+API. ``check_reserved`` refuses such a pod, whatever its hostIP: the kubelet listens on every
+address, and a rule for one address still captures the connections made to it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 class HostPortConflict(NetworkError):
     """Another pod on this node already holds the host port."""
+
+
+class HostPortReserved(NetworkError):
+    """The host port is one k3py itself listens on on this node."""
 
 
 @dataclass(frozen=True, order=True)
@@ -118,3 +128,14 @@ def check_conflicts(by_owner: Mapping[str, Iterable[HostPort]]) -> None:
                     f"used by {held}"
                 )
             seen[mapping.key] = owner
+
+
+def check_reserved(mappings: Iterable[HostPort], reserved: Mapping[int, str]) -> None:
+    """Raises ``HostPortReserved`` for a TCP mapping on a port of ``reserved`` (port → what
+    listens there, e.g. ``{10250: "the kubelet"}``)."""
+    for mapping in mappings:
+        owner = reserved.get(mapping.host_port)
+        if owner is not None and mapping.protocol == "TCP":
+            raise HostPortReserved(
+                f"hostPort {mapping.host_port}/TCP is reserved on this node: {owner} listens on it"
+            )

@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 
 from k3py.agent.network.config import NetworkConfigError, NetworkError
+from k3py.util.private import private_dir
 
 LAST_RESERVED = "last_reserved_ip"
 MAX_OWNER_LEN = 253
@@ -78,12 +79,12 @@ class HostLocalIPAM:
         # Within one process the lock keeps the round-robin cursor consistent; between
         # processes the exclusive link alone guarantees uniqueness.
         self._lock = threading.Lock()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
 
     @classmethod
     def for_subnet(cls, data_dir: Path, network: ipaddress.IPv4Network) -> HostLocalIPAM:
         """The IPAM of a pod subnet: skips the network address, the gateway (.1), broadcast."""
-        directory = Path(data_dir) / "ipam" / str(network).replace("/", "_")
+        directory = private_dir(Path(data_dir) / "ipam") / str(network).replace("/", "_")
         return cls(directory, network.network_address + 2, network.broadcast_address - 1)
 
     # -- queries ----------------------------------------------------------------------------
@@ -157,7 +158,7 @@ class HostLocalIPAM:
 
     def _reserve(self, address: ipaddress.IPv4Address, owner: str) -> bool:
         temporary = self.directory / f".reserve-{uuid.uuid4().hex}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, f"{owner}\n".encode())
             os.fsync(fd)
@@ -185,7 +186,9 @@ class HostLocalIPAM:
         # Only a hint for round-robin order; a torn write just restarts the scan at .2.
         temporary = self.directory / f".last-{uuid.uuid4().hex}"
         try:
-            temporary.write_text(f"{address}\n")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(f"{address}\n")
             os.replace(temporary, self.directory / LAST_RESERVED)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -1,4 +1,4 @@
-"""The node's NAT rules for pods, as one nftables table this package owns alone.
+"""The node's NAT and localnet rules for pods, as one nftables table this package owns alone.
 
 At node start the table (``ip k3py-nat`` by default) is written whole: ``render_ruleset``
 turns the node's configuration and the hostPort mappings of its pods into a script that
@@ -13,6 +13,15 @@ host's own firewall) are not touched.
                                                  the hostports chain: traffic from outside and
                                                  from the node itself
     chain hostports                              one DNAT rule per hostPort mapping
+    chain input (filter)                         upstream's CVE-2020-8558 rule ("block incoming
+                                                 localnet connections", kubelet's KUBE-FIREWALL):
+                                                 ``route_localnet`` on the bridge (for hostPorts
+                                                 reached on 127.0.0.1) would otherwise let a pod
+                                                 reach the node's 127.0.0.1-only services by
+                                                 sending to 127.0.0.1 through its gateway; a
+                                                 packet for 127/8 from outside 127/8 that is not
+                                                 part of a connection already seen or DNAT'd is
+                                                 dropped
     chain postrouting (nat, srcnat)              - pod egress: pod CIDR → outside the cluster
                                                    CIDR (and not multicast) is masqueraded, so
                                                    the outside sees the node's address
@@ -34,6 +43,13 @@ from k3py.agent.network.config import NodeNetworkConfig
 from k3py.agent.network.hostports import HostPort
 
 MULTICAST = "224.0.0.0/4"
+# Upstream's iptables rule `-d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate
+# RELATED,ESTABLISHED,DNAT -j DROP` in nft terms. `ct status & dnat == 0` tests the DNAT bit
+# alone (`ct status != dnat` would compare the whole status word).
+LOCALNET_RULE = (
+    "ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 ct state != { established, related }"
+    ' ct status & dnat == 0 drop comment "block incoming localnet connections"'
+)
 
 
 def _comment(text: str) -> str:
@@ -96,6 +112,10 @@ def render_ruleset(
         "\t}",
         "\tchain hostports {",
         *(f"\t\t{rule}" for rule in hostport_rules),
+        "\t}",
+        "\tchain input {",
+        "\t\ttype filter hook input priority filter; policy accept;",
+        f"\t\t{LOCALNET_RULE}",
         "\t}",
         "\tchain postrouting {",
         "\t\ttype nat hook postrouting priority srcnat; policy accept;",

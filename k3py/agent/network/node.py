@@ -8,12 +8,15 @@ start and repairs whatever is missing):
 - the bridge (``k3py0``, k3s calls its own ``cni0``) with a fixed MAC and the gateway address
   (first address of the node's pod CIDR) but no route for the whole /24: the node reaches its
   pods by one /32 route each (see ``routes``), rebuilt here from the pod records.
-  ``route_localnet`` on the bridge lets a hostPort reached on 127.0.0.1 be forwarded;
+  ``route_localnet`` on the bridge lets a hostPort reached on 127.0.0.1 be forwarded — only
+  once the table's rule against pods reaching the node's 127.0.0.0/8 is in place (upstream's
+  CVE-2020-8558 fix, see ``nftables``);
 - ``unreachable`` routes for the whole cluster CIDR and service CIDR with a high metric:
   the more specific routes (a /32 per local pod, a /24 per other node) win, and a packet for
   any other address of those ranges — a pod that does not exist — is refused at once
   (EHOSTUNREACH) instead of following the default route off the host or waiting for ARP;
-- the NAT table (see ``nftables``), rebuilt from the pod records on disk.
+- the node's table (see ``nftables``: NAT and the localnet rule), rebuilt from the pod records
+  on disk.
 
 Pod records (``<data_dir>/pods/<uid>.json``: IP, host veth, netns, hostPorts) are written by
 ``PodNetwork`` and are what makes state survive a restart of k3py: NAT rules are rebuilt from
@@ -38,6 +41,7 @@ from k3py.agent.network import commands, nftables, routes
 from k3py.agent.network.config import NetworkError, NodeNetworkConfig
 from k3py.agent.network.hostports import HostPort
 from k3py.agent.network.ipam import HostLocalIPAM, check_owner
+from k3py.util.private import private_dir
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,9 @@ class NodeNetwork:
 
     def __init__(self, config: NodeNetworkConfig) -> None:
         self.config = config
+        private_dir(config.data_dir)
         self.ipam = HostLocalIPAM.for_subnet(config.data_dir, config.pod_network)
-        self.records_dir = config.data_dir / "pods"
-        self.records_dir.mkdir(parents=True, exist_ok=True)
+        self.records_dir = private_dir(config.data_dir / "pods")
         # Pod setups and teardowns of one node are serialised: each rewrites the NAT table
         # from the full set of records, and hostPort conflict checks need a stable view.
         self.lock = threading.RLock()
@@ -117,9 +121,11 @@ class NodeNetwork:
                 "route", "del", str(config.pod_network), "dev", bridge, "proto", "kernel",
                 check=False,
             )
-            commands.write_sysctl(("net", "ipv4", "conf", bridge, "route_localnet"), "1")
             self.sync_pod_routes()
+            # The table's localnet drop rule first: route_localnet without it lets pods reach
+            # the node's 127.0.0.1-only services (CVE-2020-8558).
             self.sync_nat()
+            commands.write_sysctl(("net", "ipv4", "conf", bridge, "route_localnet"), "1")
 
     def destroy(self) -> None:
         """Removes bridge, routes and NAT table (``k3py-killall``); keeps IPAM and records,
@@ -147,11 +153,15 @@ class NodeNetwork:
             routes.sync_pod_routes(self.config, [r.ip for r in self.records().values()])
 
     def _host_ports(self) -> dict[str, tuple[str, tuple[HostPort, ...]]]:
-        return {
-            record.uid: (record.ip, record.host_ports)
+        # A record from before a port became reserved (say, an older k3py) never gets a rule.
+        reserved = {port for port, _owner in self.config.reserved_ports}
+        found = {
+            record.uid: (record.ip, tuple(
+                m for m in record.host_ports if not (m.protocol == "TCP" and m.host_port in reserved)
+            ))
             for record in self.records().values()
-            if record.host_ports
-        }
+        }  # fmt: skip
+        return {uid: entry for uid, entry in found.items() if entry[1]}
 
     def sync_nat(self) -> None:
         """Rewrites the whole NAT table from the configuration and the pod records."""
@@ -198,7 +208,7 @@ class NodeNetwork:
         path = self._record_path(record.uid)
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
         try:
-            with open(temporary, "w") as out:
+            with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
                 out.write(record.to_json())
                 out.flush()
                 os.fsync(out.fileno())

@@ -34,7 +34,7 @@ from typing import Any
 
 from k3py.agent.network import commands, routes
 from k3py.agent.network.config import NetworkConfigError, NetworkError, PodIP
-from k3py.agent.network.hostports import HostPort, check_conflicts
+from k3py.agent.network.hostports import HostPort, check_conflicts, check_reserved
 from k3py.agent.network.ipam import check_owner
 from k3py.agent.network.node import NodeNetwork, PodRecord
 
@@ -77,6 +77,7 @@ class PodNetwork:
             for entry in host_ports
         }))
         config = self.node.config
+        check_reserved(mappings, dict(config.reserved_ports))
         with self.node.lock:
             others = {
                 uid: record.host_ports

@@ -35,6 +35,7 @@ PORT_FORWARD_PROTOCOL = "portforward.k8s.io"
 WEBSOCKET_TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
 WEBSOCKET_CHANNEL_PROTOCOL = "v4.channel.k8s.io"
 PAIR_CREATION_TIMEOUT = 30.0
+CLIENT_GONE_LINGER = 1.0  # seconds forwarded connections get to finish once the client left
 
 Forward = Callable[[int, InputStream, OutputStream], Awaitable[None]]
 
@@ -211,10 +212,19 @@ async def serve_port_forward_channels(
                 await inputs[channel // 2].put(data[1:])
 
     reader = asyncio.create_task(read_client())
+    forwarding = asyncio.ensure_future(
+        asyncio.gather(*(run_port(index, port) for index, port in enumerate(ports)))
+    )
     try:
-        await asyncio.gather(*(run_port(index, port) for index, port in enumerate(ports)))
+        await asyncio.wait({reader, forwarding}, return_when=asyncio.FIRST_COMPLETED)
+        if not forwarding.done():
+            # The WebSocket is gone (this protocol has no half-close): nobody can read what the
+            # pod would still send, so its connections end now rather than when it hangs up.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(forwarding), CLIENT_GONE_LINGER)
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        for task in (forwarding, reader):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StreamClosedError):
+                await task
         await ws.close(code=1000)

@@ -10,8 +10,11 @@ proxy in front of it is a plain byte pipe after the 101.
 
 `StreamingHandlers` holds the per-request logic and is usable from any aiohttp handler (the
 route table here is one user of it); `StreamingServer` adds TLS with client certificates: only
-clients whose certificate chains to the cluster CA *and* whose CN is in `allowed_common_names`
-get through (the API server's kubelet-client identity, in practice).
+clients whose certificate chains to the cluster CA, is meant for client authentication (the
+TLS layer checks the extended key usage, so a serving certificate signed by the same CA is no
+client credential) *and* whose CN is in `allowed_common_names` get through — the node agent
+allows only the API server's kubelet-client identity (``k3py/util/kubelettls.py``), never the
+cluster admin. No certificate is a 401, another identity a 403, both as Status objects.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
 """pods/log, exec, attach and portforward: proxied to the kubelet streaming server of the pod's node.
 
 The API server finds the pod's node, the node's InternalIP and kubelet port
-(``status.daemonEndpoints.kubeletEndpoint.Port``) and authenticates to it with the cluster's
-admin client certificate. As upstream without ``--kubelet-certificate-authority``, the
-kubelet's serving certificate is not verified (kubelets sign their own).
+(``status.daemonEndpoints.kubeletEndpoint.Port``) and dials it over TLS with its own kubelet
+client certificate (``kube-apiserver-kubelet-client``, never the admin's). As upstream with
+``--kubelet-certificate-authority``, the kubelet's serving certificate must chain to the
+cluster CA and name the address dialled; beyond upstream, it must also name the node (a DNS
+SAN): on one host several nodes may share an address, and a certificate of another node — or a
+pod that grabbed the port — must not receive the request. Both checks happen before the
+request is written (``k3py.util.streamproxy.connect_upstream``); a kubelet that fails them gets
+nothing and the client a clear error (see ``k3py/util/kubelettls.py`` for the whole contract).
 
 - logs: ``GET /containerLogs/<ns>/<pod>/<container>`` streamed back as it arrives.
 - exec/attach/portforward: connection upgrades (WebSocket v5/v4 channels, the
@@ -17,18 +22,24 @@ kubelet's serving certificate is not verified (kubelets sign their own).
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
-import aiohttp
 from aiohttp import web
 
 from k3py.api import errors
 from k3py.api.resources import ResourceInfo, ResourceTable
 from k3py.server.apiserver.registry import Registry
-from k3py.util.streamproxy import UpstreamError, proxy_streaming_upgrade
+from k3py.util.kubelettls import peer_names_node, peer_sans
+from k3py.util.streamproxy import (
+    PeerCheck,
+    UpstreamError,
+    open_streaming_get,
+    proxy_streaming_upgrade,
+)
 
 DEFAULT_KUBELET_PORT = 10250
 LOG_QUERY = ("follow", "tailLines", "timestamps", "previous", "sinceSeconds", "sinceTime", "limitBytes")
@@ -59,19 +70,45 @@ def is_upgrade_request(request: web.BaseRequest) -> bool:
     return "upgrade" in tokens and bool(request.headers.get("Upgrade"))
 
 
+class KubeletClientTLS(NamedTuple):
+    """What the API server needs to dial kubelets: its client certificate and key, and the CA
+    kubelets' serving certificates must chain to."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def node_check(node_name: str) -> PeerCheck:
+    """The check of a kubelet's verified certificate: it must name ``node_name``."""
+
+    def check(peercert: dict[str, Any] | None) -> str | None:
+        if peer_names_node(peercert, node_name):
+            return None
+        return (
+            f'its certificate is not valid for node "{node_name}" '
+            f"(it names: {', '.join(peer_sans(peercert)) or 'nothing'})"
+        )
+
+    return check
+
+
 class StreamingProxy:
-    def __init__(self, registry: Registry, table: ResourceTable, client_cert: Path, client_key: Path) -> None:
+    def __init__(
+        self, registry: Registry, table: ResourceTable, client_cert: Path, client_key: Path, kubelet_ca: Path
+    ) -> None:
         self.registry = registry
         self.table = table
         self._client_cert = client_cert
         self._client_key = client_key
+        self._kubelet_ca = kubelet_ca
         self._ssl: ssl.SSLContext | None = None
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, hostname checked
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_verify_locations(cafile=str(self._kubelet_ca))
             context.load_cert_chain(str(self._client_cert), str(self._client_key))
             self._ssl = context
         return self._ssl
@@ -114,32 +151,34 @@ class StreamingProxy:
         container = self._container(pod, request.query.get("container", ""))
         host, port = await self._kubelet(pod)
         query = {k: v for k, v in request.query.items() if k in LOG_QUERY}
-        host_part = f"[{host}]" if ":" in host else host
-        url = f"https://{host_part}:{port}/containerLogs/{namespace}/{name}/{container}"
-        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=None)
+        node_name = str((pod.get("spec") or {}).get("nodeName"))
+        path_qs = f"/containerLogs/{quote(namespace)}/{quote(name)}/{quote(container)}"
+        if query:
+            path_qs += f"?{urlencode(query)}"
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.get(url, params=query, ssl=self._ssl_context()) as upstream:
-                    if upstream.status != 200:
-                        text = (await upstream.text(errors="replace")).strip()
-                        raise errors.ApiError(
-                            upstream.status if 400 <= upstream.status < 600 else 502,
-                            "NotFound" if upstream.status == 404 else "InternalError",
-                            text or f"the kubelet answered {upstream.status}",
-                        )
-                    response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
-                    response.enable_chunked_encoding()
-                    await response.prepare(request)
-                    try:
-                        async for chunk in upstream.content.iter_any():
-                            await response.write(chunk)
-                    except (ConnectionResetError, aiohttp.ClientError):
-                        pass  # either side went away: end the stream
-                    return response
-        except aiohttp.ClientError as e:
+            upstream = await open_streaming_get(host, port, path_qs, self._ssl_context(), check_peer=node_check(node_name))
+        except UpstreamError as e:
             raise errors.ApiError(
-                503, "ServiceUnavailable", f"cannot reach the kubelet of node {(pod.get('spec') or {}).get('nodeName')} at {host}:{port}: {e}"
+                503, "ServiceUnavailable", f"cannot reach the kubelet of node {node_name} at {host}:{port}: {e}"
             ) from None
+        try:
+            if upstream.status != 200:
+                text = (await upstream.text()).strip()
+                raise errors.ApiError(
+                    upstream.status if 400 <= upstream.status < 600 else 502,
+                    "NotFound" if upstream.status == 404 else "InternalError",
+                    text or f"the kubelet answered {upstream.status}",
+                )
+            response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            # Either side going away ends the stream.
+            with contextlib.suppress(ConnectionError, UpstreamError):
+                async for chunk in upstream.body():
+                    await response.write(chunk)
+            return response
+        finally:
+            await upstream.close()
 
     async def upgrade(self, request: web.BaseRequest, info: ResourceInfo, namespace: str, name: str, subresource: str) -> web.StreamResponse:
         """pods/exec, pods/attach, pods/portforward: check, rewrite and proxy the upgrade."""
@@ -158,6 +197,9 @@ class StreamingProxy:
             raise errors.bad_request("Upgrade request required")
         path_qs = path + (f"?{urlencode(params)}" if params else "")
         try:
-            return await proxy_streaming_upgrade(request, host, port, path_qs, self._ssl_context())  # type: ignore[arg-type]
+            return await proxy_streaming_upgrade(
+                request, host, port, path_qs, self._ssl_context(),  # type: ignore[arg-type]
+                check_peer=node_check(str((pod.get("spec") or {}).get("nodeName"))),
+            )
         except UpstreamError as e:
             raise errors.ApiError(500, "InternalError", f"error dialing backend: {e}") from None

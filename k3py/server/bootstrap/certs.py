@@ -2,16 +2,18 @@
 
 On first start the server makes a self-signed CA (ECDSA P-256: fast to generate and to
 handshake, which keeps API start-up well under a second), then a serving certificate for the
-API server and a client certificate for the admin kubeconfig. Later starts reuse the CA and the
-admin certificate; the serving certificate is re-issued whenever the wanted SANs change (a new
-``--tls-san`` or host address), so clients that pinned the CA keep trusting the server.
+API server, a client certificate for the admin kubeconfig and the API server's client
+certificate for kubelets (CN ``kube-apiserver-kubelet-client``, as kubeadm names it): the only
+identity a kubelet's streaming server accepts, so the admin credential is never presented to a
+kubelet. Later starts reuse the CA and the client certificates; the serving certificate is
+re-issued whenever the wanted SANs change (a new ``--tls-san`` or host address), so clients
+that pinned the CA keep trusting the server. The folder is 0700 and every file in it 0600.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,9 +22,16 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificatePublicKeyTypes as CertificatePublicKey,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from k3py.util.private import private_dir, write_private
+
 CA_VALIDITY = datetime.timedelta(days=3650)
+# The API server's identity towards kubelets (kubeadm's apiserver-kubelet-client certificate).
+KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
 LEAF_VALIDITY = datetime.timedelta(days=365)
 
 # Names every serving certificate carries, as in k3s: the in-cluster service names and the
@@ -49,6 +58,8 @@ class TLSFiles:
     serving_key: Path
     admin_cert: Path
     admin_key: Path
+    kubelet_client_cert: Path  # the API server's client certificate towards kubelets
+    kubelet_client_key: Path
 
 
 def tls_files(data_dir: Path) -> TLSFiles:
@@ -60,6 +71,8 @@ def tls_files(data_dir: Path) -> TLSFiles:
         serving_key=tls / "serving-kube-apiserver.key",
         admin_cert=tls / "client-admin.crt",
         admin_key=tls / "client-admin.key",
+        kubelet_client_cert=tls / "client-kube-apiserver.crt",
+        kubelet_client_key=tls / "client-kube-apiserver.key",
     )
 
 
@@ -67,23 +80,7 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -91,7 +88,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _cert_pem(cert: x509.Certificate) -> bytes:
+def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -128,8 +125,8 @@ def load_or_create_ca(files: TLSFiles) -> tuple[x509.Certificate, ec.EllipticCur
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(files.ca_key, _key_pem(key))
-    _write_public(files.ca_cert, _cert_pem(cert))
+    write_private(files.ca_key, key_pem(key))
+    write_private(files.ca_cert, cert_pem(cert))
     return cert, key
 
 
@@ -178,7 +175,27 @@ def issue_leaf(
     server: bool = False,
     client: bool = False,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A new key and its certificate, signed by the CA."""
     key = _new_key()
+    cert = sign_leaf(
+        ca_cert, ca_key, key.public_key(), common_name,
+        organizations=organizations, sans=sans, server=server, client=client,
+    )  # fmt: skip
+    return cert, key
+
+
+def sign_leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    public_key: CertificatePublicKey,
+    common_name: str,
+    *,
+    organizations: Iterable[str] = (),
+    sans: Iterable[str] = (),
+    server: bool = False,
+    client: bool = False,
+) -> x509.Certificate:
+    """A certificate for someone else's key (a kubelet's request), signed by the CA."""
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     usages = []
@@ -191,7 +208,7 @@ def issue_leaf(
         x509.CertificateBuilder()
         .subject_name(x509.Name(attrs))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + LEAF_VALIDITY)
@@ -209,11 +226,10 @@ def issue_leaf(
     san_entries = _san_entries(sans)
     if san_entries:
         builder = builder.add_extension(x509.SubjectAlternativeName(san_entries), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
-    return cert, key
+    return builder.sign(ca_key, hashes.SHA256())
 
 
-def _cert_sans(cert: x509.Certificate) -> set[str]:
+def cert_sans(cert: x509.Certificate) -> set[str]:
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
@@ -223,13 +239,24 @@ def _cert_sans(cert: x509.Certificate) -> set[str]:
     }
 
 
-def _still_valid(cert: x509.Certificate) -> bool:
+def matches_key(cert: x509.Certificate, key_path: Path) -> bool:
+    """Whether ``key_path`` holds the private key of ``cert`` (a crash between writing the key
+    and the certificate must not leave a pair that can never complete a handshake)."""
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return False
+    return key.public_key() == cert.public_key()
+
+
+def still_valid(cert: x509.Certificate) -> bool:
     return cert.not_valid_after_utc - _now() > datetime.timedelta(days=30)
 
 
 def ensure_certificates(data_dir: Path, extra_sans: Iterable[str] = ()) -> TLSFiles:
     """Create or refresh every certificate the server needs; return their paths."""
     files = tls_files(data_dir)
+    private_dir(files.ca_cert.parent)
     ca_cert, ca_key = load_or_create_ca(files)
 
     wanted = [*DEFAULT_SANS, *host_names_and_addresses(), *extra_sans]
@@ -239,22 +266,42 @@ def ensure_certificates(data_dir: Path, extra_sans: Iterable[str] = ()) -> TLSFi
         current = x509.load_pem_x509_certificate(files.serving_cert.read_bytes())
         reissue = (
             current.issuer != ca_cert.subject
-            or not wanted_set <= _cert_sans(current)
-            or not _still_valid(current)
+            or not wanted_set <= cert_sans(current)
+            or not still_valid(current)
+            or not matches_key(current, files.serving_key)
         )
     if reissue:
         cert, key = issue_leaf(ca_cert, ca_key, "kube-apiserver", sans=wanted, server=True)
-        _write_private(files.serving_key, _key_pem(key))
-        _write_public(files.serving_cert, _cert_pem(cert))
+        write_private(files.serving_key, key_pem(key))
+        write_private(files.serving_cert, cert_pem(cert))
 
-    reissue_admin = True
-    if files.admin_cert.exists() and files.admin_key.exists():
-        current = x509.load_pem_x509_certificate(files.admin_cert.read_bytes())
-        reissue_admin = current.issuer != ca_cert.subject or not _still_valid(current)
-    if reissue_admin:
-        cert, key = issue_leaf(
-            ca_cert, ca_key, "system:admin", organizations=["system:masters"], client=True
-        )
-        _write_private(files.admin_key, _key_pem(key))
-        _write_public(files.admin_cert, _cert_pem(cert))
+    _ensure_client(ca_cert, ca_key, files.admin_cert, files.admin_key, "system:admin", ["system:masters"])
+    _ensure_client(
+        ca_cert, ca_key, files.kubelet_client_cert, files.kubelet_client_key, KUBELET_CLIENT_CN, ["system:masters"]
+    )
     return files
+
+
+def _ensure_client(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    cert_path: Path,
+    key_path: Path,
+    common_name: str,
+    organizations: list[str],
+) -> None:
+    """A client certificate kept across starts; issued again when missing, from another CA,
+    naming someone else or close to expiry."""
+    if cert_path.exists() and key_path.exists():
+        current = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        names = current.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if (
+            current.issuer == ca_cert.subject
+            and still_valid(current)
+            and [n.value for n in names] == [common_name]
+            and matches_key(current, key_path)
+        ):
+            return
+    cert, key = issue_leaf(ca_cert, ca_key, common_name, organizations=organizations, client=True)
+    write_private(key_path, key_pem(key))
+    write_private(cert_path, cert_pem(cert))

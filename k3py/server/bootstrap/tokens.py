@@ -6,9 +6,10 @@ Given with ``--token`` it is used as is; otherwise one is generated on first sta
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
+
+from k3py.util.private import write_private
 
 
 def load_or_create_token(data_dir: Path, given: str = "") -> str:
@@ -20,8 +21,7 @@ def load_or_create_token(data_dir: Path, given: str = "") -> str:
     else:
         token = secrets.token_hex(24)
     if not path.exists() or path.read_text().strip() != token:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        write_private(path, (token + "\n").encode())
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # left readable by an older k3py
     return token
