@@ -1054,6 +1054,8 @@ def _patch_error(e: Exception) -> errors.ApiError:
         return errors.ApiError(409, "Conflict", str(e), {"causes": causes})
     if code == 400:
         return errors.bad_request(str(e))
+    if code == 413:
+        return errors.request_entity_too_large(f"Request entity too large: {e}")
     return errors.ApiError(422, "Invalid", str(e))
 
 

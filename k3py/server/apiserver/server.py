@@ -18,8 +18,7 @@ Status, logged with its traceback once per distinct failure and then counted
 
 Hostile clients: connections go through ``connections.py`` (header and idle timeouts, a
 connection cap), requests through ``inflight.py`` (upstream's max-in-flight limits, 429 with
-Retry-After). ``/metrics`` (authenticated, Prometheus text) shows what they are doing, and how
-late the event loop runs (``looplag.py``).
+Retry-After). ``/metrics`` (authenticated, Prometheus text) shows what they are doing.
 """
 
 from __future__ import annotations
@@ -63,7 +62,6 @@ from k3py.server.apiserver.inflight import (
     InflightLimits,
     too_many_requests_response,
 )
-from k3py.server.apiserver.looplag import LoopLagMonitor
 from k3py.server.apiserver.openapi_routes import OpenAPIRoutes
 from k3py.server.apiserver.registry import Registry
 from k3py.server.apiserver.reviews import REVIEW_RESOURCES
@@ -133,7 +131,6 @@ class ApiServer:
         self.guard: ConnectionGuard | None = None
         self.inflight = InflightLimiter(inflight_limits or InflightLimits())
         self._errors = LogSummary(log)
-        self.loop_lag = LoopLagMonitor()
         self._runner: web.ServerRunner | None = None
         self._listener: asyncio.Server | None = None
 
@@ -247,7 +244,7 @@ class ApiServer:
                 f'k3py_apiserver_closed_connections_total{{reason="evicted"}} {guard.evicted}',
                 f'k3py_apiserver_closed_connections_total{{reason="refused"}} {guard.refused}',
             ]
-        return "\n".join(lines) + "\n" + self.loop_lag.prometheus()
+        return "\n".join(lines) + "\n"
 
     def _root(self) -> web.Response:
         paths = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/metrics", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]
@@ -299,7 +296,6 @@ class ApiServer:
         guard = self.guard = ConnectionGuard(limits)
         guard.summaries.append(self._errors)
         guard.start()
-        self.loop_lag.start()
         log.info(
             "API server connections: at most %d open, %.0f s to send a request head, %.0f s idle; "
             "in flight at most %d read-only and %d mutating requests",
@@ -320,7 +316,6 @@ class ApiServer:
             self._runner = None
         if self.guard is not None:
             await self.guard.stop()
-        await self.loop_lag.stop()
         if self._listener is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._listener.wait_closed(), 5)
