@@ -92,7 +92,7 @@ def raise_open_file_limit() -> int:
 class Connection:
     """One accepted TCP connection, as the guard tracks it."""
 
-    __slots__ = ("accepted", "authenticated", "busy", "closed", "requests", "transport")
+    __slots__ = ("accepted", "authenticated", "busy", "requests", "transport")
 
     def __init__(self, transport: asyncio.Transport, accepted: float) -> None:
         self.transport = transport  # the raw TCP transport: aborting it ends TLS and HTTP too
@@ -100,11 +100,10 @@ class Connection:
         self.requests = 0  # request heads received so far
         self.busy = 0  # requests being served now
         self.authenticated = False
-        self.closed = False
 
     def abort(self) -> None:
-        if not self.closed:
-            self.transport.abort()
+        """Close at once, without a TLS goodbye (idempotent)."""
+        self.transport.abort()
 
 
 class ConnectionGuard:
@@ -170,7 +169,6 @@ class ConnectionGuard:
         self._forget(conn)
 
     def _forget(self, conn: Connection) -> None:
-        conn.closed = True
         self._open.pop(conn, None)
 
     def _eviction_candidate(self) -> Connection | None:

@@ -197,7 +197,7 @@ class ApiServer:
         where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno) if tb is not None else ("", 0)
         self._errors.log(
             (type(e).__name__, *where), logging.ERROR,
-            "internal error serving %s %s", request.method, request.path, exc_info=e,
+            "internal error serving %s %s", request.method, request.raw_path[:200], exc_info=e,
         )  # fmt: skip
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -389,9 +389,10 @@ class _ConnectionHandler(RequestHandler):
             super().log_exception(*args, **kwargs)
             return
         client_error = isinstance(exc, HttpProcessingError)
+        text = " ".join(str(exc).split())  # one line, whatever the client sent
         summary.log(
             ("aiohttp", type(exc).__name__), logging.INFO if client_error else logging.ERROR,
-            "HTTP error on a client connection: %s: %s", type(exc).__name__, exc,
+            "HTTP error on a client connection: %s: %s", type(exc).__name__, text[:200],
             exc_info=None if client_error else exc,
         )  # fmt: skip
 
