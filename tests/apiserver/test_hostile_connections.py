@@ -61,10 +61,14 @@ def _open_idle_tls(cluster: TestCluster, count: int, client_cert: bool = False) 
     context = cluster.ssl_context(client_cert=client_cert)
 
     def open_all() -> list[ssl.SSLSocket]:
-        opened = []
+        opened: list[ssl.SSLSocket] = []
         for _ in range(count):
-            raw = socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
-            opened.append(context.wrap_socket(raw, server_hostname="127.0.0.1"))
+            try:
+                raw = socket.create_connection(("127.0.0.1", cluster.port), timeout=5)
+                opened.append(context.wrap_socket(raw, server_hostname="127.0.0.1"))
+            except OSError as e:
+                _close_all(list(opened))
+                raise AssertionError(f"the server stopped completing TLS handshakes after {len(opened)} connections: {e!r}") from None
         return opened
 
     return cluster.in_netns(open_all)
