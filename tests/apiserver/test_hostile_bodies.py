@@ -243,6 +243,11 @@ def test_delete_with_out_of_range_grace_period_is_400_and_deletes_nothing(cluste
         f"apiVersion: v1\nkind: DeleteOptions\ngracePeriodSeconds: {HUGE}\n", {"Content-Type": "application/yaml"},
     )  # fmt: skip
     assert status == 400, answer[:300]
+    status, answer, _ = cluster.request(
+        "DELETE", "/api/v1/namespaces/default/configmaps/keep-me",
+        json.dumps({"gracePeriodSeconds": 2**63}), {"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 400, answer[:300]  # uint64 fits JSON, but the field is an int64
     assert cluster.kubectl_json("get", "configmap", "keep-me")["metadata"]["name"] == "keep-me"
 
 

@@ -783,6 +783,10 @@ class RestHandler:
     def delete_options(body: Any, q: Any) -> DeleteOptions:
         """DeleteOptions from a body (JSON, YAML or protobuf, already decoded) and the query."""
         opts = DeleteOptions.from_dict(body)
+        grace = opts.grace_period_seconds
+        if isinstance(grace, int) and not -INT64_MAX - 1 <= grace <= INT64_MAX:
+            # An int64 field upstream: Go's decoder refuses the body.
+            raise errors.bad_request(f"invalid gracePeriodSeconds: {grace}: value out of range")
         if "gracePeriodSeconds" in q:
             opts.grace_period_seconds = _int64(q["gracePeriodSeconds"], "gracePeriodSeconds")
         if "propagationPolicy" in q:
