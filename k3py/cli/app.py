@@ -84,6 +84,7 @@ def server(
     max_connections: int = typer.Option(0, "--max-connections", hidden=True),
     request_header_timeout: float = typer.Option(32.0, "--request-header-timeout", hidden=True),
     idle_connection_timeout: float = typer.Option(90.0, "--idle-connection-timeout", hidden=True),
+    request_timeout: float = typer.Option(60.0, "--request-timeout", hidden=True),
 ) -> None:
     """Run the API server, scheduler, controllers and (unless --disable-agent) this host's
     kubelet in one process."""
@@ -114,6 +115,7 @@ def server(
         max_connections=max_connections,
         request_header_timeout=request_header_timeout,
         idle_connection_timeout=idle_connection_timeout,
+        request_timeout=request_timeout,
     )
     hook = None
     if not disable_agent:

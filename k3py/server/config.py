@@ -26,3 +26,4 @@ class ServerConfig:
     max_connections: int = 0  # 0: derived from the open-file limit
     request_header_timeout: float = 32.0
     idle_connection_timeout: float = 90.0
+    request_timeout: float = 60.0  # for a request body to arrive

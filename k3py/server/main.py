@@ -164,6 +164,7 @@ async def run_server(
                 max_readonly=config.max_requests_inflight,
                 max_mutating=config.max_mutating_requests_inflight,
             ),
+            request_timeout=config.request_timeout,
         )  # fmt: skip
         context = server_ssl_context(tls.serving_cert, tls.serving_key, tls.ca_cert)
         await apiserver.start(config.bind_address, config.https_listen_port, context)

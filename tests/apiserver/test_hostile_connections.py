@@ -294,3 +294,42 @@ def test_connections_are_admitted_while_others_are_flooding(tmp_path: Path, own_
             thread.join(30)
         _close_all(flood_sockets)
         cluster.stop()
+
+
+def test_a_body_that_never_finishes_arriving_gets_504_and_frees_its_slot(tmp_path: Path) -> None:
+    """A POST whose body trickles in and stops: after the request timeout (shortened to 2 s
+    from upstream's 60 s) the client gets a Timeout Status and the request leaves the
+    in-flight count, so slow clients cannot hold the mutating budget."""
+    cluster = TestCluster(tmp_path / "c", ["--request-timeout", "2", "--token", "slow-body-token-0123456789"])
+    try:
+        cluster.start()
+        context = cluster.ssl_context(client_cert=False)
+
+        def slow_post() -> bytes:
+            raw = socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(
+                    b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: k\r\n"
+                    b"Authorization: Bearer slow-body-token-0123456789\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"kind\":"
+                )
+                tls.settimeout(15)
+                answer = b""
+                while True:  # the whole response: its head, then Content-Length bytes
+                    chunk = tls.recv(65536)
+                    answer += chunk
+                    head, sep, rest = answer.partition(b"\r\n\r\n")
+                    length = [int(v) for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")) if k.lower() == b"content-length"]
+                    if not chunk or (sep and length and len(rest) >= length[0]):
+                        return answer
+
+        started = time.monotonic()
+        answer = cluster.in_netns(slow_post)
+        assert time.monotonic() - started >= 1.5
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 504"), answer[:300]
+        status = json.loads(body)
+        assert status["reason"] == "Timeout" and "did not arrive within 2 s" in status["message"]
+        assert metrics(cluster)['apiserver_current_inflight_requests{request_kind="mutating"}'] == 0
+    finally:
+        cluster.stop()

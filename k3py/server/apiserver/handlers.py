@@ -11,8 +11,9 @@ Responses are JSON or YAML; lists and watches may be Tables (``kubectl get``) wi
 PartialObjectMetadata. Watches stream newline-delimited JSON events over chunked HTTP from the
 watch cache.
 
-Hostile input: numeric query parameters must fit int64 (400 otherwise), and everything a watch
-needs is checked before its 200 is sent; once the stream has started, a failure ends it with an
+Hostile input: numeric query parameters must fit int64 (400 otherwise), a request body must
+arrive within the request timeout (60 s, 504 otherwise), and everything a watch needs is
+checked before its 200 is sent; once the stream has started, a failure ends it with an
 ERROR event — never a second status line. Large bodies are decoded, checked for duplicate
 fields and patched on the heavy-work pool (``offload.py``); an HTTP patch that is large, or a
 JSON patch with ``copy`` operations, is applied there too (the registry awaits it).
@@ -79,6 +80,9 @@ NUMERIC_QUERY = ("limit", "timeoutSeconds", "gracePeriodSeconds")
 INLINE_PATCH_BYTES = 16 * 1024
 # Bodies larger than this have their duplicate fields looked for off the loop.
 INLINE_DUPLICATE_SCAN_BYTES = 16 * 1024
+# A request body must have arrived within this (upstream's --request-timeout, 60 s, which
+# bounds every request that is not long-running; here only the part a client can drag out).
+REQUEST_TIMEOUT = 60.0
 
 
 @dataclass
@@ -194,6 +198,7 @@ class RestHandler:
         # Set by the server: whether a bearer token is one it accepts (for TokenReview).
         self.token_valid: Callable[[str], bool] = lambda _token: False
         self.stream_errors = LogSummary(log)
+        self.request_timeout = REQUEST_TIMEOUT
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -401,9 +406,16 @@ class RestHandler:
         if request.content_length is not None and request.content_length > codec.MAX_BODY_BYTES:
             raise errors.request_entity_too_large()
         try:
-            return await request.read()
+            async with asyncio.timeout(self.request_timeout):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise errors.request_entity_too_large() from None
+        except TimeoutError:
+            # A client trickling its body must not hold an in-flight slot for ever.
+            raise errors.timeout(
+                "request did not complete within requested timeout - "
+                f"the request body did not arrive within {self.request_timeout:g} s"
+            ) from None
 
     def _write_options(self, request: web.BaseRequest, body: bytes = b"") -> WriteOptions:
         opts = self.write_options(request.query)

@@ -111,6 +111,7 @@ class ApiServer:
         kubelet_client_cert: tuple[Path, Path] | None = None,
         connection_limits: ConnectionLimits | None = None,
         inflight_limits: InflightLimits | None = None,
+        request_timeout: float | None = None,
     ) -> None:
         self.registry = registry
         self.table = table
@@ -118,6 +119,8 @@ class ApiServer:
         self.advertise_address = advertise_address
         self.discovery = Discovery(table)
         self.rest = RestHandler(registry, table)
+        if request_timeout is not None:
+            self.rest.request_timeout = request_timeout
         self.rest.token_valid = self._token_valid
         if kubelet_client_cert is not None:
             self.rest.streaming = StreamingProxy(registry, table, *kubelet_client_cert)
