@@ -370,24 +370,29 @@ def sort_active_pods(pods: Iterable[Obj]) -> list[Obj]:
 
 
 class _Ranked:
-    """One pod's inputs to the ReplicaSet's deletion order, read once before sorting."""
+    """One pod's inputs to the ReplicaSet's deletion order, read once before sorting; times are
+    kept as their log2 age bucket at ``now`` (-2 when missing: a zero time)."""
 
-    __slots__ = ("assigned", "cost", "created", "phase", "pod", "rank", "ready", "ready_at", "restarts", "uid")
+    __slots__ = ("assigned", "cost", "created", "created_rank", "phase", "pod", "rank", "ready", "ready_at",
+                 "ready_rank", "restarts", "uid")
 
-    def __init__(self, pod: Obj, rank: int) -> None:
+    def __init__(self, pod: Obj, rank: int, now: datetime) -> None:
         self.pod = pod
         self.rank = rank
         self.assigned = bool((pod.get("spec") or {}).get("nodeName"))
         self.phase = _PHASE_ORDER.get(pod_phase(pod), 0)
         self.ready = is_pod_ready(pod)
         self.ready_at = ready_since(pod) if self.ready else None
+        self.ready_rank = _NO_TIME if self.ready_at is None else _age_rank(now, self.ready_at)
         self.cost = deletion_cost(pod)
         self.restarts = max_restarts(pod)
         self.created = _stamp(meta(pod).get("creationTimestamp"))
+        self.created_rank = _NO_TIME if self.created is None else _age_rank(now, self.created)
         self.uid = uid_of(pod)
 
 
 _MICROSECOND = timedelta(microseconds=1)
+_NO_TIME = -2  # sorts before every age rank, as upstream's afterOrZero puts a zero time first
 
 
 def _age_rank(now: datetime, when: datetime) -> int:
@@ -397,17 +402,14 @@ def _age_rank(now: datetime, when: datetime) -> int:
     return int(math.log2(nanos)) if nanos > 0 else -1
 
 
-def _recent_first(a: _Ranked, b: _Ranked, ta: datetime | None, tb: datetime | None, now: datetime) -> int:
-    """A missing time first; else the younger on a log2 scale, ties by uid."""
-    if ta is None or tb is None:
-        return -1 if ta is None else 1
-    diff = _age_rank(now, ta) - _age_rank(now, tb)
-    if diff == 0:
-        return (a.uid > b.uid) - (a.uid < b.uid)
-    return -1 if diff < 0 else 1
+def _younger_first(a: _Ranked, b: _Ranked, rank_a: int, rank_b: int) -> int:
+    """The smaller age rank first (a missing time ranks lowest), ties by uid."""
+    if rank_a != rank_b:
+        return -1 if rank_a < rank_b else 1
+    return (a.uid > b.uid) - (a.uid < b.uid)
 
 
-def _ranked_compare(now: datetime, a: _Ranked, b: _Ranked) -> int:
+def _ranked_compare(a: _Ranked, b: _Ranked) -> int:
     if a.assigned != b.assigned:
         return 1 if a.assigned else -1
     if a.phase != b.phase:
@@ -419,11 +421,11 @@ def _ranked_compare(now: datetime, a: _Ranked, b: _Ranked) -> int:
     if a.rank != b.rank:
         return -1 if a.rank > b.rank else 1
     if a.ready and b.ready and a.ready_at != b.ready_at:
-        return _recent_first(a, b, a.ready_at, b.ready_at, now)
+        return _younger_first(a, b, a.ready_rank, b.ready_rank)
     if a.restarts != b.restarts:
         return -1 if a.restarts > b.restarts else 1
     if a.created != b.created:
-        return _recent_first(a, b, a.created, b.created, now)
+        return _younger_first(a, b, a.created_rank, b.created_rank)
     return 0
 
 
@@ -446,8 +448,9 @@ def pods_to_delete(pods: Sequence[Obj], related: Iterable[Obj], count: int, now:
     if count >= len(pods):
         return list(pods)
     per_node = related_per_node(related)
-    ranked = [_Ranked(p, per_node.get((p.get("spec") or {}).get("nodeName") or "", 0)) for p in pods]
-    ranked.sort(key=functools.cmp_to_key(functools.partial(_ranked_compare, now or utcnow())))
+    now = now or utcnow()
+    ranked = [_Ranked(p, per_node.get((p.get("spec") or {}).get("nodeName") or "", 0), now) for p in pods]
+    ranked.sort(key=functools.cmp_to_key(_ranked_compare))
     return [r.pod for r in ranked[:count]]
 
 
