@@ -369,6 +369,17 @@ def sort_active_pods(pods: Iterable[Obj]) -> list[Obj]:
     return sorted(pods, key=_active_order)
 
 
+_MICROSECOND = timedelta(microseconds=1)
+_NO_TIME = -2  # sorts before every age rank, as upstream's afterOrZero puts a zero time first
+
+
+def _age_rank(now: datetime, when: datetime) -> int:
+    """log2 of ``when``'s age in nanoseconds (-1 when not in the past), as upstream's
+    logarithmicRankDiff buckets times."""
+    nanos = (now - when) // _MICROSECOND * 1000
+    return int(math.log2(nanos)) if nanos > 0 else -1
+
+
 class _Ranked:
     """One pod's inputs to the ReplicaSet's deletion order, read once before sorting; times are
     kept as their log2 age bucket at ``now`` (-2 when missing: a zero time)."""
@@ -391,17 +402,6 @@ class _Ranked:
         self.uid = uid_of(pod)
 
 
-_MICROSECOND = timedelta(microseconds=1)
-_NO_TIME = -2  # sorts before every age rank, as upstream's afterOrZero puts a zero time first
-
-
-def _age_rank(now: datetime, when: datetime) -> int:
-    """log2 of ``when``'s age in nanoseconds (-1 when not in the past), as upstream's
-    logarithmicRankDiff buckets times."""
-    nanos = (now - when) // _MICROSECOND * 1000
-    return int(math.log2(nanos)) if nanos > 0 else -1
-
-
 def _younger_first(a: _Ranked, b: _Ranked, rank_a: int, rank_b: int) -> int:
     """The smaller age rank first (a missing time ranks lowest), ties by uid."""
     if rank_a != rank_b:
@@ -410,6 +410,7 @@ def _younger_first(a: _Ranked, b: _Ranked, rank_a: int, rank_b: int) -> int:
 
 
 def _ranked_compare(a: _Ranked, b: _Ranked) -> int:
+    """Upstream's ActivePodsWithRanks.Less as a comparison: negative when ``a`` goes first."""
     if a.assigned != b.assigned:
         return 1 if a.assigned else -1
     if a.phase != b.phase:
