@@ -8,19 +8,22 @@ minReadySeconds, a deadline, a schedule); raising retries the key with exponenti
 and a 409 Conflict (a stale cache) retries quickly without logging a failure.
 
 Subclasses set ``name``, register informers and handlers in ``__init__`` (via the shared
-:class:`~k3py.client.informer.InformerFactory`), and implement ``reconcile``.
+:class:`~k3py.client.informer.InformerFactory`), and implement ``reconcile``. Most reconciles
+end by writing the status they computed: :meth:`Controller.write_status` writes it only when it
+differs from what the object already has (a steady object costs no write), and treats a 404 as
+"the object is gone" — its status no longer matters and its deletion enqueues the key anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 
 from k3py.api.errors import ApiError
 from k3py.client.events import EventRecorder
 from k3py.client.informer import Informer, InformerFactory, Obj, object_key
-from k3py.client.interface import Client
+from k3py.client.interface import Client, Resource
 from k3py.client.workqueue import ShutDown, WorkQueue
 
 log = logging.getLogger("k3py.controller")
@@ -59,6 +62,26 @@ class Controller:
             if ref.get("controller") and ref.get("kind") == owner_kind:
                 ns = meta.get("namespace")
                 self.queue.add(f"{ns}/{ref.get('name')}" if ns else str(ref.get("name")))
+
+    # -- writing what a reconcile computed ------------------------------------------------
+
+    async def write_status(self, resource: Resource, obj: Obj, status: Obj, *,
+                           tolerate: Collection[int] = (404,)) -> Obj | None:
+        """Write ``status`` to ``obj``'s status subresource unless ``obj`` already has it.
+
+        ``obj`` is the object the status was computed from (its resourceVersion makes a stale
+        write a 409, which :meth:`process_one` retries). Returns the object the server stored,
+        or None when nothing was written: the status was unchanged, or the server answered one
+        of the ``tolerate`` codes (404 by default: the object was deleted meanwhile).
+        """
+        if status == (obj.get("status") or {}):
+            return None
+        try:
+            return await self.client.update_status(resource, {**obj, "status": status})
+        except ApiError as e:
+            if e.code in tolerate:
+                return None
+            raise
 
     # -- the work loop ---------------------------------------------------------------------
 

@@ -43,8 +43,10 @@ from k3py.server.apiserver.system import ensure_system_objects
 from k3py.server.apiserver.watchcache import WatchCache
 from k3py.server.bootstrap.certs import TLSFiles, ensure_certificates
 from k3py.server.bootstrap.kubeconfig import write_kubeconfig
+from k3py.server.bootstrap.kubeletserving import KubeletServingSigner
 from k3py.server.bootstrap.tokens import load_or_create_token
 from k3py.server.config import ServerConfig
+from k3py.server.controllers.manager import run_control_plane
 from k3py.store import StoreError
 from k3py.store.factory import open_store
 from k3py.util.logsummary import LogSummary
@@ -143,6 +145,7 @@ async def run_server(
     await asyncio.to_thread(_make_database_private, store)
     cache = WatchCache(store)
     apiserver: ApiServer | None = None
+    stack = contextlib.ExitStack()
     try:
         await cache.start()
         table = builtin_resources()
@@ -167,10 +170,12 @@ async def run_server(
             request_timeout=config.request_timeout,
         )  # fmt: skip
         context = server_ssl_context(tls.serving_cert, tls.serving_key, tls.ca_cert)
-        await apiserver.start(config.bind_address, config.https_listen_port, context)
         await ensure_system_objects(registry, advertise_ip, config.https_listen_port)
-        _tune_gc()
+        _tune_gc()  # a full collection of the start-up heap: before anyone can connect
+        await apiserver.start(config.bind_address, config.https_listen_port, context)
         apiserver.ready = True
+        # From here on the loop serves clients: any stretch it is held is reported.
+        stack.enter_context(watching_the_loop())
         # As k3s: the admin kubeconfig points at loopback unless a specific address was bound.
         local = "127.0.0.1" if config.bind_address in ("0.0.0.0", "::", "") else advertise_ip
         host = local if ":" not in local else f"[{local}]"
@@ -201,6 +206,7 @@ async def run_server(
         with contextlib.suppress(asyncio.CancelledError):
             await signer
     finally:
+        stack.close()
         if apiserver is not None:
             await apiserver.stop()
         await cache.close()
@@ -209,9 +215,6 @@ async def run_server(
 
 async def _run_control_plane(apiserver: ApiServer, config: ServerConfig, ca_pem: bytes, stop: asyncio.Event) -> None:
     """Controllers, scheduler and simulated nodes, talking to this API server in-process."""
-    from k3py.client.interface import Client
-    from k3py.server.controllers.manager import run_control_plane
-
     client = Client(InProcessTransport(apiserver.rest), field_manager="k3py-controller-manager")
     try:
         await run_control_plane(client, simulated_nodes=config.simulated_nodes, stop=stop, root_ca=ca_pem)
@@ -223,8 +226,6 @@ async def _run_control_plane(apiserver: ApiServer, config: ServerConfig, ca_pem:
 
 async def _run_kubelet_serving_signer(apiserver: ApiServer, tls: TLSFiles) -> None:
     """Signs the serving certificates joining kubelets ask for (server/bootstrap/kubeletserving)."""
-    from k3py.server.bootstrap.kubeletserving import KubeletServingSigner
-
     client = Client(InProcessTransport(apiserver.rest), field_manager="k3py-kubelet-serving-signer")
     try:
         await KubeletServingSigner(client, tls.ca_cert, tls.ca_key).run()
@@ -283,8 +284,7 @@ def run_server_forever(config: ServerConfig, node_agent: NodeAgentHook | None = 
         loop.set_exception_handler(_summarising_exception_handler())
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        with watching_the_loop():
-            await run_server(config, stop, node_agent)
+        await run_server(config, stop, node_agent)
 
     try:
         import uvloop

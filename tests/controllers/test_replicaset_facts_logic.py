@@ -11,7 +11,8 @@ from typing import Any
 
 from k3py.api.selectors import label_selector_from_dict
 from k3py.client.interface import PODS, REPLICASETS
-from k3py.server.controllers.replicaset import PodFacts, ReplicaSetController
+from k3py.server.controllers.podowner import PodFacts
+from k3py.server.controllers.replicaset import ReplicaSetController
 from tests.controllers.test_replicaset_logic import replicaset
 
 

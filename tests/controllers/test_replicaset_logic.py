@@ -5,12 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from k3py.client.interface import PODS, REPLICASETS
-from k3py.server.controllers.replicaset import (
-    DELETION_COST,
-    ReplicaSetController,
-    deletion_rank,
-    least_valuable,
-)
+from k3py.server.controllers.podowner import DELETION_COST
+from k3py.server.controllers.replicaset import ReplicaSetController
 
 
 def replicaset(name: str = "web", replicas: int = 3, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -26,6 +22,11 @@ def replicaset(name: str = "web", replicas: int = 3, labels: dict[str, str] | No
     }
 
 
+def rs_status(plane, name: str = "web") -> dict[str, Any]:
+    """The ReplicaSet's status as stored ({} until the controller first writes it)."""
+    return plane.transport.peek(REPLICASETS, "default", name).get("status") or {}
+
+
 async def test_creates_pods_with_controller_owner_reference(plane) -> None:
     await plane.start(ReplicaSetController)
     rs = await plane.client.create(REPLICASETS, replicaset(replicas=3), "default")
@@ -38,7 +39,7 @@ async def test_creates_pods_with_controller_owner_reference(plane) -> None:
         assert pod["metadata"]["labels"] == {"app": "web"}
         assert pod["spec"]["containers"][0]["image"] == "busybox"
     status = await plane.until(lambda: (plane.transport.peek(REPLICASETS, "default", "web").get("status") or {}).get("replicas") == 3
-                               and plane.transport.peek(REPLICASETS, "default", "web")["status"])
+                               and rs_status(plane))
     assert status["observedGeneration"] == 1
     assert status["readyReplicas"] == 0 and status["availableReplicas"] == 0
     # No overshoot once the cache catches up.
@@ -51,12 +52,12 @@ async def test_ready_and_available_counts_and_scale_down_prefers_unready(plane) 
     pods = await plane.until(lambda: len(plane.pods()) == 3 and plane.pods())
     await plane.mark_ready(pods[0])
     await plane.mark_ready(pods[1])
-    await plane.until(lambda: plane.transport.peek(REPLICASETS, "default", "web")["status"].get("availableReplicas") == 2)
+    await plane.until(lambda: rs_status(plane).get("availableReplicas") == 2)
     await plane.client.patch(REPLICASETS, "web", {"spec": {"replicas": 2}}, "default")
     await plane.until(lambda: len(plane.pods()) == 2)
     assert {p["metadata"]["name"] for p in plane.pods()} == {pods[0]["metadata"]["name"], pods[1]["metadata"]["name"]}
-    status = await plane.until(lambda: plane.transport.peek(REPLICASETS, "default", "web")["status"].get("observedGeneration") == 2
-                               and plane.transport.peek(REPLICASETS, "default", "web")["status"])
+    status = await plane.until(lambda: rs_status(plane).get("observedGeneration") == 2
+                               and rs_status(plane))
     assert status["replicas"] == 2 and status["readyReplicas"] == 2
 
 
@@ -82,46 +83,6 @@ async def test_adopts_matching_orphans_and_releases_relabelled_pods(plane) -> No
     await plane.until(lambda: len(plane.pods()) == 3)
 
 
-def test_deletion_rank_orders_least_valuable_first() -> None:
-    def pod(name: str, node: str = "", phase: str = "Pending", ready: str = "", created: str = "2024-01-01T00:00:00Z") -> dict[str, Any]:
-        status: dict[str, Any] = {"phase": phase}
-        if ready:
-            status["conditions"] = [{"type": "Ready", "status": "True", "lastTransitionTime": ready}]
-        return {"metadata": {"name": name, "creationTimestamp": created}, "spec": {"nodeName": node}, "status": status}
-
-    pods = [
-        pod("ready-long", "n", "Running", "2024-01-01T00:00:00Z"),
-        pod("ready-recent", "n", "Running", "2024-01-02T00:00:00Z"),
-        pod("running-unready", "n", "Running"),
-        pod("pending-scheduled", "n"),
-        pod("unscheduled"),
-    ]
-    assert [p["metadata"]["name"] for p in sorted(pods, key=deletion_rank)] == [
-        "unscheduled", "pending-scheduled", "running-unready", "ready-recent", "ready-long"]
-
-
-def test_deletion_cost_and_doubled_up_nodes_rank_before_readiness_age() -> None:
-    def pod(name: str, node: str, cost: str | None = None, ready: str = "2024-01-01T00:00:00Z") -> dict[str, Any]:
-        meta: dict[str, Any] = {"name": name, "creationTimestamp": "2024-01-01T00:00:00Z"}
-        if cost is not None:
-            meta["annotations"] = {DELETION_COST: cost}
-        return {"metadata": meta, "spec": {"nodeName": node},
-                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready}]}}
-
-    # All ready and running: a negative deletion cost goes first, a high one last; among equal
-    # costs a pod sharing its node with another goes before one alone — even if ready longer.
-    pods = [
-        pod("alone-recent", "b", ready="2024-01-03T00:00:00Z"),
-        pod("pair-1", "a"), pod("pair-2", "a"),
-        pod("cheap", "c", cost="-5"),
-        pod("precious", "a", cost="1000"),
-        pod("garbage-cost", "d", cost="lots"),  # invalid: counts as 0
-    ]
-    order = [p["metadata"]["name"] for p in least_valuable(pods, len(pods))]
-    assert order[0] == "cheap" and order[-1] == "precious"
-    assert order.index("pair-1") < order.index("alone-recent") and order.index("pair-2") < order.index("alone-recent")
-
-
 async def test_scale_down_removes_the_pod_with_the_lowest_deletion_cost(plane) -> None:
     await plane.start(ReplicaSetController)
     await plane.client.create(REPLICASETS, replicaset(replicas=3), "default")
@@ -130,7 +91,7 @@ async def test_scale_down_removes_the_pod_with_the_lowest_deletion_cost(plane) -
         await plane.mark_ready(p)
     chosen = pods[1]["metadata"]["name"]
     await plane.client.patch(PODS, chosen, {"metadata": {"annotations": {DELETION_COST: "-10"}}}, "default")
-    await plane.until(lambda: plane.transport.peek(REPLICASETS, "default", "web")["status"].get("readyReplicas") == 3)
+    await plane.until(lambda: rs_status(plane).get("readyReplicas") == 3)
     await plane.client.patch(REPLICASETS, "web", {"spec": {"replicas": 2}}, "default")
     await plane.until(lambda: len(plane.pods()) == 2, what="scaled down")
     assert chosen not in {p["metadata"]["name"] for p in plane.pods()}

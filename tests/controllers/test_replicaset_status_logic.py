@@ -12,7 +12,8 @@ import asyncio
 from typing import Any
 
 from k3py.client.interface import REPLICASETS
-from k3py.server.controllers.replicaset import STATUS_SYNC_INTERVAL, ReplicaSetController
+from k3py.server.controllers.podowner import STATUS_SYNC_INTERVAL
+from k3py.server.controllers.replicaset import ReplicaSetController
 from tests.controllers.test_replicaset_logic import replicaset
 
 

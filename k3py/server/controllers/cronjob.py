@@ -232,13 +232,8 @@ class CronJobController(Controller):
 
         same = names(old) == names(status) and {k: v for k, v in old.items() if k != "active"} == {
             k: v for k, v in status.items() if k != "active"}
-        if same:
-            return
-        try:
-            await self.client.update_status(CRONJOBS, {**cj, "status": status})
-        except ApiError as e:
-            if e.code != 404:
-                raise
+        if not same:
+            await self.write_status(CRONJOBS, cj, status)
 
     async def _prune(self, finished: list[Obj], spec: Obj) -> None:
         limits = {"Complete": spec.get("successfulJobsHistoryLimit", 3), "Failed": spec.get("failedJobsHistoryLimit", 1)}

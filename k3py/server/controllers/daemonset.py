@@ -23,9 +23,8 @@ import copy
 import logging
 from collections.abc import Hashable
 
-from k3py.api.errors import ApiError
 from k3py.client.informer import InformerFactory
-from k3py.client.interface import CONTROLLERREVISIONS, DAEMONSETS, NODES, PODS, Client
+from k3py.client.interface import CONTROLLERREVISIONS, DAEMONSETS, NODES, Client
 from k3py.server.controllers.common import (
     Obj,
     available_in,
@@ -37,7 +36,7 @@ from k3py.server.controllers.common import (
     pod_phase,
     utcnow,
 )
-from k3py.server.controllers.replicaset import PodOwnerController, pod_from_template
+from k3py.server.controllers.podowner import PodOwnerController, pod_from_template
 from k3py.server.controllers.revisions import (
     POD_REVISION_LABEL,
     ensure_current_revision,
@@ -201,13 +200,7 @@ class DaemonSetController(PodOwnerController):
             if to_delete:
                 await self.delete_pods(key, to_delete)
             if to_create:
-                self.expectations.expect(key, adds=len(to_create))
-                for node in to_create:
-                    try:
-                        await self.client.create(PODS, daemon_pod(ds, node, current_hash), namespace_of(ds))
-                    except ApiError:
-                        self.expectations.observed_add(key)
-                        raise
+                await self.create_pods(key, ds, [daemon_pod(ds, node, current_hash) for node in to_create])
 
         # Status from what exists now.
         desired = len(eligible)
@@ -245,12 +238,7 @@ class DaemonSetController(PodOwnerController):
         for zero in ("numberAvailable", "numberUnavailable", "updatedNumberScheduled"):
             if not status.get(zero):
                 status.pop(zero, None)
-        if status != (ds.get("status") or {}):
-            try:
-                await self.client.update_status(DAEMONSETS, {**ds, "status": status})
-            except ApiError as e:
-                if e.code != 404:
-                    raise
+        await self.write_status(DAEMONSETS, ds, status)
         in_use = {(meta(p).get("labels") or {}).get(POD_REVISION_LABEL, "") for p in pods}
         await prune_revisions(self.client, ds, revisions, in_use | {current_hash})
         return None if requeue is None else requeue + 0.05

@@ -43,7 +43,13 @@ from typing import cast
 from k3py.api.errors import ApiError
 from k3py.api.meta import parse_rfc3339
 from k3py.client.controller import Controller
-from k3py.client.informer import OWNER_UID_INDEX, InformerFactory, index_by_owner_uid
+from k3py.client.informer import (
+    ORPHAN_INDEX,
+    OWNER_UID_INDEX,
+    InformerFactory,
+    index_by_owner_uid,
+    index_orphans,
+)
 from k3py.client.interface import DEPLOYMENTS, PODS, REPLICASETS, Client
 from k3py.server.controllers.common import (
     Obj,
@@ -60,6 +66,13 @@ from k3py.server.controllers.common import (
     timestamp_of,
     uid_of,
     utcnow,
+)
+from k3py.server.controllers.podowner import (
+    FactsCache,
+    OwnedFacts,
+    claim,
+    claim_candidates,
+    owner_recheck,
 )
 
 log = logging.getLogger("k3py.controllers.deployment")
@@ -237,10 +250,12 @@ class DeploymentController(Controller):
     def __init__(self, client: Client, informers: InformerFactory) -> None:
         super().__init__(client, informers)
         self.deployments = informers.informer(DEPLOYMENTS)
-        self.replicasets = informers.informer(REPLICASETS, {OWNER_UID_INDEX: index_by_owner_uid})
+        self.replicasets = informers.informer(REPLICASETS, {OWNER_UID_INDEX: index_by_owner_uid,
+                                                            ORPHAN_INDEX: index_orphans})
+        self.rs_facts: FactsCache[OwnedFacts] = FactsCache(OwnedFacts, self.replicasets.cache)
         self.pods = informers.informer(PODS, {OWNER_UID_INDEX: index_by_owner_uid})
         self.deployments.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue)
-        self.replicasets.add_handler(self._rs_changed, lambda _o, n: self._rs_changed(n), self._rs_changed)
+        self.replicasets.add_handler(self._rs_changed, self._rs_updated, self._rs_changed)
         # Recreate waits for old pods to disappear; their deletion must wake the deployment.
         self.pods.add_handler(on_delete=self._pod_deleted)
 
@@ -256,6 +271,10 @@ class DeploymentController(Controller):
             if sel is not None and not sel.empty and sel.matches(labels):
                 self.enqueue(d)
 
+    def _rs_updated(self, old: Obj, new: Obj) -> None:
+        self.rs_facts.forget(old)
+        self._rs_changed(new)
+
     def _pod_deleted(self, pod: Obj) -> None:
         ref = controller_ref(pod)
         if ref is None or ref.get("kind") != "ReplicaSet":
@@ -267,38 +286,11 @@ class DeploymentController(Controller):
     # -- claiming ---------------------------------------------------------------------------
 
     async def claim_replicasets(self, d: Obj) -> list[Obj]:
-        sel = selector_of(d)
-        d_uid = uid_of(d)
-        owned: list[Obj] = []
-        for rs in self.replicasets.cache.list(namespace_key(d)):
-            ref = controller_ref(rs)
-            labels = meta(rs).get("labels") or {}
-            matches = sel is not None and not sel.empty and sel.matches(labels)
-            if ref is not None:
-                if ref.get("uid") != d_uid:
-                    continue
-                if matches:
-                    owned.append(rs)
-                elif not is_deleting(d):
-                    refs = [r for r in meta(rs).get("ownerReferences") or () if r.get("uid") != d_uid]
-                    await self._patch_refs(rs, refs)
-                continue
-            if matches and not is_deleting(rs) and not is_deleting(d):
-                refs = [*(meta(rs).get("ownerReferences") or ()), owner_reference(d, "apps/v1", "Deployment")]
-                adopted = await self._patch_refs(rs, refs)
-                if adopted is not None:
-                    owned.append(adopted)
-        return owned
-
-    async def _patch_refs(self, rs: Obj, refs: list[Obj]) -> Obj | None:
-        patch = {"metadata": {"ownerReferences": refs or None, "uid": uid_of(rs),
-                              "resourceVersion": meta(rs).get("resourceVersion")}}
-        try:
-            return await self.client.patch(REPLICASETS, name_of(rs), patch, namespace_key(rs))
-        except ApiError as e:
-            if e.code in (404, 409, 422):
-                return None
-            raise
+        """The ReplicaSets ``d`` controls after adopting matching orphans and releasing strays
+        (:func:`~k3py.server.controllers.podowner.claim`)."""
+        return await claim(self.client, REPLICASETS, d, owner_reference(d, "apps/v1", "Deployment"), selector_of(d),
+                           claim_candidates(self.replicasets.cache, d), self.rs_facts.of,
+                           can_adopt=owner_recheck(self.client, DEPLOYMENTS, d))
 
     # -- reconcile --------------------------------------------------------------------------
 
@@ -313,7 +305,7 @@ class DeploymentController(Controller):
         if sel is None or sel.empty:
             # Upstream refuses to act on an empty selector; it only records that it saw it.
             status["observedGeneration"] = meta(d).get("generation", 1)
-            await self._write_status(d, status)
+            await self.write_status(DEPLOYMENTS, d, status)
             return None
         all_rs = await self.claim_replicasets(d)
         new_rs, old_rs = self._split(d, all_rs)
@@ -423,7 +415,7 @@ class DeploymentController(Controller):
             if is_controlled(existing, uid_of(d)) and templates_equal(existing["spec"]["template"], template):
                 return existing, False
             status["collisionCount"] = collision + 1
-            await self._write_status(d, status)
+            await self.write_status(DEPLOYMENTS, d, status)
             raise
         await self._set_deployment_revision(d, str(max_old + 1))
         set_condition(status, "Progressing", "True", "NewReplicaSetCreated",
@@ -567,7 +559,7 @@ class DeploymentController(Controller):
             requeue = self._progressing(new_rs, status, old_status, desired, deadline, created)
         if not status.get("collisionCount"):
             status.pop("collisionCount", None)
-        await self._write_status(d, status)
+        await self.write_status(DEPLOYMENTS, d, status)
         return requeue
 
     @staticmethod
@@ -603,15 +595,6 @@ class DeploymentController(Controller):
                           f'ReplicaSet "{rs_name}" has timed out progressing.', with_update_time=True)
             return None
         return deadline - elapsed + 1
-
-    async def _write_status(self, d: Obj, status: Obj) -> None:
-        if status == (d.get("status") or {}):
-            return
-        try:
-            await self.client.update_status(DEPLOYMENTS, {**d, "status": status})
-        except ApiError as e:
-            if e.code != 404:
-                raise
 
 
 def is_saturated(d: Obj, rs: Obj) -> bool:

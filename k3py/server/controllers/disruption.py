@@ -129,12 +129,7 @@ class DisruptionController(Controller):
                 set_condition(status, "DisruptionAllowed", "False", "InsufficientPods", "")
         for cond in status.get("conditions") or []:
             cond.setdefault("observedGeneration", meta(pdb).get("generation", 1))
-        if status != (pdb.get("status") or {}):
-            try:
-                await self.client.update_status(PDBS, {**pdb, "status": status})
-            except ApiError as e:
-                if e.code != 404:
-                    raise
+        await self.write_status(PDBS, pdb, status)
         return None
 
     async def _expected_scale(self, pdb: Obj, pods: list[Obj]) -> int:

@@ -13,10 +13,10 @@ For each Job (batch/v1) it claims pods by selector (the API server gives every J
   succeeded and none is active): SuccessCriteriaMet then Complete, with completionTime;
 - otherwise keeps ``min(parallelism, completions - succeeded)`` pods active — replacing failed
   pods only after upstream's back-off (10 s doubled per failure since the last success, at
-  most 6 minutes, counted from the last failure's finish) — 0 while
-  ``suspend`` (condition Suspended). ``completionMode: Indexed`` gives each pod an index
-  (annotation and label ``batch.kubernetes.io/job-completion-index``, env
-  JOB_COMPLETION_INDEX, hostname ``<job>-<index>``) and tracks ``completedIndexes``;
+  most 6 minutes, counted from the last failure's finish) — 0 while ``suspend`` (condition
+  Suspended); surplus pods go in upstream's ActivePods order. ``completionMode: Indexed``
+  gives each pod an index (annotation and label ``batch.kubernetes.io/job-completion-index``,
+  env JOB_COMPLETION_INDEX, hostname ``<job>-<index>``) and tracks ``completedIndexes``;
 - deletes a finished Job ``ttlSecondsAfterFinished`` after it finished.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 from k3py.api.errors import ApiError
 from k3py.api.meta import now_rfc3339, parse_rfc3339
 from k3py.client.informer import OWNER_UID_INDEX, InformerFactory
-from k3py.client.interface import JOBS, PODS, Client
+from k3py.client.interface import JOBS, Client
 from k3py.server.controllers.common import (
     Obj,
     get_condition,
@@ -44,7 +44,7 @@ from k3py.server.controllers.common import (
     uid_of,
     utcnow,
 )
-from k3py.server.controllers.replicaset import PodOwnerController, least_valuable, pod_from_template
+from k3py.server.controllers.podowner import PodOwnerController, pod_from_template, sort_active_pods
 
 log = logging.getLogger("k3py.controllers.job")
 
@@ -257,12 +257,7 @@ class JobController(PodOwnerController):
         for zero in ("active", "succeeded", "failed", "terminating"):
             if not status.get(zero):
                 status.pop(zero, None)
-        if status != (job.get("status") or {}):
-            try:
-                await self.client.update_status(JOBS, {**job, "status": status})
-            except ApiError as e:
-                if e.code != 404:
-                    raise
+        await self.write_status(JOBS, job, status)
         return requeue
 
     async def _manage(self, key: str, job: Obj, active: list[Obj], succeeded: int, completed_indexes: set[int],
@@ -286,7 +281,7 @@ class JobController(PodOwnerController):
             else:
                 want = 0 if succeeded > 0 else parallelism
         if len(active) > want:
-            await self.delete_pods(key, least_valuable(active, len(active) - want))
+            await self.delete_pods(key, sort_active_pods(active)[:len(active) - want])
             return None
         missing = want - len(active)
         if missing <= 0:
@@ -298,13 +293,7 @@ class JobController(PodOwnerController):
             return None
         running = {i for p in active if (i := _pod_index(p)) is not None}
         free = [i for i in range(int(completions or 0)) if i not in completed_indexes and i not in running][:missing]
-        self.expectations.expect(key, adds=len(free))
-        for index in free:
-            try:
-                await self.client.create(PODS, indexed_pod(job, index), namespace_of(job))
-            except ApiError:
-                self.expectations.observed_add(key)
-                raise
+        await self.create_pods(key, job, [indexed_pod(job, index) for index in free])
         return None
 
     async def _ttl(self, job: Obj) -> float | None:

@@ -170,8 +170,4 @@ class NamespaceController(Controller):
         if conditions == status.get("conditions"):
             return
         status["conditions"] = conditions
-        try:
-            await self.client.update_status(NAMESPACES, {**ns, "status": status})
-        except ApiError as e:
-            if e.code not in (404, 409):
-                raise
+        await self.write_status(NAMESPACES, ns, status, tolerate=(404, 409))

@@ -123,7 +123,7 @@ class NodeLifecycleController(Controller):
                     status.setdefault("conditions", []).append(cond)
                 cond.update({"status": "Unknown", "reason": "NodeStatusUnknown", "message": UNKNOWN_MESSAGE,
                              "lastTransitionTime": stamp})
-            await self._write(NODES, node, status=True)
+            await self.write_status(NODES, cached, status)
             log.info("node %s stopped posting status (silent %.0fs)", key, silent)
             return 1.0
         ready = get_condition(node, "Ready")
@@ -169,7 +169,7 @@ class NodeLifecycleController(Controller):
             for c in updated["status"]["conditions"]:
                 if c.get("type") == "Ready":
                     c.update({"status": "False", "lastTransitionTime": now_rfc3339()})
-            await self._write(PODS, updated, status=True)
+            await self.write_status(PODS, pod, updated["status"])
 
     async def _evict(self, node_name: str, no_execute: list[Obj], now: datetime) -> float | None:
         if not no_execute:
@@ -206,12 +206,9 @@ class NodeLifecycleController(Controller):
                     raise
         return None if soonest is None else soonest + 0.05
 
-    async def _write(self, resource: Resource, obj: Obj, status: bool = False) -> None:
+    async def _write(self, resource: Resource, obj: Obj) -> None:
         try:
-            if status:
-                await self.client.update_status(resource, obj)
-            else:
-                await self.client.update(resource, obj)
+            await self.client.update(resource, obj)
         except ApiError as e:
             if e.code != 404:
                 raise

@@ -12,11 +12,9 @@ owns the Service, as upstream.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Hashable
 
-from k3py.api.errors import ApiError
 from k3py.client.controller import Controller
 from k3py.client.informer import InformerFactory
 from k3py.client.interface import NODES, SERVICES, Client
@@ -75,12 +73,6 @@ class ServiceLBController(Controller):
         wanted = node_ingress(self.nodes.cache.list()) if spec.get("type") == "LoadBalancer" else []
         if current == wanted:
             return None
-        svc = copy.deepcopy(cached)
-        status = svc.setdefault("status", {})
-        status["loadBalancer"] = {"ingress": wanted} if wanted else {}
-        try:
-            await self.client.update_status(SERVICES, svc)
-        except ApiError as e:
-            if e.code != 404:
-                raise
+        status = {**(cached.get("status") or {}), "loadBalancer": {"ingress": wanted} if wanted else {}}
+        await self.write_status(SERVICES, cached, status)
         return None

@@ -1,8 +1,10 @@
 """The StatefulSet controller: pods with stable names, ordinals and claims.
 
 Pod ``<set>-<i>`` for each ordinal i in [0, replicas) (``spec.ordinals.start`` shifts the
-range), with hostname ``<set>-<i>``, subdomain ``spec.serviceName``, labels
-``statefulset.kubernetes.io/pod-name`` and ``apps.kubernetes.io/pod-index``, and one
+range), made from the template as every owner's pods are (upstream keeps the template's
+annotations and finalizers and the ``<set>-`` generateName too), with hostname ``<set>-<i>``,
+subdomain ``spec.serviceName``, labels ``statefulset.kubernetes.io/pod-name`` and
+``apps.kubernetes.io/pod-index``, and one
 PersistentVolumeClaim ``<template>-<set>-<i>`` per volumeClaimTemplate, created once. What
 happens to claims follows ``spec.persistentVolumeClaimRetentionPolicy`` (default Retain/Retain):
 ``whenScaled: Delete`` deletes the claims of ordinals scaled away once their pod is gone;
@@ -20,7 +22,8 @@ while all other pods are Ready; a deleted pod below the partition comes back at 
 (older) revision, as upstream. ``OnDelete`` waits for the user to delete pods. Template
 history is kept in ControllerRevisions. Status: replicas, readyReplicas, availableReplicas,
 currentReplicas, updatedReplicas, currentRevision, updateRevision, observedGeneration — what
-``kubectl rollout status statefulset`` checks.
+``kubectl rollout status statefulset`` checks. Only pods named ``<set>-<ordinal>`` are members:
+the set releases others it controls and never adopts them (upstream's isMemberOf).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections.abc import Callable, Hashable
 
 from k3py.api.errors import ApiError
 from k3py.client.informer import InformerFactory
-from k3py.client.interface import CONTROLLERREVISIONS, PODS, PVCS, STATEFULSETS, Client
+from k3py.client.interface import CONTROLLERREVISIONS, PVCS, STATEFULSETS, Client
 from k3py.server.controllers.common import (
     Obj,
     available_in,
@@ -40,11 +43,10 @@ from k3py.server.controllers.common import (
     meta,
     name_of,
     namespace_of,
-    owner_reference,
     pod_phase,
     utcnow,
 )
-from k3py.server.controllers.replicaset import PodOwnerController
+from k3py.server.controllers.podowner import PodOwnerController, pod_from_template
 from k3py.server.controllers.revisions import (
     HASH_LABEL,
     POD_REVISION_LABEL,
@@ -74,32 +76,26 @@ def claim_name(template: Obj, sts: Obj, ordinal: int) -> str:
 
 
 def stateful_pod(sts: Obj, ordinal: int, revision_hash: str) -> Obj:
+    """Pod ``<set>-<ordinal>`` from the set's template (upstream's newStatefulSetPod): its
+    identity (name, hostname, subdomain, pod-name and pod-index labels), its revision label and
+    a volume per claim template."""
     spec = sts.get("spec") or {}
-    template = copy.deepcopy(spec.get("template") or {})
-    tmeta = template.get("metadata") or {}
+    pod = pod_from_template(sts, "apps/v1", "StatefulSet")
     name = f"{name_of(sts)}-{ordinal}"
-    labels = dict(tmeta.get("labels") or {})
-    labels.update({POD_REVISION_LABEL: revision_hash, POD_NAME_LABEL: name, POD_INDEX_LABEL: str(ordinal)})
-    pod_spec = dict(template.get("spec") or {})
+    pod["metadata"]["name"] = name
+    pod["metadata"]["labels"].update({POD_REVISION_LABEL: revision_hash, POD_NAME_LABEL: name, POD_INDEX_LABEL: str(ordinal)})
+    pod_spec = pod["spec"]  # a fresh top level over the template's values: replace, never mutate, them
     pod_spec["hostname"] = name
     if spec.get("serviceName"):
         pod_spec["subdomain"] = spec["serviceName"]
-    volumes = [v for v in pod_spec.get("volumes") or []]
+    volumes = list(pod_spec.get("volumes") or [])
     for claim in spec.get("volumeClaimTemplates") or ():
         cname = name_of(claim)
         volumes = [v for v in volumes if v.get("name") != cname]
         volumes.append({"name": cname, "persistentVolumeClaim": {"claimName": claim_name(claim, sts, ordinal)}})
     if volumes:
         pod_spec["volumes"] = volumes
-    pod_meta: Obj = {
-        "name": name,
-        "namespace": namespace_of(sts),
-        "labels": labels,
-        "ownerReferences": [owner_reference(sts, "apps/v1", "StatefulSet")],
-    }
-    if tmeta.get("annotations"):
-        pod_meta["annotations"] = dict(tmeta["annotations"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
+    return pod
 
 
 class StatefulSetController(PodOwnerController):
@@ -124,7 +120,8 @@ class StatefulSetController(PodOwnerController):
         revisions = owned_revisions(self.revisions.cache.list(namespace_of(sts)), meta(sts).get("uid", ""))
         current_rev, revisions = await ensure_current_revision(self.client, sts, "StatefulSet", revisions)
         update_hash = hash_of(spec.get("template") or {})
-        pods = await self.claim_pods(sts)
+        # Only pods named <set>-<ordinal> are members (others are released, never adopted).
+        pods = await self.claim_pods(sts, member=lambda facts: ordinal_of(sts, facts.obj) is not None)
         replicas = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
         start = int((spec.get("ordinals") or {}).get("start") or 0)
         wanted = set(range(start, start + replicas))
@@ -172,12 +169,7 @@ class StatefulSetController(PodOwnerController):
         for zero in ("readyReplicas", "currentReplicas", "updatedReplicas"):
             if not status.get(zero):
                 status.pop(zero, None)
-        if status != (sts.get("status") or {}):
-            try:
-                await self.client.update_status(STATEFULSETS, {**sts, "status": status})
-            except ApiError as e:
-                if e.code != 404:
-                    raise
+        await self.write_status(STATEFULSETS, sts, status)
         in_use = {(meta(p).get("labels") or {}).get(POD_REVISION_LABEL, "") for p in pods}
         await prune_revisions(self.client, sts, revisions, in_use | {update_hash, current_hash})
         await self._apply_retention(sts, wanted, by_ordinal)
@@ -205,7 +197,6 @@ class StatefulSetController(PodOwnerController):
                     update_hash: str, is_healthy: Callable[[Obj | None], bool],
                     recreate_as: Callable[[int], tuple[Obj, str] | None]) -> None:
         """One round of creates, deletes and updates, in the order the policy demands."""
-        namespace = namespace_of(sts)
         # Failed pods are recreated.
         for pod in list(by_ordinal.values()):
             if pod_phase(pod) == "Failed" and not is_deleting(pod):
@@ -217,13 +208,7 @@ class StatefulSetController(PodOwnerController):
             if pod is None:
                 await self._ensure_claims(sts, ordinal)
                 source, revision_hash = recreate_as(ordinal) or (sts, update_hash)
-                self.expectations.expect(key, adds=1)
-                try:
-                    await self.client.create(PODS, stateful_pod(source, ordinal, revision_hash), namespace)
-                except ApiError as e:
-                    self.expectations.observed_add(key)
-                    if e.code != 409:
-                        raise
+                await self.create_pod(key, stateful_pod(source, ordinal, revision_hash), tolerate=(409,))
                 if not parallel:
                     return
             elif not parallel and not is_healthy(pod):
