@@ -300,14 +300,21 @@ class TestCluster:
         """Run a command on the test host; output as text."""
         assert self.host is not None, "cluster not started"
         text_input = input.decode() if isinstance(input, bytes) else input
-        result = subprocess.run(
-            self.host.exec_argv(argv),
-            input=text_input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **(env or {})},
-        )
+        try:
+            result = subprocess.run(
+                self.host.exec_argv(argv),
+                input=text_input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, **(env or {})},
+            )
+        except subprocess.TimeoutExpired as exc:
+            # Whatever held the command up is most likely in the server's log.
+            raise AssertionError(
+                f"{' '.join(argv)} did not finish in {timeout}s\nstderr so far: {exc.stderr!r}\n"
+                f"server log:\n{self.server_log(120)}"
+            ) from None
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{' '.join(argv)} exited {result.returncode}\n"

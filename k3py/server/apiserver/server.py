@@ -65,7 +65,7 @@ from k3py.server.apiserver.inflight import (
 from k3py.server.apiserver.openapi_routes import OpenAPIRoutes
 from k3py.server.apiserver.registry import Registry
 from k3py.server.apiserver.reviews import REVIEW_RESOURCES
-from k3py.server.apiserver.streaming import StreamingProxy
+from k3py.server.apiserver.streaming import KubeletClientTLS, StreamingProxy
 from k3py.util.logsummary import LogSummary
 
 log = logging.getLogger("k3py.apiserver")
@@ -108,7 +108,7 @@ class ApiServer:
         table: ResourceTable,
         token: str,
         advertise_address: str,
-        kubelet_client_cert: tuple[Path, Path] | None = None,
+        kubelet_client_cert: KubeletClientTLS | None = None,
         connection_limits: ConnectionLimits | None = None,
         inflight_limits: InflightLimits | None = None,
         request_timeout: float | None = None,
@@ -123,7 +123,13 @@ class ApiServer:
             self.rest.request_timeout = request_timeout
         self.rest.token_valid = self._token_valid
         if kubelet_client_cert is not None:
-            self.rest.streaming = StreamingProxy(registry, table, *kubelet_client_cert)
+            self.rest.streaming = StreamingProxy(
+                registry,
+                table,
+                kubelet_client_cert.cert,
+                kubelet_client_cert.key,
+                kubelet_client_cert.ca,
+            )
         for info in REVIEW_RESOURCES:
             if table.lookup(info.group, info.version, info.plural) is None:
                 table.add(info)
@@ -220,7 +226,7 @@ class ApiServer:
         if head == "version" and len(segments) == 1:
             return json_response(self._version_body)
         if head == "openapi":
-            return self.openapi.serve(request, segments)
+            return await self.openapi.serve(request, segments)
         if head == "metrics" and len(segments) == 1:
             return web.Response(text=self._metrics(), content_type="text/plain", charset="utf-8")
         raise errors.not_found_path(path)
