@@ -66,6 +66,7 @@ from k3py.server.apiserver.openapi_routes import OpenAPIRoutes
 from k3py.server.apiserver.registry import Registry
 from k3py.server.apiserver.reviews import REVIEW_RESOURCES
 from k3py.server.apiserver.streaming import KubeletClientTLS, StreamingProxy
+from k3py.util.keepalive import KeepAlive
 from k3py.util.logsummary import LogSummary
 
 log = logging.getLogger("k3py.apiserver")
@@ -316,6 +317,7 @@ class ApiServer:
             lambda: TLSAcceptor(guard, ssl_context, lambda conn: http.handler(guard, conn)),
             host, port, backlog=1024, reuse_address=True,
         )  # fmt: skip
+        KeepAlive.from_environment().apply(self._listener.sockets)
 
     async def stop(self) -> None:
         if self._listener is not None:
