@@ -10,7 +10,7 @@
   created as a directory, as containerd does for a bind source).
 - ``persistentVolumeClaim``: the claim must be Bound; its PersistentVolume's ``hostPath`` (the
   local-path provisioner's, created if missing) or ``local`` path is the volume. The API reads
-  happen in the pod manager; ``bound_volume_name`` and ``claim_source`` judge what it read,
+  happen in ``podinputs``; ``bound_volume_name`` and ``claim_source`` judge what it read,
   with upstream's wording for a claim that is missing or not bound yet.
 - ``configMap``, ``secret``, ``downwardAPI``, ``projected``: files rendered from API objects
   (``items`` pick and rename keys, ``mode``/``defaultMode`` set permissions) and published the
@@ -55,7 +55,7 @@ from typing import Any
 
 from k3py.agent.kubelet.podspec import expand, pod_field, resource_field
 from k3py.api.quantity import parse_quantity
-from k3py.client.interface import PVCS as PVCS  # re-exported: the pod manager reads claims
+from k3py.client.interface import PVCS as PVCS  # re-exported: podinputs reads claims
 from k3py.client.interface import Resource
 from k3py.runtime import linux
 from k3py.runtime.spec import Mount
