@@ -22,13 +22,13 @@ import signal
 import socket
 import statistics
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 import yaml
 
 from tests.cluster import TestCluster, find_kubectl
+from tests.e2e.test_kubectl_workloads import _read_until
 from tests.kubelet.conftest import busybox_archive
 
 PODS = {
@@ -113,28 +113,6 @@ def _kubectl_session(
         for fd in set(ours):
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-def _read_until(fd: int, wanted: bytes, timeout: float = 30) -> bytes:
-    import select
-
-    deadline = time.monotonic() + timeout
-    seen = b""
-    while wanted not in seen:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"did not see {wanted!r} within {timeout}s; got {seen!r}")
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            raise AssertionError(f"stream ended before {wanted!r}; got {seen!r}")
-        seen += chunk
-    return seen
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
