@@ -20,3 +20,4 @@ class ServerConfig:
     disable_agent: bool = False
     simulated_nodes: int = 0
     log_level: str = "INFO"
+    cluster_dns: str = "10.43.0.10"  # the kube-dns Service's address (--cluster-dns)

@@ -156,7 +156,7 @@ async def run_server(
             kubelet_client_cert=KubeletClientTLS(tls.kubelet_client_cert, tls.kubelet_client_key, tls.ca_cert),
         )  # fmt: skip
         context = server_ssl_context(tls.serving_cert, tls.serving_key, tls.ca_cert)
-        await ensure_system_objects(registry, advertise_ip, config.https_listen_port)
+        await ensure_system_objects(registry, advertise_ip, config.https_listen_port, config.cluster_dns)
         _tune_gc()  # a full collection of the start-up heap: before anyone can connect
         await apiserver.start(config.bind_address, config.https_listen_port, context)
         apiserver.ready = True
