@@ -5,7 +5,8 @@ over UDP from a fresh socket with a random port and ID — dnspython's ``asyncqu
 that the answer comes from the server asked, with our ID and our question, so a spoofed packet
 must guess both — and again over TCP when the UDP answer was truncated. A server that does not
 answer within ``timeout`` seconds, or cannot be reached at all (no route, ICMP refusal), is
-skipped for the next one. When none answers, the result is SERVFAIL carrying an Extended DNS
+skipped for the next one; all of it within ``deadline`` seconds (4: stub resolvers wait 5 s
+before they try again, and the SERVFAIL should reach them). When none answers, the result is SERVFAIL carrying an Extended DNS
 Error (RFC 8914, code 22 "No Reachable Authority") whose text names the servers tried, so
 ``dig`` shows why; with no upstream configured at all the text says that.
 
@@ -91,6 +92,7 @@ class Forwarder:
         servers: Sequence[Server] | Callable[[], Sequence[Server]],
         *,
         timeout: float = 2.0,
+        deadline: float = 4.0,
         max_ttl: int = 30,
         failure_ttl: float = 2.0,
         max_entries: int = 10_000,
@@ -98,6 +100,7 @@ class Forwarder:
     ) -> None:
         self._servers = servers
         self.timeout = timeout
+        self.deadline = deadline
         self.max_ttl = max_ttl
         self.failure_ttl = failure_ttl
         self.max_entries = max_entries
@@ -156,10 +159,15 @@ class Forwarder:
         query = dns.message.make_query(qname, rdtype, use_edns=0, payload=1232, want_dnssec=want_dnssec)
         failures: list[str] = []
         order = servers[self._preferred % len(servers):] + servers[:self._preferred % len(servers)]
+        deadline = time.monotonic() + self.deadline
         for address, port in order:
+            timeout = min(self.timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                failures.append(f"{address}:{port} not tried (out of time)")
+                continue
             self.upstream_queries += 1
             try:
-                response = await dns.asyncquery.udp(query, address, timeout=self.timeout, port=port,
+                response = await dns.asyncquery.udp(query, address, timeout=timeout, port=port,
                                                     ignore_unexpected=True)
                 if response.flags & dns.flags.TC:
                     response = await dns.asyncquery.tcp(query, address, timeout=self.timeout, port=port)
