@@ -147,6 +147,7 @@ class Resolver:
         self._ns_name = f"ns.dns.{self.zone}"
         self._soa = dns.rdtypes.ANY.SOA.SOA(IN, SOA, dns.name.from_text(self._ns_name),
                                             dns.name.from_text(f"hostmaster.{self.zone}"), 0, 7200, 1800, 86400, TTL)
+        self._soa_cache: tuple[int, dns.rrset.RRset] | None = None
 
     # -- what a name holds ----------------------------------------------------------------
 
@@ -201,7 +202,12 @@ class Resolver:
         return rrset
 
     def _soa_rrset(self) -> dns.rrset.RRset:
-        return self._rrset(self.zone_name, SOA, [None])
+        """The zone's SOA, built once per serial (responses only read it; building it — the
+        rdata's hash included — was most of the cost of a negative answer)."""
+        serial = self.records.serial & 0xFFFFFFFF
+        if self._soa_cache is None or self._soa_cache[0] != serial:
+            self._soa_cache = (serial, self._rrset(self.zone_name, SOA, [None]))
+        return self._soa_cache[1]
 
     def _additional(self, rtype: int, values: list[Any]) -> list[dns.rrset.RRset]:
         """Addresses of SRV and NS targets we hold (the specification's "may include")."""
