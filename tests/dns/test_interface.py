@@ -38,3 +38,33 @@ def test_the_address_is_held_alone_repaired_and_removed(host: TestHost) -> None:
     host.in_netns(remove_dns_interface, "k3py-dns")
     assert addresses(host) == []
     host.in_netns(remove_dns_interface, "k3py-dns")  # already gone: fine
+
+
+def test_cluster_dns_listens_on_its_interface_and_takes_it_away_on_stop(host: TestHost) -> None:
+    """ClusterDNS as the node agent runs it (interface and port 53), on a loop whose thread
+    lives in the test's namespace."""
+    import asyncio
+
+    import dns.asyncquery
+    import dns.message
+
+    from k3py.agent.dns.node import ClusterDNS, ClusterDNSConfig
+    from k3py.client.interface import NAMESPACES, Client
+    from k3py.client.memory import MemoryTransport
+
+    async def run() -> tuple[list[str], list[str], list[str]]:
+        client = Client(MemoryTransport())
+        await client.create(NAMESPACES, {"metadata": {"name": "default"}})
+        server = ClusterDNS(client, ClusterDNSConfig(upstreams=()))
+        await server.start()
+        try:
+            during = addresses(host)
+            reply = await dns.asyncquery.udp(dns.message.make_query("ns.dns.cluster.local", "A"), "10.43.0.10", timeout=3)
+            tcp = await dns.asyncquery.tcp(dns.message.make_query("ns.dns.cluster.local", "A"), "10.43.0.10", timeout=3)
+        finally:
+            await server.stop()
+        return during, [str(r) for r in reply.answer[0]], [str(r) for r in tcp.answer[0]]
+
+    during, over_udp, over_tcp = host.in_netns(lambda: asyncio.run(run()))
+    assert during == ["10.43.0.10/32"] and over_udp == over_tcp == ["10.43.0.10"]
+    assert addresses(host) == []  # removed by the clean stop

@@ -26,7 +26,6 @@ the oldest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -143,10 +142,12 @@ class Forwarder:
             self._store(key, result)
             future.set_result(result)
             return result
-        except BaseException as e:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as e:
             future.set_exception(e)
-            with contextlib.suppress(BaseException):
-                future.exception()  # retrieved: nobody else may be waiting
+            future.exception()  # marked retrieved: nobody else may be waiting
             raise
         finally:
             del self._in_flight[key]

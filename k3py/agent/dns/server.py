@@ -72,6 +72,16 @@ class DNSServer:
     async def start(self) -> int:
         """Bind both listeners; returns the port (the one chosen when ``port`` is 0)."""
         self._loop = asyncio.get_running_loop()
+        for attempt in range(20 if self.port == 0 else 1):
+            try:
+                return await self._bind()
+            except OSError:  # port 0: the TCP side of the chosen UDP port may be taken; again
+                if attempt == (19 if self.port == 0 else 0):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _bind(self) -> int:
+        assert self._loop is not None
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         udp = socket.socket(family, socket.SOCK_DGRAM)
         try:
