@@ -7,6 +7,11 @@ updates to one object costs one recomputation). It works in slices of ``SLICE_SE
 yields to the loop between them, so the first list of a large cluster, or a relist after the
 watch expired, never holds the loop for long.
 
+No Pod informer: an endpoint's ``hostname`` (StatefulSet pods' names) comes on its
+EndpointSlice, set by the EndpointSlice controller as upstream's does, and the
+``<a>-<b>-<c>-<d>.<ns>.pod`` names are answered for any address, as the specification requires —
+so no node has to cache every pod of the cluster to answer.
+
 ``ready`` is set once every informer has listed and the dirty keys of that first list have
 been applied; the records are then ``synced`` (until then the resolver answers SERVFAIL rather
 than NXDOMAIN for names it does not know).
