@@ -245,9 +245,8 @@ class Resolver:
                 response.flags |= dns.flags.AA
                 response.answer.append(self._rrset(qname, PTR, self.records.values(key, PTR)))
                 return Answer(response)
-            if self.records.types(key):
+            if self.records.types(key):  # an address we know, asked for another type: NODATA
                 response.flags |= dns.flags.AA
-                response.authority.append(self._soa_rrset())
                 return Answer(response)
             return Forward(qname, key, qtype)
         response.flags |= dns.flags.AA
