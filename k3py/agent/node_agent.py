@@ -205,7 +205,7 @@ async def run_node_agent(
                     client, config.node_name, [node_ip], data_dir / "tls", ca_file, stop,
                 ))
             streaming = StreamingServer(
-                KubeletStreamingBackend(manager), cert_file=cert, key_file=key,
+                KubeletStreamingBackend(manager, manager.pod_runtime), cert_file=cert, key_file=key,
                 client_ca_file=config.client_ca_file, allowed_common_names=config.streaming_clients,
             )
             agent.streaming_port = await streaming.start(config.streaming_bind_address, config.streaming_port)

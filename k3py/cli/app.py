@@ -84,6 +84,16 @@ def server(
         help="resolv.conf for dnsPolicy Default pods and the cluster DNS's upstreams (default: the host's).",
     ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    max_requests_inflight: int = typer.Option(
+        800, "--max-requests-inflight", help="Read-only API requests served at once; more get 429 (0: no limit)."
+    ),
+    max_mutating_requests_inflight: int = typer.Option(
+        400, "--max-mutating-requests-inflight", help="Mutating API requests served at once; more get 429 (0: no limit)."
+    ),
+    max_connections: int = typer.Option(0, "--max-connections", hidden=True),
+    request_header_timeout: float = typer.Option(32.0, "--request-header-timeout", hidden=True),
+    idle_connection_timeout: float = typer.Option(90.0, "--idle-connection-timeout", hidden=True),
+    request_timeout: float = typer.Option(60.0, "--request-timeout", hidden=True),
 ) -> None:
     """Run the API server, scheduler, controllers and (unless --disable-agent) this host's
     kubelet in one process."""
@@ -113,6 +123,12 @@ def server(
         simulated_nodes=simulated_nodes,
         log_level=log_level.upper(),
         cluster_dns=cluster_dns,
+        max_requests_inflight=max_requests_inflight,
+        max_mutating_requests_inflight=max_mutating_requests_inflight,
+        max_connections=max_connections,
+        request_header_timeout=request_header_timeout,
+        idle_connection_timeout=idle_connection_timeout,
+        request_timeout=request_timeout,
     )
     hook = None
     if not disable_agent:

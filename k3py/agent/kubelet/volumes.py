@@ -10,7 +10,7 @@
   created as a directory, as containerd does for a bind source).
 - ``persistentVolumeClaim``: the claim must be Bound; its PersistentVolume's ``hostPath`` (the
   local-path provisioner's, created if missing) or ``local`` path is the volume. The API reads
-  happen in the pod manager; ``bound_volume_name`` and ``claim_source`` judge what it read,
+  happen in ``podinputs``; ``bound_volume_name`` and ``claim_source`` judge what it read,
   with upstream's wording for a claim that is missing or not bound yet.
 - ``configMap``, ``secret``, ``downwardAPI``, ``projected``: files rendered from API objects
   (``items`` pick and rename keys, ``mode``/``defaultMode`` set permissions) and published the
@@ -18,8 +18,9 @@
   ``..data`` is a symlink switched to it by rename, and each top-level name is a symlink through
   ``..data`` — so a container reading the volume never sees half an update.
 
-Containers get each volume as a bind mount (``container_mounts``): read-only for
-``readOnly`` mounts, read-only claims and every rendered volume (as upstream mounts them);
+Containers get each volume as a bind mount (planned by ``plan_mounts``, pure; made real by
+``PodVolumes.realize_mounts``): read-only for ``readOnly`` mounts, read-only claims and every
+rendered volume (as upstream mounts them);
 ``subPath``/``subPathExpr`` (``$(VAR)`` from the container's environment) pick a file or
 directory inside the volume — relative, without ``..``, and resolved so that a symlink cannot
 lead out of the volume.
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -53,7 +55,7 @@ from typing import Any
 
 from k3py.agent.kubelet.podspec import expand, pod_field, resource_field
 from k3py.api.quantity import parse_quantity
-from k3py.client.interface import PVCS as PVCS  # re-exported: the pod manager reads claims
+from k3py.client.interface import PVCS as PVCS  # re-exported: podinputs reads claims
 from k3py.client.interface import Resource
 from k3py.runtime import linux
 from k3py.runtime.spec import Mount
@@ -280,6 +282,48 @@ def sub_path_of(mount: Obj, env: Mapping[str, str]) -> str:
     if ".." in sub_path.split("/"):
         raise VolumeError(f"unable to provision SubPath `{sub_path}`: must not contain '..'")
     return sub_path
+
+
+def plan_mounts(
+    pod: Obj, container: Obj, volume_paths: Mapping[str, str], env: Mapping[str, str] | None, *,
+    pod_dir: Path, attempt: int = 0,
+) -> list[Mount]:
+    """The runtime mounts of one container (pure; ``PodVolumes.realize_mounts`` then makes them
+    real): its volumeMounts, the pod's /etc files and the termination message file of this
+    attempt. A subPath mount is planned as ``<volume path>/<sub path>`` with ``exact_source``.
+    ``env`` (the container's environment) feeds ``subPathExpr``; without it the container's
+    literal and downward-API variables do."""
+    volumes = PodVolumes(pod_dir)
+    mounts: list[Mount] = []
+    read_only_volumes = {
+        v.get("name") for v in (pod.get("spec") or {}).get("volumes") or []
+        if v.get("configMap") or v.get("secret") or v.get("downwardAPI") or v.get("projected")
+        or (v.get("persistentVolumeClaim") or {}).get("readOnly")
+    }
+    destinations = set()
+    for mount in container.get("volumeMounts") or []:
+        name = mount.get("name", "")
+        if name not in volume_paths:
+            raise VolumeError(f"volumeMount {name!r} names no volume of the pod")
+        source = volume_paths[name]
+        if mount.get("subPathExpr") and env is None:
+            env = subpath_env(pod, container)
+        sub_path = sub_path_of(mount, env or {})
+        if sub_path:
+            source = os.path.join(source, sub_path)
+        destination = mount.get("mountPath", "")
+        destinations.add(destination)
+        mounts.append(Mount(destination=destination, source=source, exact_source=bool(sub_path),
+                            readonly=bool(mount.get("readOnly")) or name in read_only_volumes))
+    for name in ("hosts", "hostname", "resolv.conf"):
+        destination = f"/etc/{name}"
+        if destination not in destinations:
+            mounts.append(Mount(destination=destination, source=str(volumes.etc_dir / name)))
+    message_path = container.get("terminationMessagePath") or "/dev/termination-log"
+    if message_path.startswith("/") and message_path not in destinations:
+        log_file = volumes.termination_log(container.get("name", ""), attempt)
+        mounts.append(Mount(destination=message_path, source=str(log_file)))
+    return mounts
 
 
 def _decode_secret(secret: Obj) -> dict[str, bytes]:
@@ -673,46 +717,28 @@ class PodVolumes:
         """The host file behind one container attempt's terminationMessagePath."""
         return self.pod_dir / "containers" / f"{container_name}_{attempt}" / "termination-log"
 
-    def container_mounts(
-        self, container: Obj, volume_paths: Mapping[str, str], pod: Obj, attempt: int = 0,
-        env: Mapping[str, str] | None = None,
-    ) -> list[Mount]:
-        """The runtime mounts of one container: its volumeMounts, the pod's /etc files and the
-        termination message file of this attempt. ``env`` (the container's environment) feeds
-        ``subPathExpr``; without it the container's literal and downward-API variables do."""
-        mounts: list[Mount] = []
-        read_only_volumes = {
-            v.get("name") for v in (pod.get("spec") or {}).get("volumes") or []
-            if v.get("configMap") or v.get("secret") or v.get("downwardAPI") or v.get("projected")
-            or (v.get("persistentVolumeClaim") or {}).get("readOnly")
-        }
-        destinations = set()
-        for mount in container.get("volumeMounts") or []:
-            name = mount.get("name", "")
-            if name not in volume_paths:
-                raise VolumeError(f"volumeMount {name!r} names no volume of the pod")
-            source = volume_paths[name]
-            if mount.get("subPathExpr") and env is None:
-                env = subpath_env(pod, container)
-            sub_path = sub_path_of(mount, env or {})
-            if sub_path:
-                source = _sub_path_source(source, sub_path)
-            destination = mount.get("mountPath", "")
-            destinations.add(destination)
-            mounts.append(Mount(destination=destination, source=source, exact_source=bool(sub_path),
-                                readonly=bool(mount.get("readOnly")) or name in read_only_volumes))
-        for name in ("hosts", "hostname", "resolv.conf"):
-            destination = f"/etc/{name}"
-            if destination not in destinations:
-                mounts.append(Mount(destination=destination, source=str(self.etc_dir / name)))
-        message_path = container.get("terminationMessagePath") or "/dev/termination-log"
-        if message_path.startswith("/") and message_path not in destinations:
-            log_file = self.termination_log(container.get("name", ""), attempt)
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            log_file.touch()
-            log_file.chmod(0o666)  # any container user may write its last words
-            mounts.append(Mount(destination=message_path, source=str(log_file)))
-        return mounts
+    def realize_mounts(self, mounts: list[Mount], container: Obj, volume_paths: Mapping[str, str],
+                       attempt: int = 0) -> list[Mount]:
+        """Make what a container's planned mounts (``plan_mounts``) need on disk; the mounts to use.
+
+        A subPath (planned as ``<volume>/<sub path>``) is created inside its volume if missing and
+        replaced by its resolved, symlink-free path — refused when a symlink leads out of the
+        volume; this attempt's termination-message file is created, writable by any user."""
+        roots = {m.get("mountPath", ""): volume_paths.get(m.get("name", ""), "")
+                 for m in container.get("volumeMounts") or []}
+        message_file = self.termination_log(container.get("name", ""), attempt)
+        realized = []
+        for mount in mounts:
+            if mount.exact_source:
+                root = roots.get(mount.destination, "")
+                mount = dataclasses.replace(
+                    mount, source=_sub_path_source(root, os.path.relpath(mount.source, root)))
+            elif mount.source == str(message_file):
+                message_file.parent.mkdir(parents=True, exist_ok=True)
+                message_file.touch()
+                message_file.chmod(0o666)  # any container user may write its last words
+            realized.append(mount)
+        return realized
 
     def unmount(self) -> int:
         """Unmount the pod's tmpfs volumes (deepest first); how many went. A finished pod's
