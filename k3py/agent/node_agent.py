@@ -1,7 +1,8 @@
 """Everything one node runs, started by ``run_node_agent`` (in the server process or by ``k3py agent``).
 
 Order: the container runtime's supervisor; the Node (registered or adopted, which also settles
-its pod CIDR); the pod network (bridge, routes, NAT) for that CIDR; the pod manager (adopting
+its pod CIDR); the pod network (bridge, routes, NAT) for that CIDR and the node's cluster DNS
+server on the cluster DNS address (``dns/``; pods' resolv.conf names it); the pod manager (adopting
 the containers a previous run left running); the kubelet streaming server on :10250; then the
 heartbeat (Lease every 10 s, Node status). On ``stop`` the agent stops managing — containers
 keep running in the supervisor, so restarting k3py does not restart pods.
@@ -28,9 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from k3py.agent.dns.node import ClusterDNS, ClusterDNSConfig
 from k3py.agent.kubelet.node import NodeIdentity, NodeStatusReporter, detect_node_ip
 from k3py.agent.kubelet.pods import PodManager, pods_dir_for
 from k3py.agent.kubelet.podspec import kubernetes_service_env
+from k3py.agent.kubelet.volumes import PodDNS, configure_pod_dns
+from k3py.agent.network.config import NetworkError
 from k3py.api.errors import ApiError
 from k3py.client.interface import SERVICES, Client
 from k3py.runtime.containers import ContainerError, ContainerRuntime
@@ -69,6 +73,12 @@ class NodeAgentConfig:
     workers: int = 16
     node_labels: dict[str, str] = field(default_factory=dict)
     seccomp_default: bool = False  # kubelet's --seccomp-default: RuntimeDefault for pods without a profile
+    # Cluster DNS (--cluster-dns, --cluster-domain, --resolv-conf): what pods' resolv.conf
+    # names, and where this node's DNS server listens (k3py/agent/dns; only with the pod
+    # network, whose node it serves). An empty cluster_dns runs no DNS server.
+    cluster_dns: str = "10.43.0.10"
+    cluster_domain: str = "cluster.local"
+    resolv_conf: str = ""  # empty: /etc/resolv.conf, or systemd-resolved's when that one is loopback-only
 
 
 @dataclass
@@ -78,6 +88,7 @@ class NodeAgent:
     runtime: ContainerRuntime
     reporter: NodeStatusReporter
     pods: PodManager | None = None
+    dns: ClusterDNS | None = None
     streaming_port: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -166,6 +177,12 @@ async def run_node_agent(
             await asyncio.to_thread(node_network.start)
             pod_network = PodNetwork(node_network)
             network_ok["up"] = True
+            if config.cluster_dns:
+                agent.dns = await _start_cluster_dns(client, config)
+        configure_pod_dns(pods_dir_for(data_dir), PodDNS(
+            cluster_dns=(config.cluster_dns,) if config.cluster_dns else (),
+            cluster_domain=config.cluster_domain, resolv_conf=config.resolv_conf,
+        ))
         manager = PodManager(
             client, runtime, pod_network, node_name=config.node_name, node_ip=node_ip,
             pods_dir=pods_dir_for(data_dir), allocatable=lambda: reporter.allocatable,
@@ -210,8 +227,24 @@ async def run_node_agent(
             await streaming.stop()
         if agent.pods is not None:
             await agent.pods.stop()
+        if agent.dns is not None:
+            await agent.dns.stop()
         if started is not None and not started.done():
             started.cancel()
+
+
+async def _start_cluster_dns(client: Client, config: NodeAgentConfig) -> ClusterDNS | None:
+    """This node's DNS server on the cluster DNS address; None (logged) when it cannot start —
+    the node still runs pods, whose lookups then fail at once rather than the node failing."""
+    dns = ClusterDNS(client, ClusterDNSConfig(
+        address=config.cluster_dns, domain=config.cluster_domain, resolv_conf=config.resolv_conf,
+    ))
+    try:
+        await dns.start()
+    except (OSError, ValueError, NetworkError) as e:  # a port in use, a bad address, ip failing
+        log.error("cluster DNS cannot start on %s:53: %s", config.cluster_dns, e)
+        return None
+    return dns
 
 
 def seccomp_dir_for(data_dir: Path) -> Path:

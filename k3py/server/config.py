@@ -20,6 +20,7 @@ class ServerConfig:
     disable_agent: bool = False
     simulated_nodes: int = 0
     log_level: str = "INFO"
+    cluster_dns: str = "10.43.0.10"  # the kube-dns Service's address (--cluster-dns)
     # The API server under hostile clients (see k3py/server/apiserver/{connections,inflight}.py).
     max_requests_inflight: int = 800
     max_mutating_requests_inflight: int = 400

@@ -170,7 +170,7 @@ async def run_server(
             request_timeout=config.request_timeout,
         )  # fmt: skip
         context = server_ssl_context(tls.serving_cert, tls.serving_key, tls.ca_cert)
-        await ensure_system_objects(registry, advertise_ip, config.https_listen_port)
+        await ensure_system_objects(registry, advertise_ip, config.https_listen_port, config.cluster_dns)
         _tune_gc()  # a full collection of the start-up heap: before anyone can connect
         await apiserver.start(config.bind_address, config.https_listen_port, context)
         apiserver.ready = True
