@@ -43,7 +43,8 @@ def big_cluster() -> ClusterRecords:
 
 async def start_server(upstreams: list[tuple[str, int]] | None = None, **options: float) -> DNSServer:
     records = big_cluster()
-    forwarder = Forwarder(upstreams or [], timeout=float(options.pop("upstream_timeout", 2.0)))
+    timeout = float(options.pop("upstream_timeout", 2.0))
+    forwarder = Forwarder(upstreams or [], timeout=timeout, deadline=max(4.0, timeout))
     server = DNSServer(QueryProcessor(Resolver(records, forwarder, ["10.43.0.10"]), records), HOST, 0, **options)  # type: ignore[arg-type]
     await server.start()
     return server
@@ -57,7 +58,8 @@ async def server() -> AsyncIterator[DNSServer]:
 
 
 async def udp(server: DNSServer, name: str, rdtype: str = "A", **query: object) -> dns.message.Message:
-    return await dns.asyncquery.udp(dns.message.make_query(name, rdtype, **query), HOST, port=server.port, timeout=3)  # type: ignore[arg-type]
+    # Generous: a loaded test machine may not run dnsmasq or this loop for a while.
+    return await dns.asyncquery.udp(dns.message.make_query(name, rdtype, **query), HOST, port=server.port, timeout=10)  # type: ignore[arg-type]
 
 
 async def raw_udp(server: DNSServer, payload: bytes, wait: float = 1.0, source: str = HOST) -> bytes | None:
@@ -260,7 +262,7 @@ async def test_unreachable_upstream_is_a_clear_servfail_and_upstream_answers_are
         await server.stop()
     port = free_port()
     with dnsmasq(HOST, port):
-        server = await start_server([(HOST, port)])
+        server = await start_server([(HOST, port)], upstream_timeout=8.0)
         forwarder = server.processor.resolver.forwarder
         assert forwarder is not None
         try:
