@@ -53,3 +53,21 @@ def debian_archive() -> Path:
             if not archive.exists():
                 build_debian_image(IMAGE_CACHE)
     return archive
+
+
+TOOLS_PACKAGES = ("curl", "bind9-dnsutils", "netcat-openbsd", "iproute2", "procps")
+
+
+def debian_tools_archive() -> Path:
+    """debian-tools-docker.tar (image ``tools:latest``): Debian minbase plus curl, dig/nslookup
+    (bind9-dnsutils), nc (netcat-openbsd), ip (iproute2) and ps (procps) — the networking tests'
+    client image."""
+    archive = IMAGE_CACHE / "debian-tools-docker.tar"
+    if not archive.exists():
+        from tests.runtime.imagebuilder import build_debian_image
+
+        with _building():
+            if not archive.exists():
+                build_debian_image(IMAGE_CACHE, packages=TOOLS_PACKAGES, tag="tools:latest",
+                                   file_name="debian-tools-docker.tar")
+    return archive

@@ -1,7 +1,9 @@
 """Everything one node runs, started by ``run_node_agent`` (in the server process or by ``k3py agent``).
 
 Order: the container runtime's supervisor; the Node (registered or adopted, which also settles
-its pod CIDR); the pod network (bridge, routes, NAT) for that CIDR; the pod manager (adopting
+its pod CIDR); the pod network (bridge, routes, NAT) for that CIDR and the service proxy on it
+(``proxy/``: Services and EndpointSlices into the node's nftables table, a task of its own); the
+pod manager (adopting
 the containers a previous run left running); the kubelet streaming server on :10250; then the
 heartbeat (Lease every 10 s, Node status). On ``stop`` the agent stops managing — containers
 keep running in the supervisor, so restarting k3py does not restart pods.
@@ -31,6 +33,8 @@ from typing import TypeVar
 from k3py.agent.kubelet.node import NodeIdentity, NodeStatusReporter, detect_node_ip
 from k3py.agent.kubelet.pods import PodManager, pods_dir_for
 from k3py.agent.kubelet.podspec import kubernetes_service_env
+from k3py.agent.network.config import NodeNetworkConfig
+from k3py.agent.proxy import ProxyConfig, ServiceProxy
 from k3py.api.errors import ApiError
 from k3py.client.interface import SERVICES, Client
 from k3py.runtime.containers import ContainerError, ContainerRuntime
@@ -69,6 +73,7 @@ class NodeAgentConfig:
     workers: int = 16
     node_labels: dict[str, str] = field(default_factory=dict)
     seccomp_default: bool = False  # kubelet's --seccomp-default: RuntimeDefault for pods without a profile
+    service_proxy: bool = True  # the node's service proxy (k3py/agent/proxy; needs the pod network)
 
 
 @dataclass
@@ -78,6 +83,7 @@ class NodeAgent:
     runtime: ContainerRuntime
     reporter: NodeStatusReporter
     pods: PodManager | None = None
+    proxy: ServiceProxy | None = None
     streaming_port: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -166,6 +172,9 @@ async def run_node_agent(
             await asyncio.to_thread(node_network.start)
             pod_network = PodNetwork(node_network)
             network_ok["up"] = True
+            if config.service_proxy:
+                agent.proxy = _service_proxy(client, config, node_network.config, reporter.pod_cidr, reserved)
+                tasks.append(asyncio.create_task(agent.proxy.run(), name="service-proxy"))
         manager = PodManager(
             client, runtime, pod_network, node_name=config.node_name, node_ip=node_ip,
             pods_dir=pods_dir_for(data_dir), allocatable=lambda: reporter.allocatable,
@@ -212,6 +221,19 @@ async def run_node_agent(
             await agent.pods.stop()
         if started is not None and not started.done():
             started.cancel()
+
+
+def _service_proxy(
+    client: Client, config: NodeAgentConfig, network: NodeNetworkConfig, pod_cidr: str, reserved: dict[int, str]
+) -> ServiceProxy:
+    """The node's service proxy over its pod network: the same CIDRs, a route for the service
+    CIDR just under the network's unreachable one, the node's own TCP ports off limits."""
+    return ServiceProxy(client, ProxyConfig(
+        node_name=config.node_name, data_dir=config.data_dir.absolute(), pod_cidr=pod_cidr,
+        cluster_cidr=str(network.cluster_network), service_cidr=str(network.service_network),
+        bridge=network.bridge, route_metric=network.unreachable_metric - 1,
+        reserved_tcp_ports=tuple(sorted(reserved)),
+    ))  # fmt: skip
 
 
 def seccomp_dir_for(data_dir: Path) -> Path:

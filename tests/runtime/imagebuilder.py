@@ -292,8 +292,12 @@ def _debian_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return info
 
 
-def build_debian_image(out_dir: Path, suite: str = "stable") -> Path:
-    """debian-docker.tar: a debootstrap --variant=minbase root of ``suite`` (needs the mirror).
+def build_debian_image(
+    out_dir: Path, suite: str = "stable", *, packages: tuple[str, ...] = (),
+    tag: str = "debian:stable", file_name: str = "debian-docker.tar",
+) -> Path:
+    """``file_name`` (debian-docker.tar): a debootstrap --variant=minbase root of ``suite``
+    with ``packages`` added (needs the mirror), tagged ``tag``.
 
     Takes a minute or two; the result is cached by the caller (scripts/build-test-images).
     """
@@ -305,7 +309,8 @@ def build_debian_image(out_dir: Path, suite: str = "stable") -> Path:
     root = work / "root"
     try:
         subprocess.run(
-            ["debootstrap", "--variant=minbase", suite, str(root), DEBIAN_MIRROR],
+            ["debootstrap", "--variant=minbase", *([f"--include={','.join(packages)}"] if packages else []),
+             suite, str(root), DEBIAN_MIRROR],
             check=True,
             capture_output=True,
             timeout=900,
@@ -316,9 +321,9 @@ def build_debian_image(out_dir: Path, suite: str = "stable") -> Path:
                 tar.add(entry, arcname=entry.name, filter=_debian_filter)
         layer = layer_path.read_bytes()
         config = image_config([sha256(layer)], cmd=["bash"])
-        final = out_dir / "debian-docker.tar"
+        final = out_dir / file_name
         tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")  # concurrent builders never share
-        write_docker_archive(tmp, [layer], ["debian:stable"], config=config)
+        write_docker_archive(tmp, [layer], [tag], config=config)
         tmp.replace(final)
         return final
     finally:
