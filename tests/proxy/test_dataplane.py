@@ -9,6 +9,7 @@ client sees: which pod answered and which address that pod saw, or how a connect
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ import pytest
 
 from k3py.agent.proxy.proxy import SERVICE_ROUTE_PROTOCOL, remove_service_proxy
 from tests.cluster import TestHost
-from tests.proxy.conftest import (
+from tests.proxy.harness import (
     NODE_IP,
     OUTSIDE_IP,
     POD_TCP_PORT,
@@ -450,3 +451,33 @@ def test_a_flood_of_changes_is_taken_in_one_sync(lone_node: ProxyNode) -> None:
     assert report.ports == 200 and report.stats.element_messages > 0
     assert _who(tcp_request(lone_node.host, "10.43.4.200", 80)) == "flood"
     assert took < 10, took
+
+
+def test_an_adopted_pod_keeps_its_veth_when_its_namespace_is_named_another_way(
+    proxy_node: ProxyNode, pods: dict[str, object]
+) -> None:
+    """After a restart in another mount namespace the agent reaches a pod's namespace file by
+    another path (through the supervisor's root); setting the pod up again must keep its veth,
+    or every connection of the pod — through Services too — breaks."""
+    import subprocess
+
+    pod = proxy_node.add_pod("adopted")
+    proxy_node.apply(service("adopted", "10.43.2.90", [{"name": "x", "port": 7070, "protocol": "TCP"}]),
+                     endpoint_slice("adopted", [endpoint(pod.ip)], ports=[{"name": "x", "port": 7070, "protocol": "TCP"}]))
+    held = _HeldConnection(pod.host, _host(pods, "client"), "10.43.2.90", 7070)
+    sleeper = subprocess.Popen(pod.host.exec_argv(["sleep", "60"]))
+    try:
+        assert held.round_trip(b"before\n") == b"BEFORE\n"
+        index = proxy_node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout
+        other_path = f"/proc/{sleeper.pid}/ns/net"
+        target = os.stat(f"/run/netns/{pod.host.name}").st_ino
+        deadline = time.monotonic() + 5
+        while os.stat(other_path).st_ino != target and time.monotonic() < deadline:
+            time.sleep(0.05)  # until `ip netns exec` has joined the namespace
+        again = proxy_node.host.in_netns(proxy_node.pods.setup, pod.uid, other_path)
+        assert again.ip == pod.ip
+        assert proxy_node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout == index
+        assert held.round_trip(b"after\n") == b"AFTER\n"
+    finally:
+        sleeper.kill()
+        held.close()

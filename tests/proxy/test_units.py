@@ -22,7 +22,7 @@ from k3py.agent.proxy.model import (
 )
 from k3py.agent.proxy.netlink import Element, ElementOp, Verdict, encode_element
 from k3py.agent.proxy.syncer import RulesetSyncer
-from tests.proxy.conftest import endpoint, endpoint_slice, service
+from tests.proxy.harness import endpoint, endpoint_slice, service
 
 CONTEXT = ruleset.NodeContext(table="k3py-proxy-test", node_name="node-a", pod_cidr="10.42.0.0/24",
                               reserved_tcp_ports=(6443, 10250))

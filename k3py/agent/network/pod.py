@@ -46,6 +46,20 @@ def uses_pod_network(pod_spec: Mapping[str, Any]) -> bool:
     return not pod_spec.get("hostNetwork", False)
 
 
+def same_netns(recorded: str, current: str) -> bool:
+    """Whether two paths name one network namespace. An agent restarted in another mount
+    namespace reaches the same namespace file by another path (through the supervisor's
+    root): comparing the files, not the strings, keeps an adopted pod's veth — and its
+    connections — instead of rebuilding it."""
+    if recorded == current:
+        return True
+    try:
+        first, second = os.stat(recorded), os.stat(current)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
 def host_veth_name(pod_uid: str) -> str:
     """The node-side interface of a pod: stable, unique enough, at most 15 bytes."""
     return "veth" + hashlib.sha256(pod_uid.encode()).hexdigest()[:11]
@@ -88,11 +102,12 @@ class PodNetwork:
 
             existing = self.node.record(pod_uid)
             veth = host_veth_name(pod_uid)
-            if existing is not None and existing.netns == netns_path and commands.link_exists(veth):
-                if existing.host_ports != mappings:
+            if existing is not None and same_netns(existing.netns, netns_path) and commands.link_exists(veth):
+                if existing.host_ports != mappings or existing.netns != netns_path:
                     self.node.save_record(
                         PodRecord(pod_uid, existing.ip, veth, netns_path, mappings)
                     )
+                if existing.host_ports != mappings:
                     self.node.sync_host_ports()
                 return config.pod_ip(ipaddress.IPv4Address(existing.ip))
 

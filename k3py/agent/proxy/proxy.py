@@ -216,7 +216,8 @@ class ServiceProxy:
         self._wake = asyncio.Event()
         self.synced = asyncio.Event()  # the first sync is in the kernel
         self.last_report: SyncReport | None = None
-        self.syncs = 0
+        self.syncs = 0  # successful syncs so far
+        self._synced_more = asyncio.Condition()
         self.services.add_handler(self._service, lambda _old, new: self._service(new), self._service_gone)
         self.slices.add_handler(self._slice, lambda _old, new: self._slice(new), self._slice_gone)
 
@@ -237,6 +238,11 @@ class ServiceProxy:
     def _slice_gone(self, obj: dict[str, Any]) -> None:
         self._pending_slices[_key(obj)] = None
         self._wake.set()
+
+    async def wait_syncs(self, count: int) -> None:
+        """Until ``syncs`` reaches ``count`` (tests and benchmarks)."""
+        async with self._synced_more:
+            await self._synced_more.wait_for(lambda: self.syncs >= count)
 
     # -- the task ---------------------------------------------------------------------------
 
@@ -294,6 +300,8 @@ class ServiceProxy:
                 )  # fmt: skip
             await self.health.sync(report.health)
             self.synced.set()
+            async with self._synced_more:
+                self._synced_more.notify_all()
             if time.monotonic() - last_verify > VERIFY_PERIOD:
                 last_verify = time.monotonic()
                 if not await asyncio.to_thread(self.state.verify):
