@@ -122,6 +122,7 @@ class TestCluster:
         port: int = 6443,
         start_timeout: float = 30.0,
         agent: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         """``agent=False`` (API-level tests) runs the server with ``--disable-agent``; ``True``
         runs its in-process node agent (root, cgroups, a pod network in the test host), whose
@@ -134,6 +135,7 @@ class TestCluster:
         self.port = port
         self.server_args = list(server_args)
         self.agent = agent
+        self.env = dict(env or {})  # extra environment of the server process
         self.agent_dir = base_dir / "agent"
         if not agent and "--disable-agent" not in self.server_args:
             self.server_args.append("--disable-agent")
@@ -195,7 +197,7 @@ class TestCluster:
             start_new_session=True,
             # Every test server reports any stretch over 100 ms in which its event loop was held
             # (see k3py/util/loopwatch.py); loop_stalls() reads the reports.
-            env={LOOP_WATCHDOG_ENV: str(LOOP_STALL_MS), **os.environ},
+            env={LOOP_WATCHDOG_ENV: str(LOOP_STALL_MS), **os.environ, **self.env},
         )
         log.close()
         self.wait_ready()
@@ -300,14 +302,21 @@ class TestCluster:
         """Run a command on the test host; output as text."""
         assert self.host is not None, "cluster not started"
         text_input = input.decode() if isinstance(input, bytes) else input
-        result = subprocess.run(
-            self.host.exec_argv(argv),
-            input=text_input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **(env or {})},
-        )
+        try:
+            result = subprocess.run(
+                self.host.exec_argv(argv),
+                input=text_input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, **(env or {})},
+            )
+        except subprocess.TimeoutExpired as exc:
+            # Whatever held the command up is most likely in the server's log.
+            raise AssertionError(
+                f"{' '.join(argv)} did not finish in {timeout}s\nstderr so far: {exc.stderr!r}\n"
+                f"server log:\n{self.server_log(120)}"
+            ) from None
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{' '.join(argv)} exited {result.returncode}\n"

@@ -1,7 +1,8 @@
 """Everything one node runs, started by ``run_node_agent`` (in the server process or by ``k3py agent``).
 
 Order: the container runtime's supervisor; the Node (registered or adopted, which also settles
-its pod CIDR); the pod network (bridge, routes, NAT) for that CIDR and the service proxy on it
+its pod CIDR); the pod network (bridge, routes, NAT) for that CIDR, the node's cluster DNS
+server on the cluster DNS address (``dns/``; pods' resolv.conf names it) and the service proxy
 (``proxy/``: Services and EndpointSlices into the node's nftables table, a task of its own); the
 pod manager (adopting
 the containers a previous run left running); the kubelet streaming server on :10250; then the
@@ -30,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from k3py.agent.dns.node import ClusterDNS, ClusterDNSConfig
 from k3py.agent.kubelet.node import NodeIdentity, NodeStatusReporter, detect_node_ip
 from k3py.agent.kubelet.pods import PodManager, pods_dir_for
 from k3py.agent.kubelet.podspec import kubernetes_service_env
-from k3py.agent.network.config import NodeNetworkConfig
+from k3py.agent.kubelet.volumes import PodDNS, configure_pod_dns
+from k3py.agent.network.config import NetworkError, NodeNetworkConfig
 from k3py.agent.proxy import ProxyConfig, ServiceProxy
 from k3py.api.errors import ApiError
 from k3py.client.interface import SERVICES, Client
@@ -74,6 +77,12 @@ class NodeAgentConfig:
     node_labels: dict[str, str] = field(default_factory=dict)
     seccomp_default: bool = False  # kubelet's --seccomp-default: RuntimeDefault for pods without a profile
     service_proxy: bool = True  # the node's service proxy (k3py/agent/proxy; needs the pod network)
+    # Cluster DNS (--cluster-dns, --cluster-domain, --resolv-conf): what pods' resolv.conf
+    # names, and where this node's DNS server listens (k3py/agent/dns; only with the pod
+    # network, whose node it serves). An empty cluster_dns runs no DNS server.
+    cluster_dns: str = "10.43.0.10"
+    cluster_domain: str = "cluster.local"
+    resolv_conf: str = ""  # empty: /etc/resolv.conf, or systemd-resolved's when that one is loopback-only
 
 
 @dataclass
@@ -83,6 +92,7 @@ class NodeAgent:
     runtime: ContainerRuntime
     reporter: NodeStatusReporter
     pods: PodManager | None = None
+    dns: ClusterDNS | None = None
     proxy: ServiceProxy | None = None
     streaming_port: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -175,6 +185,12 @@ async def run_node_agent(
             if config.service_proxy:
                 agent.proxy = _service_proxy(client, config, node_network.config, reporter.pod_cidr, reserved)
                 tasks.append(asyncio.create_task(agent.proxy.run(), name="service-proxy"))
+            if config.cluster_dns:
+                agent.dns = await _start_cluster_dns(client, config)
+        configure_pod_dns(pods_dir_for(data_dir), PodDNS(
+            cluster_dns=(config.cluster_dns,) if config.cluster_dns else (),
+            cluster_domain=config.cluster_domain, resolv_conf=config.resolv_conf,
+        ))
         manager = PodManager(
             client, runtime, pod_network, node_name=config.node_name, node_ip=node_ip,
             pods_dir=pods_dir_for(data_dir), allocatable=lambda: reporter.allocatable,
@@ -197,7 +213,7 @@ async def run_node_agent(
                     client, config.node_name, [node_ip], data_dir / "tls", ca_file, stop,
                 ))
             streaming = StreamingServer(
-                KubeletStreamingBackend(manager), cert_file=cert, key_file=key,
+                KubeletStreamingBackend(manager, manager.pod_runtime), cert_file=cert, key_file=key,
                 client_ca_file=config.client_ca_file, allowed_common_names=config.streaming_clients,
             )
             agent.streaming_port = await streaming.start(config.streaming_bind_address, config.streaming_port)
@@ -219,8 +235,24 @@ async def run_node_agent(
             await streaming.stop()
         if agent.pods is not None:
             await agent.pods.stop()
+        if agent.dns is not None:
+            await agent.dns.stop()
         if started is not None and not started.done():
             started.cancel()
+
+
+async def _start_cluster_dns(client: Client, config: NodeAgentConfig) -> ClusterDNS | None:
+    """This node's DNS server on the cluster DNS address; None (logged) when it cannot start —
+    the node still runs pods, whose lookups then fail at once rather than the node failing."""
+    dns = ClusterDNS(client, ClusterDNSConfig(
+        address=config.cluster_dns, domain=config.cluster_domain, resolv_conf=config.resolv_conf,
+    ))
+    try:
+        await dns.start()
+    except (OSError, ValueError, NetworkError) as e:  # a port in use, a bad address, ip failing
+        log.error("cluster DNS cannot start on %s:53: %s", config.cluster_dns, e)
+        return None
+    return dns
 
 
 def _service_proxy(

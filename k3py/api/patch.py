@@ -2,7 +2,11 @@
 
 * JSON patch (RFC 6902, `application/json-patch+json`) as the API server applies it (the
   evanphx/json-patch v4 behaviour): add/remove/replace/move/copy/test, `-` appends, negative
-  array indices count from the end, `replace` and `remove` of a missing member fail.
+  array indices count from the end, `replace` and `remove` of a missing member fail. At most
+  10000 operations (413 beyond, as upstream), and `copy` operations may add at most 3 MiB in
+  all (upstream's accumulated copy size limit, JSONPatchMaxCopyBytes: the size of each copied
+  value as compact JSON, summed; 422 beyond) — without it, a 2 KB patch of copies that each
+  double a list would build gigabytes.
 * JSON merge patch (RFC 7386, `application/merge-patch+json`): objects merge recursively,
   null deletes, anything else replaces.
 * Strategic merge patch (`application/strategic-merge-patch+json`), what kubectl apply, set
@@ -16,7 +20,9 @@
   apimachinery strategicpatch, applied with MergeParallelList and IgnoreUnmatchedNulls).
 
 Inputs are never mutated; results are new objects. Bad patches raise `PatchError` with a
-message meant for the user (the API server turns it into a 422 or 400 Status).
+message meant for the user (the API server turns it into a 422 or 400 Status), and so does a
+result nested deeper than `k3py.api.bounds.MAX_NESTING_DEPTH` (a patch can nest deeper than its
+own body, one `add` at a time).
 """
 
 from __future__ import annotations
@@ -25,9 +31,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from k3py.api import schemas
+import orjson
 
-MAX_JSON_PATCH_OPERATIONS = 10000  # the API server's limit
+from k3py.api import schemas
+from k3py.api.bounds import MAX_NESTING_DEPTH, BoundsError, check_bounds
+
+MAX_JSON_PATCH_OPERATIONS = 10000  # the API server's limit (maxJSONPatchOperations)
+MAX_JSON_PATCH_COPY_BYTES = 3 * 1024 * 1024  # the API server's JSONPatchMaxCopyBytes
 
 DIRECTIVE = "$patch"
 RETAIN_KEYS = "$retainKeys"
@@ -174,15 +184,24 @@ def _json_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON (what upstream counts against the copy limit)."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:  # nested past orjson's limit: far past ours anyway
+        raise _too_deep() from None
+
+
 def _apply_json_patch(doc: dict, ops: list) -> dict:
     if not isinstance(ops, list):
         raise PatchError("a JSON patch must be a JSON array of operations", 400)
     if len(ops) > MAX_JSON_PATCH_OPERATIONS:
         raise PatchError(
-            f"The allowed count of patch operations is {MAX_JSON_PATCH_OPERATIONS}, "
+            f"The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, "
             f"got {len(ops)}",
             413,
         )
+    copied_bytes = 0
     result: Any = _json_copy(doc)
     for n, operation in enumerate(ops):
         if not isinstance(operation, dict):
@@ -206,8 +225,15 @@ def _apply_json_patch(doc: dict, ops: list) -> dict:
                 result, moved = _remove(result, source, "move")
                 result = _add(result, path, moved, "move")
         elif op == "copy":
-            copied = _json_copy(_get_at(result, operation.get("from"), "copy", missing_ok=True))
-            result = _add(result, path, copied, "copy")
+            source = _get_at(result, operation.get("from"), "copy", missing_ok=True)
+            # Measured before copying, so a runaway chain stops at the limit, not after it.
+            copied_bytes += _json_size(source)
+            if copied_bytes > MAX_JSON_PATCH_COPY_BYTES:
+                raise PatchError(
+                    "Unable to complete the copy, the accumulated size increase of copy is "
+                    f"{copied_bytes}, exceeding the limit {MAX_JSON_PATCH_COPY_BYTES}"
+                )
+            result = _add(result, path, _json_copy(source), "copy")
         elif op == "test":
             try:
                 current = _get_at(result, path, "test")
@@ -620,10 +646,19 @@ def _too_deep() -> PatchError:
     return PatchError("the patch or the object is nested too deeply", 400)
 
 
+def _bounded(result: dict) -> dict:
+    """The patched object, if it keeps the bounds of a decoded body (422 otherwise)."""
+    try:
+        check_bounds(result, MAX_NESTING_DEPTH)
+    except BoundsError as e:
+        raise PatchError(f"the patched object is invalid: {e}") from None
+    return result
+
+
 def apply_json_patch(doc: dict, ops: list) -> dict:
     """Apply an RFC 6902 JSON patch to a copy of `doc`."""
     try:
-        return _apply_json_patch(doc, ops)
+        return _bounded(_apply_json_patch(doc, ops))
     except RecursionError:
         raise _too_deep() from None
 
@@ -631,7 +666,7 @@ def apply_json_patch(doc: dict, ops: list) -> dict:
 def apply_merge_patch(doc: dict, patch: dict) -> dict:
     """Apply an RFC 7386 JSON merge patch to a copy of `doc`."""
     try:
-        return _apply_merge_patch(doc, patch)
+        return _bounded(_apply_merge_patch(doc, patch))
     except RecursionError:
         raise _too_deep() from None
 
@@ -639,6 +674,6 @@ def apply_merge_patch(doc: dict, patch: dict) -> dict:
 def apply_strategic_merge_patch(doc: dict, patch: dict, schema: PatchSchema) -> dict:
     """Apply a strategic merge patch to a copy of `doc`, following `schema`'s strategies."""
     try:
-        return _apply_strategic_merge_patch(doc, patch, schema)
+        return _bounded(_apply_strategic_merge_patch(doc, patch, schema))
     except RecursionError:
         raise _too_deep() from None

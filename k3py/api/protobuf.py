@@ -22,6 +22,12 @@ How the JSON comes out the same as Kubernetes' own JSON encoding:
   RFC 3339 seconds, MicroTime → RFC 3339 with microseconds, Duration → Go duration string,
   IntOrString → int or string, RawExtension and FieldsV1 → the embedded JSON value, `bytes`
   → base64, Go slice wrappers such as `ExtraValue` → plain lists.
+
+Budget: rendering absent structs means a message can decode to far more than its bytes — a
+PodList of empty items is two bytes per Pod, each rendered with its metadata, spec and status.
+So a body may decode to at most ``_MIN_MESSAGES`` messages plus one per ``_BYTES_PER_MESSAGE``
+bytes (real objects stay several times below), and the zero value of each absent struct type
+is rendered once and copied after that.
 """
 
 from __future__ import annotations
@@ -30,14 +36,19 @@ import base64
 import binascii
 import json
 import struct
+import threading
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from k3py.api.proto import schema as proto_schema
 from k3py.api.quantity import canonical_quantity
 
 MAGIC = b"k8s\x00"
 _MAX_DEPTH = 100
+_MIN_MESSAGES = 2000
+_BYTES_PER_MESSAGE = 4
 
 _QUANTITY, _QUANTITY_VALUE = proto_schema.QUANTITY, proto_schema.QUANTITY_VALUE
 _TIME, _MICROTIME, _DURATION = proto_schema.TIME, proto_schema.MICROTIME, proto_schema.DURATION
@@ -62,6 +73,23 @@ _ZERO: dict[str, Any] = {"string": "", "bytes": "", "bool": False, "double": 0.0
 
 class ProtobufError(ValueError):
     """The body is not a well-formed Kubernetes protobuf message this server understands."""
+
+
+class _Budget(threading.local):
+    """Messages the body being decoded (on this thread) may still produce."""
+
+    remaining = 0
+
+
+_budget = _Budget()
+# Message type → (its zero value as JSON, how many messages rendering it takes).
+_absent_cache: dict[str, tuple[bytes, int]] = {}
+
+
+def _spend(messages: int) -> None:
+    _budget.remaining -= messages
+    if _budget.remaining < 0:
+        raise ProtobufError("the body decodes to too many objects for its size")
 
 
 def _schema() -> tuple[dict[str, list[tuple[int, str, str, str]]], frozenset[str]]:
@@ -316,12 +344,20 @@ def _absent_message(name: str, depth: int) -> Any:
         return _ABSENT_SPECIAL[name]
     if name in _schema()[1]:
         return None
-    return _decode_message(name, b"", depth + 1)
+    cached = _absent_cache.get(name)
+    if cached is None:
+        before = _budget.remaining
+        value = _decode_message(name, b"", depth + 1)
+        cached = _absent_cache[name] = (orjson.dumps(value), before - _budget.remaining)
+        return value
+    _spend(cached[1])
+    return orjson.loads(cached[0])
 
 
 def _decode_message(name: str, buf: bytes, depth: int) -> Any:
     if depth > _MAX_DEPTH:
         raise ProtobufError("message nested too deeply")
+    _spend(1)
     if name in _ABSENT_SPECIAL:
         return _special(name, buf, depth)
     messages, lists = _schema()
@@ -402,11 +438,15 @@ def _decode_envelope(body: bytes, depth: int) -> dict[str, Any]:
 def decode_k8s_protobuf(body: bytes) -> dict[str, Any]:
     """The object in a `k8s\\0` protobuf body as Kubernetes' JSON form (apiVersion, kind set).
 
-    Raises ProtobufError for anything malformed or of a kind without a protobuf definition.
+    Raises ProtobufError for anything malformed, of a kind without a protobuf definition, or
+    decoding to more messages than its size allows.
     """
+    _budget.remaining = _MIN_MESSAGES + len(body) // _BYTES_PER_MESSAGE
     try:
         return _decode_envelope(bytes(body), 0)
     except ProtobufError:
         raise
+    except RecursionError:
+        raise ProtobufError("malformed protobuf body: embedded JSON nested too deeply") from None
     except (IndexError, KeyError, TypeError, struct.error, binascii.Error) as exc:
         raise ProtobufError(f"malformed protobuf body: {exc}") from None

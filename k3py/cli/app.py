@@ -74,7 +74,26 @@ def server(
         "--registries-config",
         help="Registry mirrors and credentials (default: $K3PY_REGISTRIES_CONFIG or /etc/k3py/registries.yaml).",
     ),
+    cluster_dns: str = typer.Option(
+        "10.43.0.10", "--cluster-dns",
+        help="Cluster DNS address: the kube-dns Service's, where each node answers, named in pods' resolv.conf.",
+    ),
+    cluster_domain: str = typer.Option("cluster.local", "--cluster-domain", help="Cluster domain."),
+    resolv_conf: str = typer.Option(
+        "", "--resolv-conf",
+        help="resolv.conf for dnsPolicy Default pods and the cluster DNS's upstreams (default: the host's).",
+    ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    max_requests_inflight: int = typer.Option(
+        800, "--max-requests-inflight", help="Read-only API requests served at once; more get 429 (0: no limit)."
+    ),
+    max_mutating_requests_inflight: int = typer.Option(
+        400, "--max-mutating-requests-inflight", help="Mutating API requests served at once; more get 429 (0: no limit)."
+    ),
+    max_connections: int = typer.Option(0, "--max-connections", hidden=True),
+    request_header_timeout: float = typer.Option(32.0, "--request-header-timeout", hidden=True),
+    idle_connection_timeout: float = typer.Option(90.0, "--idle-connection-timeout", hidden=True),
+    request_timeout: float = typer.Option(60.0, "--request-timeout", hidden=True),
 ) -> None:
     """Run the API server, scheduler, controllers and (unless --disable-agent) this host's
     kubelet in one process."""
@@ -84,6 +103,9 @@ def server(
     from k3py.server.main import run_server_forever
 
     token = _token(token, token_file)
+    cluster_dns = _cluster_dns(cluster_dns, in_service_cidr=True)
+    cluster_domain = _cluster_domain(cluster_domain)
+    resolv_conf = _resolv_conf(resolv_conf)
     if not disable_agent:
         _use_registries_config(registries_config)
         _check_image_budget_env()
@@ -100,6 +122,13 @@ def server(
         disable_agent=disable_agent,
         simulated_nodes=simulated_nodes,
         log_level=log_level.upper(),
+        cluster_dns=cluster_dns,
+        max_requests_inflight=max_requests_inflight,
+        max_mutating_requests_inflight=max_mutating_requests_inflight,
+        max_connections=max_connections,
+        request_header_timeout=request_header_timeout,
+        idle_connection_timeout=idle_connection_timeout,
+        request_timeout=request_timeout,
     )
     hook = None
     if not disable_agent:
@@ -111,6 +140,9 @@ def server(
             run_in_process_agent,
             seccomp_default=seccomp_default,
             cgroup_parent=_cgroup_parent(cgroup_parent),
+            cluster_dns=cluster_dns,
+            cluster_domain=cluster_domain,
+            resolv_conf=resolv_conf,
         )
     raise typer.Exit(run_server_forever(config, hook))
 
@@ -148,6 +180,15 @@ def agent(
         "--registries-config",
         help="Registry mirrors and credentials (default: $K3PY_REGISTRIES_CONFIG or /etc/k3py/registries.yaml).",
     ),
+    cluster_dns: str = typer.Option(
+        "10.43.0.10", "--cluster-dns",
+        help="Cluster DNS address: where this node answers, named in pods' resolv.conf (the kube-dns Service's).",
+    ),
+    cluster_domain: str = typer.Option("cluster.local", "--cluster-domain", help="Cluster domain."),
+    resolv_conf: str = typer.Option(
+        "", "--resolv-conf",
+        help="resolv.conf for dnsPolicy Default pods and the cluster DNS's upstreams (default: the host's).",
+    ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Join this host to a cluster as a node: kubelet, pod network and streaming server."""
@@ -171,6 +212,9 @@ def agent(
     _use_registries_config(registries_config)
     _check_image_budget_env()
     cgroup_parent = _cgroup_parent(cgroup_parent)
+    cluster_dns = _cluster_dns(cluster_dns, in_service_cidr=False)
+    cluster_domain = _cluster_domain(cluster_domain)
+    resolv_conf = _resolv_conf(resolv_conf)
     if not server_url.startswith("https://"):
         typer.echo(f"error: --server must be an https:// URL, not {server_url!r}", err=True)
         raise typer.Exit(2)
@@ -191,6 +235,9 @@ def agent(
         client_ca_file=ca,
         seccomp_default=seccomp_default,
         cgroup_parent=cgroup_parent,
+        cluster_dns=cluster_dns,
+        cluster_domain=cluster_domain,
+        resolv_conf=resolv_conf,
     )
 
     async def _main() -> None:
@@ -254,6 +301,42 @@ def _cgroup_parent(value: str) -> str:
         typer.echo(f"error: --cgroup-parent {value!r} must be a cgroup path such as k3py-node1", err=True)
         raise typer.Exit(2)
     return "/".join(parts) if value else ""
+
+
+def _cluster_dns(value: str, in_service_cidr: bool) -> str:
+    """A --cluster-dns value: one IP address (on a server, inside the service CIDR, where the
+    kube-dns Service takes it)."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        typer.echo(f"error: --cluster-dns {value!r} is not an IP address", err=True)
+        raise typer.Exit(2) from None
+    if in_service_cidr and address not in ipaddress.ip_network("10.43.0.0/16"):
+        typer.echo(f"error: --cluster-dns {address} is not inside the service CIDR 10.43.0.0/16", err=True)
+        raise typer.Exit(2)
+    return str(address)
+
+
+def _cluster_domain(value: str) -> str:
+    """A --cluster-domain value: a lowercase DNS name (RFC 1123), no trailing dot."""
+    from k3py.api.validation import dns1123_subdomain_errors
+
+    domain = value.strip().removesuffix(".")
+    errors = dns1123_subdomain_errors(domain)
+    if errors:
+        typer.echo(f"error: --cluster-domain {value!r}: {errors[0]}", err=True)
+        raise typer.Exit(2)
+    return domain
+
+
+def _resolv_conf(value: str) -> str:
+    """A --resolv-conf value: empty (the host's) or a readable file."""
+    if value and not Path(value).is_file():
+        typer.echo(f"error: --resolv-conf {value} is not a readable file", err=True)
+        raise typer.Exit(2)
+    return str(Path(value).absolute()) if value else ""
 
 
 def _pinned_cluster_ca(server_url: str, token: str, tls_dir: Path) -> Path:

@@ -61,6 +61,9 @@ def node_agent_config(
     *,
     seccomp_default: bool = False,
     cgroup_parent: str = "",
+    cluster_dns: str = "10.43.0.10",
+    cluster_domain: str = "cluster.local",
+    resolv_conf: str = "",
 ) -> NodeAgentConfig:
     from k3py.agent.kubelet.node import detect_node_ip
 
@@ -79,6 +82,9 @@ def node_agent_config(
         seccomp_default=seccomp_default,
         reserved_ports={info.config.https_listen_port: "the API server"},
         cgroup_parent=cgroup_parent,
+        cluster_dns=cluster_dns,
+        cluster_domain=cluster_domain,
+        resolv_conf=resolv_conf,
     )
 
 
@@ -89,11 +95,16 @@ async def run_in_process_agent(
     *,
     seccomp_default: bool = False,
     cgroup_parent: str = "",
+    cluster_dns: str = "10.43.0.10",
+    cluster_domain: str = "cluster.local",
+    resolv_conf: str = "",
 ) -> None:
     """The ``node_agent`` hook of ``run_server``: this host as a control-plane node
     (``seccomp_default``: ``k3py server --seccomp-default``; ``cgroup_parent``: its
-    ``--cgroup-parent``)."""
+    ``--cgroup-parent``; the cluster DNS settings: ``--cluster-dns``, ``--cluster-domain``,
+    ``--resolv-conf``)."""
     config = await asyncio.to_thread(
-        node_agent_config, info, seccomp_default=seccomp_default, cgroup_parent=cgroup_parent
+        node_agent_config, info, seccomp_default=seccomp_default, cgroup_parent=cgroup_parent,
+        cluster_dns=cluster_dns, cluster_domain=cluster_domain, resolv_conf=resolv_conf,
     )
     await run_node_agent(client, config, stop)

@@ -101,9 +101,7 @@ class _SessionSocket:
             if not chunk:
                 return b""
             self.pending.extend(chunk)
-        line, _, rest = bytes(self.pending).partition(b"\n")
-        self.pending[:] = rest
-        return line
+        return self._take_line()
 
     async def aread_line(self) -> bytes:
         while b"\n" not in self.pending:
@@ -111,6 +109,9 @@ class _SessionSocket:
             if not chunk:
                 return b""
             self.pending.extend(chunk)
+        return self._take_line()
+
+    def _take_line(self) -> bytes:
         line, _, rest = bytes(self.pending).partition(b"\n")
         self.pending[:] = rest
         return line

@@ -20,3 +20,11 @@ class ServerConfig:
     disable_agent: bool = False
     simulated_nodes: int = 0
     log_level: str = "INFO"
+    cluster_dns: str = "10.43.0.10"  # the kube-dns Service's address (--cluster-dns)
+    # The API server under hostile clients (see k3py/server/apiserver/{connections,inflight}.py).
+    max_requests_inflight: int = 800
+    max_mutating_requests_inflight: int = 400
+    max_connections: int = 0  # 0: derived from the open-file limit
+    request_header_timeout: float = 32.0
+    idle_connection_timeout: float = 90.0
+    request_timeout: float = 60.0  # for a request body to arrive

@@ -27,11 +27,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from k3py.api.resources import builtin_resources
 from k3py.client.interface import Client
+from k3py.server.apiserver.connections import ConnectionLimits, raise_open_file_limit
 from k3py.server.apiserver.crds import CRDRegistrar
+from k3py.server.apiserver.inflight import InflightLimits
 from k3py.server.apiserver.inprocess import InProcessTransport
 from k3py.server.apiserver.registry import Registry
 from k3py.server.apiserver.server import ApiServer, server_ssl_context
@@ -46,6 +49,7 @@ from k3py.server.config import ServerConfig
 from k3py.server.controllers.manager import run_control_plane
 from k3py.store import StoreError
 from k3py.store.factory import open_store
+from k3py.util.logsummary import LogSummary
 from k3py.util.loopwatch import watching_the_loop
 from k3py.util.private import private_dir
 
@@ -154,9 +158,19 @@ async def run_server(
             # The API server's own identity towards kubelets, and the CA their serving
             # certificates chain to (the cluster CA: k3py signs them, see bootstrap/kubeletserving).
             kubelet_client_cert=KubeletClientTLS(tls.kubelet_client_cert, tls.kubelet_client_key, tls.ca_cert),
+            connection_limits=ConnectionLimits(
+                header_timeout=config.request_header_timeout,
+                idle_timeout=config.idle_connection_timeout,
+                max_connections=config.max_connections,
+            ),
+            inflight_limits=InflightLimits(
+                max_readonly=config.max_requests_inflight,
+                max_mutating=config.max_mutating_requests_inflight,
+            ),
+            request_timeout=config.request_timeout,
         )  # fmt: skip
         context = server_ssl_context(tls.serving_cert, tls.serving_key, tls.ca_cert)
-        await ensure_system_objects(registry, advertise_ip, config.https_listen_port)
+        await ensure_system_objects(registry, advertise_ip, config.https_listen_port, config.cluster_dns)
         _tune_gc()  # a full collection of the start-up heap: before anyone can connect
         await apiserver.start(config.bind_address, config.https_listen_port, context)
         apiserver.ready = True
@@ -242,15 +256,32 @@ async def _finish(task: asyncio.Task[None]) -> None:
             await task
 
 
+def _summarising_exception_handler() -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """The loop's handler for errors nothing else caught, writing each kind once a minute with
+    a count: ``accept()`` failing for want of file descriptors, say, is reported for every
+    queued connection on every attempt, which once wrote 35 MB of log in 14 s."""
+    summary = LogSummary(logging.getLogger("asyncio"))
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        message = context.get("message") or "unhandled error in the event loop"
+        summary.log((message, type(exc).__name__), logging.ERROR, "%s: %r", message, exc, exc_info=exc)
+
+    return handler
+
+
 def run_server_forever(config: ServerConfig, node_agent: NodeAgentHook | None = None) -> int:
     logging.basicConfig(
         level=getattr(logging, config.log_level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
+    raise_open_file_limit()
+
     async def _main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_summarising_exception_handler())
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await run_server(config, stop, node_agent)

@@ -193,7 +193,7 @@ def _node_ready(cluster: TestCluster, agent: subprocess.Popen[bytes]) -> None:
         result = cluster.kubectl("get", "node", "joiner", "-o", "json", check=False)
         if result.returncode != 0:
             return False
-        conditions = {c["type"]: c["status"] for c in json.loads(result.stdout)["status"].get("conditions", [])}
+        conditions = {c["type"]: c["status"] for c in (json.loads(result.stdout).get("status") or {}).get("conditions", [])}
         return conditions.get("Ready") == "True"
 
     cluster.wait_for(ready, timeout=60, interval=0.2, what="the joining node Ready")

@@ -74,9 +74,9 @@ async def test_service_without_matching_pods_has_empty_endpoints_and_is_cleaned_
 HOLD = "test.k3py.io/hold"
 
 
-async def backend(plane, name: str, ip: str, ready: bool, phase: str = "Running") -> None:
+async def backend(plane, name: str, ip: str, ready: bool, phase: str = "Running", **spec: str) -> None:
     pod = await plane.client.create(PODS, {"metadata": {"name": name, "labels": {"app": "web"}},
-                                           "spec": {"nodeName": "n1", "containers": [
+                                           "spec": {**spec, "nodeName": "n1", "containers": [
                                                {"name": "c", "image": "x", "ports": [{"name": "web", "containerPort": 8080}]}]}},
                                     "default")
     pod["status"] = {"phase": phase, "podIP": ip,
@@ -116,3 +116,22 @@ async def test_readiness_and_termination_decide_how_pods_are_listed(plane) -> No
     await plane.until(lambda: sorted(a["ip"] for a in plane.transport.peek(ENDPOINTS, "default", "web")["subsets"][0]["addresses"])
                       == ["10.0.0.1", "10.0.0.2", "10.0.0.3"], what="all addresses ready")
     await plane.client.patch(PODS, "leaving", {"metadata": {"finalizers": None}}, "default")
+
+
+async def test_pods_whose_subdomain_names_the_service_carry_their_hostname(plane) -> None:
+    """Upstream's ShouldSetHostname: what gives StatefulSet pods their DNS names
+    (web-0.web.<ns>.svc.<zone>); a pod with another subdomain, or none, gets no hostname."""
+    await plane.start(EndpointsController, EndpointSliceController)
+    await backend(plane, "web-0", "10.0.0.10", ready=True, hostname="web-0", subdomain="web")
+    await backend(plane, "other", "10.0.0.11", ready=True, hostname="other", subdomain="elsewhere")
+    await backend(plane, "plain", "10.0.0.12", ready=True)
+    await plane.client.create(SERVICES, service(), "default")
+
+    def hostnames() -> dict[str, str]:
+        slices = plane.transport.all(ENDPOINTSLICES, "default")
+        return {e["addresses"][0]: e.get("hostname", "") for s in slices for e in s.get("endpoints") or []}
+
+    names = await plane.until(lambda: len(h := hostnames()) == 3 and h, what="3 endpoints")
+    assert names == {"10.0.0.10": "web-0", "10.0.0.11": "", "10.0.0.12": ""}
+    ep = await plane.until(lambda: (e := plane.transport.peek(ENDPOINTS, "default", "web")) and e.get("subsets") and e)
+    assert {a["ip"]: a.get("hostname", "") for a in ep["subsets"][0]["addresses"]} == names

@@ -22,13 +22,13 @@ import signal
 import socket
 import statistics
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 import yaml
 
 from tests.cluster import TestCluster, find_kubectl
+from tests.e2e.test_kubectl_workloads import _read_until
 from tests.kubelet.conftest import busybox_archive
 
 PODS = {
@@ -65,7 +65,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
     from k3py.runtime.images import ImageStore
 
     import_archive(ImageStore(base / "agent" / "runtime" / "images"), busybox_archive())
-    with TestCluster(base, agent=True) as cluster:
+    # Keep-alive probes after 1 s idle, every second, twice: a client whose network drops is
+    # noticed within seconds (k3py/util/keepalive.py; 15 s, 15 s, 9 by default, as Go's).
+    with TestCluster(base, agent=True, env={"K3PY_TCP_KEEPALIVE": "1,1,2"}) as cluster:
         documents = [_manifest(name, container) for name, container in PODS.items()]
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
         for name in PODS:
@@ -111,28 +113,6 @@ def _kubectl_session(
         for fd in set(ours):
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-def _read_until(fd: int, wanted: bytes, timeout: float = 30) -> bytes:
-    import select
-
-    deadline = time.monotonic() + timeout
-    seen = b""
-    while wanted not in seen:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"did not see {wanted!r} within {timeout}s; got {seen!r}")
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            raise AssertionError(f"stream ended before {wanted!r}; got {seen!r}")
-        seen += chunk
-    return seen
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -225,3 +205,36 @@ def test_killed_log_follower_leaves_the_server_answering(cluster: TestCluster) -
         _kill(kubectl)
         _assert_server_answers(cluster)
     assert "tick" in cluster.kubectl("logs", "--tail=1", "ticker", timeout=10).stdout
+
+
+@contextlib.contextmanager
+def _network_dropped(cluster: TestCluster, ports: list[int]) -> Iterator[None]:
+    """Every packet of the client's connections (by its local ports) vanishes, both ways, as
+    when its network goes away: no FIN, no reset."""
+    rules = "".join(f"tcp sport {port} drop; tcp dport {port} drop; " for port in ports)
+    table = "k3py-test-network-drop"
+    cluster.run(["nft", f"add table inet {table}; add chain inet {table} input "
+                 f"{{ type filter hook input priority -300; policy accept; {rules}}}"])  # fmt: skip
+    try:
+        yield
+    finally:
+        cluster.run(["nft", "delete", "table", "inet", table], check=False)
+
+
+def _client_ports(cluster: TestCluster, pid: int) -> list[int]:
+    """The local ports of ``pid``'s connections to the API server."""
+    out = cluster.run(["ss", "-tnpH", "state", "established", "( dport = :6443 )"]).stdout
+    return [int(line.split()[2].rsplit(":", 1)[1]) for line in out.splitlines() if f"pid={pid}," in line]
+
+
+def test_exec_client_whose_network_drops_is_let_go(cluster: TestCluster) -> None:
+    with _kubectl_session(cluster, "exec", "-i", "sleeper", "--", "sleep", "1005") as (kubectl, _, _):
+        cluster.wait_for(lambda: "sleep 1005" in _processes_in(cluster, "sleeper"), timeout=30, interval=0.3, what="sleep 1005 running")
+        ports = _client_ports(cluster, kubectl.pid)
+        assert ports, "kubectl has no connection to the API server"
+        with _network_dropped(cluster, ports):
+            # kubectl is still there, silent; the server's keep-alive probes go unanswered and
+            # the session ends on the node.
+            cluster.wait_for(lambda: "sleep 1005" not in _processes_in(cluster, "sleeper"), timeout=30, interval=0.5, what="sleep 1005 gone")
+            assert kubectl.poll() is None
+            _assert_server_answers(cluster)

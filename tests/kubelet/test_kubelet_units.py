@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from k3py.agent.kubelet.images import image_ref
 from k3py.agent.kubelet.node import build_conditions, claim_pod_cidr
-from k3py.agent.kubelet.pods import image_ref
 from k3py.agent.kubelet.podspec import (
     ContainerConfigError,
     command_and_args,
@@ -281,7 +281,7 @@ async def test_logs_span_rotated_files(tmp_path: Path) -> None:
     status = ContainerStatus(id="c1", name="main", image="busybox", image_id="sha256:1", state="exited",
                              exit_code=0, log_path=str(log), labels={})
 
-    class Node:  # the two lookups the backend makes of the pod manager, over real files
+    class Node:  # the lookups the backend makes of the kubelet, over real files
         runtime = None
 
         def find_pod(self, namespace: str, name: str) -> dict:
@@ -300,7 +300,8 @@ async def test_logs_span_rotated_files(tmp_path: Path) -> None:
         async def write(self, data: bytes) -> None:
             self.data += data
 
-    backend = KubeletStreamingBackend(Node())  # type: ignore[arg-type]
+    node = Node()
+    backend = KubeletStreamingBackend(node, node)  # type: ignore[arg-type]
     out = Out()
     await backend.logs(PodRef("default", "p"), "main", LogOptions(), out)
     assert out.data == b"one\ntwo\nthree\n"

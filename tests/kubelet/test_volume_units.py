@@ -19,6 +19,7 @@ from k3py.agent.kubelet.volumes import (
     failed_mount_message,
     memory_volume_size,
     mount_timeout_error,
+    plan_mounts,
     sub_path_of,
     subpath_env,
     unmounted_volumes_error,
@@ -124,14 +125,18 @@ def test_container_mounts_resolve_sub_paths_inside_the_volume(tmp_path: Path) ->
         {"name": "v", "mountPath": "/new", "subPath": "made/here", "readOnly": True},
         {"name": "c", "mountPath": "/claim"},
     ]}
-    mounts = {m.destination: m for m in volumes.container_mounts(container, paths, pod)}
+    planned = plan_mounts(pod, container, paths, None, pod_dir=volumes.pod_dir)
+    assert {m.destination: m.source for m in planned if m.exact_source} == {
+        "/f": str(volume / "cfg" / "file"), "/new": str(volume / "made" / "here")}  # pure: nothing made yet
+    assert not (volume / "made").exists()
+    mounts = {m.destination: m for m in volumes.realize_mounts(planned, container, paths)}
     assert mounts["/f"].source == str(volume / "cfg" / "file") and not mounts["/f"].readonly
     assert mounts["/new"].source == str(volume / "made" / "here") and mounts["/new"].readonly
     assert (volume / "made" / "here").is_dir()
     assert mounts["/claim"].readonly  # persistentVolumeClaim.readOnly covers every mount of it
+    escaping = {"name": "m", "volumeMounts": [{"name": "v", "mountPath": "/x", "subPath": "escape"}]}
     with pytest.raises(VolumeError, match="not within volume path"):
-        volumes.container_mounts({"name": "m", "volumeMounts": [{"name": "v", "mountPath": "/x",
-                                                                 "subPath": "escape"}]}, paths, pod)
+        volumes.realize_mounts(plan_mounts(pod, escaping, paths, None, pod_dir=volumes.pod_dir), escaping, paths)
 
 
 def test_memory_volume_sizes() -> None:

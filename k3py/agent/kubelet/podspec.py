@@ -1,4 +1,5 @@
-"""Pure Pod-spec semantics the kubelet applies when it turns a container into a runtime spec.
+"""Pure Pod-spec semantics the kubelet applies when it turns a container into a runtime spec
+(``containerspec`` composes them into the ``ContainerSpec``).
 
 No I/O here: the pod manager fetches the ConfigMaps and Secrets a container references
 (``referenced_config``) and hands them in, so every rule below is unit-tested in milliseconds.
@@ -16,6 +17,7 @@ No I/O here: the pod manager fetches the ConfigMaps and Secrets a container refe
   ``kubepods/burstable/pod<uid>``, ``kubepods/besteffort/pod<uid>`` with the minimum CPU
   weight), the pod group's limits (``pod_cgroup_resources``) and ``oom_score_adj``;
   the restart back-off lives in ``backoff`` (``crash_loop_backoff`` is re-exported here).
+- ``active_deadline_left``: what remains of the pod's ``activeDeadlineSeconds``.
 - ``seccomp_profile``: the container's seccomp profile (its own ``seccompProfile``, else the
   pod's, else RuntimeDefault with ``--seccomp-default``, else Unconfined; privileged containers
   are unconfined); a Localhost profile is a file below the kubelet's seccomp dir.
@@ -31,6 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from k3py.agent.kubelet.backoff import crash_loop_backoff as crash_loop_backoff  # re-exported
+from k3py.api.meta import parse_rfc3339
 from k3py.api.quantity import parse_quantity
 from k3py.runtime.spec import Resources, SecurityProfile
 
@@ -446,3 +449,12 @@ def seccomp_profile(pod: Obj, container: Obj, *, seccomp_default: bool, profile_
             f"invalid seccomp localhostProfile {name!r}: must be a relative path below the kubelet's seccomp dir"
         )
     return SecurityProfile("Localhost", f"{profile_root.rstrip('/')}/{name}")
+
+
+def active_deadline_left(pod: Obj, start_time: str, now: float) -> float | None:
+    """Seconds until the pod's ``activeDeadlineSeconds`` runs out, counted from its startTime
+    (RFC 3339) at epoch time ``now`` (negative once it has); None without a deadline."""
+    deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
+    if not deadline:
+        return None
+    return parse_rfc3339(start_time).timestamp() + float(deadline) - now

@@ -13,6 +13,10 @@ Until the startup probe succeeds the others do not run and the container is not 
 a failed startup or liveness probe kills the container (the pod manager restarts it per
 restartPolicy); readiness decides the container's ``ready``. Without a readiness probe a
 started container is ready. Changes wake the pod so its status is rewritten.
+
+What the probes need of the kubelet is two narrow interfaces: ``RuntimeCalls`` (the runtime
+and the thread pool its blocking calls run on — ``podruntime.PodRuntime``) and ``ProbeHost``
+(the pod's address, events, waking the pod — the pod manager).
 """
 
 from __future__ import annotations
@@ -21,17 +25,36 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
-from k3py.runtime.containers import ContainerError
-
-if TYPE_CHECKING:
-    from k3py.agent.kubelet.pods import PodManager
+from k3py.runtime.containers import ContainerError, ContainerRuntime
 
 log = logging.getLogger("k3py.kubelet.probes")
 
 Obj = dict[str, Any]
+T = TypeVar("T")
+
+
+class RuntimeCalls(Protocol):
+    """The container runtime, and how its blocking calls are run off the event loop."""
+
+    @property
+    def runtime(self) -> ContainerRuntime: ...
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+class ProbeHost(Protocol):
+    """What probes need of the pod manager."""
+
+    def pod_ip(self, uid: str) -> str: ...
+
+    def event(self, pod: Obj, kind: str, reason: str, message: str, once: str = "") -> None: ...
+
+    def wake(self, uid: str) -> None:
+        """A probe result changed: sync the pod (its status is rewritten)."""
 
 
 @dataclass
@@ -54,8 +77,9 @@ def resolve_port(port: Any, container: Obj) -> int:
 
 
 class ProbeManager:
-    def __init__(self, manager: PodManager) -> None:
-        self.manager = manager
+    def __init__(self, calls: RuntimeCalls, host: ProbeHost) -> None:
+        self.calls = calls
+        self.host = host
         self.states: dict[tuple[str, str], ProbeState] = {}
 
     def started(self, uid: str, name: str) -> bool:
@@ -112,7 +136,7 @@ class ProbeManager:
                 state.started = True
                 if container.get("readinessProbe") is None:
                     state.ready = True
-                await self.manager.refresh_status(uid)
+                self.host.wake(uid)
             probes = [(p, kind) for p, kind in ((container.get("livenessProbe"), "Liveness"),
                                                  (container.get("readinessProbe"), "Readiness")) if p]
             await asyncio.gather(*(self._loop(pod, container, state, p, kind) for p, kind in probes))
@@ -126,7 +150,7 @@ class ProbeManager:
         await asyncio.sleep(probe.get("initialDelaySeconds", 0))
         failures = 0
         while True:
-            ok, message = await self.check(pod, container, state.cid, probe)
+            ok, message = await self.check(pod["metadata"]["uid"], container, state.cid, probe)
             if ok:
                 return True
             failures += 1
@@ -141,7 +165,7 @@ class ProbeManager:
         await asyncio.sleep(probe.get("initialDelaySeconds", 0))
         successes = failures = 0
         while True:
-            ok, message = await self.check(pod, container, state.cid, probe)
+            ok, message = await self.check(uid, container, state.cid, probe)
             if ok:
                 successes, failures = successes + 1, 0
             else:
@@ -150,45 +174,46 @@ class ProbeManager:
             if kind == "Readiness":
                 if ok and successes >= probe.get("successThreshold", 1) and not state.ready:
                     state.ready = True
-                    await self.manager.refresh_status(uid)
+                    self.host.wake(uid)
                 elif not ok and failures >= probe.get("failureThreshold", 3) and state.ready:
                     state.ready = False
-                    await self.manager.refresh_status(uid)
+                    self.host.wake(uid)
             elif not ok and failures >= probe.get("failureThreshold", 3):
                 await self._kill(pod, container, state, f"Container {container['name']} failed liveness probe, will be restarted")
                 return
             await asyncio.sleep(probe.get("periodSeconds", 10))
 
     def _unhealthy(self, pod: Obj, kind: str, message: str) -> None:
-        self.manager.events.record(pod, "Warning", "Unhealthy", f"{kind} probe failed: {message}")
+        self.host.event(pod, "Warning", "Unhealthy", f"{kind} probe failed: {message}")
 
     async def _kill(self, pod: Obj, container: Obj, state: ProbeState, message: str) -> None:
-        self.manager.events.record(pod, "Normal", "Killing", message)
+        self.host.event(pod, "Normal", "Killing", message)
         state.ready = False
         grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-        runtime = self.manager.runtime
+        runtime = self.calls.runtime
         with contextlib.suppress(ContainerError):
             if grace > 0:
-                await self.manager.run_blocking(runtime.stop_container, state.cid, float(grace))
+                await self.calls.run_blocking(runtime.stop_container, state.cid, float(grace))
             else:
-                await self.manager.run_blocking(runtime.kill_container, state.cid, signal.SIGKILL)
-        await self.manager.refresh_status(pod["metadata"]["uid"])
+                await self.calls.run_blocking(runtime.kill_container, state.cid, signal.SIGKILL)
+        self.host.wake(pod["metadata"]["uid"])
 
-    async def check(self, pod: Obj, container: Obj, cid: str, probe: Obj) -> tuple[bool, str]:
-        """One try of ``probe``: (success, what failed)."""
+    async def check(self, uid: str, container: Obj, cid: str, probe: Obj) -> tuple[bool, str]:
+        """One try of ``probe`` (or of a lifecycle hook's handler) on container ``cid`` of pod
+        ``uid``: (success, what failed)."""
         timeout = float(probe.get("timeoutSeconds", 1))
         try:
             if probe.get("exec"):
                 command = list((probe["exec"] or {}).get("command") or [])
-                result = await self.manager.run_blocking(
-                    lambda: self.manager.runtime.exec_sync(cid, command, timeout=timeout)
+                runtime = self.calls.runtime
+                result = await self.calls.run_blocking(
+                    lambda: runtime.exec_sync(cid, command, timeout=timeout)
                 )
                 if result.exit_code == 0:
                     return True, ""
                 output = (result.stdout + result.stderr).decode(errors="replace").strip()
                 return False, f"command {command!r} exited with {result.exit_code}: {output}"
-            record = self.manager.records.get(pod["metadata"]["uid"])
-            pod_ip = record.pod_ip if record is not None else ""
+            pod_ip = self.host.pod_ip(uid)
             if probe.get("httpGet"):
                 http = probe["httpGet"]
                 host = http.get("host") or pod_ip

@@ -1,6 +1,6 @@
 """The Pod status the kubelet reports, computed from what the runtime says about each container.
 
-Pure: the pod manager gathers a ``ContainerView`` per container (the runtime's current and
+Pure: ``statuswriter`` gathers a ``ContainerView`` per container (the runtime's current and
 previous container of that name, restart count, probe results, a waiting reason such as
 ``CrashLoopBackOff``) and ``pod_status`` turns them into the status kubectl and Helm read:
 

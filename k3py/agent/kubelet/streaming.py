@@ -12,6 +12,10 @@
   end of input when ``stdinOnce`` and no ``tty``), terminal resizes.
 - port-forward: a socket created inside the pod's network namespace (setns on a worker
   thread, then back) connects to 127.0.0.1:<port> there — what the kubelet does.
+
+The backend needs two narrow things of the kubelet: ``PodDirectory`` (the pods bound to this
+node, by name — the pod manager's informer) and ``PodContainers`` (the runtime, its thread
+pool, a pod's container attempts and sandbox — ``podruntime.PodRuntime``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from k3py.agent.kubelet.fdio import make_nonblocking, read_fd, write_fd
 from k3py.agent.streaming.backend import (
@@ -38,14 +42,13 @@ from k3py.agent.streaming.backend import (
     StreamingBackend,
     StreamingError,
 )
-from k3py.runtime.containers import AttachSession, ContainerError, ExecSession
+from k3py.runtime.containers import AttachSession, ContainerError, ContainerRuntime, ExecSession
 from k3py.runtime.spec import ContainerStatus
-
-if TYPE_CHECKING:
-    from k3py.agent.kubelet.pods import PodManager
 
 CLONE_NEWNET = 0x40000000
 S = TypeVar("S", ExecSession, AttachSession)
+T = TypeVar("T")
+Obj = dict[str, Any]
 _FOLLOW_CHUNK = 1 << 20  # bytes read per step while following a log
 PORT_FORWARD_LINGER = 1.0  # seconds the other direction gets once one is done (containerd's)
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -112,14 +115,40 @@ def _rotated_away(handle: BinaryIO, log_path: str) -> bool:
         return False
 
 
+class PodDirectory(Protocol):
+    """The pods bound to this node."""
+
+    def find_pod(self, namespace: str, name: str) -> Obj | None: ...
+
+
+class PodContainers(Protocol):
+    """The runtime side of this node's pods."""
+
+    @property
+    def runtime(self) -> ContainerRuntime: ...
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def container_attempts(self, uid: str, name: str) -> list[ContainerStatus]:
+        """The attempts of the pod's container ``name``, oldest first (blocking)."""
+        ...
+
+    def sandbox_of(self, uid: str) -> str | None: ...
+
+    def sandbox_netns(self, sandbox_id: str) -> str:
+        """The sandbox's network namespace file, as this process can open it (blocking)."""
+        ...
+
+
 class KubeletStreamingBackend(StreamingBackend):
-    def __init__(self, manager: PodManager) -> None:
-        self.manager = manager
+    def __init__(self, pods: PodDirectory, containers: PodContainers) -> None:
+        self.pods = pods
+        self.containers = containers
 
     # ---- lookups ----------------------------------------------------------------------------
 
     def _pod(self, ref: PodRef) -> dict:
-        pod = self.manager.find_pod(ref.namespace, ref.name)
+        pod = self.pods.find_pod(ref.namespace, ref.name)
         if pod is None or (ref.uid and pod["metadata"]["uid"] != ref.uid):
             raise NotFoundError(f'pods "{ref.name}" not found')
         return pod
@@ -135,7 +164,7 @@ class KubeletStreamingBackend(StreamingBackend):
     async def _attempts(self, ref: PodRef, container: str | None) -> tuple[dict, list[ContainerStatus]]:
         pod = self._pod(ref)
         name = self._default_container(pod, container)
-        attempts = await self.manager.run_blocking(self.manager.container_attempts, pod["metadata"]["uid"], name)
+        attempts = await self.containers.run_blocking(self.containers.container_attempts, pod["metadata"]["uid"], name)
         return pod, attempts
 
     async def _running(self, ref: PodRef, container: str) -> str:
@@ -169,7 +198,7 @@ class KubeletStreamingBackend(StreamingBackend):
             )
         since = time.time() - options.since_seconds if options.since_seconds else options.since_time
         remaining = options.limit_bytes
-        run = self.manager.run_blocking
+        run = self.containers.run_blocking
         try:
             handle = await run(open, target.log_path, "rb")
         except FileNotFoundError:
@@ -204,7 +233,7 @@ class KubeletStreamingBackend(StreamingBackend):
                     handle.close()
                     handle = await run(open, target.log_path, "rb")
                     continue
-                status = await run(self.manager.runtime.container_status, target.id)
+                status = await run(self.containers.runtime.container_status, target.id)
                 if status.state != "running":
                     return
                 await asyncio.sleep(0.2)
@@ -231,7 +260,7 @@ class KubeletStreamingBackend(StreamingBackend):
     async def _open_session(self, open_session: Callable[[], S]) -> S:
         """Open a runtime session on a worker thread; one that arrives after our caller was
         cancelled (the client went away meanwhile) is closed, not leaked."""
-        opening = asyncio.ensure_future(self.manager.run_blocking(open_session))
+        opening = asyncio.ensure_future(self.containers.run_blocking(open_session))
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -242,7 +271,7 @@ class KubeletStreamingBackend(StreamingBackend):
 
     async def exec(self, pod: PodRef, container: str, command: list[str], streams: ExecStreams) -> int:
         cid = await self._running(pod, container)
-        runtime = self.manager.runtime
+        runtime = self.containers.runtime
         session = await self._open_session(
             lambda: runtime.exec(cid, command, tty=streams.tty, stdin=streams.stdin is not None)
         )
@@ -298,7 +327,7 @@ class KubeletStreamingBackend(StreamingBackend):
     async def attach(self, pod: PodRef, container: str, streams: ExecStreams) -> None:
         cid = await self._running(pod, container)
         spec = next((c for c in self._pod(pod)["spec"].get("containers") or [] if c.get("name") == container), {})
-        runtime = self.manager.runtime
+        runtime = self.containers.runtime
         session = await self._open_session(lambda: runtime.attach(cid))
 
         async def pump_in() -> None:
@@ -335,15 +364,15 @@ class KubeletStreamingBackend(StreamingBackend):
     async def port_forward(self, pod: PodRef, port: int, reader: InputStream, writer: OutputStream) -> None:
         found = self._pod(pod)
         uid = found["metadata"]["uid"]
-        sandbox_id = self.manager.sandboxes.get(uid)
+        sandbox_id = self.containers.sandbox_of(uid)
         if sandbox_id is None:
             raise StreamingError(f"pod {pod} has no sandbox on this node")
         if found["spec"].get("hostNetwork"):
             netns_path = None
         else:
-            netns_path = await self.manager.run_blocking(self.manager.sandbox_netns, sandbox_id)
+            netns_path = await self.containers.run_blocking(self.containers.sandbox_netns, sandbox_id)
         try:
-            sock = await self.manager.run_blocking(_connect_in_netns, netns_path, port)
+            sock = await self.containers.run_blocking(_connect_in_netns, netns_path, port)
         except OSError as e:
             raise StreamingError(
                 f"error forwarding port {port} to pod {uid}: failed to connect to localhost:{port} inside namespace: {e}"

@@ -10,7 +10,7 @@
   created as a directory, as containerd does for a bind source).
 - ``persistentVolumeClaim``: the claim must be Bound; its PersistentVolume's ``hostPath`` (the
   local-path provisioner's, created if missing) or ``local`` path is the volume. The API reads
-  happen in the pod manager; ``bound_volume_name`` and ``claim_source`` judge what it read,
+  happen in ``podinputs``; ``bound_volume_name`` and ``claim_source`` judge what it read,
   with upstream's wording for a claim that is missing or not bound yet.
 - ``configMap``, ``secret``, ``downwardAPI``, ``projected``: files rendered from API objects
   (``items`` pick and rename keys, ``mode``/``defaultMode`` set permissions) and published the
@@ -18,8 +18,9 @@
   ``..data`` is a symlink switched to it by rename, and each top-level name is a symlink through
   ``..data`` — so a container reading the volume never sees half an update.
 
-Containers get each volume as a bind mount (``container_mounts``): read-only for
-``readOnly`` mounts, read-only claims and every rendered volume (as upstream mounts them);
+Containers get each volume as a bind mount (planned by ``plan_mounts``, pure; made real by
+``PodVolumes.realize_mounts``): read-only for ``readOnly`` mounts, read-only claims and every
+rendered volume (as upstream mounts them);
 ``subPath``/``subPathExpr`` (``$(VAR)`` from the container's environment) pick a file or
 directory inside the volume — relative, without ``..``, and resolved so that a symlink cannot
 lead out of the volume.
@@ -32,8 +33,8 @@ set up, and ``failed_mount_message`` words the FailedMount event as upstream's v
 does.
 
 Every container also gets the pod's ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf``
-(ClusterFirst DNS: the cluster DNS address and the ``<ns>.svc.<domain>`` search path; host
-network pods get the host's resolver). Rendering is pure (``render_*``); only ``PodVolumes``
+(``render_resolv_conf``: every ``dnsPolicy`` and ``dnsConfig`` as upstream's kubelet; the node's
+cluster DNS address, domain and resolv.conf come from ``configure_pod_dns``). Rendering is pure (``render_*``); only ``PodVolumes``
 touches the disk (call it in a thread).
 """
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -53,7 +55,7 @@ from typing import Any
 
 from k3py.agent.kubelet.podspec import expand, pod_field, resource_field
 from k3py.api.quantity import parse_quantity
-from k3py.client.interface import PVCS as PVCS  # re-exported: the pod manager reads claims
+from k3py.client.interface import PVCS as PVCS  # re-exported: podinputs reads claims
 from k3py.client.interface import Resource
 from k3py.runtime import linux
 from k3py.runtime.spec import Mount
@@ -282,6 +284,48 @@ def sub_path_of(mount: Obj, env: Mapping[str, str]) -> str:
     return sub_path
 
 
+def plan_mounts(
+    pod: Obj, container: Obj, volume_paths: Mapping[str, str], env: Mapping[str, str] | None, *,
+    pod_dir: Path, attempt: int = 0,
+) -> list[Mount]:
+    """The runtime mounts of one container (pure; ``PodVolumes.realize_mounts`` then makes them
+    real): its volumeMounts, the pod's /etc files and the termination message file of this
+    attempt. A subPath mount is planned as ``<volume path>/<sub path>`` with ``exact_source``.
+    ``env`` (the container's environment) feeds ``subPathExpr``; without it the container's
+    literal and downward-API variables do."""
+    volumes = PodVolumes(pod_dir)
+    mounts: list[Mount] = []
+    read_only_volumes = {
+        v.get("name") for v in (pod.get("spec") or {}).get("volumes") or []
+        if v.get("configMap") or v.get("secret") or v.get("downwardAPI") or v.get("projected")
+        or (v.get("persistentVolumeClaim") or {}).get("readOnly")
+    }
+    destinations = set()
+    for mount in container.get("volumeMounts") or []:
+        name = mount.get("name", "")
+        if name not in volume_paths:
+            raise VolumeError(f"volumeMount {name!r} names no volume of the pod")
+        source = volume_paths[name]
+        if mount.get("subPathExpr") and env is None:
+            env = subpath_env(pod, container)
+        sub_path = sub_path_of(mount, env or {})
+        if sub_path:
+            source = os.path.join(source, sub_path)
+        destination = mount.get("mountPath", "")
+        destinations.add(destination)
+        mounts.append(Mount(destination=destination, source=source, exact_source=bool(sub_path),
+                            readonly=bool(mount.get("readOnly")) or name in read_only_volumes))
+    for name in ("hosts", "hostname", "resolv.conf"):
+        destination = f"/etc/{name}"
+        if destination not in destinations:
+            mounts.append(Mount(destination=destination, source=str(volumes.etc_dir / name)))
+    message_path = container.get("terminationMessagePath") or "/dev/termination-log"
+    if message_path.startswith("/") and message_path not in destinations:
+        log_file = volumes.termination_log(container.get("name", ""), attempt)
+        mounts.append(Mount(destination=message_path, source=str(log_file)))
+    return mounts
+
+
 def _decode_secret(secret: Obj) -> dict[str, bytes]:
     values = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
     values.update({k: v.encode() for k, v in (secret.get("stringData") or {}).items()})
@@ -404,37 +448,91 @@ def render_hosts(pod_ip: str, hostname: str, extra: list[Obj] | None = None, fqd
     return "\n".join(lines) + "\n"
 
 
-def render_resolv_conf(pod: Obj, host_resolv: str = "") -> str:
+@dataclass(frozen=True)
+class PodDNS:
+    """The kubelet's DNS settings: ``--cluster-dns``, ``--cluster-domain``, ``--resolv-conf``."""
+
+    cluster_dns: tuple[str, ...] = (CLUSTER_DNS,)
+    cluster_domain: str = CLUSTER_DOMAIN
+    resolv_conf: str = ""  # empty: chosen as k3s does (k3py.agent.dns.resolvconf)
+
+
+# The settings of each node agent's pods, by its pods directory (``configure_pod_dns``); a
+# pod directory without an entry gets the defaults.
+_POD_DNS: dict[str, PodDNS] = {}
+MAX_NAMESERVERS = 3  # upstream's validation.MaxDNSNameservers
+MAX_SEARCHES = 32  # MaxDNSSearchPathsExpanded
+MAX_SEARCH_CHARS = 2048  # MaxDNSSearchListCharsExpanded
+MAX_SEARCH_NAME = 253
+
+
+def configure_pod_dns(pods_dir: Path, settings: PodDNS) -> None:
+    """The DNS settings for every pod under ``pods_dir`` (the node agent calls it at start)."""
+    _POD_DNS[os.path.realpath(pods_dir)] = settings
+
+
+def pod_dns_for(pod_dir: Path) -> PodDNS:
+    return _POD_DNS.get(os.path.realpath(pod_dir.parent), PodDNS())
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def render_resolv_conf(pod: Obj, host_resolv: str = "", settings: PodDNS | None = None) -> str:
+    """The pod's /etc/resolv.conf, as upstream's kubelet forms it (pkg/kubelet/network/dns):
+
+    - ``ClusterFirst`` (not on the host network) and ``ClusterFirstWithHostNet``: the cluster
+      DNS as the only nameserver, search ``<ns>.svc.<domain> svc.<domain> <domain>`` followed by
+      the node's search domains, ``options ndots:5`` (the node's options are not kept);
+    - ``Default``, and ``ClusterFirst`` on the host network: the node's resolv.conf;
+    - ``None``: nothing but ``dnsConfig``;
+    - ``dnsConfig`` is then merged in: nameservers and searches appended without duplicates,
+      options by name (the pod's value wins);
+    - the limits: 3 nameservers, 32 search domains of at most 253 characters and 2048 in all
+      (the last ones are dropped).
+    """
+    from k3py.agent.dns.resolvconf import parse_resolv_conf
+
+    settings = settings or PodDNS()
     spec = pod.get("spec") or {}
-    policy = spec.get("dnsPolicy", "ClusterFirst")
-    if policy == "Default" or (policy == "ClusterFirst" and spec.get("hostNetwork")):
-        base = host_resolv
-    elif policy == "None":
-        base = ""
-    else:
-        namespace = (pod.get("metadata") or {}).get("namespace", "default")
-        base = (
-            f"search {namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\n"
-            f"nameserver {CLUSTER_DNS}\noptions ndots:5\n"
-        )
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    host = parse_resolv_conf(host_resolv)
+    if policy == "None":
+        nameservers: list[str] = []
+        searches: list[str] = []
+        options: list[str] = []
+    elif policy == "Default" or (policy == "ClusterFirst" and spec.get("hostNetwork")) or not settings.cluster_dns:
+        # (upstream falls back to the node's file when it has no cluster DNS address)
+        nameservers, searches, options = list(host.nameservers), list(host.searches), list(host.options)
+    else:  # ClusterFirst, ClusterFirstWithHostNet (and, as upstream, anything unknown)
+        namespace = (pod.get("metadata") or {}).get("namespace") or "default"
+        domain = settings.cluster_domain
+        nameservers = list(settings.cluster_dns)
+        searches = _unique([f"{namespace}.svc.{domain}", f"svc.{domain}", domain, *host.searches])
+        options = ["ndots:5"]
     config = spec.get("dnsConfig") or {}
-    if not config:
-        return base
-    nameservers = [line.split()[1] for line in base.splitlines() if line.startswith("nameserver ")]
-    searches = next((line.split()[1:] for line in base.splitlines() if line.startswith("search ")), [])
-    options = next((line.split()[1:] for line in base.splitlines() if line.startswith("options ")), [])
-    nameservers += config.get("nameservers") or []
-    searches += config.get("searches") or []
-    for option in config.get("options") or []:
-        text = option.get("name", "") + (f":{option['value']}" if option.get("value") else "")
-        options = [o for o in options if o.split(":")[0] != option.get("name")] + [text]
-    out = []
+    if config:
+        nameservers = _unique([*nameservers, *(str(n) for n in config.get("nameservers") or [])])
+        searches = _unique([*searches, *(str(s) for s in config.get("searches") or [])])
+        merged = {o.split(":", 1)[0]: o for o in options}
+        for option in config.get("options") or []:
+            name = str(option.get("name", ""))
+            value = option.get("value")
+            merged.pop(name, None)
+            merged[name] = f"{name}:{value}" if value else name
+        options = list(merged.values())
+    nameservers = nameservers[:MAX_NAMESERVERS]
+    searches = [s for s in searches[:MAX_SEARCHES] if len(s) <= MAX_SEARCH_NAME]
+    while searches and len(" ".join(searches)) > MAX_SEARCH_CHARS:
+        searches.pop()
+    lines = []
     if searches:
-        out.append("search " + " ".join(searches))
-    out += [f"nameserver {n}" for n in nameservers]
+        lines.append("search " + " ".join(searches))
+    lines += [f"nameserver {n}" for n in nameservers]
     if options:
-        out.append("options " + " ".join(options))
-    return "\n".join(out) + "\n"
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def pod_hostname(pod: Obj) -> str:
@@ -591,6 +689,7 @@ class PodVolumes:
     def _write_etc(self, pod: Obj, pod_ip: str) -> None:
         self.etc_dir.mkdir(parents=True, exist_ok=True)
         spec = pod.get("spec") or {}
+        settings = pod_dns_for(self.pod_dir)
         hostname = pod_hostname(pod)
         if spec.get("hostNetwork"):
             hosts = Path("/etc/hosts").read_text() if os.path.exists("/etc/hosts") else render_hosts("", "")
@@ -598,13 +697,19 @@ class PodVolumes:
         else:
             subdomain = spec.get("subdomain", "")
             namespace = (pod.get("metadata") or {}).get("namespace", "default")
-            fqdn = f"{hostname}.{subdomain}.{namespace}.svc.{CLUSTER_DOMAIN}" if subdomain else ""
+            fqdn = f"{hostname}.{subdomain}.{namespace}.svc.{settings.cluster_domain}" if subdomain else ""
             hosts = render_hosts(pod_ip, hostname, spec.get("hostAliases"), fqdn)
-        host_resolv = Path("/etc/resolv.conf").read_text() if os.path.exists("/etc/resolv.conf") else ""
+        from k3py.agent.dns.resolvconf import MAX_RESOLV_CONF_BYTES, choose_resolv_conf
+
+        node_resolv = choose_resolv_conf(settings.resolv_conf)
+        host_resolv = ""
+        with contextlib.suppress(OSError):
+            with open(node_resolv, "rb") as f:
+                host_resolv = f.read(MAX_RESOLV_CONF_BYTES).decode("utf-8", "replace")
         for name, content in (
             ("hosts", hosts),
             ("hostname", hostname + "\n"),
-            ("resolv.conf", render_resolv_conf(pod, host_resolv)),
+            ("resolv.conf", render_resolv_conf(pod, host_resolv, settings)),
         ):
             _write_if_changed(self.etc_dir / name, content.encode(), 0o644)
 
@@ -612,46 +717,28 @@ class PodVolumes:
         """The host file behind one container attempt's terminationMessagePath."""
         return self.pod_dir / "containers" / f"{container_name}_{attempt}" / "termination-log"
 
-    def container_mounts(
-        self, container: Obj, volume_paths: Mapping[str, str], pod: Obj, attempt: int = 0,
-        env: Mapping[str, str] | None = None,
-    ) -> list[Mount]:
-        """The runtime mounts of one container: its volumeMounts, the pod's /etc files and the
-        termination message file of this attempt. ``env`` (the container's environment) feeds
-        ``subPathExpr``; without it the container's literal and downward-API variables do."""
-        mounts: list[Mount] = []
-        read_only_volumes = {
-            v.get("name") for v in (pod.get("spec") or {}).get("volumes") or []
-            if v.get("configMap") or v.get("secret") or v.get("downwardAPI") or v.get("projected")
-            or (v.get("persistentVolumeClaim") or {}).get("readOnly")
-        }
-        destinations = set()
-        for mount in container.get("volumeMounts") or []:
-            name = mount.get("name", "")
-            if name not in volume_paths:
-                raise VolumeError(f"volumeMount {name!r} names no volume of the pod")
-            source = volume_paths[name]
-            if mount.get("subPathExpr") and env is None:
-                env = subpath_env(pod, container)
-            sub_path = sub_path_of(mount, env or {})
-            if sub_path:
-                source = _sub_path_source(source, sub_path)
-            destination = mount.get("mountPath", "")
-            destinations.add(destination)
-            mounts.append(Mount(destination=destination, source=source, exact_source=bool(sub_path),
-                                readonly=bool(mount.get("readOnly")) or name in read_only_volumes))
-        for name in ("hosts", "hostname", "resolv.conf"):
-            destination = f"/etc/{name}"
-            if destination not in destinations:
-                mounts.append(Mount(destination=destination, source=str(self.etc_dir / name)))
-        message_path = container.get("terminationMessagePath") or "/dev/termination-log"
-        if message_path.startswith("/") and message_path not in destinations:
-            log_file = self.termination_log(container.get("name", ""), attempt)
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            log_file.touch()
-            log_file.chmod(0o666)  # any container user may write its last words
-            mounts.append(Mount(destination=message_path, source=str(log_file)))
-        return mounts
+    def realize_mounts(self, mounts: list[Mount], container: Obj, volume_paths: Mapping[str, str],
+                       attempt: int = 0) -> list[Mount]:
+        """Make what a container's planned mounts (``plan_mounts``) need on disk; the mounts to use.
+
+        A subPath (planned as ``<volume>/<sub path>``) is created inside its volume if missing and
+        replaced by its resolved, symlink-free path — refused when a symlink leads out of the
+        volume; this attempt's termination-message file is created, writable by any user."""
+        roots = {m.get("mountPath", ""): volume_paths.get(m.get("name", ""), "")
+                 for m in container.get("volumeMounts") or []}
+        message_file = self.termination_log(container.get("name", ""), attempt)
+        realized = []
+        for mount in mounts:
+            if mount.exact_source:
+                root = roots.get(mount.destination, "")
+                mount = dataclasses.replace(
+                    mount, source=_sub_path_source(root, os.path.relpath(mount.source, root)))
+            elif mount.source == str(message_file):
+                message_file.parent.mkdir(parents=True, exist_ok=True)
+                message_file.touch()
+                message_file.chmod(0o666)  # any container user may write its last words
+            realized.append(mount)
+        return realized
 
     def unmount(self) -> int:
         """Unmount the pod's tmpfs volumes (deepest first); how many went. A finished pod's

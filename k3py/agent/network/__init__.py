@@ -23,7 +23,9 @@ Designed to grow: other nodes are more routes over the same safety net (a VXLAN 
 would change only their next hop). The service proxy keeps its own nftables table; since
 the node's own connections are routed before the output hook's DNAT, it will need a route for
 the service CIDR (same prefix, a metric below the ``unreachable`` one) for the node itself to
-reach ClusterIPs. Cluster DNS is just another pod or a listener on the bridge address.
+reach ClusterIPs. Cluster DNS listens on the cluster DNS address held by the node itself
+(``k3py/agent/dns``): pods reach it through their gateway like any local address of the node
+(the localnet drop rule only concerns 127.0.0.0/8).
 """
 
 from k3py.agent.network.config import NetworkConfigError, NetworkError, NodeNetworkConfig, PodIP

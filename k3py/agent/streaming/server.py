@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -68,6 +69,7 @@ from k3py.agent.streaming.upgrade import (
 )
 from k3py.api.errors import ApiError
 from k3py.api.meta import parse_rfc3339
+from k3py.util.keepalive import KeepAlive
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +390,10 @@ class StreamingServer:
             self.app, access_log=None, handle_signals=False, shutdown_timeout=STOP_GRACE
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family, backlog=128)
+        KeepAlive.from_environment().apply([listener])  # inherited by every accepted connection
+        site = web.SockSite(self._runner, listener, ssl_context=self.ssl_context)
         await site.start()
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else port

@@ -1,10 +1,16 @@
 """Wire formats: decoding request bodies and choosing/encoding the response format.
 
-In: JSON, YAML (safe loading only, and a document whose aliases expand past a bound is refused
-— the "billion laughs" attack), and Kubernetes protobuf (``k8s\\0`` envelope, decoded by
-``k3py.api.protobuf``). Out: JSON or YAML; the Accept header may also ask for the object
-``as=Table`` or ``as=PartialObjectMetadata[List]`` (group meta.k8s.io). Protobuf responses are
-not produced: every client that asks for protobuf also accepts JSON.
+In: JSON, YAML (``k3py.api.yamldecode``: built iteratively from the parser's events, plain
+JSON values only, with a node budget that counts alias expansion — the "billion laughs"), and
+Kubernetes protobuf (``k8s\\0`` envelope, decoded by ``k3py.api.protobuf``). Every decoded
+value keeps ``k3py.api.bounds``: at most 100 levels deep, 64-bit integers, finite floats; a body
+that breaks them is malformed (400). Bodies larger than a few KiB (``heavy``) are decoded on
+the heavy-work pool (``offload.py``) rather than on the event loop: ``decode_body_async``.
+
+Out: JSON or YAML; the Accept header may also ask for the object ``as=Table`` or
+``as=PartialObjectMetadata[List]`` (group meta.k8s.io). Protobuf responses are not produced:
+every client that asks for protobuf also accepts JSON. YAML output is written by libyaml's
+emitter, on the heavy-work pool (``encode_async``).
 """
 
 from __future__ import annotations
@@ -17,11 +23,20 @@ import orjson
 import yaml
 
 from k3py.api import errors
+from k3py.api.bounds import MAX_NESTING_DEPTH, BoundsError, check_bounds
 from k3py.api.protobuf import decode_k8s_protobuf
+from k3py.api.yamldecode import YamlError, load_all
+from k3py.server.apiserver.offload import run_heavy
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
-# A YAML document may expand (through aliases) to at most this many nodes.
+# A YAML document may hold (aliases expanded) at most this many values.
 MAX_YAML_NODES = 200_000
+# Bodies up to these sizes are decoded on the event loop (well under a millisecond); larger
+# ones on the heavy-work pool. YAML is parsed in Python, protobuf decoded in Python.
+INLINE_JSON_BYTES = 64 * 1024
+INLINE_YAML_BYTES = 4 * 1024
+INLINE_PROTOBUF_BYTES = 4 * 1024
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -38,69 +53,45 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-class _CountingLoader(yaml.SafeLoader):
-    """SafeLoader; the size check happens on the constructed value (see _bounded)."""
-
-
-def _bounded(value: Any) -> None:
-    """Refuse a value that (through shared, aliased subtrees) is bigger than MAX_YAML_NODES."""
-    budget = MAX_YAML_NODES
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        budget -= 1
-        if budget < 0:
-            raise errors.bad_request("yaml: document is too large after expanding aliases")
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-
-
-def _plain_json(value: Any) -> Any:
-    """YAML may produce dates and non-string keys; the API only has JSON values."""
-    if isinstance(value, dict):
-        return {str(k): _plain_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain_json(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
+def _bounded(value: Any) -> Any:
+    try:
+        check_bounds(value, MAX_NESTING_DEPTH)
+    except BoundsError as e:
+        raise errors.bad_request(f"error decoding the body: {e}") from None
+    return value
 
 
 def decode_yaml(body: bytes) -> Any:
+    """One YAML document (a JSON text is decoded as JSON: it is YAML, and far quicker)."""
+    if body.lstrip()[:1] in (b"{", b"["):
+        try:
+            return _bounded(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            pass  # YAML flow style, not JSON
     try:
-        docs = list(yaml.load_all(body, Loader=_CountingLoader))
-    except yaml.YAMLError as e:
-        raise errors.bad_request(f"error converting YAML to JSON: {_yaml_message(e)}") from None
+        docs = load_all(body, MAX_NESTING_DEPTH, MAX_YAML_NODES)
+    except YamlError as e:
+        raise errors.bad_request(f"error converting YAML to JSON: {e}") from None
     docs = [d for d in docs if d is not None]
     if len(docs) > 1:
         raise errors.bad_request("error converting YAML to JSON: the body must hold one YAML document")
-    value = docs[0] if docs else None
-    _bounded(value)
-    return _plain_json(value)
-
-
-def _yaml_message(e: yaml.YAMLError) -> str:
-    mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None) or str(e)
-    if mark is not None:
-        return f"yaml: line {mark.line + 1}: {problem}"
-    return f"yaml: {problem}"
+    return docs[0] if docs else None
 
 
 def decode_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise errors.bad_request(f"error decoding JSON: {e}") from None
+    return _bounded(value)
 
 
 def decode_protobuf(body: bytes) -> Any:
     try:
-        return decode_k8s_protobuf(body)
+        value = decode_k8s_protobuf(body)
     except ValueError as e:  # ProtobufError is a ValueError
         raise errors.bad_request(f"the body of the request could not be decoded as protobuf: {e}") from None
+    return _bounded(value)
 
 
 def decode_body(body: bytes, content_type: str | None, *, allow_protobuf: bool = True) -> Any:
@@ -117,6 +108,23 @@ def decode_body(body: bytes, content_type: str | None, *, allow_protobuf: bool =
     if mt == PROTOBUF and allow_protobuf:
         return decode_protobuf(body)
     raise errors.unsupported_media_type(mt)
+
+
+def heavy(body: bytes, content_type: str | None) -> bool:
+    """Whether decoding ``body`` is worth taking off the event loop."""
+    mt = media_type(content_type)
+    if mt in (YAML, "application/x-yaml", "text/yaml", APPLY_PATCH_YAML):
+        return len(body) > INLINE_YAML_BYTES
+    if mt == PROTOBUF or body[:4] == b"k8s\x00":
+        return len(body) > INLINE_PROTOBUF_BYTES
+    return len(body) > INLINE_JSON_BYTES
+
+
+async def decode_body_async(body: bytes, content_type: str | None, *, allow_protobuf: bool = True) -> Any:
+    """``decode_body``, on the heavy-work pool when the body is large."""
+    if heavy(body, content_type):
+        return await run_heavy(decode_body, body, content_type, allow_protobuf=allow_protobuf)
+    return decode_body(body, content_type, allow_protobuf=allow_protobuf)
 
 
 @dataclass(frozen=True)
@@ -168,5 +176,12 @@ def _negotiate(accept: str) -> Negotiated:
 
 def encode(value: Any, media: str = JSON) -> bytes:
     if media == YAML:
-        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True).encode()
+        return yaml.dump(value, Dumper=_Dumper, sort_keys=False, allow_unicode=True).encode()
+    return orjson.dumps(value)
+
+
+async def encode_async(value: Any, media: str = JSON) -> bytes:
+    """``encode``; YAML (written in Python, and rarely asked for) on the heavy-work pool."""
+    if media == YAML:
+        return await run_heavy(encode, value, media)
     return orjson.dumps(value)

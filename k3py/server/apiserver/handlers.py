@@ -10,14 +10,23 @@ PATCH → patch, DELETE → delete/deletecollection.
 Responses are JSON or YAML; lists and watches may be Tables (``kubectl get``) with rows carrying
 PartialObjectMetadata. Watches stream newline-delimited JSON events over chunked HTTP from the
 watch cache.
+
+Hostile input: numeric query parameters must fit int64 (400 otherwise), a request body must
+arrive within the request timeout (60 s, 504 otherwise), and everything a watch needs is
+checked before its 200 is sent; once the stream has started, a failure ends it with an
+ERROR event — never a second status line. Large bodies are decoded, checked for duplicate
+fields and patched on the heavy-work pool (``offload.py``); an HTTP patch that is large, or a
+JSON patch with ``copy`` operations, is applied there too (the registry awaits it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +36,7 @@ from aiohttp import web
 
 from k3py.api import errors, patch
 from k3py.api.apply import server_side_apply
+from k3py.api.bounds import MAX_NESTING_DEPTH, BoundsError, check_bounds
 from k3py.api.meta import now_rfc3339, section
 from k3py.api.patch import PatchError
 from k3py.api.resources import ResourceInfo, ResourceTable
@@ -41,6 +51,7 @@ from k3py.api.selectors import (
 from k3py.api.tables import custom_row_cells, custom_table_columns
 from k3py.server.apiserver import codec
 from k3py.server.apiserver.fieldcheck import duplicate_fields
+from k3py.server.apiserver.offload import run_heavy
 from k3py.server.apiserver.registry import (
     DeleteOptions,
     ListOptions,
@@ -52,6 +63,7 @@ from k3py.server.apiserver.registry import (
 from k3py.server.apiserver.reviews import REVIEW_KINDS, review, user_from_peercert
 from k3py.server.apiserver.semantics import table_columns, table_row_cells
 from k3py.server.apiserver.watchcache import CacheEvent, Watcher
+from k3py.util.logsummary import LogSummary
 
 log = logging.getLogger("k3py.apiserver.http")
 
@@ -61,6 +73,16 @@ SCALABLE = {("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSe
 BOOKMARK_INTERVAL = 30.0
 LIVENESS_INTERVAL = 5.0
 DEFAULT_WATCH_TIMEOUT = 1800
+INT64_MAX = (1 << 63) - 1
+# Numeric query parameters: int64 in upstream's types (resourceVersion is checked when numeric).
+NUMERIC_QUERY = ("limit", "timeoutSeconds", "gracePeriodSeconds")
+# Patches larger than this (or JSON patches with copy operations) are applied off the loop.
+INLINE_PATCH_BYTES = 16 * 1024
+# Bodies larger than this have their duplicate fields looked for off the loop.
+INLINE_DUPLICATE_SCAN_BYTES = 16 * 1024
+# A request body must have arrived within this (upstream's --request-timeout, 60 s, which
+# bounds every request that is not long-running; here only the part a client can drag out).
+REQUEST_TIMEOUT = 60.0
 
 
 @dataclass
@@ -102,17 +124,51 @@ def _bool(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1")
 
 
+def _shown(raw: str) -> str:
+    """A query value for an error message, cut short."""
+    return repr(raw if len(raw) <= 40 else raw[:40] + "...")
+
+
+def _int64(raw: str, name: str) -> int:
+    """A query parameter as Go parses an int64: a decimal that fits, or a 400."""
+    text = raw.strip()
+    if len(text.lstrip("+-")) > 19:
+        raise errors.bad_request(f"invalid {name}: {_shown(raw)}: value out of range")
+    try:
+        value = int(text)
+    except ValueError:
+        raise errors.bad_request(f"invalid {name}: {_shown(raw)}: must be an integer") from None
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise errors.bad_request(f"invalid {name}: {_shown(raw)}: value out of range")
+    return value
+
+
 def _int(query: Any, name: str, default: int = 0) -> int:
     raw = query.get(name)
     if raw in (None, ""):
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.bad_request(f"invalid {name}: {raw!r}: must be an integer") from None
+    value = _int64(raw, name)
     if value < 0:
-        raise errors.bad_request(f"invalid {name}: {raw!r}: must not be negative")
+        raise errors.bad_request(f"invalid {name}: {_shown(raw)}: must not be negative")
     return value
+
+
+def check_query_numbers(query: Any) -> None:
+    """Numeric query parameters out of int64 range (or not numbers) are a 400, up front."""
+    for name in NUMERIC_QUERY:
+        raw = query.get(name)
+        if raw not in (None, ""):
+            _int64(raw, name)
+    rv = query.get("resourceVersion")
+    if rv and rv.isdigit():
+        _int64(rv, "resourceVersion")
+
+
+def _include_object(query: Any) -> str:
+    include = query.get("includeObject", "Metadata")
+    if include not in ("Metadata", "Object", "None"):
+        raise errors.bad_request(f'includeObject: Unsupported value: "{include}": supported values: "Metadata", "Object", "None"')
+    return include
 
 
 def _dry_run(query: Any) -> bool:
@@ -141,6 +197,8 @@ class RestHandler:
         self.streaming: Any = None
         # Set by the server: whether a bearer token is one it accepts (for TokenReview).
         self.token_valid: Callable[[str], bool] = lambda _token: False
+        self.stream_errors = LogSummary(log)
+        self.request_timeout = REQUEST_TIMEOUT
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -158,6 +216,8 @@ class RestHandler:
         if rr.subresource and info.subresource(rr.subresource) is None:
             raise errors.not_found_path(request.path)
         method = request.method
+        if method in ("GET", "DELETE"):  # the verbs whose options carry these numbers
+            check_query_numbers(request.query)
         if rr.subresource in STREAMING_SUBRESOURCES:
             return await self._streaming(request, info, rr)
         if method == "GET":
@@ -174,10 +234,10 @@ class RestHandler:
             if info.kind == "Binding" and info.group == "":
                 return await self._binding_resource(request, info, rr)
             if (info.group, info.kind) in REVIEW_KINDS:
-                body = codec.decode_body(await self._read_body(request), request.headers.get("Content-Type"))
+                body = await codec.decode_body_async(await self._read_body(request), request.headers.get("Content-Type"))
                 transport = request.transport
                 user = user_from_peercert(transport.get_extra_info("peercert") if transport else None)
-                return self._plain(request, review(info, body, user, self.token_valid), 201)
+                return await self._plain(request, review(info, body, user, self.token_valid), 201)
             return await self.create(request, info, rr)
         if method == "PUT" and rr.name:
             return await self.update(request, info, rr)
@@ -191,7 +251,7 @@ class RestHandler:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _object_response(
+    async def _object_response(
         self, request: web.BaseRequest, info: ResourceInfo, obj: dict[str, Any], status: int = 200
     ) -> web.Response:
         neg = codec.negotiate(request.headers.get("Accept"))
@@ -203,7 +263,7 @@ class RestHandler:
             raise errors.not_acceptable(request.headers.get("Accept", ""))
         else:
             body = obj
-        return json_response(codec.encode(body, neg.media), status, neg.media)
+        return json_response(await codec.encode_async(body, neg.media), status, neg.media)
 
     def _table(
         self,
@@ -216,9 +276,7 @@ class RestHandler:
         remaining: int | None = None,
         columns: bool = True,
     ) -> dict[str, Any]:
-        include = query.get("includeObject", "Metadata")
-        if include not in ("Metadata", "Object", "None"):
-            raise errors.bad_request(f'includeObject: Unsupported value: "{include}": supported values: "Metadata", "Object", "None"')
+        include = _include_object(query)
         now = datetime.now(UTC)
         printer_columns = self.registry.crd_version(info).get("additionalPrinterColumns") or []
         if printer_columns:
@@ -306,16 +364,16 @@ class RestHandler:
     async def get(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         obj = await self.registry.get(info, rr.namespace, rr.name)
         if rr.subresource == "scale":
-            return self._plain(request, self._scale_of(info, obj))
+            return await self._plain(request, self._scale_of(info, obj))
         neg = codec.negotiate(request.headers.get("Accept"))
         if neg.media == codec.JSON and not neg.as_kind:
             # The common case: the object itself as JSON, encoded once per revision.
             return json_response(self.registry.json_of(info, rr.namespace, rr.name, obj))
-        return self._object_response(request, info, obj)
+        return await self._object_response(request, info, obj)
 
-    def _plain(self, request: web.BaseRequest, body: dict[str, Any], status: int = 200) -> web.Response:
+    async def _plain(self, request: web.BaseRequest, body: dict[str, Any], status: int = 200) -> web.Response:
         neg = codec.negotiate(request.headers.get("Accept"))
-        return json_response(codec.encode(body, neg.media), status, neg.media)
+        return json_response(await codec.encode_async(body, neg.media), status, neg.media)
 
     async def list(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         neg = codec.negotiate(request.headers.get("Accept"))
@@ -323,7 +381,7 @@ class RestHandler:
         result = await self.registry.list(info, opts)
         if neg.as_kind == "Table":
             body = self._table(info, result.items, neg, request.query, result.resource_version, result.continue_token, result.remaining)
-            return json_response(codec.encode(body, neg.media), 200, neg.media)
+            return json_response(await codec.encode_async(body, neg.media), 200, neg.media)
         list_meta: dict[str, Any] = {"resourceVersion": result.resource_version}
         if result.continue_token:
             list_meta["continue"] = result.continue_token
@@ -343,18 +401,28 @@ class RestHandler:
             raise errors.not_acceptable(request.headers.get("Accept", ""))
         else:
             body = {"kind": info.list_kind, "apiVersion": info.api_version, "metadata": list_meta, "items": result.items}
-        return json_response(codec.encode(body, neg.media), 200, neg.media)
+        return json_response(await codec.encode_async(body, neg.media), 200, neg.media)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         if request.content_length is not None and request.content_length > codec.MAX_BODY_BYTES:
             raise errors.request_entity_too_large()
         try:
-            return await request.read()
+            async with asyncio.timeout(self.request_timeout):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise errors.request_entity_too_large() from None
+        except TimeoutError:
+            # A client trickling its body must not hold an in-flight slot for ever.
+            raise errors.timeout(
+                "request did not complete within requested timeout - "
+                f"the request body did not arrive within {self.request_timeout:g} s"
+            ) from None
 
-    def _write_options(self, request: web.BaseRequest) -> WriteOptions:
-        return self.write_options(request.query)
+    def _write_options(self, request: web.BaseRequest, body: bytes = b"") -> WriteOptions:
+        opts = self.write_options(request.query)
+        # A large body: the registry walks the object off the event loop.
+        opts.heavy = len(body) > codec.INLINE_JSON_BYTES
+        return opts
 
     @staticmethod
     def write_options(q: Any) -> WriteOptions:
@@ -371,21 +439,24 @@ class RestHandler:
 
     async def create(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         body = await self._read_body(request)
-        obj = codec.decode_body(body, request.headers.get("Content-Type"))
-        opts = self._write_options(request)
-        self._find_duplicates(request, body, opts)
+        opts = self._write_options(request, body)
+        obj = await codec.decode_body_async(body, request.headers.get("Content-Type"))
+        await self._find_duplicates(request, body, opts)
         obj = self._strip_protobuf_zero_meta(obj)
         created = await self.registry.create(info, rr.namespace, obj, opts)
-        return _warn(self._object_response(request, info, created, 201), opts)
+        return _warn(await self._object_response(request, info, created, 201), opts)
 
     @staticmethod
-    def _find_duplicates(request: web.BaseRequest, body: bytes, opts: WriteOptions) -> None:
+    async def _find_duplicates(request: web.BaseRequest, body: bytes, opts: WriteOptions) -> None:
         media = codec.media_type(request.headers.get("Content-Type"))
         if media == codec.PROTOBUF or body[:4] == b"k8s\x00":
             opts.field_validation = "Ignore"  # a protobuf body cannot carry unknown fields
         elif opts.field_validation in ("Strict", "Warn") and media in ("", codec.JSON, codec.MERGE_PATCH, codec.STRATEGIC_MERGE_PATCH):
             # Finding duplicate keys needs a second, slow parse: done only when asked for.
-            opts.duplicate_fields = duplicate_fields(body)
+            if len(body) > INLINE_DUPLICATE_SCAN_BYTES:
+                opts.duplicate_fields = await run_heavy(duplicate_fields, body)
+            else:
+                opts.duplicate_fields = duplicate_fields(body)
 
     @staticmethod
     def _strip_protobuf_zero_meta(obj: Any) -> Any:
@@ -403,15 +474,15 @@ class RestHandler:
 
     async def update(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         body = await self._read_body(request)
-        obj = self._strip_protobuf_zero_meta(codec.decode_body(body, request.headers.get("Content-Type")))
-        opts = self._write_options(request)
-        self._find_duplicates(request, body, opts)
+        opts = self._write_options(request, body)
+        obj = self._strip_protobuf_zero_meta(await codec.decode_body_async(body, request.headers.get("Content-Type")))
+        await self._find_duplicates(request, body, opts)
         if rr.subresource == "scale":
-            return self._plain(request, await self.update_scale(info, rr.namespace, rr.name, lambda _scale: obj, opts))
+            return await self._plain(request, await self.update_scale(info, rr.namespace, rr.name, lambda _scale: obj, opts))
         if rr.subresource not in ("", "status", "finalize"):
             raise errors.method_not_allowed()
         updated = await self.registry.update(info, rr.namespace, rr.name, obj, opts, rr.subresource)
-        return _warn(self._object_response(request, info, updated), opts)
+        return _warn(await self._object_response(request, info, updated), opts)
 
     # -- patch ------------------------------------------------------------------------------
 
@@ -423,23 +494,37 @@ class RestHandler:
                 f'the body of the request was in an unknown format - accepted media types include: {", ".join(codec.PATCH_TYPES)}',
             )  # fmt: skip
         body = await self._read_body(request)
-        if content_type == codec.APPLY_PATCH_YAML:
-            patch_doc = codec.decode_yaml(body)
+        opts = self._write_options(request, body)
+        decode = codec.decode_yaml if content_type == codec.APPLY_PATCH_YAML else codec.decode_json
+        if codec.heavy(body, content_type):
+            patch_doc = await run_heavy(decode, body)
         else:
-            patch_doc = codec.decode_json(body)
-        opts = self._write_options(request)
+            patch_doc = decode(body)
+        offload = len(body) > INLINE_PATCH_BYTES or (content_type == codec.JSON_PATCH and _copies(patch_doc))
         if rr.subresource == "scale":
-            scale = await self.patch_scale(info, rr.namespace, rr.name, content_type, patch_doc, opts)
-            return self._plain(request, scale)
-        self._find_duplicates(request, body, opts)
-        obj, created = await self.patch_object(info, rr.namespace, rr.name, rr.subresource, content_type, patch_doc, opts)
-        return _warn(self._object_response(request, info, obj, 201 if created else 200), opts)
+            scale = await self.patch_scale(info, rr.namespace, rr.name, content_type, patch_doc, opts, offload=offload)
+            return await self._plain(request, scale)
+        await self._find_duplicates(request, body, opts)
+        obj, created = await self.patch_object(
+            info, rr.namespace, rr.name, rr.subresource, content_type, patch_doc, opts, offload=offload
+        )
+        return _warn(await self._object_response(request, info, obj, 201 if created else 200), opts)
 
     async def patch_scale(
-        self, info: ResourceInfo, namespace: str, name: str, content_type: str, patch_doc: Any, opts: WriteOptions
+        self,
+        info: ResourceInfo,
+        namespace: str,
+        name: str,
+        content_type: str,
+        patch_doc: Any,
+        opts: WriteOptions,
+        *,
+        offload: bool = False,
     ) -> dict[str, Any]:
         patch_module = patch
-        apply_fn = self._patch_function(info, content_type, patch_doc, patch_module, opts.field_manager)
+        apply_fn: Any = self._patch_function(info, content_type, patch_doc, patch_module, opts.field_manager)
+        if offload:
+            apply_fn = _off_loop(apply_fn)
         return await self.update_scale(info, namespace, name, apply_fn, opts)
 
     async def patch_object(
@@ -451,14 +536,19 @@ class RestHandler:
         content_type: str,
         patch_doc: Any,
         opts: WriteOptions,
+        *,
+        offload: bool = False,
     ) -> tuple[dict[str, Any], bool]:
-        """Apply a patch of any of the four types; returns (object, created)."""
+        """Apply a patch of any of the four types; returns (object, created). ``offload``: do
+        the patching itself on the heavy-work pool."""
         if content_type not in codec.PATCH_TYPES:
             raise errors.ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
         patch_module = patch
-        apply_fn = self._patch_function(
+        apply_fn: Any = self._patch_function(
             info, content_type, patch_doc, patch_module, opts.field_manager, opts.force, subresource
         )
+        if offload:
+            apply_fn = _off_loop(apply_fn)
         if subresource not in ("", "status"):
             raise errors.method_not_allowed()
 
@@ -471,12 +561,13 @@ class RestHandler:
                 applied = dict(patch_doc)
                 applied["metadata"] = {**(patch_doc.get("metadata") or {}), "name": name}
                 crd_schema = (self.registry.crd_version(info).get("schema") or {}).get("openAPIV3Schema")
+                create_fn = functools.partial(
+                    server_side_apply, None, applied, opts.field_manager or "unknown", group=info.group,
+                    version=info.version, kind=info.kind, now=now_rfc3339(), force=opts.force,
+                    schema=crd_schema if isinstance(crd_schema, dict) else None,
+                )  # fmt: skip
                 try:
-                    obj = server_side_apply(
-                        None, applied, opts.field_manager or "unknown", group=info.group,
-                        version=info.version, kind=info.kind, now=now_rfc3339(), force=opts.force,
-                        schema=crd_schema if isinstance(crd_schema, dict) else None,
-                    )  # fmt: skip
+                    obj = await run_heavy(create_fn) if offload else create_fn()
                 except PatchError as pe:
                     raise _patch_error(pe) from None
                 return await self.registry.create(info, namespace, obj, opts), True
@@ -505,6 +596,12 @@ class RestHandler:
                     raise errors.ApiError(422, "Invalid", f"the patch could not be applied: {e}") from None
                 if not isinstance(result, dict):
                     raise errors.bad_request("the patch did not produce an object")
+                if content_type == codec.APPLY_PATCH_YAML:
+                    # The other patch types check their results themselves (k3py.api.patch).
+                    try:
+                        check_bounds(result, MAX_NESTING_DEPTH)
+                    except BoundsError as e:
+                        raise errors.ApiError(422, "Invalid", f"the applied object is invalid: {e}") from None
                 return result
 
             return run
@@ -592,10 +689,13 @@ class RestHandler:
         new_scale: Callable[[dict[str, Any]], Any],
         opts: WriteOptions,
     ) -> dict[str, Any]:
-        """Write spec.replicas through the scale subresource; returns the new Scale."""
+        """Write spec.replicas through the scale subresource; returns the new Scale.
+        ``new_scale`` may return an awaitable (a patch applied off the event loop)."""
 
-        def mutate(current: dict[str, Any]) -> dict[str, Any]:
+        async def mutate(current: dict[str, Any]) -> dict[str, Any]:
             scale = new_scale(self._scale_of(info, current))
+            if inspect.isawaitable(scale):
+                scale = await scale
             if not isinstance(scale, dict) or not isinstance(scale.get("spec") or {}, dict):
                 raise errors.bad_request("the body must be a Scale object")
             if not isinstance(scale.get("metadata") or {}, dict):
@@ -648,7 +748,7 @@ class RestHandler:
         await self.registry.guaranteed_update(pods, namespace, pod_name, mutate, opts, subresource="bind")
 
     async def _pod_action(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
-        body = codec.decode_body(await self._read_body(request), request.headers.get("Content-Type"))
+        body = await codec.decode_body_async(await self._read_body(request), request.headers.get("Content-Type"))
         opts = self._write_options(request)
         if rr.subresource == "binding":
             await self._bind(info, rr.namespace, rr.name, body, opts)
@@ -656,15 +756,15 @@ class RestHandler:
             delete_opts = DeleteOptions.from_dict((body or {}).get("deleteOptions") if isinstance(body, dict) else None)
             delete_opts.dry_run = delete_opts.dry_run or opts.dry_run
             await self.registry.delete(info, rr.namespace, rr.name, delete_opts)
-        return self._plain(request, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+        return await self._plain(request, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
 
     async def _binding_resource(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
-        body = codec.decode_body(await self._read_body(request), request.headers.get("Content-Type"))
+        body = await codec.decode_body_async(await self._read_body(request), request.headers.get("Content-Type"))
         name = ((body or {}).get("metadata") or {}).get("name", "") if isinstance(body, dict) else ""
         pods = self.table.lookup("", "v1", "pods")
         assert pods is not None
         await self._bind(pods, rr.namespace, name, body, self._write_options(request))
-        return self._plain(request, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+        return await self._plain(request, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
 
     async def _streaming(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         if rr.subresource == "log" and info.kind == "Pod" and self.streaming is not None and request.method == "GET":
@@ -689,18 +789,19 @@ class RestHandler:
         body = await self._read_body(request)
         parsed = None
         if body.strip():
-            parsed = codec.decode_body(body, request.headers.get("Content-Type"))
+            parsed = await codec.decode_body_async(body, request.headers.get("Content-Type"))
         return self.delete_options(parsed, request.query)
 
     @staticmethod
     def delete_options(body: Any, q: Any) -> DeleteOptions:
         """DeleteOptions from a body (JSON, YAML or protobuf, already decoded) and the query."""
         opts = DeleteOptions.from_dict(body)
+        grace = opts.grace_period_seconds
+        if isinstance(grace, int) and not -INT64_MAX - 1 <= grace <= INT64_MAX:
+            # An int64 field upstream: Go's decoder refuses the body.
+            raise errors.bad_request(f"invalid gracePeriodSeconds: {grace}: value out of range")
         if "gracePeriodSeconds" in q:
-            try:
-                opts.grace_period_seconds = int(q["gracePeriodSeconds"])
-            except ValueError:
-                raise errors.bad_request("invalid gracePeriodSeconds") from None
+            opts.grace_period_seconds = _int64(q["gracePeriodSeconds"], "gracePeriodSeconds")
         if "propagationPolicy" in q:
             opts.propagation_policy = q["propagationPolicy"]
         if "orphanDependents" in q:
@@ -716,7 +817,7 @@ class RestHandler:
         # Upstream answers 202 only for a pending delete that asked to cascade explicitly
         # (orphanDependents=false); everything else, graceful deletes included, is 200.
         accepted = not gone_now and opts.orphan_dependents is False
-        return self._object_response(request, info, obj, 202 if accepted else 200)
+        return await self._object_response(request, info, obj, 202 if accepted else 200)
 
     async def delete_collection(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
         if "deletecollection" not in info.verbs:
@@ -725,12 +826,17 @@ class RestHandler:
         list_opts = ListOptions(namespace=rr.namespace, predicate=self._predicate(info, request.query))
         deleted = await self.registry.delete_collection(info, list_opts, opts)
         body = {"kind": info.list_kind, "apiVersion": info.api_version, "metadata": {"resourceVersion": str(self.registry.cache.revision)}, "items": deleted}
-        return self._plain(request, body)
+        return await self._plain(request, body)
 
     # -- watch ------------------------------------------------------------------------------
 
     async def watch(self, request: web.BaseRequest, info: ResourceInfo, rr: ResourceRequest) -> web.StreamResponse:
+        # Everything the request asks is checked before the 200: after it, only events follow.
         neg = codec.negotiate(request.headers.get("Accept"))
+        if neg.as_kind == "Table":
+            _include_object(request.query)
+        elif neg.as_kind and not neg.as_kind.startswith("PartialObjectMetadata"):
+            raise errors.not_acceptable(request.headers.get("Accept", ""))
         session = WatchSession(self, info, rr.namespace, rr.name, request.query)
         transport = request.transport
         session.alive = lambda: transport is not None and not transport.is_closing()
@@ -752,6 +858,16 @@ class RestHandler:
                 await response.write(bytes(out))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
+        except Exception as e:
+            # The status line is out: the failure can only end the stream, as an ERROR event
+            # (upstream's way), never as a second HTTP response.
+            self.stream_errors.log(
+                ("watch", type(e).__name__), logging.ERROR,
+                "a watch of %s ended with an error: %s: %s", info.plural, type(e).__name__, e, exc_info=e,
+            )  # fmt: skip
+            status = errors.internal(f"{type(e).__name__}: {e}").to_status()
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await response.write(orjson.dumps({"type": "ERROR", "object": status}) + b"\n")
         finally:
             session.close()
         with contextlib.suppress(ConnectionResetError, RuntimeError):
@@ -955,4 +1071,20 @@ def _patch_error(e: Exception) -> errors.ApiError:
         return errors.ApiError(409, "Conflict", str(e), {"causes": causes})
     if code == 400:
         return errors.bad_request(str(e))
+    if code == 413:
+        return errors.request_entity_too_large(f"Request entity too large: {e}")
     return errors.ApiError(422, "Invalid", str(e))
+
+
+def _copies(patch_doc: Any) -> bool:
+    """Whether a JSON patch has copy operations (each may grow the object: applied off the loop)."""
+    return isinstance(patch_doc, list) and any(isinstance(op, dict) and op.get("op") == "copy" for op in patch_doc)
+
+
+def _off_loop(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+    """A patch function run on the heavy-work pool (its argument is a private copy)."""
+
+    async def run(current: dict[str, Any]) -> dict[str, Any]:
+        return await run_heavy(fn, current)
+
+    return run

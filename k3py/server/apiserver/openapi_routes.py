@@ -6,6 +6,7 @@ ETag; kubectl and Helm fetch them before every apply/install.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -22,31 +23,44 @@ class OpenAPIRoutes:
         self._generation = -1
         # key -> (document, ETag), or None for a document that does not exist
         self._cache: dict[str, tuple[bytes, str] | None] = {}
+        # key -> the build under way (requests arriving meanwhile wait for the same one)
+        self._building: dict[tuple[int, str], asyncio.Future[tuple[bytes, str] | None]] = {}
         self._module: Any = openapi  # the document builders (k3py.api.openapi)
 
-    def _cached(self, key: str, build: Any) -> tuple[bytes, str] | None:
-        if self._generation != self.table.generation:
+    async def _cached(self, key: str, build: Any) -> tuple[bytes, str] | None:
+        """The document ``build()`` makes, built once per table generation on a worker thread:
+        a group's v3 document or the v2 one takes 100 ms and more to render, which on the event
+        loop would stall every other request (kubectl fetches them before each apply)."""
+        generation = self.table.generation
+        if self._generation != generation:
             self._cache = {}
-            self._generation = self.table.generation
-        if key not in self._cache:
-            body = build()
-            self._cache[key] = None if body is None else (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
-        return self._cache[key]
+            self._generation = generation
+        if key in self._cache:
+            return self._cache[key]
+        pending = self._building.get((generation, key))
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(_build_with_etag, build))
+            self._building[(generation, key)] = pending
+            pending.add_done_callback(lambda _done: self._building.pop((generation, key), None))
+        found = await asyncio.shield(pending)
+        if self.table.generation == generation == self._generation:
+            self._cache[key] = found
+        return found
 
-    def serve(self, request: web.BaseRequest, segments: list[str]) -> web.Response:
+    async def serve(self, request: web.BaseRequest, segments: list[str]) -> web.Response:
         module = self._module
         content_type = "application/json"
         if segments == ["openapi", "v2"] and "protobuf" in request.headers.get("Accept", "") and hasattr(module, "openapi_v2_protobuf"):
             # kubectl <= 1.28 asks for the gnostic protobuf form first.
-            found = self._cached("v2pb", lambda: module.openapi_v2_protobuf(self.table))
+            found = await self._cached("v2pb", lambda: module.openapi_v2_protobuf(self.table))
             content_type = openapi_v2_proto.CONTENT_TYPE
         elif segments == ["openapi", "v2"]:
-            found = self._cached("v2", lambda: module.openapi_v2(self.table))
+            found = await self._cached("v2", lambda: module.openapi_v2(self.table))
         elif segments == ["openapi", "v3"]:
-            found = self._cached("v3", lambda: orjson.dumps(module.openapi_v3_index(self.table)))
+            found = await self._cached("v3", lambda: orjson.dumps(module.openapi_v3_index(self.table)))
         elif len(segments) > 2 and segments[:2] == ["openapi", "v3"]:
             gv_path = "/".join(segments[2:])
-            found = self._cached(f"v3/{gv_path}", lambda: module.openapi_v3_document(self.table, gv_path))
+            found = await self._cached(f"v3/{gv_path}", lambda: module.openapi_v3_document(self.table, gv_path))
         else:
             found = None
         if found is None:
@@ -58,3 +72,15 @@ class OpenAPIRoutes:
             body=body,
             headers={"Content-Type": content_type, "ETag": etag, "Cache-Control": "no-cache, private", "Vary": "Accept"},
         )
+
+
+def _build_with_etag(build: Any) -> tuple[bytes, str] | None:
+    # The table may gain or lose a CRD on the loop while this thread reads it: build again.
+    for attempt in range(3):
+        try:
+            body = build()
+            break
+        except RuntimeError:  # "dictionary changed size during iteration"
+            if attempt == 2:
+                raise
+    return None if body is None else (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')

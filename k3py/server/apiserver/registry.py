@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from k3py.api.resources import BUILTIN_GROUP_ORDER, ResourceInfo, ResourceTable
 from k3py.server.apiserver import strategies
 from k3py.server.apiserver.allocators import ServiceAllocator
 from k3py.server.apiserver.fieldcheck import strict_error_message, unknown_fields
+from k3py.server.apiserver.offload import run_heavy
 from k3py.server.apiserver.priority import PriorityAdmission
 from k3py.server.apiserver.semantics import (
     apply_defaults,
@@ -53,6 +55,8 @@ log = logging.getLogger("k3py.apiserver.registry")
 CACHE_CATCH_UP_SECONDS = 0.25
 # Unconditional updates and patches retry this often when a concurrent writer wins the race.
 MAX_UPDATE_RETRIES = 32
+# An update of a stored object larger than this (as JSON) walks it off the event loop.
+HEAVY_OBJECT_BYTES = 64 * 1024
 
 
 def storage_prefix(info: ResourceInfo) -> str:
@@ -89,6 +93,10 @@ class WriteOptions:
     warnings: list[str] = field(default_factory=list)  # filled in: sent as Warning headers
     force: bool = False  # server-side apply: take over fields other managers own
     applied: bool = False  # the write is a server-side apply (it maintains managedFields itself)
+    # A large write (the API server sets it from the body's size): the walks over the whole
+    # object — field checks, managedFields, defaulting, validation — run off the event loop.
+    # Updates of a large stored object (HEAVY_OBJECT_BYTES) are treated the same way.
+    heavy: bool = False
 
 
 @dataclass
@@ -411,6 +419,35 @@ class Registry:
         opts.warnings.extend(f'duplicate field "{d}"' for d in duplicates)
         opts.duplicate_fields = []
 
+    async def _check_fields_off_loop(self, info: ResourceInfo, obj: dict[str, Any], opts: WriteOptions) -> None:
+        """``_check_fields``, on the heavy-work pool for a large write."""
+        if opts.heavy and opts.field_validation in ("Strict", "Warn"):
+            await run_heavy(self._check_fields, info, obj, opts)
+        else:
+            self._check_fields(info, obj, opts)
+
+    async def _track_and_validate(
+        self,
+        info: ResourceInfo,
+        old: dict[str, Any] | None,
+        new: dict[str, Any],
+        opts: WriteOptions,
+        subresource: str,
+        heavy: bool,
+    ) -> None:
+        """managedFields, then defaulting and validation; on the heavy-work pool for a large
+        write (``old`` and ``new`` are this write's own copies)."""
+        if heavy:
+            await run_heavy(self._track_and_validate_now, info, old, new, opts, subresource)
+        else:
+            self._track_and_validate_now(info, old, new, opts, subresource)
+
+    def _track_and_validate_now(
+        self, info: ResourceInfo, old: dict[str, Any] | None, new: dict[str, Any], opts: WriteOptions, subresource: str
+    ) -> None:
+        self._track(info, old, new, opts, subresource)
+        self._default_and_validate(info, new, old)
+
     def _track(
         self, info: ResourceInfo, old: dict[str, Any] | None, new: dict[str, Any], opts: WriteOptions, subresource: str
     ) -> None:
@@ -551,7 +588,7 @@ class Registry:
         self, info: ResourceInfo, namespace: str, obj: Any, opts: WriteOptions
     ) -> dict[str, Any]:
         obj = self._check_type(info, obj)
-        self._check_fields(info, obj, opts)
+        await self._check_fields_off_loop(info, obj, opts)
         self._check_namespace(info, obj, namespace)
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
@@ -600,8 +637,7 @@ class Registry:
             meta.pop("finalizers", None)
         strategies.prepare_for_create(info, obj)
         self.priority.admit(info, obj)  # upstream's Priority admission plugin
-        self._track(info, None, obj, opts, "")
-        self._default_and_validate(info, obj, None)
+        await self._track_and_validate(info, None, obj, opts, "", opts.heavy)
         # The store decides whether the name is taken: the cache may not have seen a delete yet.
         key = object_key(info, namespace, meta["name"])
         release = await self.allocator.allocate(info, obj, None, opts.dry_run)
@@ -664,7 +700,7 @@ class Registry:
         info: ResourceInfo,
         namespace: str,
         name: str,
-        mutate: Callable[[dict[str, Any]], dict[str, Any]],
+        mutate: Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]],
         opts: WriteOptions,
         subresource: str = "",
         precondition_rv: str = "",
@@ -673,8 +709,9 @@ class Registry:
     ) -> dict[str, Any]:
         """Read, mutate, compare-and-swap; retried while no resourceVersion was demanded.
 
-        ``mutate`` gets a private copy of the current object and returns the desired one; it
-        runs again on every retry, so it must be a pure function of the object it is given.
+        ``mutate`` gets a private copy of the current object and returns the desired one (or an
+        awaitable of it: the API server applies large patches off the event loop); it runs
+        again on every retry, so it must be a pure function of the object it is given.
         ``precondition_rv`` is the resourceVersion the client sent (PUT): a lost race is then a
         409. Otherwise (patches, /scale writes, the server's own updates) the write is retried
         on the newer object, as upstream's GuaranteedUpdate does; the desired object's own
@@ -704,9 +741,11 @@ class Registry:
             current = self._out(info, source.thaw())
             try:
                 desired = mutate(self._out(info, source.thaw()) if mutate_reads_current else {})
+                if inspect.isawaitable(desired):
+                    desired = await desired
                 desired = self._check_type(info, desired)
                 if not fields_checked:
-                    self._check_fields(info, desired, opts)
+                    await self._check_fields_off_loop(info, desired, opts)
                     fields_checked = True
                 self._check_namespace(info, desired, namespace)
                 wanted_rv = precondition_rv or desired["metadata"].get("resourceVersion") or ""
@@ -722,8 +761,8 @@ class Registry:
                     if from_cache:
                         continue  # a no-op only counts against the store's current object
                     return current  # a no-op write keeps the resourceVersion, as upstream
-                self._track(info, current, new, opts, subresource)
-                self._default_and_validate(info, new, current)
+                heavy = opts.heavy or len(source.data) > HEAVY_OBJECT_BYTES
+                await self._track_and_validate(info, current, new, opts, subresource, heavy)
                 release = await self.allocator.allocate(info, new, current, opts.dry_run)
             except errors.ApiError:
                 if from_cache:

@@ -119,6 +119,15 @@ class ServiceBackends(Controller):
         return out
 
 
+def _hostname_for(pod: Obj, svc: Obj) -> str:
+    """The endpoint's ``hostname``: the pod's, when its ``subdomain`` names this Service
+    (upstream's ShouldSetHostname) — what gives StatefulSet pods their DNS names."""
+    spec = pod.get("spec") or {}
+    if spec.get("hostname") and spec.get("subdomain") == name_of(svc) and namespace_of(pod) == namespace_of(svc):
+        return str(spec["hostname"])
+    return ""
+
+
 def _target_ref(pod: Obj) -> Obj:
     return {"kind": "Pod", "namespace": namespace_of(pod), "name": name_of(pod), "uid": uid_of(pod)}
 
@@ -155,6 +164,8 @@ class EndpointsController(ServiceBackends):
                 continue  # v1 Endpoints never list terminating pods (unless told to publish all)
             subset = groups.setdefault(ports, {})
             address = {"ip": pod["status"]["podIP"], "targetRef": _target_ref(pod)}
+            if _hostname_for(pod, svc):
+                address["hostname"] = _hostname_for(pod, svc)
             if (pod.get("spec") or {}).get("nodeName"):
                 address["nodeName"] = pod["spec"]["nodeName"]
             subset.setdefault("addresses" if serving else "notReadyAddresses", []).append(address)
@@ -229,6 +240,8 @@ class EndpointSliceController(ServiceBackends):
                 "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
                 "targetRef": _target_ref(pod),
             }
+            if _hostname_for(pod, svc):
+                endpoint["hostname"] = _hostname_for(pod, svc)
             if (pod.get("spec") or {}).get("nodeName"):
                 endpoint["nodeName"] = pod["spec"]["nodeName"]
             groups.setdefault(ports, []).append(endpoint)
