@@ -189,8 +189,9 @@ def test_session_affinity_renders_a_chain_and_a_timed_set_per_endpoint() -> None
     affinity = [s for s in group.sets.values() if s.dynamic]
     assert len(affinity) == 2 and all("timeout 600s" in s.declaration for s in affinity)
     rules = [rule for chain in group.chains.values() for rule in chain.rules]
-    assert sum(rule.startswith("update @affinity-") for rule in rules) == 2
-    assert sum("goto endpoint-" in rule and "ip saddr @affinity-" in rule for rule in rules) == 2
+    names = {s.name for s in affinity}
+    assert {rule.split()[1][1:] for rule in rules if rule.startswith("update @")} == names
+    assert sum("goto endpoint-" in rule and rule.startswith("ip saddr @") for rule in rules) == 2
 
 
 def test_the_nodes_chains_protect_its_reserved_ports() -> None:
@@ -220,9 +221,12 @@ class RecordingNetlink:
     def set_names(self, table: str) -> set[str]:
         return set(self.sets)
 
-    def commit(self, table: str, ops: Any) -> None:
-        if ops:
-            self.commits.append(list(ops))
+    def encode(self, table: str, ops: Any) -> list[ElementOp] | None:
+        return list(ops) or None
+
+    def send_batch(self, batch: list[ElementOp] | None) -> None:
+        if batch:
+            self.commits.append(batch)
 
     def close(self) -> None:
         pass
@@ -247,10 +251,11 @@ def test_the_syncer_writes_only_elements_for_an_endpoint_change() -> None:
     rank = (1, ("2024", "default/web"))
     stats = syncer.sync({"": (ruleset.render_node(CONTEXT), (0, ("", ""))), port.name: (_group(port, "10.42.0.2"), rank)})
     assert stats.full and len(scripts) == 1 and scripts[0].startswith("add table ip k3py-proxy-test")
-    stats = syncer.sync({port.name: (_group(port, "10.42.0.2", "10.42.0.3"), rank)})
+    one_port = _group(port, "10.42.0.2", "10.42.0.3")
+    stats = syncer.sync({port.name: (one_port, rank)})
     assert len(scripts) == 1 and stats.chains_added == stats.sets_added == 0
     (flush, add) = netlink.commits[-1]
-    assert flush.flush and flush.set_name.startswith("service-endpoints-")
+    assert flush.flush and flush.set_name in one_port.owned
     assert add.add and len(add.elements) == 4  # two ranges: start and end each
     # Nothing changed: nothing sent.
     commits = len(netlink.commits)

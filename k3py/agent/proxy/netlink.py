@@ -26,7 +26,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 NETLINK_NETFILTER = 12
@@ -90,7 +90,7 @@ class NetlinkError(OSError):
     """The kernel refused a request (``errno`` is set) or answered something unexpected."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """``goto <chain>`` (or ``jump``) as set element data."""
 
@@ -98,7 +98,7 @@ class Verdict:
     code: int = NFT_GOTO
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Element:
     """One set element as the kernel stores it: key bytes, and data bytes or a verdict for
     maps. Interval sets hold a range as a start element and an end element
@@ -109,7 +109,7 @@ class Element:
     interval_end: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ElementOp:
     """Add ``elements`` to a set, delete them, or flush the set (``flush``: every element)."""
 
@@ -123,6 +123,16 @@ class ElementOp:
             return f"flush set {self.set_name}"
         verb = "add" if self.add else "delete"
         return f"{verb} {len(self.elements)} element(s) of set {self.set_name}"
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A transaction encoded for sending: its bytes, what each message does (by sequence number,
+    for errors) and the sequence numbers of the batch's begin and end."""
+
+    payload: bytes
+    described: Mapping[int, str]
+    bounds: tuple[int, int]
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -142,16 +152,29 @@ def _be32(kind: int, value: int) -> bytes:
     return _attr(kind, struct.pack(">i" if value < 0 else ">I", value))
 
 
+_KEY_VALUE = struct.Struct("=HHHH")  # KEY nest header, then the DATA_VALUE header
+_END_FLAG = struct.pack("=HH", 8, NFTA_SET_ELEM_FLAGS) + struct.pack(">I", NFT_SET_ELEM_INTERVAL_END)
+
+
+def _value(kind: int, payload: bytes) -> bytes:
+    """A nest of one ``NFTA_DATA_VALUE`` (what keys and data values are)."""
+    pad = b"\0" * (-len(payload) % 4)
+    inner = 4 + len(payload)
+    return _KEY_VALUE.pack(4 + inner + len(pad), kind | NLA_F_NESTED, inner, NFTA_DATA_VALUE) + payload + pad
+
+
 def encode_element(element: Element) -> bytes:
-    parts = [_nested(NFTA_SET_ELEM_KEY, [_attr(NFTA_DATA_VALUE, element.key)])]
-    if isinstance(element.data, Verdict):
-        verdict = [_be32(NFTA_VERDICT_CODE, element.data.code), _string(NFTA_VERDICT_CHAIN, element.data.chain)]
-        parts.append(_nested(NFTA_SET_ELEM_DATA, [_nested(NFTA_DATA_VERDICT, verdict)]))
-    elif element.data is not None:
-        parts.append(_nested(NFTA_SET_ELEM_DATA, [_attr(NFTA_DATA_VALUE, element.data)]))
+    """One ``NFTA_LIST_ELEM`` (called for every element of a sync: kept cheap)."""
+    body = _value(NFTA_SET_ELEM_KEY, element.key)
+    data = element.data
+    if isinstance(data, Verdict):
+        verdict = [_be32(NFTA_VERDICT_CODE, data.code), _string(NFTA_VERDICT_CHAIN, data.chain)]
+        body += _nested(NFTA_SET_ELEM_DATA, [_nested(NFTA_DATA_VERDICT, verdict)])
+    elif data is not None:
+        body += _value(NFTA_SET_ELEM_DATA, data)
     if element.interval_end:
-        parts.append(_be32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END))
-    return _nested(NFTA_LIST_ELEM, parts)
+        body += _END_FLAG
+    return struct.pack("=HH", 4 + len(body), NFTA_LIST_ELEM | NLA_F_NESTED) + body
 
 
 def _header(kind: int, flags: int, seq: int, family: int, res_id: int, payload: bytes) -> bytes:
@@ -216,8 +239,12 @@ class NftNetlink:
     def commit(self, table: str, ops: Sequence[ElementOp]) -> None:
         """Applies ``ops`` in order as one transaction; raises ``NetlinkError`` (nothing applied)
         naming the first operation the kernel refused."""
+        self.send_batch(self.encode(table, ops))
+
+    def encode(self, table: str, ops: Sequence[ElementOp]) -> EncodedBatch | None:
+        """The transaction for ``ops``, ready to send (None: nothing to do)."""
         if not ops:
-            return
+            return None
         messages: list[bytes] = []
         described: dict[int, str] = {}
         begin_seq = self._next_seq()
@@ -239,8 +266,15 @@ class NftNetlink:
                 messages.append(_header(_nft_type(kind), flags, seq, self.family, 0, b"".join(body)))
         end_seq = self._next_seq()
         messages.append(_header(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end_seq, 0, NFNL_SUBSYS_NFTABLES, b""))
-        self._sock.sendmsg(messages)
-        self._await_acks(described, batch=(begin_seq, end_seq))
+        return EncodedBatch(b"".join(messages), described, (begin_seq, end_seq))
+
+    def send_batch(self, batch: EncodedBatch | None) -> None:
+        """Sends a transaction made by ``encode`` and waits for the kernel's verdict."""
+        if batch is None:
+            return
+        # One buffer: a datagram of more than 1,024 pieces would exceed the kernel's iovec limit.
+        self._sock.send(batch.payload)
+        self._await_acks(dict(batch.described), batch=batch.bounds)
 
     def delete_table(self, table: str) -> bool:
         """Deletes the table with everything in it; False if there was none."""

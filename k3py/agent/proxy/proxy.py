@@ -138,6 +138,9 @@ class ProxyState:
         self.endpoints = EndpointsCache()
         self.services: dict[tuple[str, str], list[ServicePort]] = {}
         self.ports: dict[ServicePortName, _PortState] = {}
+        self._ports_of: dict[tuple[str, str], set[ServicePortName]] = {}
+        # Ports with a healthCheckNodePort: → (that port, the Service, local ready endpoints).
+        self._health: dict[ServicePortName, tuple[int, tuple[str, str], int]] = {}
         self.conntrack = conntrack.ConntrackCleaner()
         self._node_rendered = False
 
@@ -158,12 +161,13 @@ class ProxyState:
         flows: list[conntrack.FlowFilter] = []
         for service in touched:
             current = {port.name: port for port in self.services.get(service, ())}
-            previous = [name for name in self.ports if name.service == service]
-            for name in previous:
-                if name not in current:
-                    gone = self.ports.pop(name)
-                    flows += conntrack.stale_flows(gone.port, gone.endpoints, None)
-                    changes[name] = (None, (1, gone.port.rank))
+            for name in self._ports_of.pop(service, set()) - set(current):
+                gone = self.ports.pop(name)
+                self._health.pop(name, None)
+                flows += conntrack.stale_flows(gone.port, gone.endpoints, None)
+                changes[name] = (None, (1, gone.port.rank))
+            if current:
+                self._ports_of[service] = set(current)
             for name, port in current.items():
                 endpoints = categorize(port, self.endpoints.endpoints(name), self.config.node_name)
                 old = self.ports.get(name)
@@ -172,6 +176,11 @@ class ProxyState:
                 if old is not None:
                     flows += conntrack.stale_flows(port, old.endpoints, endpoints)
                 self.ports[name] = _PortState(port, endpoints)
+                if port.health_check_node_port:
+                    local = len({e.ip for e in endpoints.local if e.ready})
+                    self._health[name] = (port.health_check_node_port, name.service, local)
+                else:
+                    self._health.pop(name, None)
                 changes[name] = (render_service_port(self.context, port, endpoints), (1, port.rank))
         stats = self.syncer.sync(changes)
         report = SyncReport(stats=stats, ports=len(self.ports), health=self.health())
@@ -179,14 +188,11 @@ class ProxyState:
         return report
 
     def health(self) -> dict[int, tuple[tuple[str, str], int]]:
+        """``{healthCheckNodePort: (Service, local ready endpoints)}`` (the most over its ports)."""
         found: dict[int, tuple[tuple[str, str], int]] = {}
-        for name, state in self.ports.items():
-            port = state.port
-            if not port.health_check_node_port:
-                continue
-            local = {e.ip for e in state.endpoints.local if e.ready}
-            _service, count = found.get(port.health_check_node_port, (name.service, 0))
-            found[port.health_check_node_port] = (name.service, max(count, len(local)))
+        for health_port, service, count in self._health.values():
+            _service, known = found.get(health_port, (service, 0))
+            found[health_port] = (service, max(known, count))
         return found
 
     def verify(self) -> bool:

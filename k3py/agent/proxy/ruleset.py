@@ -43,10 +43,12 @@ chain, and the random choice a verdict interval map over the endpoint chains.
 
 Names. Every chain's name carries a digest of its identity *and its rules*, so a chain is never
 changed in place: new rules are a new chain the maps then point to, and the old one goes (see
-``syncer``). Which chains exist therefore says what they contain, even after a restart. Sets
-and maps carry a digest of their declaration; their elements are diffed. Chain and set names
-are ``<kind>-<digest>-<namespace>/<service>/<protocol>/<port name>`` (upstream's style: only
-``[a-z0-9-]`` and ``/`` from the API, so they can never clash with an nft keyword).
+``syncer``). Which chains exist therefore says what they contain, even after a restart. Chain
+names are ``<kind>-<digest>-<namespace>/<service>/<protocol>/<port name>`` (upstream's style:
+only ``[a-z0-9-]`` and ``/`` from the API, so they can never clash with an nft keyword). A
+Service port's sets and maps are ``s<digest of identity and declaration>``, their readable name
+in their comment: the kernel looks sets up by name along a list, and long names made that
+the bulk of an element update with thousands of Services. Their elements are diffed.
 """
 
 from __future__ import annotations
@@ -121,10 +123,10 @@ class Group:
         self.shared.setdefault(set_name, {})[element.key] = element
 
 
-def digest(*parts: object) -> str:
-    """8 characters of base32 SHA-256 (upstream's chain name hashes)."""
+def digest(*parts: object, length: int = 8) -> str:
+    """``length`` characters of base32 SHA-256 (8: upstream's chain name hashes)."""
     raw = hashlib.sha256("\0".join(map(str, parts)).encode()).digest()
-    return base64.b32encode(raw).decode()[:8]
+    return base64.b32encode(raw).decode()[:length]
 
 
 def _declared(kind: str, base_name: str, declaration: str, dynamic: bool = False) -> NftSet:
@@ -248,6 +250,16 @@ def interval_elements(targets: Sequence[bytes | Verdict]) -> frozenset[Element]:
 # -- one Service port ------------------------------------------------------------------------------
 
 
+def _per_port_set(kind: str, readable: str, nft_kind: str, declaration: str, identity: tuple[str, ...],
+                  *extra: object, dynamic: bool = False) -> NftSet:
+    """A Service port's set or map. Short name — the kernel finds a set by comparing its name
+    with every set's before it (a linear list), so with thousands of Services the names' length
+    is most of an element update's cost — and the readable name as its comment."""
+    safe = "".join(c if c.isalnum() or c in "._:/-" else "_" for c in f"{kind} {readable}")[:120]
+    name = "s" + digest(*identity, kind, declaration, *extra, length=12).lower()
+    return NftSet(name, nft_kind, f'{declaration} comment "{safe}";', dynamic)
+
+
 def readable_name(port: ServicePort) -> str:
     name = port.name
     return f"{name.namespace}/{name.name}/{name.protocol.lower()}/{name.port}"
@@ -266,9 +278,8 @@ def render_service_port(context: NodeContext, port: ServicePort, endpoints: Cate
         for endpoint in endpoints.reachable:
             suffix = f"{readable}__{endpoint.ip}/{endpoint.port}"
             declaration = f"type ipv4_addr; flags dynamic,timeout; timeout {port.affinity_seconds}s;"
-            affinity = group.add_set(NftSet(
-                f"affinity-{digest(*identity, endpoint, declaration)}-{suffix}", "set", declaration, dynamic=True,
-            ))  # fmt: skip
+            affinity = group.add_set(_per_port_set("affinity", suffix, "set", declaration, identity, endpoint,
+                                                   dynamic=True))
             chain = group.add_chain(_content_chain("endpoint", suffix, [
                 f"update @{affinity} {{ ip saddr }}",
                 f"meta l4proto {proto} dnat ip to {endpoint.ip}:{endpoint.port}",
@@ -283,17 +294,13 @@ def render_service_port(context: NodeContext, port: ServicePort, endpoints: Cate
         rules = [masquerade_outside] if internal else []
         if port.affinity_seconds:
             declaration = "typeof numgen random mod 65536 : verdict; flags interval;"
-            endpoints_map = group.add_set(NftSet(
-                f"{kind}-endpoints-{digest(*identity, kind, declaration)}-{readable}", "map", declaration,
-            ))  # fmt: skip
+            endpoints_map = group.add_set(_per_port_set(f"{kind}-endpoints", readable, "map", declaration, identity))
             rules += [f"ip saddr @{endpoint_chains[e][1]} goto {endpoint_chains[e][0]}" for e in chosen]
             rules.append(f"numgen random mod {SLOTS} vmap @{endpoints_map}")
             targets: list[bytes | Verdict] = [Verdict(endpoint_chains[e][0]) for e in chosen]
         else:
             declaration = f"typeof numgen random mod 65536 : ip daddr . {proto} dport; flags interval;"
-            endpoints_map = group.add_set(NftSet(
-                f"{kind}-endpoints-{digest(*identity, kind, declaration)}-{readable}", "map", declaration,
-            ))  # fmt: skip
+            endpoints_map = group.add_set(_per_port_set(f"{kind}-endpoints", readable, "map", declaration, identity))
             rules.append(f"meta l4proto {proto} dnat ip to numgen random mod {SLOTS} map @{endpoints_map}")
             targets = [endpoint_data(e) for e in chosen]
         group.owned[endpoints_map] = interval_elements(targets) if targets else frozenset()

@@ -24,6 +24,7 @@ the session-affinity sets live through it. ``SyncStats`` says what a sync did.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -98,6 +99,8 @@ class RulesetSyncer:
         self._run_nft = run_nft
         self._netlink_factory = netlink
         self._netlink: NftNetlink | None = None
+        # Threads made by the syncing thread share its network namespace.
+        self._structure_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="proxy-nft")
         # desired
         self.groups: dict[GroupKey, Group] = {}
         self._ranks: dict[GroupKey, Rank] = {}
@@ -158,6 +161,7 @@ class RulesetSyncer:
 
     def close(self) -> None:
         self.reset()
+        self._structure_pool.shutdown(wait=False)
 
     # -- applying ---------------------------------------------------------------------------
 
@@ -207,22 +211,31 @@ class RulesetSyncer:
         stale_chains = {n for n in names_to_check if n in applied_chains and n not in self._chains}
         stale_sets = {n for n in names_to_check if n in applied_sets and n not in self._sets}
 
-        # 1. structure
+        # 1. structure — nft runs in a helper thread while step 2's batch is encoded here (its
+        # elements do not depend on what nft does, only on it succeeding first).
         began = time.monotonic()
         script = prefix + ruleset.render_script(self.table, new_chains, new_sets)
-        self._run_nft(script)
-        applied_chains.update(c.name for c in new_chains)
-        applied_sets.update(s.name for s in new_sets)
+        running = self._structure_pool.submit(self._run_nft, script) if script else None
         for nft_set in new_sets:
             if not nft_set.dynamic:
                 self._applied_owned[nft_set.name] = frozenset()
+        ops = self._element_ops(owned_to_check, shared_full, fresh={s.name for s in new_sets})
+        batch = sock.encode(self.table, ops)
+        if running is not None:
+            try:
+                running.result()
+            except BaseException:
+                for nft_set in new_sets:
+                    self._applied_owned.pop(nft_set.name, None)
+                raise
+        applied_chains.update(c.name for c in new_chains)
+        applied_sets.update(s.name for s in new_sets)
         stats.chains_added, stats.sets_added = len(new_chains), len(new_sets)
         stats.structural_seconds = time.monotonic() - began
 
         # 2. elements
         began = time.monotonic()
-        ops = self._element_ops(owned_to_check, shared_full)
-        sock.commit(self.table, ops)
+        sock.send_batch(batch)
         stats.element_messages = len(ops)
         self._dirty_owned.clear()
         stats.elements_seconds = time.monotonic() - began
@@ -249,7 +262,7 @@ class RulesetSyncer:
             stats.structural_seconds += time.monotonic() - began
         self._dirty_structure = set()
 
-    def _element_ops(self, owned_to_check: set[str], shared_full: bool) -> list[ElementOp]:
+    def _element_ops(self, owned_to_check: set[str], shared_full: bool, fresh: set[str]) -> list[ElementOp]:
         ops: list[ElementOp] = []
         for name in sorted(owned_to_check):
             desired = self._owned.get(name)
@@ -257,7 +270,8 @@ class RulesetSyncer:
                 continue  # the set itself goes (step 3), or the kernel owns its elements
             if self._applied_owned.get(name) == desired:
                 continue
-            ops.append(ElementOp(name, True, flush=True))
+            if name not in fresh:  # a set created just now is empty: nothing to flush
+                ops.append(ElementOp(name, True, flush=True))
             if desired:
                 ops.append(ElementOp(name, True, tuple(sorted(desired, key=_send_order))))
             self._applied_owned[name] = desired
