@@ -40,7 +40,8 @@ from typing import Any
 
 from k3py.agent.network import NodeNetwork, NodeNetworkConfig, PodNetwork
 from k3py.agent.proxy import ProxyConfig, ServiceProxy, remove_service_proxy
-from k3py.agent.proxy.proxy import ProxyState, ensure_service_route
+from k3py.agent.proxy.proxy import ensure_service_route
+from k3py.agent.proxy.state import ProxyState
 from k3py.client.interface import ENDPOINTSLICES, SERVICES, Client
 from k3py.client.memory import MemoryTransport
 
@@ -292,7 +293,7 @@ def data_plane(work: Path, node_ns: str, big: int, seconds: int, connects: int) 
                 first[big] = [_first_packets(client_ns, "10.43.0.100", 82, connects) for _ in range(3)]
                 rates: dict[str, list[float]] = {"keepalive_direct": [], "keepalive_cluster_ip": [],
                                                  "new_connection_direct": [], "new_connection_cluster_ip": []}
-                for _round in range(2):  # interleaved, so drifting load hits both alike
+                for _round in range(3):  # interleaved, so drifting load hits both alike
                     rates["keepalive_direct"].append(_wrk(client_ns, f"http://{server_ip}:8080/", seconds))
                     rates["keepalive_cluster_ip"].append(_wrk(client_ns, "http://10.43.0.100:80/", seconds))
                     rates["new_connection_direct"].append(_wrk(client_ns, f"http://{server_ip}:8081/", seconds))

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from k3py.agent.network import NodeNetwork, NodeNetworkConfig, PodNetwork
-from k3py.agent.proxy.proxy import ProxyConfig, ProxyState, SyncReport, ensure_service_route
+from k3py.agent.proxy.config import ProxyConfig
+from k3py.agent.proxy.proxy import ensure_service_route
+from k3py.agent.proxy.state import ProxyState, SyncReport
 from k3py.agent.proxy.syncer import RulesetSyncer
 from tests.cluster import TestHost
 

@@ -18,13 +18,16 @@ Services get no rules (DNS only), nor does a Service annotated ``k3py.io/node-lo
     nft          running ``nft -f``
     conntrack    deleting stale UDP flows (the conntrack tool)
     healthcheck  the healthCheckNodePort HTTP servers
-    proxy        ServiceProxy (informers → worker thread → kernel), the service CIDR route,
-                 remove_service_proxy
+    config       ProxyConfig, the table's name
+    state        ProxyState: the worker thread's side (model → rules → syncer, UDP clean-up)
+    proxy        ServiceProxy, the task (informers → worker thread → kernel), the service CIDR
+                 route, remove_service_proxy
 
 One table per agent, named after its data dir (``k3py-proxy-<12 hex>``), next to the pod
 network's ``k3py-nat`` (hostPorts), which it never touches.
 """
 
-from k3py.agent.proxy.proxy import ProxyConfig, ServiceProxy, remove_service_proxy, table_name
+from k3py.agent.proxy.config import ProxyConfig, table_name
+from k3py.agent.proxy.proxy import ServiceProxy, remove_service_proxy
 
 __all__ = ["ProxyConfig", "ServiceProxy", "remove_service_proxy", "table_name"]
