@@ -9,11 +9,11 @@ client sees: which pod answered and which address that pod saw, or how a connect
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +31,7 @@ from tests.proxy.harness import (
     endpoint,
     endpoint_slice,
     make_proxy_node,
+    run_in,
     service,
     tcp_request,
     udp_ask,
@@ -454,30 +455,41 @@ def test_a_flood_of_changes_is_taken_in_one_sync(lone_node: ProxyNode) -> None:
 
 
 def test_an_adopted_pod_keeps_its_veth_when_its_namespace_is_named_another_way(
-    proxy_node: ProxyNode, pods: dict[str, object]
+    proxy_node: ProxyNode, pods: dict[str, object], tmp_path: Path
 ) -> None:
-    """After a restart in another mount namespace the agent reaches a pod's namespace file by
-    another path (through the supervisor's root); setting the pod up again must keep its veth,
-    or every connection of the pod — through Services too — breaks."""
+    """After a restart in a fresh mount namespace the agent reaches a pod's namespace file by
+    another path (through the supervisor's root), and the path it recorded does not open the
+    namespace there any more (the bind mount lived in the old mount namespace). Setting the pod
+    up again must keep its veth, or every connection of the pod — through Services too —
+    breaks."""
     import subprocess
 
-    pod = proxy_node.add_pod("adopted")
+    from tests.proxy.harness import Pod, Server
+
+    host = proxy_node.namespace("k3py-pxa")
+    recorded = tmp_path / "netns-as-first-seen"
+    recorded.touch()
+    subprocess.run(["mount", "--bind", f"/run/netns/{host.name}", str(recorded)], check=True)
+    try:
+        pod_ip = proxy_node.host.in_netns(proxy_node.pods.setup, "adopted-pod", str(recorded))
+    finally:
+        subprocess.run(["umount", str(recorded)], check=True)  # gone with the old mount namespace
+    pod = Pod("adopted", "adopted-pod", host, pod_ip.ip, Server(host, "adopted"))
+    proxy_node.servers.append(pod.server)  # type: ignore[arg-type]
     proxy_node.apply(service("adopted", "10.43.2.90", [{"name": "x", "port": 7070, "protocol": "TCP"}]),
                      endpoint_slice("adopted", [endpoint(pod.ip)], ports=[{"name": "x", "port": 7070, "protocol": "TCP"}]))
     held = _HeldConnection(pod.host, _host(pods, "client"), "10.43.2.90", 7070)
-    sleeper = subprocess.Popen(pod.host.exec_argv(["sleep", "60"]))
     try:
         assert held.round_trip(b"before\n") == b"BEFORE\n"
-        index = proxy_node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout
-        other_path = f"/proc/{sleeper.pid}/ns/net"
-        target = os.stat(f"/run/netns/{pod.host.name}").st_ino
-        deadline = time.monotonic() + 5
-        while os.stat(other_path).st_ino != target and time.monotonic() < deadline:
-            time.sleep(0.05)  # until `ip netns exec` has joined the namespace
-        again = proxy_node.host.in_netns(proxy_node.pods.setup, pod.uid, other_path)
+        links = proxy_node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout
+        again = proxy_node.host.in_netns(proxy_node.pods.setup, pod.uid, f"/run/netns/{host.name}")
         assert again.ip == pod.ip
-        assert proxy_node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout == index
+        assert proxy_node.sh("ip", "-o", "link", "show", "master", "k3py0").stdout == links  # same veth
         assert held.round_trip(b"after\n") == b"AFTER\n"
+        # A namespace that really is another one still gets a fresh veth (the pod was recreated).
+        other = proxy_node.namespace("k3py-pxa")
+        moved = proxy_node.host.in_netns(proxy_node.pods.setup, pod.uid, f"/run/netns/{other.name}")
+        assert moved.ip == pod.ip
+        assert run_in(other, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout.count(pod.ip) == 1
     finally:
-        sleeper.kill()
         held.close()

@@ -46,18 +46,21 @@ def uses_pod_network(pod_spec: Mapping[str, Any]) -> bool:
     return not pod_spec.get("hostNetwork", False)
 
 
-def same_netns(recorded: str, current: str) -> bool:
-    """Whether two paths name one network namespace. An agent restarted in another mount
-    namespace reaches the same namespace file by another path (through the supervisor's
-    root): comparing the files, not the strings, keeps an adopted pod's veth — and its
-    connections — instead of rebuilding it."""
-    if recorded == current:
-        return True
-    try:
-        first, second = os.stat(recorded), os.stat(current)
-    except OSError:
+def veth_reaches(veth: str, netns_path: str) -> bool:
+    """Whether the pod end of ``veth`` is the ``eth0`` of the namespace at ``netns_path``.
+
+    An agent restarted in another mount namespace reaches a pod's namespace file by another
+    path (through the supervisor's root), and the path it recorded may not even open there any
+    more: what tells whether an adopted pod's network is in place is the pair itself — the
+    pod's eth0 names our veth's interface index as its peer. Keeping it keeps the pod's
+    connections (through Services too) instead of cutting them with a new veth."""
+    host = commands.ip("-o", "link", "show", "dev", veth, check=False).stdout
+    index = host.split(":", 1)[0].strip()
+    if not index.isdigit():
         return False
-    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+    pod = commands.run(["nsenter", f"--net={netns_path}", "ip", "-o", "link", "show", "dev", POD_INTERFACE],
+                       check=False).stdout
+    return f"{POD_INTERFACE}@if{index}:" in pod
 
 
 def host_veth_name(pod_uid: str) -> str:
@@ -102,7 +105,8 @@ class PodNetwork:
 
             existing = self.node.record(pod_uid)
             veth = host_veth_name(pod_uid)
-            if existing is not None and same_netns(existing.netns, netns_path) and commands.link_exists(veth):
+            same = existing is not None and (existing.netns == netns_path or veth_reaches(veth, netns_path))
+            if existing is not None and same and commands.link_exists(veth):
                 if existing.host_ports != mappings or existing.netns != netns_path:
                     self.node.save_record(
                         PodRecord(pod_uid, existing.ip, veth, netns_path, mappings)
