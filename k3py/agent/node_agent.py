@@ -1,8 +1,10 @@
 """Everything one node runs, started by ``run_node_agent`` (in the server process or by ``k3py agent``).
 
 Order: the container runtime's supervisor; the Node (registered or adopted, which also settles
-its pod CIDR); the pod network (bridge, routes, NAT) for that CIDR and the node's cluster DNS
-server on the cluster DNS address (``dns/``; pods' resolv.conf names it); the pod manager (adopting
+its pod CIDR); the pod network (bridge, routes, NAT) for that CIDR, the node's cluster DNS
+server on the cluster DNS address (``dns/``; pods' resolv.conf names it) and the service proxy
+(``proxy/``: Services and EndpointSlices into the node's nftables table, a task of its own); the
+pod manager (adopting
 the containers a previous run left running); the kubelet streaming server on :10250; then the
 heartbeat (Lease every 10 s, Node status). On ``stop`` the agent stops managing — containers
 keep running in the supervisor, so restarting k3py does not restart pods.
@@ -34,7 +36,8 @@ from k3py.agent.kubelet.node import NodeIdentity, NodeStatusReporter, detect_nod
 from k3py.agent.kubelet.pods import PodManager, pods_dir_for
 from k3py.agent.kubelet.podspec import kubernetes_service_env
 from k3py.agent.kubelet.volumes import PodDNS, configure_pod_dns
-from k3py.agent.network.config import NetworkError
+from k3py.agent.network.config import NetworkError, NodeNetworkConfig
+from k3py.agent.proxy import ProxyConfig, ServiceProxy
 from k3py.api.errors import ApiError
 from k3py.client.interface import SERVICES, Client
 from k3py.runtime.containers import ContainerError, ContainerRuntime
@@ -73,6 +76,7 @@ class NodeAgentConfig:
     workers: int = 16
     node_labels: dict[str, str] = field(default_factory=dict)
     seccomp_default: bool = False  # kubelet's --seccomp-default: RuntimeDefault for pods without a profile
+    service_proxy: bool = True  # the node's service proxy (k3py/agent/proxy; needs the pod network)
     # Cluster DNS (--cluster-dns, --cluster-domain, --resolv-conf): what pods' resolv.conf
     # names, and where this node's DNS server listens (k3py/agent/dns; only with the pod
     # network, whose node it serves). An empty cluster_dns runs no DNS server.
@@ -89,6 +93,7 @@ class NodeAgent:
     reporter: NodeStatusReporter
     pods: PodManager | None = None
     dns: ClusterDNS | None = None
+    proxy: ServiceProxy | None = None
     streaming_port: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -177,6 +182,9 @@ async def run_node_agent(
             await asyncio.to_thread(node_network.start)
             pod_network = PodNetwork(node_network)
             network_ok["up"] = True
+            if config.service_proxy:
+                agent.proxy = _service_proxy(client, config, node_network.config, reporter.pod_cidr, reserved)
+                tasks.append(asyncio.create_task(agent.proxy.run(), name="service-proxy"))
             if config.cluster_dns:
                 agent.dns = await _start_cluster_dns(client, config)
         configure_pod_dns(pods_dir_for(data_dir), PodDNS(
@@ -245,6 +253,19 @@ async def _start_cluster_dns(client: Client, config: NodeAgentConfig) -> Cluster
         log.error("cluster DNS cannot start on %s:53: %s", config.cluster_dns, e)
         return None
     return dns
+
+
+def _service_proxy(
+    client: Client, config: NodeAgentConfig, network: NodeNetworkConfig, pod_cidr: str, reserved: dict[int, str]
+) -> ServiceProxy:
+    """The node's service proxy over its pod network: the same CIDRs, a route for the service
+    CIDR just under the network's unreachable one, the node's own TCP ports off limits."""
+    return ServiceProxy(client, ProxyConfig(
+        node_name=config.node_name, data_dir=config.data_dir.absolute(), pod_cidr=pod_cidr,
+        cluster_cidr=str(network.cluster_network), service_cidr=str(network.service_network),
+        bridge=network.bridge, route_metric=network.unreachable_metric - 1,
+        reserved_tcp_ports=tuple(sorted(reserved)),
+    ))  # fmt: skip
 
 
 def seccomp_dir_for(data_dir: Path) -> Path:

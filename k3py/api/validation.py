@@ -1367,6 +1367,7 @@ def _validate_service(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Er
     port_list = _dicts(ports)
     names: set[str] = set()
     seen_ports: set[tuple[Any, Any]] = set()
+    seen_node_ports: set[tuple[Any, Any]] = set()
     for i, port in port_list:
         path = f"spec.ports[{i}]"
         pname = port.get("name")
@@ -1390,6 +1391,9 @@ def _validate_service(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Er
                 )
             else:
                 errs.invalid_all(f"{path}.nodePort", node_port, port_number_errors(node_port))
+            if (node_port, port.get("protocol")) in seen_node_ports:
+                errs.duplicate(f"{path}.nodePort", node_port)
+            seen_node_ports.add((node_port, port.get("protocol")))
         key = (port.get("port"), port.get("protocol"))
         if key in seen_ports:
             errs.duplicate(path, f"{key[0]}/{key[1]}")
@@ -1412,6 +1416,7 @@ def _validate_service(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Er
         ["Cluster", "Local"],
         required=False,
     )
+    _validate_service_addresses(spec, old, service_type, errs)
     _validate_labels(spec.get("selector"), "spec.selector", errs)
     if old is not None:
         old_ip = _get(old, "spec", "clusterIP")
@@ -1425,6 +1430,58 @@ def _validate_service(obj: dict[str, Any], old: dict[str, Any] | None, errs: _Er
             and "ExternalName" not in (service_type, old_type)
         ):
             errs.immutable("spec.clusterIP", cluster_ip)
+
+
+def _non_special_ip_errors(value: str) -> list[str]:
+    """Upstream's ValidateNonSpecialIP (externalIPs): addresses that name no other host."""
+    problems = ip_errors(value)
+    if problems:
+        return problems
+    address = ipaddress.ip_address(value)
+    if address.is_unspecified:
+        return ["may not be unspecified (0.0.0.0, ::)"]
+    if address.is_loopback:
+        return ["may not be in the loopback range (127.0.0.0/8, ::1/128)"]
+    if address.is_link_local:
+        return ["may not be in the link-local range (169.254.0.0/16, fe80::/10)"]
+    if address in ipaddress.ip_network("224.0.0.0/24") or address in ipaddress.ip_network("ff02::/10"):
+        return ["may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"]
+    return []
+
+
+MAX_CLIENT_IP_AFFINITY_SECONDS = 86400
+
+
+def _validate_service_addresses(spec: dict[str, Any], old: dict[str, Any] | None, service_type: str, errs: _Errors) -> None:
+    """externalIPs, session affinity's timeout and healthCheckNodePort, as upstream."""
+    external_ips = spec.get("externalIPs")
+    if external_ips is not None and not isinstance(external_ips, list):
+        errs.invalid("spec.externalIPs", external_ips, "must be a list of IP addresses")
+    else:
+        for i, ip in enumerate(external_ips or ()):
+            errs.invalid_all(f"spec.externalIPs[{i}]", ip, _non_special_ip_errors(str(ip)) if isinstance(ip, str)
+                             else ["must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"])
+    config = spec.get("sessionAffinityConfig")
+    if config:
+        path = "spec.sessionAffinityConfig"
+        if spec.get("sessionAffinity", "None") != "ClientIP":
+            errs.invalid(path, config, "must not be set when session affinity is None")
+        else:
+            timeout = _get(config, "clientIP", "timeoutSeconds")
+            if timeout is not None and (
+                isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= MAX_CLIENT_IP_AFFINITY_SECONDS
+            ):
+                errs.invalid(f"{path}.clientIP.timeoutSeconds", timeout,
+                             f"must be greater than 0 and less than {MAX_CLIENT_IP_AFFINITY_SECONDS}")
+    health = spec.get("healthCheckNodePort")
+    if health:
+        needs = service_type == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+        kept = old is not None and _get(old, "spec", "healthCheckNodePort") == health  # released by the server
+        if not needs and not kept:
+            errs.invalid("spec.healthCheckNodePort", health,
+                         "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'")
+        elif needs:
+            errs.invalid_all("spec.healthCheckNodePort", health, port_number_errors(health))
 
 
 def _validate_data_keys(obj: dict[str, Any], errs: _Errors, binary_field: str, decode: bool) -> int:

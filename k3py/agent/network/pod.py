@@ -46,6 +46,23 @@ def uses_pod_network(pod_spec: Mapping[str, Any]) -> bool:
     return not pod_spec.get("hostNetwork", False)
 
 
+def veth_reaches(veth: str, netns_path: str) -> bool:
+    """Whether the pod end of ``veth`` is the ``eth0`` of the namespace at ``netns_path``.
+
+    An agent restarted in another mount namespace reaches a pod's namespace file by another
+    path (through the supervisor's root), and the path it recorded may not even open there any
+    more: what tells whether an adopted pod's network is in place is the pair itself — the
+    pod's eth0 names our veth's interface index as its peer. Keeping it keeps the pod's
+    connections (through Services too) instead of cutting them with a new veth."""
+    host = commands.ip("-o", "link", "show", "dev", veth, check=False).stdout
+    index = host.split(":", 1)[0].strip()
+    if not index.isdigit():
+        return False
+    pod = commands.run(["nsenter", f"--net={netns_path}", "ip", "-o", "link", "show", "dev", POD_INTERFACE],
+                       check=False).stdout
+    return f"{POD_INTERFACE}@if{index}:" in pod
+
+
 def host_veth_name(pod_uid: str) -> str:
     """The node-side interface of a pod: stable, unique enough, at most 15 bytes."""
     return "veth" + hashlib.sha256(pod_uid.encode()).hexdigest()[:11]
@@ -88,11 +105,13 @@ class PodNetwork:
 
             existing = self.node.record(pod_uid)
             veth = host_veth_name(pod_uid)
-            if existing is not None and existing.netns == netns_path and commands.link_exists(veth):
-                if existing.host_ports != mappings:
+            same = existing is not None and (existing.netns == netns_path or veth_reaches(veth, netns_path))
+            if existing is not None and same and commands.link_exists(veth):
+                if existing.host_ports != mappings or existing.netns != netns_path:
                     self.node.save_record(
                         PodRecord(pod_uid, existing.ip, veth, netns_path, mappings)
                     )
+                if existing.host_ports != mappings:
                     self.node.sync_host_ports()
                 return config.pod_ip(ipaddress.IPv4Address(existing.ip))
 

@@ -133,6 +133,9 @@ class ServiceAllocator:
         needs_node_ports = svc_type in ("NodePort", "LoadBalancer")
         old_ports = _service_ports(old) if old else set()
         taken = set(used_ports)
+        # A number one port of this Service holds may serve its other protocol too (upstream
+        # allows TCP and UDP on one nodePort of one Service).
+        mine: dict[int, set[str]] = {}
         for i, port in enumerate(spec.get("ports") or ()):
             if not isinstance(port, dict):
                 continue
@@ -141,12 +144,16 @@ class ServiceAllocator:
                 if node_port and svc_type in ("ClusterIP", "ExternalName"):
                     port.pop("nodePort", None)
                 continue
+            protocol = port.get("protocol") or "TCP"
             if node_port:
+                shared = protocol not in mine.get(node_port, {protocol})
                 if not isinstance(node_port, int) or not NODE_PORT_RANGE[0] <= node_port <= NODE_PORT_RANGE[1]:
                     causes.append({"field": f"spec.ports[{i}].nodePort", "reason": "FieldValueInvalid", "message": f"Invalid value: {node_port}: provided port is not in the valid range. The range of valid ports is {NODE_PORT_RANGE[0]}-{NODE_PORT_RANGE[1]}"})
-                elif node_port in taken and node_port not in old_ports:
+                elif node_port in taken and node_port not in old_ports and not shared:
                     causes.append({"field": f"spec.ports[{i}].nodePort", "reason": "FieldValueInvalid", "message": f"Invalid value: {node_port}: provided port is already allocated"})
                 taken.add(node_port)
+                if isinstance(node_port, int):
+                    mine.setdefault(node_port, set()).add(protocol)
                 if node_port not in old_ports:
                     new_ports.add(node_port)
                 continue
@@ -155,7 +162,27 @@ class ServiceAllocator:
                 raise errors.internal("failed to allocate a nodePort: range is full")
             port["nodePort"] = free
             taken.add(free)
+            mine.setdefault(free, set()).add(protocol)
             new_ports.add(free)
+        # healthCheckNodePort: allocated for LoadBalancers with externalTrafficPolicy Local (the
+        # service proxy answers on it), released when the Service stops being one.
+        if svc_type == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local":
+            health = spec.get("healthCheckNodePort")
+            if health:
+                if not isinstance(health, int) or not NODE_PORT_RANGE[0] <= health <= NODE_PORT_RANGE[1]:
+                    causes.append({"field": "spec.healthCheckNodePort", "reason": "FieldValueInvalid", "message": f"Invalid value: {health}: provided port is not in the valid range. The range of valid ports is {NODE_PORT_RANGE[0]}-{NODE_PORT_RANGE[1]}"})
+                elif health in taken and health not in old_ports:
+                    causes.append({"field": "spec.healthCheckNodePort", "reason": "FieldValueInvalid", "message": f"Invalid value: {health}: provided port is already allocated"})
+                elif health not in old_ports:
+                    new_ports.add(health)
+            else:
+                free = self._free_port(taken)
+                if free is None:
+                    raise errors.internal("failed to allocate a nodePort: range is full")
+                spec["healthCheckNodePort"] = free
+                new_ports.add(free)
+        else:
+            spec.pop("healthCheckNodePort", None)
         if causes:
             raise errors.invalid("Service", name, causes)
         if dry_run or (not new_ips and not new_ports):
